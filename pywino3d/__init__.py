@@ -1,0 +1,35 @@
+"""pywino3d: fast 3-D convolution with the Winograd algorithm.
+
+Public API
+----------
+conv3d                      spatial weights in, output out (tile="auto")
+filter_transform            spatial weights -> Winograd-domain weights U
+winograd_conv3d             convolution with U, optionally column-sparse
+winograd_conv3d_backward    (grad_x, grad_U)
+filter_transform_backward   grad_U -> grad_w
+winograd_matrices           exact Toom-Cook matrices (AT, G, BT)
+show_versions               versions, OpenMP, threads, backends
+"""
+from ._api import (
+    conv3d,
+    filter_transform,
+    filter_transform_backward,
+    winograd_conv3d,
+    winograd_conv3d_backward,
+)
+from ._info import show_versions
+from ._transforms import winograd_matrices
+from . import testing  # noqa: E402  (public test helpers)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "conv3d",
+    "filter_transform",
+    "filter_transform_backward",
+    "winograd_conv3d",
+    "winograd_conv3d_backward",
+    "winograd_matrices",
+    "show_versions",
+    "testing",
+]

@@ -1,0 +1,268 @@
+"""The public NumPy-style API of pywino3d."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _cpu_backend as cpu
+from ._geometry import make_geometry, parse_kernel_size, parse_tile
+from ._tiles import choose_tile
+from ._validation import as_columns, as_float_array, resolve_workers
+
+__all__ = [
+    "conv3d",
+    "filter_transform",
+    "filter_transform_backward",
+    "winograd_conv3d",
+    "winograd_conv3d_backward",
+]
+
+
+def _check_bias(bias, K, dtype):
+    if bias is None:
+        return None
+    b = as_float_array("bias", bias, ndim=1, dtype=dtype)
+    if b.shape[0] != K:
+        raise ValueError(f"bias: expected shape ({K},) (one value per output channel), got {b.shape}")
+    return np.ascontiguousarray(b)
+
+
+def _check_x(x):
+    return as_float_array("x", x, ndim=5)
+
+
+def _check_w(w, x):
+    w = as_float_array("w", w, ndim=5, dtype=x.dtype)
+    if w.shape[1] != x.shape[1]:
+        raise ValueError(
+            f"w: expected {x.shape[1]} input channels (w.shape[1] == x.shape[1]), got w.shape {w.shape}"
+        )
+    parse_kernel_size(w.shape[2:])  # range check
+    return w
+
+
+def _tile_for_filter(tile, name="tile"):
+    if isinstance(tile, str):
+        raise ValueError(f"{name}: expected an int or 3 ints here, got {tile!r} "
+                         "('auto' is only meaningful in conv3d)")
+    return parse_tile(tile)
+
+
+def _check_U(U, g, dtype, name="U"):
+    U = as_float_array(name, U, ndim=3, dtype=dtype)
+    if U.shape[0] != g.npos or U.shape[2] != g.C:
+        raise ValueError(
+            f"{name}: expected shape (positions={g.npos}, K, C={g.C}) for tile {g.tile} and "
+            f"kernel_size {g.ksize}, got {U.shape}"
+        )
+    return U
+
+
+def conv3d(x, w, bias=None, *, padding=0, tile="auto", workers=None):
+    """3-D cross-correlation (stride 1) computed with Winograd F(m^3, r^3).
+
+    Matches ``torch.nn.functional.conv3d`` with stride 1, dilation 1 and
+    groups 1.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, D, H, W)
+        Input, float32 or float64.
+    w : array_like, shape (K, C, rd, rh, rw)
+        Filters, same dtype as ``x``; each kernel extent in 1..7.
+    bias : array_like, shape (K,), optional
+    padding : int, tuple of 3 ints, "same" or "valid"
+        Zero padding on both sides of each axis; ``"same"`` keeps the
+        spatial size (the extra element of an even kernel goes at the end).
+    tile : int, tuple of 3 ints or "auto"
+        Output tile size m per axis (1..8).  ``1`` is direct convolution.
+        ``"auto"`` picks a tile with the cost model of ``pywino3d._tiles``.
+    workers : int, optional
+        Threads, as in :func:`scipy.fft.fft`: None follows OMP_NUM_THREADS
+        and threadpoolctl limits, -1 uses all cores.  The result does not
+        depend on it, bit for bit.
+
+    Returns
+    -------
+    y : ndarray, shape (N, K, Do, Ho, Wo)
+        With ``Do = D + 2 * pad_d - rd + 1`` and so on; x's dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pywino3d
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((1, 2, 6, 6, 6)).astype(np.float32)
+    >>> w = rng.standard_normal((3, 2, 3, 3, 3)).astype(np.float32)
+    >>> y = pywino3d.conv3d(x, w, padding=1, tile=2)
+    >>> y.shape
+    (1, 3, 6, 6, 6)
+    >>> ref = pywino3d.testing.conv3d_reference(x, w, padding=1)
+    >>> bool(np.allclose(y, ref, atol=1e-4))
+    True
+    """
+    x = _check_x(x)
+    w = _check_w(w, x)
+    K = w.shape[0]
+    bias = _check_bias(bias, K, x.dtype)
+    ksize = w.shape[2:]
+    nthreads = resolve_workers(workers)
+    g = make_geometry(x.shape, K, ksize, padding, (1, 1, 1))
+    if isinstance(tile, str):
+        if tile != "auto":
+            raise ValueError(f"tile: expected an int, 3 ints or 'auto', got {tile!r}")
+        tile = choose_tile(g.out, ksize, g.N, g.C, K, x.dtype.itemsize)
+    tile = parse_tile(tile)
+    g = make_geometry(x.shape, K, ksize, padding, tile)
+    kept = as_columns(None, g.npos)
+    U = cpu.filter_transform(w, tile, kept, nthreads)
+    return cpu.forward(g, x, U, bias, kept, nthreads)
+
+
+def filter_transform(w, tile, *, workers=None):
+    """Winograd-domain weights U = (G_d x G_h x G_w) w for every filter.
+
+    Parameters
+    ----------
+    w : array_like, shape (K, C, rd, rh, rw)
+    tile : int or tuple of 3 ints
+        Output tile size per axis.
+
+    Returns
+    -------
+    U : ndarray, shape (P, K, C)
+        ``P = alpha_d * alpha_h * alpha_w`` positions in C order over
+        (d, h, w), ``alpha = m + r - 1``.
+
+    Examples
+    --------
+    >>> import numpy as np, pywino3d
+    >>> w = np.ones((4, 2, 3, 3, 3))
+    >>> pywino3d.filter_transform(w, 2).shape
+    (64, 4, 2)
+    """
+    w = as_float_array("w", w, ndim=5)
+    parse_kernel_size(w.shape[2:])
+    tile = _tile_for_filter(tile)
+    ksize = w.shape[2:]
+    a = [m + r - 1 for m, r in zip(tile, ksize)]
+    kept = as_columns(None, a[0] * a[1] * a[2])
+    return cpu.filter_transform(w, tile, kept, resolve_workers(workers))
+
+
+def filter_transform_backward(grad_U, kernel_size, tile, *, workers=None):
+    """Gradient with respect to ``w`` of :func:`filter_transform`.
+
+    Parameters
+    ----------
+    grad_U : array_like, shape (P, K, C)
+    kernel_size : int or tuple of 3 ints
+    tile : int or tuple of 3 ints
+
+    Returns
+    -------
+    grad_w : ndarray, shape (K, C, rd, rh, rw)
+
+    Examples
+    --------
+    >>> import numpy as np, pywino3d
+    >>> gU = np.ones((64, 4, 2))
+    >>> pywino3d.filter_transform_backward(gU, 3, 2).shape
+    (4, 2, 3, 3, 3)
+    """
+    ksize = parse_kernel_size(kernel_size)
+    tile = _tile_for_filter(tile)
+    gU = as_float_array("grad_U", grad_U, ndim=3)
+    P = 1
+    for m, r in zip(tile, ksize):
+        P *= m + r - 1
+    if gU.shape[0] != P:
+        raise ValueError(f"grad_U: expected {P} positions for tile {tile} and kernel_size {ksize}, "
+                         f"got shape {gU.shape}")
+    return cpu.filter_transform_backward(gU, ksize, tile, resolve_workers(workers))
+
+
+def _prepare(x, U, kernel_size, tile, padding, columns, xname="x"):
+    x = as_float_array(xname, x, ndim=5)
+    ksize = parse_kernel_size(kernel_size)
+    tile = _tile_for_filter(tile)
+    U = as_float_array("U", U, ndim=3, dtype=x.dtype)
+    g = make_geometry(x.shape, U.shape[1], ksize, padding, tile)
+    _check_U(U, g, x.dtype)
+    kept = as_columns(columns, g.npos)
+    return x, U, g, kept
+
+
+def winograd_conv3d(x, U, *, kernel_size, tile, padding=0, bias=None, columns=None, workers=None):
+    """Convolution with Winograd-domain weights, optionally column-sparse.
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, D, H, W)
+    U : array_like, shape (P, K, C)
+        Winograd-domain weights, e.g. from :func:`filter_transform`.
+    kernel_size : int or tuple of 3 ints
+    tile : int or tuple of 3 ints
+    padding : int, tuple of 3 ints, "same" or "valid"
+    bias : array_like, shape (K,), optional
+    columns : 1-D array of int, optional
+        Kept positions (columns).  Pruned positions are skipped in the input
+        transform, the product and the output transform; the result equals
+        the dense result with ``U`` zeroed at the pruned positions.
+    workers : int, optional
+
+    Returns
+    -------
+    y : ndarray, shape (N, K, Do, Ho, Wo)
+
+    Examples
+    --------
+    >>> import numpy as np, pywino3d
+    >>> rng = np.random.default_rng(1)
+    >>> x = rng.standard_normal((1, 2, 5, 5, 5))
+    >>> U = pywino3d.filter_transform(rng.standard_normal((3, 2, 3, 3, 3)), 2)
+    >>> y = pywino3d.winograd_conv3d(x, U, kernel_size=3, tile=2, padding=1,
+    ...                              columns=np.arange(0, 64, 2))
+    >>> U2 = U.copy(); U2[1::2] = 0
+    >>> dense = pywino3d.winograd_conv3d(x, U2, kernel_size=3, tile=2, padding=1)
+    >>> bool(np.allclose(y, dense))
+    True
+    """
+    x, U, g, kept = _prepare(x, U, kernel_size, tile, padding, columns)
+    bias = _check_bias(bias, g.K, x.dtype)
+    return cpu.forward(g, x, U, bias, kept, resolve_workers(workers))
+
+
+def winograd_conv3d_backward(grad_y, x, U, *, kernel_size, tile, padding=0, columns=None,
+                             workers=None):
+    """Gradients of :func:`winograd_conv3d` with respect to ``x`` and ``U``.
+
+    Parameters
+    ----------
+    grad_y : array_like, shape (N, K, Do, Ho, Wo)
+    x, U, kernel_size, tile, padding, columns, workers
+        As in :func:`winograd_conv3d`.
+
+    Returns
+    -------
+    grad_x : ndarray, shape (N, C, D, H, W)
+    grad_U : ndarray, shape (P, K, C)
+        Zero at pruned positions.  ``filter_transform_backward(grad_U, ...)``
+        turns it into the gradient of spatial weights.
+
+    Examples
+    --------
+    >>> import numpy as np, pywino3d
+    >>> rng = np.random.default_rng(2)
+    >>> x = rng.standard_normal((1, 2, 4, 4, 4))
+    >>> U = pywino3d.filter_transform(rng.standard_normal((3, 2, 3, 3, 3)), 2)
+    >>> gy = np.ones((1, 3, 2, 2, 2))
+    >>> gx, gU = pywino3d.winograd_conv3d_backward(gy, x, U, kernel_size=3, tile=2)
+    >>> gx.shape, gU.shape
+    ((1, 2, 4, 4, 4), (64, 3, 2))
+    """
+    x, U, g, kept = _prepare(x, U, kernel_size, tile, padding, columns)
+    gy = as_float_array("grad_y", grad_y, ndim=5, dtype=x.dtype)
+    want = (g.N, g.K, *g.out)
+    if gy.shape != want:
+        raise ValueError(f"grad_y: expected shape {want} (the output's shape), got {gy.shape}")
+    return cpu.backward(g, gy, x, U, kept, resolve_workers(workers))

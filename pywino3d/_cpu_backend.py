@@ -1,0 +1,187 @@
+"""The CPU backend: block loop over tiles around the C kernels.
+
+For a block of ``tb`` tiles the forward pass runs
+
+    V = input_transform(x)          # (nk, C, tb)   kept positions only
+    M[i] = U[kept[i]] @ V[i]        # (nk, K, tb)   batched GEMM
+    y   <- output_transform(M)      # written straight into y
+
+so the workspace is ``(C + K) * nk * tb`` elements whatever the volume.  The
+block size is chosen from a workspace budget (``PYWINO3D_WORKSPACE_MB``,
+default 64) and is a multiple of the GEMM micro-tile width where possible.
+"""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+import numpy as np
+
+from . import _cpu
+from ._geometry import axis_matrices
+
+#: GEMM micro-tile width in floats (columns); blocks are multiples of it.
+_NR = 32
+
+
+def workspace_budget():
+    """Bytes of workspace one call may use (``PYWINO3D_WORKSPACE_MB``)."""
+    return int(float(os.environ.get("PYWINO3D_WORKSPACE_MB", "64")) * 2**20)
+
+
+def available_memory():
+    """Bytes of memory available to this process (best effort)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def block_size(ntiles, per_tile_elems, itemsize):
+    """Tiles per block for a workspace of ``per_tile_elems`` elements a tile."""
+    per_tile = max(1, per_tile_elems) * itemsize
+    tb = max(1, workspace_budget() // per_tile)
+    if tb >= _NR:
+        tb -= tb % _NR
+    return int(min(tb, max(1, ntiles)))
+
+
+def check_memory(what, nbytes):
+    """Raise MemoryError if ``nbytes`` cannot fit in the available memory."""
+    avail = available_memory()
+    if nbytes > avail:
+        raise MemoryError(
+            f"pywino3d: {what} needs {nbytes / 2**30:.2f} GiB but only "
+            f"{avail / 2**30:.2f} GiB is available; reduce the batch or the volume, "
+            "or lower PYWINO3D_WORKSPACE_MB"
+        )
+
+
+@lru_cache(maxsize=256)
+def _plan(kind, tile, ksize, dtype_str, kept_bytes):
+    """TilePlan for 'input' (BT), 'output' (A = AT^T) or 'filter' (G)."""
+    which = {"input": 0, "output": 1, "filter": 2}[kind]
+    mats = [axis_matrices(m, r, dtype_str)[which] for m, r in zip(tile, ksize)]
+    kept = np.frombuffer(kept_bytes, dtype=np.int32)
+    return _cpu.TilePlan(mats, kept)
+
+
+def plan(kind, geom_or_tile, ksize, dtype, kept):
+    tile = geom_or_tile if isinstance(geom_or_tile, tuple) else geom_or_tile.tile
+    return _plan(kind, tuple(tile), tuple(ksize), np.dtype(dtype).str, kept.tobytes())
+
+
+def _x_geometry(g, x):
+    item = x.itemsize
+    if any(s % item for s in x.strides):
+        x = np.ascontiguousarray(x)
+    return x, g.as_c(tuple(s // item for s in x.strides))
+
+
+def filter_transform(w, tile, kept, nthreads):
+    """U (npos, K, C) with rows at ``kept`` filled, others zero."""
+    K, C = w.shape[:2]
+    ksize = w.shape[2:]
+    a = [m + r - 1 for m, r in zip(tile, ksize)]
+    npos = a[0] * a[1] * a[2]
+    U = np.zeros((npos, K, C), dtype=w.dtype)
+    if K * C == 0 or kept.size == 0:
+        return U
+    w = np.ascontiguousarray(w)
+    pl = plan("filter", tuple(tile), ksize, w.dtype, kept)
+    if kept.size == npos:
+        _cpu.filter_expand(w, K * C, pl, U, nthreads)
+    else:
+        Uk = np.empty((kept.size, K, C), dtype=w.dtype)
+        _cpu.filter_expand(w, K * C, pl, Uk, nthreads)
+        U[kept] = Uk
+    return U
+
+
+def filter_transform_backward(gU, ksize, tile, nthreads):
+    P, K, C = gU.shape
+    gw = np.empty((K, C, *ksize), dtype=gU.dtype)
+    if K * C == 0:
+        return gw
+    kept = np.arange(P, dtype=np.int32)
+    pl = plan("filter", tuple(tile), ksize, gU.dtype, kept)
+    _cpu.filter_contract(np.ascontiguousarray(gU), K * C, pl, gw, nthreads)
+    return gw
+
+
+def forward(g, x, U, bias, kept, nthreads):
+    """y = Winograd convolution of x with U at the kept positions."""
+    dtype = x.dtype
+    K, C = g.K, g.C
+    y = np.empty((g.N, K, *g.out), dtype=dtype)
+    if y.size == 0:
+        return y
+    nk = int(kept.size)
+    T = g.ntiles
+    tb = block_size(T, nk * (C + K), dtype.itemsize)
+    check_memory("the output and the tile workspace", y.nbytes + tb * nk * (C + K) * dtype.itemsize)
+    if nk == 0 or C == 0:
+        y[...] = 0 if bias is None else bias.reshape(1, K, 1, 1, 1)
+        return y
+    x, gt = _x_geometry(g, x)
+    U = np.ascontiguousarray(U)
+    pin = plan("input", g, g.ksize, dtype, kept)
+    pout = plan("output", g, g.ksize, dtype, kept)
+    V = np.empty(nk * C * tb, dtype=dtype)
+    M = np.empty(nk * K * tb, dtype=dtype)
+    for t0 in range(0, T, tb):
+        n = min(tb, T - t0)
+        _cpu.input_block(gt, x, pin, t0, n, V, nthreads)
+        # M[i] (K x n) = U[kept[i]] (K x C) @ V[i] (C x n)
+        _cpu.gemm_batched(nk, K, n, C, U, kept, K * C, C, 1, V, C * n, n, 1,
+                          M, None, K * n, n, False, nthreads)
+        _cpu.output_block(gt, M, K, pout, t0, n, bias, y, nthreads)
+    return y
+
+
+def backward(g, gy, x, U, kept, nthreads, need_x=True, need_U=True):
+    """(grad_x, grad_U) of the Winograd convolution."""
+    dtype = x.dtype
+    K, C = g.K, g.C
+    P = g.npos
+    gx = np.zeros((g.N, C, *g.spatial), dtype=dtype) if need_x else None
+    gU = np.zeros((P, K, C), dtype=dtype) if need_U else None
+    nk = int(kept.size)
+    T = g.ntiles
+    if nk == 0 or T == 0 or C == 0 or K == 0:
+        return gx, gU
+    tb = block_size(T, nk * (2 * C + K), dtype.itemsize)
+    check_memory("the gradients and the tile workspace",
+                 (gx.nbytes if need_x else 0) + tb * nk * (2 * C + K) * dtype.itemsize)
+    x, gt = _x_geometry(g, x)
+    gy = np.ascontiguousarray(gy)
+    U = np.ascontiguousarray(U)
+    pin = plan("input", g, g.ksize, dtype, kept)
+    pout = plan("output", g, g.ksize, dtype, kept)
+    gM = np.empty(nk * K * tb, dtype=dtype)
+    V = np.empty(nk * C * tb, dtype=dtype) if need_U else None
+    gV = np.empty(nk * C * tb, dtype=dtype) if need_x else None
+    gUk = np.zeros((nk, K, C), dtype=dtype) if need_U else None
+    for t0 in range(0, T, tb):
+        n = min(tb, T - t0)
+        _cpu.output_adjoint_block(gt, gy, K, pout, t0, n, gM, nthreads)
+        if need_x:
+            # gV[i] (C x n) = U[kept[i]]^T (C x K) @ gM[i] (K x n)
+            _cpu.gemm_batched(nk, C, n, K, U, kept, K * C, 1, C, gM, K * n, n, 1,
+                              gV, None, C * n, n, False, nthreads)
+            _cpu.input_adjoint_block(gt, gV, pin, t0, n, gx, nthreads)
+        if need_U:
+            _cpu.input_block(gt, x, pin, t0, n, V, nthreads)
+            # gU[i] (K x C) += gM[i] (K x n) @ V[i]^T (n x C)
+            _cpu.gemm_batched(nk, K, C, n, gM, None, K * n, n, 1, V, C * n, 1, n,
+                              gUk, None, K * C, C, True, nthreads)
+    if need_U:
+        gU[kept] = gUk
+    return gx, gU

@@ -1,0 +1,102 @@
+"""Shapes of one convolution: padding, output extent, tiles, positions."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from ._transforms import MAX_KERNEL, MAX_TILE, winograd_matrices
+from ._validation import as_int, as_triple
+
+AXES = ("d", "h", "w")
+
+
+def parse_padding(padding, ksize):
+    """Return ((front, back) per axis) for an int, a 3-tuple, 'same' or 'valid'.
+
+    ``"same"`` matches ``torch.nn.functional.conv3d``: total padding
+    ``r - 1`` per axis, the extra element (even kernels) at the back.
+    """
+    if isinstance(padding, str):
+        if padding == "valid":
+            return ((0, 0),) * 3
+        if padding == "same":
+            return tuple(((r - 1) // 2, (r - 1) - (r - 1) // 2) for r in ksize)
+        raise ValueError(f"padding: expected an int, 3 ints, 'same' or 'valid', got {padding!r}")
+    pads = as_triple("padding", padding)
+    for i, p in enumerate(pads):
+        if p < 0:
+            raise ValueError(f"padding: must be non-negative, got {padding!r}")
+    return tuple((p, p) for p in pads)
+
+
+def parse_kernel_size(kernel_size):
+    return as_triple("kernel_size", kernel_size, 1, MAX_KERNEL)
+
+
+def parse_tile(tile):
+    return as_triple("tile", tile, 1, MAX_TILE)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Everything the kernels need to know about the shapes of one call."""
+
+    N: int
+    C: int
+    K: int
+    spatial: tuple  # (D, H, W)
+    ksize: tuple  # (rd, rh, rw)
+    pads: tuple  # ((front, back),) * 3
+    tile: tuple  # (md, mh, mw)
+
+    @property
+    def out(self):
+        return tuple(s + p0 + p1 - r + 1 for s, (p0, p1), r in zip(self.spatial, self.pads, self.ksize))
+
+    @property
+    def alpha(self):
+        return tuple(m + r - 1 for m, r in zip(self.tile, self.ksize))
+
+    @property
+    def npos(self):
+        a = self.alpha
+        return a[0] * a[1] * a[2]
+
+    @property
+    def ntiles_axis(self):
+        return tuple(-(-o // m) for o, m in zip(self.out, self.tile))
+
+    @property
+    def ntiles(self):
+        t = self.ntiles_axis
+        return self.N * t[0] * t[1] * t[2]
+
+    def as_c(self, x_strides_elems):
+        """The tuple unpacked by ``_cpu._geom``."""
+        return (
+            self.N, self.C, *self.spatial, *x_strides_elems,
+            *(p[0] for p in self.pads), *self.out, *self.tile, *self.ntiles_axis,
+        )
+
+
+def make_geometry(x_shape, K, ksize, padding, tile):
+    """Validate shapes and build a :class:`Geometry`."""
+    N, C, D, H, W = x_shape
+    pads = parse_padding(padding, ksize)
+    g = Geometry(N, C, K, (D, H, W), tuple(ksize), pads, tuple(tile))
+    for ax, o, s, (p0, p1), r in zip(AXES, g.out, g.spatial, pads, ksize):
+        if o < 1:
+            raise ValueError(
+                f"kernel_size: kernel {r} is larger than the padded input along {ax} "
+                f"({s} + {p0} + {p1} = {s + p0 + p1})"
+            )
+    return g
+
+
+@lru_cache(maxsize=None)
+def axis_matrices(m, r, dtype_str):
+    """(BT, A, G) for one axis: BT (alpha x alpha), A = AT^T (alpha x m), G (alpha x r)."""
+    AT, G, BT = winograd_matrices(m, r, dtype=np.dtype(dtype_str))
+    return (np.ascontiguousarray(BT), np.ascontiguousarray(AT.T), np.ascontiguousarray(G))

@@ -1,0 +1,52 @@
+"""``show_versions()`` and ``python -m pywino3d info``."""
+from __future__ import annotations
+
+import platform
+import sys
+
+
+def info_dict():
+    """Versions, OpenMP status, threads and available backends."""
+    import numpy as np
+
+    from . import __version__, _cpu
+
+    d = {
+        "pywino3d": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+        "openmp": "on" if _cpu.has_openmp() else "off (serial build)",
+        "threads (default workers)": _cpu.max_threads(),
+        "cores (workers=-1)": _cpu.num_procs(),
+    }
+    for mod in ("scipy", "hypothesis", "torch", "cupy"):
+        try:
+            m = __import__(mod)
+            d[mod] = getattr(m, "__version__", "?")
+        except Exception:
+            d[mod] = "not installed"
+    backends = ["cpu"]
+    try:
+        import cupy
+
+        if cupy.cuda.is_available():
+            backends.append("cuda")
+    except Exception:
+        pass
+    d["backends available"] = ", ".join(backends)
+    return d
+
+
+def show_versions(file=None):
+    """Print versions, OpenMP on/off, threads and the available backends.
+
+    Examples
+    --------
+    >>> import pywino3d
+    >>> pywino3d.show_versions()  # doctest: +ELLIPSIS
+    pywino3d ...
+    """
+    file = file or sys.stdout
+    for k, v in info_dict().items():
+        print(f"{k:<26} {v}", file=file)

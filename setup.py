@@ -1,0 +1,89 @@
+"""Build the CPU extension of pywino3d.
+
+OpenMP is detected by compiling a tiny test program with the compiler that
+setuptools will use.  Without OpenMP the build prints a loud warning and
+produces a serial extension (results are identical, only slower).
+
+Environment:
+  PYWINO3D_PORTABLE=1   do not pass -march=native (for wheels that travel)
+"""
+import os
+import sys
+import tempfile
+import textwrap
+import warnings
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+OMP_TEST = textwrap.dedent(
+    """
+    #include <omp.h>
+    int main(void) {
+        int n = 0;
+        #pragma omp parallel reduction(+:n)
+        n += 1;
+        return n > 0 ? 0 : 1;
+    }
+    """
+)
+
+
+def _compiles(compiler, flags):
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "omp_test.c")
+        with open(src, "w") as f:
+            f.write(OMP_TEST)
+        try:
+            objs = compiler.compile([src], output_dir=tmp, extra_postargs=flags)
+            compiler.link_executable(objs, os.path.join(tmp, "omp_test"), extra_postargs=flags)
+        except Exception:
+            return False
+    return True
+
+
+class BuildExt(build_ext):
+    def build_extensions(self):
+        ctype = self.compiler.compiler_type
+        if ctype == "msvc":
+            base, omp = ["/O2"], ["/openmp"]
+        else:
+            base = ["-O3", "-std=c11", "-fno-strict-aliasing"]
+            if os.environ.get("PYWINO3D_PORTABLE", "0") != "1" and _compiles(
+                self.compiler, ["-march=native"]
+            ):
+                base.append("-march=native")
+            omp = ["-fopenmp"]
+        have_omp = _compiles(self.compiler, omp)
+        if not have_omp:
+            msg = (
+                "\n" + "!" * 72 + "\n"
+                "pywino3d: OpenMP was NOT found; building a SERIAL extension.\n"
+                "Install an OpenMP runtime (e.g. libgomp with gcc, libomp with clang)\n"
+                "and rebuild for multi-threaded kernels.\n" + "!" * 72
+            )
+            warnings.warn(msg)
+            print(msg, file=sys.stderr)
+            omp = []
+        for ext in self.extensions:
+            ext.extra_compile_args = base + omp + list(ext.extra_compile_args or [])
+            ext.extra_link_args = omp + list(ext.extra_link_args or [])
+        super().build_extensions()
+
+
+extensions = [
+    Extension(
+        "pywino3d._cpu",
+        sources=["pywino3d/_cpu.pyx", "src/wino3d_cpu.c"],
+        include_dirs=["src", np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        depends=["src/wino3d_cpu.h", "src/wino3d_cpu_impl.h", "src/wino3d_tile.h", "src/wino3d_common.h"],
+    )
+]
+
+setup(
+    ext_modules=cythonize(extensions, compiler_directives={"language_level": "3"}),
+    cmdclass={"build_ext": BuildExt},
+)

@@ -1,0 +1,66 @@
+/*
+ * wino3d_cpu.c -- instantiates the CPU kernels for float and double.
+ */
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "wino3d_cpu.h"
+
+int wino_has_openmp(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int wino_max_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+int wino_num_procs(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_procs();
+#else
+    return 1;
+#endif
+}
+
+/* Micro-kernel shape: MR rows x (2 * VL) columns of C in registers.  With
+ * AVX-512 a float micro-tile is 12 x 32 (24 zmm accumulators); otherwise
+ * the vectors are 256-bit and the tile is 6 x 16 (12 ymm accumulators). */
+#if defined(__AVX512F__)
+#define WINO_VBYTES 64
+#define MR_f 12
+#define MR_d 12
+#else
+#define WINO_VBYTES 32
+#define MR_f 6
+#define MR_d 6
+#endif
+
+#define R float
+#define S f
+#define VL (WINO_VBYTES / 4)
+#include "wino3d_cpu_impl.h"
+#undef R
+#undef S
+#undef VL
+
+#define R double
+#define S d
+#define VL (WINO_VBYTES / 8)
+#include "wino3d_cpu_impl.h"
+#undef R
+#undef S
+#undef VL

@@ -1,0 +1,77 @@
+/*
+ * wino3d_cpu.h -- the CPU kernels of pywino3d (C99 + OpenMP).
+ *
+ * The convolution runs over blocks of tiles; for one block of `tb` tiles
+ * starting at tile `t0` the stages are
+ *   wino_input_block   x  -> V  [nk][C][tb]   (kept positions only)
+ *   wino_gemm_batched  M[i] = U[kept[i]] @ V[i]      ([nk][K][tb])
+ *   wino_output_block  M  -> y   (+ bias)
+ * and for the backward pass
+ *   wino_output_adjoint_block  grad_y -> grad_M
+ *   wino_gemm_batched          grad_V[i] = U[kept[i]]^T @ grad_M[i]
+ *                              grad_U[kept[i]] += grad_M[i] @ V[i]^T
+ *   wino_input_adjoint_block   grad_V -> grad_x (accumulated)
+ * Tiles are numbered in C order over (n, tile_d, tile_h, tile_w).
+ *
+ * Every function is deterministic: each output element is produced by one
+ * thread in an order that does not depend on the number of threads.
+ */
+#ifndef WINO3D_CPU_H
+#define WINO3D_CPU_H
+
+#include "wino3d_common.h"
+
+#define WINO_REAL float
+#define WINO_SUFFIX f
+#include "wino3d_tile.h"
+#undef WINO_REAL
+#undef WINO_SUFFIX
+#define WINO_REAL double
+#define WINO_SUFFIX d
+#include "wino3d_tile.h"
+#undef WINO_REAL
+#undef WINO_SUFFIX
+
+/* Geometry of one convolution. */
+typedef struct {
+    wino_index N, C, D, H, W;   /* input (unpadded) */
+    wino_index xs[5];           /* strides of x in elements */
+    int pad[3];                 /* front padding per axis */
+    wino_index od[3];           /* output extent per axis */
+    int m[3];                   /* output tile per axis */
+    wino_index nt[3];           /* tiles per axis */
+} wino_geom;
+
+int wino_has_openmp(void);
+int wino_max_threads(void);
+int wino_num_procs(void);
+/* Largest scratch (elements) a plan of these alphas/ns needs. */
+
+#define WINO_DECLARE(S, R)                                                              \
+int  wino_input_block_##S(const wino_geom *g, const R *x, const wino_plan_##S *pl,     \
+                          wino_index t0, wino_index tb, R *V, int nthreads);           \
+int  wino_output_block_##S(const wino_geom *g, const R *M, wino_index K,               \
+                           const wino_plan_##S *pl, wino_index t0, wino_index tb,      \
+                           const R *bias, R *y, int nthreads);                         \
+int  wino_output_adjoint_block_##S(const wino_geom *g, const R *gy, wino_index K,      \
+                                   const wino_plan_##S *pl, wino_index t0,             \
+                                   wino_index tb, R *gM, int nthreads);                \
+int  wino_input_adjoint_block_##S(const wino_geom *g, const R *gV,                     \
+                                  const wino_plan_##S *pl, wino_index t0,              \
+                                  wino_index tb, R *gx, int nthreads);                 \
+int  wino_filter_##S(const R *w, wino_index KC, const wino_plan_##S *pl, R *U,         \
+                     int nthreads);                                                    \
+int  wino_filter_adjoint_##S(const R *gU, wino_index KC, const wino_plan_##S *pl,      \
+                             R *gw, int nthreads);                                     \
+int wino_gemm_batched_##S(wino_index nb, wino_index M, wino_index N, wino_index K,     \
+                          const R *A, const int *aidx, wino_index sa,                  \
+                          wino_index rsa, wino_index csa,                              \
+                          const R *B, wino_index sb, wino_index rsb, wino_index csb,   \
+                          R *C, const int *cidx, wino_index sc, wino_index rsc,        \
+                          int accumulate, int nthreads);
+
+WINO_DECLARE(f, float)
+WINO_DECLARE(d, double)
+#undef WINO_DECLARE
+
+#endif /* WINO3D_CPU_H */
