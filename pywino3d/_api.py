@@ -6,6 +6,7 @@ import numpy as np
 from . import _cpu_backend as cpu
 from ._geometry import make_geometry, parse_kernel_size, parse_tile
 from ._tiles import choose_tile
+from ._transforms import MAX_KERNEL
 from ._validation import as_columns, as_float_array, resolve_workers
 
 __all__ = [
@@ -36,7 +37,12 @@ def _check_w(w, x):
         raise ValueError(
             f"w: expected {x.shape[1]} input channels (w.shape[1] == x.shape[1]), got w.shape {w.shape}"
         )
-    parse_kernel_size(w.shape[2:])  # range check
+    return _check_kernel_extent(w)
+
+
+def _check_kernel_extent(w):
+    if not all(1 <= r <= MAX_KERNEL for r in w.shape[2:]):
+        raise ValueError(f"w: kernel extents must be in 1..{MAX_KERNEL}, got shape {w.shape}")
     return w
 
 
@@ -140,8 +146,7 @@ def filter_transform(w, tile, *, workers=None):
     >>> pywino3d.filter_transform(w, 2).shape
     (64, 4, 2)
     """
-    w = as_float_array("w", w, ndim=5)
-    parse_kernel_size(w.shape[2:])
+    w = _check_kernel_extent(as_float_array("w", w, ndim=5))
     tile = _tile_for_filter(tile)
     ksize = w.shape[2:]
     a = [m + r - 1 for m, r in zip(tile, ksize)]

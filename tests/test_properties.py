@@ -1,0 +1,141 @@
+"""Property tests: every tile size m in 2..6 against the float64 oracle."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import pywino3d
+from pywino3d.testing import (
+    ERROR_SAFETY,
+    AXIS_ERROR,
+    conv3d_backward_reference,
+    conv3d_reference,
+    conv_problems,
+    error_bound,
+    local_max,
+)
+
+TILES = [2, 3, 4, 5, 6]
+
+
+def _frozen(*arrays):
+    """Read-only copies: a kernel that writes to its input raises."""
+    out = []
+    for a in arrays:
+        if a is None:
+            out.append(None)
+            continue
+        a = a.copy()
+        a.flags.writeable = False
+        out.append(a)
+    return out
+
+
+def _within(actual, ref, bound):
+    err = np.abs(actual.astype(np.float64) - ref)
+    assert np.all(err <= bound), f"max err/bound = {(err / np.maximum(bound, 1e-300)).max():.3g}"
+
+
+@pytest.mark.parametrize("m", TILES)
+@given(prob=conv_problems())
+def test_forward_matches_oracle(m, prob):
+    x, w, b = prob["x"], prob["w"], prob["bias"]
+    tile = prob["tile"] if isinstance(prob["tile"], tuple) else m
+    if isinstance(tile, tuple):
+        tile = (m,) + tile[1:]
+    xs, ws, bs = _frozen(x, w, b)
+    y = pywino3d.conv3d(xs, ws, bs, padding=prob["padding"], tile=tile)
+    assert y.dtype == x.dtype
+    ref = conv3d_reference(x, w, b, padding=prob["padding"])
+    assert y.shape == ref.shape
+    bound = error_bound(x, w, tile, x.dtype, padding=prob["padding"])
+    if b is not None:
+        bound = bound + np.finfo(x.dtype).eps * np.abs(b).reshape(1, -1, 1, 1, 1) * 2
+    _within(y, ref, bound)
+    np.testing.assert_array_equal(xs, x)
+    np.testing.assert_array_equal(ws, w)
+
+
+@pytest.mark.parametrize("m", TILES)
+@given(prob=conv_problems(max_extent=7, max_channels=6), data=st.data())
+def test_backward_matches_oracle(m, prob, data):
+    x, w, pad = prob["x"], prob["w"], prob["padding"]
+    tile = m
+    U = pywino3d.filter_transform(w, tile)
+    y = pywino3d.winograd_conv3d(x, U, kernel_size=w.shape[2:], tile=tile, padding=pad)
+    rng = np.random.default_rng(prob["seed"])
+    gy = rng.standard_normal(y.shape).astype(x.dtype)
+    xs, Us, gys = _frozen(x, U, gy)
+    gx, gU = pywino3d.winograd_conv3d_backward(gys, xs, Us, kernel_size=w.shape[2:], tile=tile,
+                                               padding=pad)
+    gw = pywino3d.filter_transform_backward(gU, w.shape[2:], tile)
+    rgx, rgw = conv3d_backward_reference(gy, x, w, padding=pad)
+    mgx, mgw = conv3d_backward_reference(np.abs(gy), np.abs(x), np.abs(w), padding=pad)
+    growth = np.prod([AXIS_ERROR[r - 1, m - 1] for r in w.shape[2:]])
+    eps = np.finfo(x.dtype).eps
+    n = max(gy.shape[1], x.shape[1]) * int(np.prod(w.shape[2:])) * max(1, int(np.prod(gy.shape[2:])))
+    scale = eps * (2 * np.log2(2 * n) + 2 * ERROR_SAFETY * growth)
+    alpha = [m + r - 1 for r in w.shape[2:]]
+    _within(gx, rgx, scale * local_max(mgx, [2 * a - 1 for a in alpha]))
+    _within(gw, rgw, scale * mgw.max())
+    for a, b in ((xs, x), (Us, U), (gys, gy)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("m", TILES)
+@given(prob=conv_problems(max_extent=6, max_channels=4), frac=st.floats(0.0, 1.0))
+def test_sparse_equals_masked_dense(m, prob, frac):
+    x, w, pad, b = prob["x"], prob["w"], prob["padding"], prob["bias"]
+    ks = w.shape[2:]
+    U = pywino3d.filter_transform(w, m)
+    rng = np.random.default_rng(prob["seed"])
+    P = U.shape[0]
+    cols = rng.permutation(P)[: int(round(frac * P))]  # unsorted on purpose
+    Um = np.zeros_like(U)
+    Um[cols] = U[cols]
+    ys = pywino3d.winograd_conv3d(x, U, kernel_size=ks, tile=m, padding=pad, bias=b, columns=cols)
+    yd = pywino3d.winograd_conv3d(x, Um, kernel_size=ks, tile=m, padding=pad, bias=b)
+    np.testing.assert_array_equal(ys, yd)
+    gy = rng.standard_normal(ys.shape).astype(x.dtype)
+    gxs, gUs = pywino3d.winograd_conv3d_backward(gy, x, U, kernel_size=ks, tile=m, padding=pad,
+                                                 columns=cols)
+    gxd, gUd = pywino3d.winograd_conv3d_backward(gy, x, Um, kernel_size=ks, tile=m, padding=pad)
+    pruned = np.setdiff1d(np.arange(P), cols)
+    assert not gUs[pruned].any()
+    np.testing.assert_array_equal(gUs[cols], gUd[cols])
+    np.testing.assert_array_equal(gxs, gxd)
+
+
+@pytest.mark.parametrize("m", TILES)
+@given(prob=conv_problems(max_extent=8))
+def test_workers_bit_identical(m, prob):
+    x, w, pad = prob["x"], prob["w"], prob["padding"]
+    y1 = pywino3d.conv3d(x, w, prob["bias"], padding=pad, tile=m, workers=1)
+    y2 = pywino3d.conv3d(x, w, prob["bias"], padding=pad, tile=m, workers=2)
+    assert y1.tobytes() == y2.tobytes()
+    U = pywino3d.filter_transform(w, m)
+    gy = np.ones_like(y1)
+    r1 = pywino3d.winograd_conv3d_backward(gy, x, U, kernel_size=w.shape[2:], tile=m, padding=pad, workers=1)
+    r2 = pywino3d.winograd_conv3d_backward(gy, x, U, kernel_size=w.shape[2:], tile=m, padding=pad, workers=2)
+    assert r1[0].tobytes() == r2[0].tobytes() and r1[1].tobytes() == r2[1].tobytes()
+
+
+@pytest.mark.parametrize("m", TILES)
+@given(prob=conv_problems(max_extent=5, max_channels=3, max_batch=2))
+def test_backward_finite_differences(m, prob):
+    """The forward is linear in x and U, so central differences are exact up
+    to rounding: <gy, y(x + h dx) - y(x - h dx)> / 2h == <gx, dx>."""
+    x = prob["x"].astype(np.float64)
+    w = prob["w"].astype(np.float64)
+    pad, ks = prob["padding"], w.shape[2:]
+    U = pywino3d.filter_transform(w, m)
+    rng = np.random.default_rng(prob["seed"])
+    f = lambda xx, UU: pywino3d.winograd_conv3d(xx, UU, kernel_size=ks, tile=m, padding=pad)  # noqa: E731
+    gy = rng.standard_normal(f(x, U).shape)
+    gx, gU = pywino3d.winograd_conv3d_backward(gy, x, U, kernel_size=ks, tile=m, padding=pad)
+    dx, dU = rng.standard_normal(x.shape), rng.standard_normal(U.shape)
+    h = 1e-3
+    fd_x = np.vdot(gy, f(x + h * dx, U) - f(x - h * dx, U)) / (2 * h)
+    fd_U = np.vdot(gy, f(x, U + h * dU) - f(x, U - h * dU)) / (2 * h)
+    np.testing.assert_allclose(fd_x, np.vdot(gx, dx), rtol=1e-6, atol=1e-8 * np.abs(gx).sum() * 10)
+    np.testing.assert_allclose(fd_U, np.vdot(gU, dU), rtol=1e-6, atol=1e-8 * np.abs(gU).sum() * 10)
