@@ -49,6 +49,32 @@ int wino_num_procs(void)
 #define MR_d 6
 #endif
 
+/* SIMD instantiations of the per-tile math: one lane per tile. */
+typedef float wino_vf __attribute__((vector_size(WINO_VBYTES)));
+typedef double wino_vd __attribute__((vector_size(WINO_VBYTES)));
+#define WINO_REAL float
+#define WINO_VALUE wino_vf
+#define WINO_VZERO ((wino_vf){0})
+#define WINO_SUFFIX fv
+#define WINO_PLAN_SUFFIX f
+#include "wino3d_tile.h"
+#undef WINO_REAL
+#undef WINO_VALUE
+#undef WINO_VZERO
+#undef WINO_SUFFIX
+#undef WINO_PLAN_SUFFIX
+#define WINO_REAL double
+#define WINO_VALUE wino_vd
+#define WINO_VZERO ((wino_vd){0})
+#define WINO_SUFFIX dv
+#define WINO_PLAN_SUFFIX d
+#include "wino3d_tile.h"
+#undef WINO_REAL
+#undef WINO_VALUE
+#undef WINO_VZERO
+#undef WINO_SUFFIX
+#undef WINO_PLAN_SUFFIX
+
 #define R float
 #define S f
 #define VL (WINO_VBYTES / 4)

@@ -9,21 +9,27 @@
 #define SCRATCH_LEN WINO_CAT(wino_scratch_len_, S)
 #define FN(name) WINO_CAT(WINO_CAT(name, _), S)
 
-/* Per-thread scratch for one tile: patch + two transform buffers. */
+#define EXPANDV WINO_CAT(WINO_CAT(wino_expand_, S), v)
+#define CONTRACTV WINO_CAT(WINO_CAT(wino_contract_, S), v)
+#define VEC WINO_CAT(wino_v, S)
+
+/* Per-thread scratch.  The block kernels process VL tiles at once: one SIMD
+ * lane per tile, so the per-tile transform math of wino3d_tile.h runs on
+ * vectors (patch, t1, t2 and the kept values `col` are arrays of VEC). */
 typedef struct {
-    R *patch, *t1, *t2, *col;
+    VEC *patch, *t1, *t2, *col;
 } FN(tile_scratch);
 
-static int FN(scratch_alloc)(FN(tile_scratch) *s, const PLAN *pl, int col_len)
+static int FN(scratch_alloc)(FN(tile_scratch) *s, const PLAN *pl)
 {
-    int patch = 1, alpha = 1;
+    size_t patch = 1, alpha = 1;
     for (int ax = 0; ax < 3; ++ax) {
-        patch *= pl->n[ax] > pl->a[ax] ? pl->n[ax] : pl->a[ax];
-        alpha *= pl->a[ax];
+        patch *= (size_t)(pl->n[ax] > pl->a[ax] ? pl->n[ax] : pl->a[ax]);
+        alpha *= (size_t)pl->a[ax];
     }
-    int t = SCRATCH_LEN(pl);
-    if (patch < alpha) patch = alpha;
-    s->patch = (R *)malloc(sizeof(R) * ((size_t)patch + 2 * (size_t)t + (size_t)col_len + 8));
+    const size_t t = (size_t)SCRATCH_LEN(pl);
+    const size_t total = patch + 2 * t + (size_t)pl->nk + 1;
+    s->patch = (VEC *)aligned_alloc(64, sizeof(VEC) * total);
     if (!s->patch) {
         s->t1 = s->t2 = s->col = NULL;
         return -1;
@@ -34,7 +40,7 @@ static int FN(scratch_alloc)(FN(tile_scratch) *s, const PLAN *pl, int col_len)
     return 0;
 }
 
-/* Tile t -> (n, first input index per axis). */
+/* Tile t -> (n, first output index per axis). */
 static inline void FN(tile_origin)(const wino_geom *g, wino_index t, wino_index *n, wino_index o[3])
 {
     wino_index tw = t % g->nt[2];
@@ -48,45 +54,87 @@ static inline void FN(tile_origin)(const wino_geom *g, wino_index t, wino_index 
     o[2] = tw * g->m[2];
 }
 
+/* Copy lanes [0, lanes) of v to dst (contiguous). */
+static inline void FN(store_lanes)(R *dst, const VEC *v, int lanes)
+{
+    if (lanes == VL) memcpy(dst, v, sizeof(VEC));
+    else memcpy(dst, v, sizeof(R) * (size_t)lanes);
+}
+
+static inline void FN(load_lanes)(VEC *v, const R *src, int lanes)
+{
+    if (lanes == VL) {
+        memcpy(v, src, sizeof(VEC));
+    } else {
+        *v = (VEC){0};
+        memcpy(v, src, sizeof(R) * (size_t)lanes);
+    }
+}
+
+/* Gather the alpha_d x alpha_h x alpha_w input patch of tile t into lane j
+ * of `patch`, with zeros outside x (padding and overhang). */
+static inline void FN(gather_patch)(const wino_geom *g, const R *x, wino_index c, wino_index t,
+                                    const int a[3], R *patch, int j)
+{
+    wino_index n, o[3];
+    FN(tile_origin)(g, t, &n, o);
+    const R *xc = x + n * g->xs[0] + c * g->xs[1];
+    const wino_index ext[3] = {g->D, g->H, g->W};
+    const wino_index i0 = o[0] - g->pad[0], j0 = o[1] - g->pad[1], k0 = o[2] - g->pad[2];
+    const int ad = a[0], ah = a[1], aw = a[2];
+    if (i0 >= 0 && j0 >= 0 && k0 >= 0 && i0 + ad <= ext[0] && j0 + ah <= ext[1] && k0 + aw <= ext[2]) {
+        for (int p = 0; p < ad; ++p)
+            for (int q = 0; q < ah; ++q) {
+                const R *src = xc + (i0 + p) * g->xs[2] + (j0 + q) * g->xs[3] + k0 * g->xs[4];
+                R *dst = patch + (size_t)((p * ah + q) * aw) * VL + j;
+                if (g->xs[4] == 1)
+                    for (int e = 0; e < aw; ++e) dst[(size_t)e * VL] = src[e];
+                else
+                    for (int e = 0; e < aw; ++e) dst[(size_t)e * VL] = src[e * g->xs[4]];
+            }
+        return;
+    }
+    for (int p = 0; p < ad; ++p) {
+        const wino_index id = i0 + p;
+        const int okd = id >= 0 && id < ext[0];
+        for (int q = 0; q < ah; ++q) {
+            const wino_index ih = j0 + q;
+            R *dst = patch + (size_t)((p * ah + q) * aw) * VL + j;
+            if (!okd || ih < 0 || ih >= ext[1]) {
+                for (int e = 0; e < aw; ++e) dst[(size_t)e * VL] = 0;
+                continue;
+            }
+            const R *src = xc + id * g->xs[2] + ih * g->xs[3];
+            for (int e = 0; e < aw; ++e) {
+                const wino_index iw = k0 + e;
+                dst[(size_t)e * VL] = (iw >= 0 && iw < ext[2]) ? src[iw * g->xs[4]] : (R)0;
+            }
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- input */
 int FN(wino_input_block)(const wino_geom *g, const R *x, const PLAN *pl,
-                          wino_index t0, wino_index tb, R *V, int nthreads)
+                         wino_index t0, wino_index tb, R *V, int nthreads)
 {
-    const wino_index C = g->C;
-    const int ad = pl->a[0], ah = pl->a[1], aw = pl->a[2];
-    const wino_index ext[3] = {g->D, g->H, g->W};
+    const wino_index C = g->C, ng = (tb + VL - 1) / VL;
+    const int nk = pl->nk;
     int failed = 0;
 #pragma omp parallel num_threads(nthreads) reduction(|| : failed)
     {
         FN(tile_scratch) s;
-        const int ok = FN(scratch_alloc)(&s, pl, 0) == 0;
+        const int ok = FN(scratch_alloc)(&s, pl) == 0;
 #pragma omp for schedule(static)
-            for (wino_index job = 0; job < C * tb; ++job) {
-                if (!ok) { failed = 1; continue; }
-                const wino_index c = job / tb, tt = job - c * tb;
-                wino_index n, o[3];
-                FN(tile_origin)(g, t0 + tt, &n, o);
-                const R *xc = x + n * g->xs[0] + c * g->xs[1];
-                /* gather the alpha^3 patch, zero outside the input */
-                for (int a = 0; a < ad; ++a) {
-                    const wino_index id = o[0] + a - g->pad[0];
-                    const int okd = id >= 0 && id < ext[0];
-                    for (int b = 0; b < ah; ++b) {
-                        const wino_index ih = o[1] + b - g->pad[1];
-                        R *dst = s.patch + (a * ah + b) * aw;
-                        if (!okd || ih < 0 || ih >= ext[1]) {
-                            for (int e = 0; e < aw; ++e) dst[e] = 0;
-                            continue;
-                        }
-                        const R *src = xc + id * g->xs[2] + ih * g->xs[3];
-                        for (int e = 0; e < aw; ++e) {
-                            const wino_index iw = o[2] + e - g->pad[2];
-                            dst[e] = (iw >= 0 && iw < ext[2]) ? src[iw * g->xs[4]] : (R)0;
-                        }
-                    }
-                }
-                EXPAND(pl, s.patch, V + c * tb + tt, C * tb, s.t1, s.t2);
-            }
+        for (wino_index job = 0; job < C * ng; ++job) {
+            if (!ok) { failed = 1; continue; }
+            const wino_index c = job / ng, gi = job - c * ng, tt = gi * VL;
+            const int lanes = tb - tt < VL ? (int)(tb - tt) : VL;
+            R *patch = (R *)s.patch;
+            if (lanes < VL) memset(patch, 0, sizeof(VEC) * (size_t)pl->a[0] * pl->a[1] * pl->a[2]);
+            for (int j = 0; j < lanes; ++j) FN(gather_patch)(g, x, c, t0 + tt + j, pl->a, patch, j);
+            EXPANDV(pl, s.patch, s.col, 1, s.t1, s.t2);
+            for (int i = 0; i < nk; ++i) FN(store_lanes)(V + (i * C + c) * tb + tt, s.col + i, lanes);
+        }
         free(s.patch);
     }
     return failed ? -1 : 0;
@@ -94,32 +142,37 @@ int FN(wino_input_block)(const wino_geom *g, const R *x, const PLAN *pl,
 
 /* --------------------------------------------------------------- output */
 int FN(wino_output_block)(const wino_geom *g, const R *M, wino_index K,
-                           const PLAN *pl, wino_index t0, wino_index tb,
-                           const R *bias, R *y, int nthreads)
+                          const PLAN *pl, wino_index t0, wino_index tb,
+                          const R *bias, R *y, int nthreads)
 {
-    const int md = pl->n[0], mh = pl->n[1], mw = pl->n[2];
-    const wino_index Do = g->od[0], Ho = g->od[1], Wo = g->od[2];
+    const int md = pl->n[0], mh = pl->n[1], mw = pl->n[2], nk = pl->nk;
+    const wino_index Do = g->od[0], Ho = g->od[1], Wo = g->od[2], ng = (tb + VL - 1) / VL;
     int failed = 0;
 #pragma omp parallel num_threads(nthreads) reduction(|| : failed)
     {
         FN(tile_scratch) s;
-        const int ok = FN(scratch_alloc)(&s, pl, 0) == 0;
+        const int ok = FN(scratch_alloc)(&s, pl) == 0;
 #pragma omp for schedule(static)
-            for (wino_index job = 0; job < K * tb; ++job) {
-                if (!ok) { failed = 1; continue; }
-                const wino_index k = job / tb, tt = job - k * tb;
+        for (wino_index job = 0; job < K * ng; ++job) {
+            if (!ok) { failed = 1; continue; }
+            const wino_index k = job / ng, gi = job - k * ng, tt = gi * VL;
+            const int lanes = tb - tt < VL ? (int)(tb - tt) : VL;
+            for (int i = 0; i < nk; ++i) FN(load_lanes)(s.col + i, M + (i * K + k) * tb + tt, lanes);
+            CONTRACTV(pl, s.col, 1, s.patch, s.t1, s.t2);
+            const R b = bias ? bias[k] : (R)0;
+            const R *patch = (const R *)s.patch;
+            for (int j = 0; j < lanes; ++j) {
                 wino_index n, o[3];
-                FN(tile_origin)(g, t0 + tt, &n, o);
-                CONTRACT(pl, M + k * tb + tt, K * tb, s.patch, s.t1, s.t2);
-                const R b = bias ? bias[k] : (R)0;
+                FN(tile_origin)(g, t0 + tt + j, &n, o);
                 R *yk = y + ((n * K + k) * Do) * Ho * Wo;
                 for (int a = 0; a < md && o[0] + a < Do; ++a)
                     for (int c = 0; c < mh && o[1] + c < Ho; ++c) {
                         R *dst = yk + ((o[0] + a) * Ho + o[1] + c) * Wo + o[2];
-                        const R *src = s.patch + (a * mh + c) * mw;
-                        for (int e = 0; e < mw && o[2] + e < Wo; ++e) dst[e] = src[e] + b;
+                        const R *src = patch + (size_t)((a * mh + c) * mw) * VL + j;
+                        for (int e = 0; e < mw && o[2] + e < Wo; ++e) dst[e] = src[(size_t)e * VL] + b;
                     }
             }
+        }
         free(s.patch);
     }
     return failed ? -1 : 0;
@@ -127,33 +180,37 @@ int FN(wino_output_block)(const wino_geom *g, const R *M, wino_index K,
 
 /* ------------------------------------------------------- output adjoint */
 int FN(wino_output_adjoint_block)(const wino_geom *g, const R *gy, wino_index K,
-                                   const PLAN *pl, wino_index t0, wino_index tb,
-                                   R *gM, int nthreads)
+                                  const PLAN *pl, wino_index t0, wino_index tb,
+                                  R *gM, int nthreads)
 {
-    const int md = pl->n[0], mh = pl->n[1], mw = pl->n[2];
-    const wino_index Do = g->od[0], Ho = g->od[1], Wo = g->od[2];
+    const int md = pl->n[0], mh = pl->n[1], mw = pl->n[2], nk = pl->nk;
+    const wino_index Do = g->od[0], Ho = g->od[1], Wo = g->od[2], ng = (tb + VL - 1) / VL;
     int failed = 0;
 #pragma omp parallel num_threads(nthreads) reduction(|| : failed)
     {
         FN(tile_scratch) s;
-        const int ok = FN(scratch_alloc)(&s, pl, 0) == 0;
+        const int ok = FN(scratch_alloc)(&s, pl) == 0;
 #pragma omp for schedule(static)
-            for (wino_index job = 0; job < K * tb; ++job) {
-                if (!ok) { failed = 1; continue; }
-                const wino_index k = job / tb, tt = job - k * tb;
+        for (wino_index job = 0; job < K * ng; ++job) {
+            if (!ok) { failed = 1; continue; }
+            const wino_index k = job / ng, gi = job - k * ng, tt = gi * VL;
+            const int lanes = tb - tt < VL ? (int)(tb - tt) : VL;
+            R *patch = (R *)s.patch;
+            memset(patch, 0, sizeof(VEC) * (size_t)md * mh * mw);
+            for (int j = 0; j < lanes; ++j) {
                 wino_index n, o[3];
-                FN(tile_origin)(g, t0 + tt, &n, o);
+                FN(tile_origin)(g, t0 + tt + j, &n, o);
                 const R *gk = gy + ((n * K + k) * Do) * Ho * Wo;
-                for (int a = 0; a < md; ++a)
-                    for (int c = 0; c < mh; ++c) {
-                        R *dst = s.patch + (a * mh + c) * mw;
-                        const int ok = o[0] + a < Do && o[1] + c < Ho;
+                for (int a = 0; a < md && o[0] + a < Do; ++a)
+                    for (int c = 0; c < mh && o[1] + c < Ho; ++c) {
+                        R *dst = patch + (size_t)((a * mh + c) * mw) * VL + j;
                         const R *src = gk + ((o[0] + a) * Ho + o[1] + c) * Wo + o[2];
-                        for (int e = 0; e < mw; ++e)
-                            dst[e] = (ok && o[2] + e < Wo) ? src[e] : (R)0;
+                        for (int e = 0; e < mw && o[2] + e < Wo; ++e) dst[(size_t)e * VL] = src[e];
                     }
-                EXPAND(pl, s.patch, gM + k * tb + tt, K * tb, s.t1, s.t2);
             }
+            EXPANDV(pl, s.patch, s.col, 1, s.t1, s.t2);
+            for (int i = 0; i < nk; ++i) FN(store_lanes)(gM + (i * K + k) * tb + tt, s.col + i, lanes);
+        }
         free(s.patch);
     }
     return failed ? -1 : 0;
@@ -161,26 +218,30 @@ int FN(wino_output_adjoint_block)(const wino_geom *g, const R *gy, wino_index K,
 
 /* -------------------------------------------------------- input adjoint */
 /* gx is contiguous (N, C, D, H, W) and is accumulated into.  One thread owns
- * a channel and visits the block's tiles in order, so overlapping patches are
+ * a channel and adds the block's tiles in order, so overlapping patches are
  * summed in a fixed order whatever the number of threads. */
 int FN(wino_input_adjoint_block)(const wino_geom *g, const R *gV,
-                                  const PLAN *pl, wino_index t0, wino_index tb,
-                                  R *gx, int nthreads)
+                                 const PLAN *pl, wino_index t0, wino_index tb,
+                                 R *gx, int nthreads)
 {
     const wino_index C = g->C, D = g->D, H = g->H, W = g->W;
-    const int ad = pl->a[0], ah = pl->a[1], aw = pl->a[2];
+    const int ad = pl->a[0], ah = pl->a[1], aw = pl->a[2], nk = pl->nk;
     int failed = 0;
 #pragma omp parallel num_threads(nthreads) reduction(|| : failed)
     {
         FN(tile_scratch) s;
-        const int ok = FN(scratch_alloc)(&s, pl, 0) == 0;
+        const int ok = FN(scratch_alloc)(&s, pl) == 0;
 #pragma omp for schedule(static)
-            for (wino_index c = 0; c < C; ++c) {
-                if (!ok) { failed = 1; continue; }
-                for (wino_index tt = 0; tt < tb; ++tt) {
+        for (wino_index c = 0; c < C; ++c) {
+            if (!ok) { failed = 1; continue; }
+            for (wino_index tt = 0; tt < tb; tt += VL) {
+                const int lanes = tb - tt < VL ? (int)(tb - tt) : VL;
+                for (int i = 0; i < nk; ++i) FN(load_lanes)(s.col + i, gV + (i * C + c) * tb + tt, lanes);
+                CONTRACTV(pl, s.col, 1, s.patch, s.t1, s.t2);
+                const R *patch = (const R *)s.patch;
+                for (int j = 0; j < lanes; ++j) {
                     wino_index n, o[3];
-                    FN(tile_origin)(g, t0 + tt, &n, o);
-                    CONTRACT(pl, gV + c * tb + tt, C * tb, s.patch, s.t1, s.t2);
+                    FN(tile_origin)(g, t0 + tt + j, &n, o);
                     R *gc = gx + (n * C + c) * D * H * W;
                     for (int a = 0; a < ad; ++a) {
                         const wino_index id = o[0] + a - g->pad[0];
@@ -189,32 +250,37 @@ int FN(wino_input_adjoint_block)(const wino_geom *g, const R *gV,
                             const wino_index ih = o[1] + b - g->pad[1];
                             if (ih < 0 || ih >= H) continue;
                             R *dst = gc + (id * H + ih) * W;
-                            const R *src = s.patch + (a * ah + b) * aw;
+                            const R *src = patch + (size_t)((a * ah + b) * aw) * VL + j;
                             for (int e = 0; e < aw; ++e) {
                                 const wino_index iw = o[2] + e - g->pad[2];
-                                if (iw >= 0 && iw < W) dst[iw] += src[e];
+                                if (iw >= 0 && iw < W) dst[iw] += src[(size_t)e * VL];
                             }
                         }
                     }
                 }
             }
+        }
         free(s.patch);
     }
     return failed ? -1 : 0;
 }
 
 /* --------------------------------------------------------------- filter */
+/* Filter transforms are small (K * C kernels); one kernel per job, scalar. */
 int FN(wino_filter)(const R *w, wino_index KC, const PLAN *pl, R *U, int nthreads)
 {
     const wino_index rsz = (wino_index)pl->n[0] * pl->n[1] * pl->n[2];
+    const size_t t = (size_t)SCRATCH_LEN(pl);
     int failed = 0;
 #pragma omp parallel num_threads(nthreads) reduction(|| : failed)
     {
-        FN(tile_scratch) s;
-        const int ok = FN(scratch_alloc)(&s, pl, 0) == 0;
+        R *t1 = (R *)malloc(sizeof(R) * 2 * t);
 #pragma omp for schedule(static)
-            for (wino_index j = 0; j < KC; ++j) if (!ok) failed = 1; else EXPAND(pl, w + j * rsz, U + j, KC, s.t1, s.t2);
-        free(s.patch);
+        for (wino_index j = 0; j < KC; ++j) {
+            if (!t1) { failed = 1; continue; }
+            EXPAND(pl, w + j * rsz, U + j, KC, t1, t1 + t);
+        }
+        free(t1);
     }
     return failed ? -1 : 0;
 }
@@ -222,14 +288,17 @@ int FN(wino_filter)(const R *w, wino_index KC, const PLAN *pl, R *U, int nthread
 int FN(wino_filter_adjoint)(const R *gU, wino_index KC, const PLAN *pl, R *gw, int nthreads)
 {
     const wino_index rsz = (wino_index)pl->n[0] * pl->n[1] * pl->n[2];
+    const size_t t = (size_t)SCRATCH_LEN(pl);
     int failed = 0;
 #pragma omp parallel num_threads(nthreads) reduction(|| : failed)
     {
-        FN(tile_scratch) s;
-        const int ok = FN(scratch_alloc)(&s, pl, 0) == 0;
+        R *t1 = (R *)malloc(sizeof(R) * 2 * t);
 #pragma omp for schedule(static)
-            for (wino_index j = 0; j < KC; ++j) if (!ok) failed = 1; else CONTRACT(pl, gU + j, KC, gw + j * rsz, s.t1, s.t2);
-        free(s.patch);
+        for (wino_index j = 0; j < KC; ++j) {
+            if (!t1) { failed = 1; continue; }
+            CONTRACT(pl, gU + j, KC, gw + j * rsz, t1, t1 + t);
+        }
+        free(t1);
     }
     return failed ? -1 : 0;
 }
@@ -248,18 +317,17 @@ int FN(wino_filter_adjoint)(const R *gU, wino_index KC, const PLAN *pl, R *gw, i
 #define MC_BLK (MR * 8)
 #define NC_BLK (NR * 8)
 
-typedef R FN(vec) __attribute__((vector_size(VL * sizeof(R))));
 
 static void FN(ukernel)(int kc, const R *WINO_RESTRICT Ap, const R *WINO_RESTRICT Bp,
                         R *Cb, wino_index rsc, int mr, int nr, int accumulate)
 {
-    FN(vec) acc0[MR], acc1[MR];
+    VEC acc0[MR], acc1[MR];
     for (int i = 0; i < MR; ++i) {
-        acc0[i] = (FN(vec)){0};
-        acc1[i] = (FN(vec)){0};
+        acc0[i] = (VEC){0};
+        acc1[i] = (VEC){0};
     }
     for (int k = 0; k < kc; ++k) {
-        FN(vec) b0, b1;
+        VEC b0, b1;
         memcpy(&b0, Bp + (wino_index)k * NR, sizeof b0);
         memcpy(&b1, Bp + (wino_index)k * NR + VL, sizeof b1);
         const R *a = Ap + (wino_index)k * MR;
@@ -273,7 +341,7 @@ static void FN(ukernel)(int kc, const R *WINO_RESTRICT Ap, const R *WINO_RESTRIC
         for (int i = 0; i < MR; ++i) {
             R *c = Cb + i * rsc;
             if (accumulate) {
-                FN(vec) c0, c1;
+                VEC c0, c1;
                 memcpy(&c0, c, sizeof c0);
                 memcpy(&c1, c + VL, sizeof c1);
                 acc0[i] += c0;
@@ -397,3 +465,6 @@ int FN(wino_gemm_batched)(wino_index nb, wino_index M, wino_index N, wino_index 
 #undef CONTRACT
 #undef SCRATCH_LEN
 #undef FN
+#undef EXPANDV
+#undef CONTRACTV
+#undef VEC

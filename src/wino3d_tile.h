@@ -27,7 +27,11 @@
  *     #define WINO_REAL float
  *     #define WINO_SUFFIX f
  *     #include "wino3d_tile.h"
- * which defines wino_expand_f, wino_contract_f and wino_plan_f.
+ * which defines wino_plan_f, wino_scratch_len_f, wino_expand_f and
+ * wino_contract_f.  The CPU build also instantiates it on SIMD vectors that
+ * hold one value of several tiles: define WINO_VALUE (the vector type),
+ * WINO_VZERO (its zero) and WINO_PLAN_SUFFIX (the suffix of the scalar plan
+ * type already defined), and the same arithmetic runs lane-wise.
  */
 #include "wino3d_common.h"
 
@@ -35,6 +39,12 @@
 #error "define WINO_REAL and WINO_SUFFIX before including wino3d_tile.h"
 #endif
 
+#ifdef WINO_VALUE
+#define WINO_V WINO_VALUE
+#define WINO_PLAN WINO_CAT(wino_plan_, WINO_PLAN_SUFFIX)
+#else
+#define WINO_V WINO_REAL
+#define WINO_VZERO ((WINO_REAL)0)
 #define WINO_PLAN WINO_CAT(wino_plan_, WINO_SUFFIX)
 
 /* A tile plan: the three 1-D matrices and the kept positions.  need_w and
@@ -49,30 +59,31 @@ typedef struct {
     const unsigned char *need_hw;  /* a[1]*a[2] flags */
 } WINO_PLAN;
 
-/* Scratch needed by one call: two buffers of wino_scratch_len elements. */
+/* Scratch needed by one call: two buffers of wino_scratch_len values. */
 WINO_HD WINO_INLINE int WINO_CAT(wino_scratch_len_, WINO_SUFFIX)(const WINO_PLAN *pl)
 {
     int s1 = pl->n[0] * pl->n[1] * pl->a[2];
     int s2 = pl->n[0] * pl->a[1] * pl->a[2];
     return s1 > s2 ? s1 : s2;
 }
+#endif /* WINO_VALUE */
 
 /* expand: in is dense (n_d, n_h, n_w) C-order; out[i * ostride] receives the
  * value at kept position i.  t1, t2: scratch of wino_scratch_len each. */
 WINO_HD WINO_INLINE void WINO_CAT(wino_expand_, WINO_SUFFIX)(
-    const WINO_PLAN *pl, const WINO_REAL *WINO_RESTRICT in,
-    WINO_REAL *WINO_RESTRICT out, wino_index ostride,
-    WINO_REAL *WINO_RESTRICT t1, WINO_REAL *WINO_RESTRICT t2)
+    const WINO_PLAN *pl, const WINO_V *WINO_RESTRICT in,
+    WINO_V *WINO_RESTRICT out, wino_index ostride,
+    WINO_V *WINO_RESTRICT t1, WINO_V *WINO_RESTRICT t2)
 {
     const int nd = pl->n[0], nh = pl->n[1], nw = pl->n[2];
     const int ah = pl->a[1], aw = pl->a[2];
     const WINO_REAL *Xd = pl->X[0], *Xh = pl->X[1], *Xw = pl->X[2];
     /* stage 1: along w -> t1[a][b][w'] */
     for (int ab = 0; ab < nd * nh; ++ab) {
-        const WINO_REAL *row = in + ab * nw;
+        const WINO_V *row = in + ab * nw;
         for (int w = 0; w < aw; ++w) {
             if (!pl->need_w[w]) continue;
-            WINO_REAL s = 0;
+            WINO_V s = WINO_VZERO;
             for (int c = 0; c < nw; ++c) s += Xw[w * nw + c] * row[c];
             t1[ab * aw + w] = s;
         }
@@ -82,7 +93,7 @@ WINO_HD WINO_INLINE void WINO_CAT(wino_expand_, WINO_SUFFIX)(
         for (int h = 0; h < ah; ++h) {
             for (int w = 0; w < aw; ++w) {
                 if (!pl->need_hw[h * aw + w]) continue;
-                WINO_REAL s = 0;
+                WINO_V s = WINO_VZERO;
                 for (int b = 0; b < nh; ++b) s += Xh[h * nh + b] * t1[(a * nh + b) * aw + w];
                 t2[(a * ah + h) * aw + w] = s;
             }
@@ -93,7 +104,7 @@ WINO_HD WINO_INLINE void WINO_CAT(wino_expand_, WINO_SUFFIX)(
     for (int i = 0; i < pl->nk; ++i) {
         const int p = pl->kept[i];
         const int d = p / ahw, hw = p - d * ahw;
-        WINO_REAL s = 0;
+        WINO_V s = WINO_VZERO;
         for (int a = 0; a < nd; ++a) s += Xd[d * nd + a] * t2[a * ahw + hw];
         out[i * ostride] = s;
     }
@@ -102,9 +113,9 @@ WINO_HD WINO_INLINE void WINO_CAT(wino_expand_, WINO_SUFFIX)(
 /* contract: in[i * istride] holds the value at kept position i; out is dense
  * (n_d, n_h, n_w) C-order and is overwritten. */
 WINO_HD WINO_INLINE void WINO_CAT(wino_contract_, WINO_SUFFIX)(
-    const WINO_PLAN *pl, const WINO_REAL *WINO_RESTRICT in, wino_index istride,
-    WINO_REAL *WINO_RESTRICT out,
-    WINO_REAL *WINO_RESTRICT t1, WINO_REAL *WINO_RESTRICT t2)
+    const WINO_PLAN *pl, const WINO_V *WINO_RESTRICT in, wino_index istride,
+    WINO_V *WINO_RESTRICT out,
+    WINO_V *WINO_RESTRICT t1, WINO_V *WINO_RESTRICT t2)
 {
     const int nd = pl->n[0], nh = pl->n[1], nw = pl->n[2];
     const int ah = pl->a[1], aw = pl->a[2];
@@ -113,11 +124,11 @@ WINO_HD WINO_INLINE void WINO_CAT(wino_contract_, WINO_SUFFIX)(
     /* stage 3^T: t2[a][h][w] = sum over kept (d,h,w) of Xd[d][a] in_p */
     for (int a = 0; a < nd; ++a)
         for (int hw = 0; hw < ahw; ++hw)
-            if (pl->need_hw[hw]) t2[a * ahw + hw] = 0;
+            if (pl->need_hw[hw]) t2[a * ahw + hw] = WINO_VZERO;
     for (int i = 0; i < pl->nk; ++i) {
         const int p = pl->kept[i];
         const int d = p / ahw, hw = p - d * ahw;
-        const WINO_REAL v = in[i * istride];
+        const WINO_V v = in[i * istride];
         for (int a = 0; a < nd; ++a) t2[a * ahw + hw] += Xd[d * nd + a] * v;
     }
     /* stage 2^T: t1[a][b][w] = sum_h Xh[h][b] t2[a][h][w] */
@@ -125,7 +136,7 @@ WINO_HD WINO_INLINE void WINO_CAT(wino_contract_, WINO_SUFFIX)(
         for (int b = 0; b < nh; ++b) {
             for (int w = 0; w < aw; ++w) {
                 if (!pl->need_w[w]) continue;
-                WINO_REAL s = 0;
+                WINO_V s = WINO_VZERO;
                 for (int h = 0; h < ah; ++h)
                     if (pl->need_hw[h * aw + w]) s += Xh[h * nh + b] * t2[(a * ah + h) * aw + w];
                 t1[(a * nh + b) * aw + w] = s;
@@ -135,7 +146,7 @@ WINO_HD WINO_INLINE void WINO_CAT(wino_contract_, WINO_SUFFIX)(
     /* stage 1^T: out[a][b][c] = sum_w Xw[w][c] t1[a][b][w] */
     for (int ab = 0; ab < nd * nh; ++ab) {
         for (int c = 0; c < nw; ++c) {
-            WINO_REAL s = 0;
+            WINO_V s = WINO_VZERO;
             for (int w = 0; w < aw; ++w)
                 if (pl->need_w[w]) s += Xw[w * nw + c] * t1[ab * aw + w];
             out[ab * nw + c] = s;
@@ -144,3 +155,7 @@ WINO_HD WINO_INLINE void WINO_CAT(wino_contract_, WINO_SUFFIX)(
 }
 
 #undef WINO_PLAN
+#undef WINO_V
+#ifndef WINO_VALUE
+#undef WINO_VZERO
+#endif
