@@ -50,7 +50,7 @@ class BuildExt(build_ext):
         if ctype == "msvc":
             base, omp = ["/O2"], ["/openmp"]
         else:
-            base = ["-O3", "-std=c11", "-fno-strict-aliasing"]
+            base = ["-O3", "-std=c11", "-fno-strict-aliasing", "-ffp-contract=fast"]
             if os.environ.get("PYWINO3D_PORTABLE", "0") != "1" and _compiles(
                 self.compiler, ["-march=native"]
             ):

@@ -13,6 +13,9 @@ default 64) and is a multiple of the GEMM micro-tile width where possible.
 from __future__ import annotations
 
 import os
+import threading
+import time
+from contextlib import contextmanager
 from functools import lru_cache
 
 import numpy as np
@@ -22,6 +25,58 @@ from ._geometry import axis_matrices
 
 #: GEMM micro-tile width in floats (columns); blocks are multiples of it.
 _NR = 32
+
+
+#: When a dict, stage times (seconds) are accumulated into it (benchmarks).
+_stage_times = None
+
+
+@contextmanager
+def stage_timer():
+    """Collect per-stage wall time of the calls made inside the block.
+
+    Yields a dict {stage: seconds}.  Used by the benchmarks only.
+    """
+    global _stage_times
+    prev, _stage_times = _stage_times, {}
+    try:
+        yield _stage_times
+    finally:
+        _stage_times = prev
+
+
+def _run(stage, fn, *args):
+    if _stage_times is None:
+        return fn(*args)
+    t0 = time.perf_counter()
+    fn(*args)
+    _stage_times[stage] = _stage_times.get(stage, 0.0) + time.perf_counter() - t0
+
+
+_tls = threading.local()
+
+
+def workspace(slot, n, dtype):
+    """A reusable 1-D scratch array of ``n`` elements, one per thread and slot.
+
+    Reusing the tile workspace between calls avoids faulting in fresh pages
+    on every call (tens of MB).  The memory kept is bounded by the workspace
+    budget per slot and thread; ``release_workspace()`` frees it.
+    """
+    dtype = np.dtype(dtype)
+    cache = getattr(_tls, "buffers", None)
+    if cache is None:
+        cache = _tls.buffers = {}
+    buf = cache.get(slot)
+    need = n * dtype.itemsize
+    if buf is None or buf.nbytes < need:
+        cache[slot] = buf = np.empty(max(need, 64), dtype=np.uint8)
+    return buf[:need].view(dtype)
+
+
+def release_workspace():
+    """Free this thread's cached tile workspace."""
+    _tls.buffers = {}
 
 
 def workspace_budget():
@@ -134,15 +189,15 @@ def forward(g, x, U, bias, kept, nthreads):
     U = np.ascontiguousarray(U)
     pin = plan("input", g, g.ksize, dtype, kept)
     pout = plan("output", g, g.ksize, dtype, kept)
-    V = np.empty(nk * C * tb, dtype=dtype)
-    M = np.empty(nk * K * tb, dtype=dtype)
+    V = workspace("V", nk * C * tb, dtype)
+    M = workspace("M", nk * K * tb, dtype)
     for t0 in range(0, T, tb):
         n = min(tb, T - t0)
-        _cpu.input_block(gt, x, pin, t0, n, V, nthreads)
+        _run("input", _cpu.input_block, gt, x, pin, t0, n, V, nthreads)
         # M[i] (K x n) = U[kept[i]] (K x C) @ V[i] (C x n)
-        _cpu.gemm_batched(nk, K, n, C, U, kept, K * C, C, 1, V, C * n, n, 1,
-                          M, None, K * n, n, False, nthreads)
-        _cpu.output_block(gt, M, K, pout, t0, n, bias, y, nthreads)
+        _run("product", _cpu.gemm_batched, nk, K, n, C, U, kept, K * C, C, 1, V, C * n, n, 1,
+             M, None, K * n, n, False, nthreads)
+        _run("output", _cpu.output_block, gt, M, K, pout, t0, n, bias, y, nthreads)
     return y
 
 
@@ -165,23 +220,23 @@ def backward(g, gy, x, U, kept, nthreads, need_x=True, need_U=True):
     U = np.ascontiguousarray(U)
     pin = plan("input", g, g.ksize, dtype, kept)
     pout = plan("output", g, g.ksize, dtype, kept)
-    gM = np.empty(nk * K * tb, dtype=dtype)
-    V = np.empty(nk * C * tb, dtype=dtype) if need_U else None
-    gV = np.empty(nk * C * tb, dtype=dtype) if need_x else None
+    gM = workspace("M", nk * K * tb, dtype)
+    V = workspace("V", nk * C * tb, dtype) if need_U else None
+    gV = workspace("gV", nk * C * tb, dtype) if need_x else None
     gUk = np.zeros((nk, K, C), dtype=dtype) if need_U else None
     for t0 in range(0, T, tb):
         n = min(tb, T - t0)
-        _cpu.output_adjoint_block(gt, gy, K, pout, t0, n, gM, nthreads)
+        _run("output_adjoint", _cpu.output_adjoint_block, gt, gy, K, pout, t0, n, gM, nthreads)
         if need_x:
             # gV[i] (C x n) = U[kept[i]]^T (C x K) @ gM[i] (K x n)
-            _cpu.gemm_batched(nk, C, n, K, U, kept, K * C, 1, C, gM, K * n, n, 1,
-                              gV, None, C * n, n, False, nthreads)
-            _cpu.input_adjoint_block(gt, gV, pin, t0, n, gx, nthreads)
+            _run("product_x", _cpu.gemm_batched, nk, C, n, K, U, kept, K * C, 1, C, gM, K * n, n, 1,
+                 gV, None, C * n, n, False, nthreads)
+            _run("input_adjoint", _cpu.input_adjoint_block, gt, gV, pin, t0, n, gx, nthreads)
         if need_U:
-            _cpu.input_block(gt, x, pin, t0, n, V, nthreads)
+            _run("input", _cpu.input_block, gt, x, pin, t0, n, V, nthreads)
             # gU[i] (K x C) += gM[i] (K x n) @ V[i]^T (n x C)
-            _cpu.gemm_batched(nk, K, C, n, gM, None, K * n, n, 1, V, C * n, 1, n,
-                              gUk, None, K * C, C, True, nthreads)
+            _run("product_U", _cpu.gemm_batched, nk, K, C, n, gM, None, K * n, n, 1, V, C * n, 1, n,
+                 gUk, None, K * C, C, True, nthreads)
     if need_U:
         gU[kept] = gUk
     return gx, gU

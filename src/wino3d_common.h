@@ -13,7 +13,11 @@
 #define WINO_RESTRICT __restrict__
 #else
 #define WINO_HD
+#if defined(__GNUC__)
+#define WINO_INLINE static inline __attribute__((always_inline))
+#else
 #define WINO_INLINE static inline
+#endif
 #define WINO_RESTRICT restrict
 #endif
 

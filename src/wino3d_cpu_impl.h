@@ -9,9 +9,40 @@
 #define SCRATCH_LEN WINO_CAT(wino_scratch_len_, S)
 #define FN(name) WINO_CAT(WINO_CAT(name, _), S)
 
-#define EXPANDV WINO_CAT(WINO_CAT(wino_expand_, S), v)
-#define CONTRACTV WINO_CAT(WINO_CAT(wino_contract_, S), v)
 #define VEC WINO_CAT(wino_v, S)
+#define EXPAND_DIMS WINO_CAT(WINO_CAT(wino_expand_dims_, S), v)
+#define CONTRACT_DIMS WINO_CAT(WINO_CAT(wino_contract_dims_, S), v)
+
+/* Cubic tiles (same n and alpha on every axis) of the common sizes get a
+ * copy of the per-tile math with literal sizes, so the compiler unrolls it;
+ * everything else runs the generic loops.  (n, alpha): input transforms use
+ * (alpha, alpha), output transforms (m, alpha). */
+#define WINO_CUBIC_CASES(X) \
+    X(2, 4) X(4, 4) X(3, 5) X(5, 5) X(4, 6) X(6, 6) X(5, 7) X(7, 7) X(6, 8) X(8, 8) X(3, 3) X(2, 2)
+
+static void FN(expandv)(const PLAN *pl, const VEC *in, VEC *out, VEC *t1, VEC *t2)
+{
+    const int n = pl->n[0], a = pl->a[0];
+    if (pl->n[1] == n && pl->n[2] == n && pl->a[1] == a && pl->a[2] == a) {
+#define X(N_, A_) \
+        if (n == N_ && a == A_) { EXPAND_DIMS(pl, N_, N_, N_, A_, A_, in, out, 1, t1, t2); return; }
+        WINO_CUBIC_CASES(X)
+#undef X
+    }
+    EXPAND_DIMS(pl, pl->n[0], pl->n[1], pl->n[2], pl->a[1], pl->a[2], in, out, 1, t1, t2);
+}
+
+static void FN(contractv)(const PLAN *pl, const VEC *in, VEC *out, VEC *t1, VEC *t2)
+{
+    const int n = pl->n[0], a = pl->a[0];
+    if (pl->n[1] == n && pl->n[2] == n && pl->a[1] == a && pl->a[2] == a) {
+#define X(N_, A_) \
+        if (n == N_ && a == A_) { CONTRACT_DIMS(pl, N_, N_, N_, A_, A_, in, 1, out, t1, t2); return; }
+        WINO_CUBIC_CASES(X)
+#undef X
+    }
+    CONTRACT_DIMS(pl, pl->n[0], pl->n[1], pl->n[2], pl->a[1], pl->a[2], in, 1, out, t1, t2);
+}
 
 /* Per-thread scratch.  The block kernels process VL tiles at once: one SIMD
  * lane per tile, so the per-tile transform math of wino3d_tile.h runs on
@@ -72,7 +103,8 @@ static inline void FN(load_lanes)(VEC *v, const R *src, int lanes)
 }
 
 /* Gather the alpha_d x alpha_h x alpha_w input patch of tile t into lane j
- * of `patch`, with zeros outside x (padding and overhang). */
+ * of `patch`, with zeros outside x (padding and overhang).  The valid range
+ * of each axis is computed once, so the copy loops carry no bounds checks. */
 static inline void FN(gather_patch)(const wino_geom *g, const R *x, wino_index c, wino_index t,
                                     const int a[3], R *patch, int j)
 {
@@ -80,35 +112,32 @@ static inline void FN(gather_patch)(const wino_geom *g, const R *x, wino_index c
     FN(tile_origin)(g, t, &n, o);
     const R *xc = x + n * g->xs[0] + c * g->xs[1];
     const wino_index ext[3] = {g->D, g->H, g->W};
-    const wino_index i0 = o[0] - g->pad[0], j0 = o[1] - g->pad[1], k0 = o[2] - g->pad[2];
-    const int ad = a[0], ah = a[1], aw = a[2];
-    if (i0 >= 0 && j0 >= 0 && k0 >= 0 && i0 + ad <= ext[0] && j0 + ah <= ext[1] && k0 + aw <= ext[2]) {
-        for (int p = 0; p < ad; ++p)
-            for (int q = 0; q < ah; ++q) {
-                const R *src = xc + (i0 + p) * g->xs[2] + (j0 + q) * g->xs[3] + k0 * g->xs[4];
-                R *dst = patch + (size_t)((p * ah + q) * aw) * VL + j;
-                if (g->xs[4] == 1)
-                    for (int e = 0; e < aw; ++e) dst[(size_t)e * VL] = src[e];
-                else
-                    for (int e = 0; e < aw; ++e) dst[(size_t)e * VL] = src[e * g->xs[4]];
-            }
-        return;
+    int lo[3], hi[3];
+    wino_index start[3];
+    for (int ax = 0; ax < 3; ++ax) {
+        start[ax] = o[ax] - g->pad[ax];
+        wino_index l = -start[ax], h = ext[ax] - start[ax];
+        lo[ax] = l < 0 ? 0 : (l > a[ax] ? a[ax] : (int)l);
+        hi[ax] = h < lo[ax] ? lo[ax] : (h > a[ax] ? a[ax] : (int)h);
     }
-    for (int p = 0; p < ad; ++p) {
-        const wino_index id = i0 + p;
-        const int okd = id >= 0 && id < ext[0];
+    const int ah = a[1], aw = a[2];
+    const wino_index sw = g->xs[4];
+    for (int p = 0; p < a[0]; ++p) {
+        const int okd = p >= lo[0] && p < hi[0];
         for (int q = 0; q < ah; ++q) {
-            const wino_index ih = j0 + q;
             R *dst = patch + (size_t)((p * ah + q) * aw) * VL + j;
-            if (!okd || ih < 0 || ih >= ext[1]) {
+            if (!okd || q < lo[1] || q >= hi[1]) {
                 for (int e = 0; e < aw; ++e) dst[(size_t)e * VL] = 0;
                 continue;
             }
-            const R *src = xc + id * g->xs[2] + ih * g->xs[3];
-            for (int e = 0; e < aw; ++e) {
-                const wino_index iw = k0 + e;
-                dst[(size_t)e * VL] = (iw >= 0 && iw < ext[2]) ? src[iw * g->xs[4]] : (R)0;
-            }
+            const R *src = xc + (start[0] + p) * g->xs[2] + (start[1] + q) * g->xs[3] + start[2] * sw;
+            int e = 0;
+            for (; e < lo[2]; ++e) dst[(size_t)e * VL] = 0;
+            if (sw == 1)
+                for (; e < hi[2]; ++e) dst[(size_t)e * VL] = src[e];
+            else
+                for (; e < hi[2]; ++e) dst[(size_t)e * VL] = src[e * sw];
+            for (; e < aw; ++e) dst[(size_t)e * VL] = 0;
         }
     }
 }
@@ -132,7 +161,7 @@ int FN(wino_input_block)(const wino_geom *g, const R *x, const PLAN *pl,
             R *patch = (R *)s.patch;
             if (lanes < VL) memset(patch, 0, sizeof(VEC) * (size_t)pl->a[0] * pl->a[1] * pl->a[2]);
             for (int j = 0; j < lanes; ++j) FN(gather_patch)(g, x, c, t0 + tt + j, pl->a, patch, j);
-            EXPANDV(pl, s.patch, s.col, 1, s.t1, s.t2);
+            FN(expandv)(pl, s.patch, s.col, s.t1, s.t2);
             for (int i = 0; i < nk; ++i) FN(store_lanes)(V + (i * C + c) * tb + tt, s.col + i, lanes);
         }
         free(s.patch);
@@ -158,7 +187,7 @@ int FN(wino_output_block)(const wino_geom *g, const R *M, wino_index K,
             const wino_index k = job / ng, gi = job - k * ng, tt = gi * VL;
             const int lanes = tb - tt < VL ? (int)(tb - tt) : VL;
             for (int i = 0; i < nk; ++i) FN(load_lanes)(s.col + i, M + (i * K + k) * tb + tt, lanes);
-            CONTRACTV(pl, s.col, 1, s.patch, s.t1, s.t2);
+            FN(contractv)(pl, s.col, s.patch, s.t1, s.t2);
             const R b = bias ? bias[k] : (R)0;
             const R *patch = (const R *)s.patch;
             for (int j = 0; j < lanes; ++j) {
@@ -208,7 +237,7 @@ int FN(wino_output_adjoint_block)(const wino_geom *g, const R *gy, wino_index K,
                         for (int e = 0; e < mw && o[2] + e < Wo; ++e) dst[(size_t)e * VL] = src[e];
                     }
             }
-            EXPANDV(pl, s.patch, s.col, 1, s.t1, s.t2);
+            FN(expandv)(pl, s.patch, s.col, s.t1, s.t2);
             for (int i = 0; i < nk; ++i) FN(store_lanes)(gM + (i * K + k) * tb + tt, s.col + i, lanes);
         }
         free(s.patch);
@@ -237,7 +266,7 @@ int FN(wino_input_adjoint_block)(const wino_geom *g, const R *gV,
             for (wino_index tt = 0; tt < tb; tt += VL) {
                 const int lanes = tb - tt < VL ? (int)(tb - tt) : VL;
                 for (int i = 0; i < nk; ++i) FN(load_lanes)(s.col + i, gV + (i * C + c) * tb + tt, lanes);
-                CONTRACTV(pl, s.col, 1, s.patch, s.t1, s.t2);
+                FN(contractv)(pl, s.col, s.patch, s.t1, s.t2);
                 const R *patch = (const R *)s.patch;
                 for (int j = 0; j < lanes; ++j) {
                     wino_index n, o[3];
@@ -361,6 +390,27 @@ static void FN(ukernel)(int kc, const R *WINO_RESTRICT Ap, const R *WINO_RESTRIC
     }
 }
 
+/* Half-width variant for the last column panel when it has <= VL columns
+ * (e.g. 16 tiles): half the FMAs of the full kernel. */
+static void FN(ukernel_half)(int kc, const R *WINO_RESTRICT Ap, const R *WINO_RESTRICT Bp,
+                             R *Cb, wino_index rsc, int mr, int nr, int accumulate)
+{
+    VEC acc[MR];
+    for (int i = 0; i < MR; ++i) acc[i] = (VEC){0};
+    for (int k = 0; k < kc; ++k) {
+        VEC b0;
+        memcpy(&b0, Bp + (wino_index)k * NR, sizeof b0);
+        const R *a = Ap + (wino_index)k * MR;
+        for (int i = 0; i < MR; ++i) acc[i] += a[i] * b0;
+    }
+    R tmp[VL];
+    for (int i = 0; i < mr; ++i) {
+        memcpy(tmp, &acc[i], sizeof acc[i]);
+        R *c = Cb + i * rsc;
+        for (int j = 0; j < nr; ++j) c[j] = accumulate ? c[j] + tmp[j] : tmp[j];
+    }
+}
+
 /* pack rows [i0, i0+mc) x cols [p0, p0+kc) of A into MR-row panels */
 static void FN(pack_a)(const R *A, wino_index rsa, wino_index csa, int mc, int kc, R *Ap)
 {
@@ -412,8 +462,12 @@ static void FN(gemm_block)(wino_index M, wino_index j0, int nc, wino_index K,
                 const int nr = nc - jr < NR ? nc - jr : NR;
                 for (int ir = 0; ir < mc; ir += MR) {
                     const int mr = mc - ir < MR ? mc - ir : MR;
-                    FN(ukernel)(kc, Ap + (wino_index)ir * kc, Bp + (wino_index)jr * kc,
-                                C + (i0 + ir) * rsc + j0 + jr, rsc, mr, nr, acc);
+                    if (nr <= VL)
+                        FN(ukernel_half)(kc, Ap + (wino_index)ir * kc, Bp + (wino_index)jr * kc,
+                                         C + (i0 + ir) * rsc + j0 + jr, rsc, mr, nr, acc);
+                    else
+                        FN(ukernel)(kc, Ap + (wino_index)ir * kc, Bp + (wino_index)jr * kc,
+                                    C + (i0 + ir) * rsc + j0 + jr, rsc, mr, nr, acc);
                 }
             }
         }
@@ -465,6 +519,6 @@ int FN(wino_gemm_batched)(wino_index nb, wino_index M, wino_index N, wino_index 
 #undef CONTRACT
 #undef SCRATCH_LEN
 #undef FN
-#undef EXPANDV
-#undef CONTRACTV
+#undef EXPAND_DIMS
+#undef CONTRACT_DIMS
 #undef VEC

@@ -68,15 +68,17 @@ WINO_HD WINO_INLINE int WINO_CAT(wino_scratch_len_, WINO_SUFFIX)(const WINO_PLAN
 }
 #endif /* WINO_VALUE */
 
+/* The _dims variants take the sizes as arguments so that a caller passing
+ * literal constants gets fully unrolled loops (the CPU build does this for
+ * the common cubic tiles); the plain variants read them from the plan. */
+
 /* expand: in is dense (n_d, n_h, n_w) C-order; out[i * ostride] receives the
  * value at kept position i.  t1, t2: scratch of wino_scratch_len each. */
-WINO_HD WINO_INLINE void WINO_CAT(wino_expand_, WINO_SUFFIX)(
-    const WINO_PLAN *pl, const WINO_V *WINO_RESTRICT in,
-    WINO_V *WINO_RESTRICT out, wino_index ostride,
+WINO_HD WINO_INLINE void WINO_CAT(wino_expand_dims_, WINO_SUFFIX)(
+    const WINO_PLAN *pl, const int nd, const int nh, const int nw, const int ah, const int aw,
+    const WINO_V *WINO_RESTRICT in, WINO_V *WINO_RESTRICT out, wino_index ostride,
     WINO_V *WINO_RESTRICT t1, WINO_V *WINO_RESTRICT t2)
 {
-    const int nd = pl->n[0], nh = pl->n[1], nw = pl->n[2];
-    const int ah = pl->a[1], aw = pl->a[2];
     const WINO_REAL *Xd = pl->X[0], *Xh = pl->X[1], *Xw = pl->X[2];
     /* stage 1: along w -> t1[a][b][w'] */
     for (int ab = 0; ab < nd * nh; ++ab) {
@@ -112,13 +114,11 @@ WINO_HD WINO_INLINE void WINO_CAT(wino_expand_, WINO_SUFFIX)(
 
 /* contract: in[i * istride] holds the value at kept position i; out is dense
  * (n_d, n_h, n_w) C-order and is overwritten. */
-WINO_HD WINO_INLINE void WINO_CAT(wino_contract_, WINO_SUFFIX)(
-    const WINO_PLAN *pl, const WINO_V *WINO_RESTRICT in, wino_index istride,
-    WINO_V *WINO_RESTRICT out,
+WINO_HD WINO_INLINE void WINO_CAT(wino_contract_dims_, WINO_SUFFIX)(
+    const WINO_PLAN *pl, const int nd, const int nh, const int nw, const int ah, const int aw,
+    const WINO_V *WINO_RESTRICT in, wino_index istride, WINO_V *WINO_RESTRICT out,
     WINO_V *WINO_RESTRICT t1, WINO_V *WINO_RESTRICT t2)
 {
-    const int nd = pl->n[0], nh = pl->n[1], nw = pl->n[2];
-    const int ah = pl->a[1], aw = pl->a[2];
     const int ahw = ah * aw;
     const WINO_REAL *Xd = pl->X[0], *Xh = pl->X[1], *Xw = pl->X[2];
     /* stage 3^T: t2[a][h][w] = sum over kept (d,h,w) of Xd[d][a] in_p */
@@ -152,6 +152,22 @@ WINO_HD WINO_INLINE void WINO_CAT(wino_contract_, WINO_SUFFIX)(
             out[ab * nw + c] = s;
         }
     }
+}
+
+WINO_HD WINO_INLINE void WINO_CAT(wino_expand_, WINO_SUFFIX)(
+    const WINO_PLAN *pl, const WINO_V *WINO_RESTRICT in, WINO_V *WINO_RESTRICT out,
+    wino_index ostride, WINO_V *WINO_RESTRICT t1, WINO_V *WINO_RESTRICT t2)
+{
+    WINO_CAT(wino_expand_dims_, WINO_SUFFIX)(pl, pl->n[0], pl->n[1], pl->n[2], pl->a[1], pl->a[2],
+                                             in, out, ostride, t1, t2);
+}
+
+WINO_HD WINO_INLINE void WINO_CAT(wino_contract_, WINO_SUFFIX)(
+    const WINO_PLAN *pl, const WINO_V *WINO_RESTRICT in, wino_index istride,
+    WINO_V *WINO_RESTRICT out, WINO_V *WINO_RESTRICT t1, WINO_V *WINO_RESTRICT t2)
+{
+    WINO_CAT(wino_contract_dims_, WINO_SUFFIX)(pl, pl->n[0], pl->n[1], pl->n[2], pl->a[1],
+                                               pl->a[2], in, istride, out, t1, t2);
 }
 
 #undef WINO_PLAN
