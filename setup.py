@@ -13,10 +13,18 @@ import tempfile
 import textwrap
 import warnings
 
+import glob
+import shutil
+
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
+
+#: CUDA sources and the headers they share with the CPU build, shipped as
+#: package data in pywino3d/_kernels/ (loaded by pywino3d._cuda_sources).
+KERNEL_FILES = ["src/wino3d_common.h", "src/wino3d_tile.h"] + sorted(glob.glob("src/cuda/*.cu"))
 
 OMP_TEST = textwrap.dedent(
     """
@@ -73,6 +81,15 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
+class BuildPy(build_py):
+    def run(self):
+        super().run()
+        dest = os.path.join(self.build_lib, "pywino3d", "_kernels")
+        os.makedirs(dest, exist_ok=True)
+        for f in KERNEL_FILES:
+            shutil.copy(f, dest)
+
+
 extensions = [
     Extension(
         "pywino3d._cpu",
@@ -85,5 +102,5 @@ extensions = [
 
 setup(
     ext_modules=cythonize(extensions, compiler_directives={"language_level": "3"}),
-    cmdclass={"build_ext": BuildExt},
+    cmdclass={"build_ext": BuildExt, "build_py": BuildPy},
 )

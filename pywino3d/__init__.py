@@ -9,6 +9,7 @@ winograd_conv3d_backward    (grad_x, grad_U)
 filter_transform_backward   grad_U -> grad_w
 winograd_matrices           exact Toom-Cook matrices (AT, G, BT)
 show_versions               versions, OpenMP, threads, backends
+use_backend / set_backend   choose "cpu", "cuda" or "auto" at runtime
 """
 from ._api import (
     conv3d,
@@ -17,6 +18,7 @@ from ._api import (
     winograd_conv3d,
     winograd_conv3d_backward,
 )
+from ._backend import available_backends, get_backend, set_backend, use_backend
 from ._info import show_versions
 from ._transforms import winograd_matrices
 from . import testing  # noqa: E402  (public test helpers)
@@ -32,4 +34,8 @@ __all__ = [
     "winograd_matrices",
     "show_versions",
     "testing",
+    "available_backends",
+    "get_backend",
+    "set_backend",
+    "use_backend",
 ]

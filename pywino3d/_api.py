@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _cpu_backend as cpu
+from . import _backend
 from ._geometry import make_geometry, parse_kernel_size, parse_tile
 from ._tiles import choose_tile
 from ._transforms import MAX_KERNEL
-from ._validation import as_columns, as_float_array, resolve_workers
+from ._validation import as_columns, as_float_array
 
 __all__ = [
     "conv3d",
@@ -18,21 +18,55 @@ __all__ = [
 ]
 
 
-def _check_bias(bias, K, dtype):
+class _Call:
+    """Backend selection and array placement for one public call.
+
+    The backend comes from ``backend=``, the context, the global setting,
+    ``PYWINO3D_BACKEND`` or ``x``'s array type; every array argument must live
+    where that backend runs (``coerce=True`` copies instead), and results are
+    returned in ``x``'s array type.
+    """
+
+    def __init__(self, x, backend, coerce):
+        if backend is not None and not isinstance(backend, str):
+            raise ValueError(f"backend: expected one of {_backend.NAMES}, got {backend!r}")
+        self.name = _backend.resolve(backend, x)
+        self.impl = _backend.get_impl(self.name)
+        self.coerce = bool(coerce)
+        self.x_is_device = _backend.is_cupy_array(x)
+
+    def array(self, name, a, ndim=None, dtype=None):
+        return as_float_array(name, a, ndim=ndim, dtype=dtype, backend=self.impl, coerce=self.coerce)
+
+    def columns(self, columns, npos):
+        if columns is not None and _backend.is_cupy_array(columns):
+            columns = columns.get()  # small index arrays follow x without ceremony
+        return as_columns(columns, npos)
+
+    def workers(self, workers):
+        return self.impl.resolve_workers(workers)
+
+    def result(self, out):
+        """Return results in x's array type (only differs with coerce=True)."""
+        if not self.coerce:
+            return out
+        home = _backend.get_impl("cuda" if self.x_is_device else "cpu")
+        if home is self.impl:
+            return out
+        return tuple(home.to_own(o) for o in out) if isinstance(out, tuple) else home.to_own(out)
+
+
+def _check_bias(call, bias, K, dtype):
     if bias is None:
         return None
-    b = as_float_array("bias", bias, ndim=1, dtype=dtype)
+    b = call.array("bias", bias, ndim=1, dtype=dtype)
     if b.shape[0] != K:
         raise ValueError(f"bias: expected shape ({K},) (one value per output channel), got {b.shape}")
-    return np.ascontiguousarray(b)
+    return call.impl.xp.ascontiguousarray(b)
 
 
-def _check_x(x):
-    return as_float_array("x", x, ndim=5)
-
-
-def _check_w(w, x):
-    w = as_float_array("w", w, ndim=5, dtype=x.dtype)
+def _check_w(call, w, x):
+    w = call.array("w", w, ndim=5, dtype=x.dtype)
     if w.shape[1] != x.shape[1]:
         raise ValueError(
             f"w: expected {x.shape[1]} input channels (w.shape[1] == x.shape[1]), got w.shape {w.shape}"
@@ -53,8 +87,7 @@ def _tile_for_filter(tile, name="tile"):
     return parse_tile(tile)
 
 
-def _check_U(U, g, dtype, name="U"):
-    U = as_float_array(name, U, ndim=3, dtype=dtype)
+def _check_U(U, g, name="U"):
     if U.shape[0] != g.npos or U.shape[2] != g.C:
         raise ValueError(
             f"{name}: expected shape (positions={g.npos}, K, C={g.C}) for tile {g.tile} and "
@@ -63,7 +96,7 @@ def _check_U(U, g, dtype, name="U"):
     return U
 
 
-def conv3d(x, w, bias=None, *, padding=0, tile="auto", workers=None):
+def conv3d(x, w, bias=None, *, padding=0, tile="auto", workers=None, backend=None, coerce=False):
     """3-D cross-correlation (stride 1) computed with Winograd F(m^3, r^3).
 
     Matches ``torch.nn.functional.conv3d`` with stride 1, dilation 1 and
@@ -85,7 +118,12 @@ def conv3d(x, w, bias=None, *, padding=0, tile="auto", workers=None):
     workers : int, optional
         Threads, as in :func:`scipy.fft.fft`: None follows OMP_NUM_THREADS
         and threadpoolctl limits, -1 uses all cores.  The result does not
-        depend on it, bit for bit.
+        depend on it, bit for bit.  Ignored on the GPU.
+    backend : {"cpu", "cuda", "auto"}, optional
+        Overrides the backend in force (see :func:`pywino3d.use_backend`).
+    coerce : bool, optional
+        Copy arrays between host and device when they do not live where the
+        backend runs, instead of raising TypeError.
 
     Returns
     -------
@@ -106,12 +144,13 @@ def conv3d(x, w, bias=None, *, padding=0, tile="auto", workers=None):
     >>> bool(np.allclose(y, ref, atol=1e-4))
     True
     """
-    x = _check_x(x)
-    w = _check_w(w, x)
+    call = _Call(x, backend, coerce)
+    x = call.array("x", x, ndim=5)
+    w = _check_w(call, w, x)
     K = w.shape[0]
-    bias = _check_bias(bias, K, x.dtype)
+    bias = _check_bias(call, bias, K, x.dtype)
     ksize = w.shape[2:]
-    nthreads = resolve_workers(workers)
+    nthreads = call.workers(workers)
     g = make_geometry(x.shape, K, ksize, padding, (1, 1, 1))
     if isinstance(tile, str):
         if tile != "auto":
@@ -120,11 +159,11 @@ def conv3d(x, w, bias=None, *, padding=0, tile="auto", workers=None):
     tile = parse_tile(tile)
     g = make_geometry(x.shape, K, ksize, padding, tile)
     kept = as_columns(None, g.npos)
-    U = cpu.filter_transform(w, tile, kept, nthreads)
-    return cpu.forward(g, x, U, bias, kept, nthreads)
+    U = call.impl.filter_transform(w, tile, kept, nthreads)
+    return call.result(call.impl.forward(g, x, U, bias, kept, nthreads))
 
 
-def filter_transform(w, tile, *, workers=None):
+def filter_transform(w, tile, *, workers=None, backend=None, coerce=False):
     """Winograd-domain weights U = (G_d x G_h x G_w) w for every filter.
 
     Parameters
@@ -146,15 +185,16 @@ def filter_transform(w, tile, *, workers=None):
     >>> pywino3d.filter_transform(w, 2).shape
     (64, 4, 2)
     """
-    w = _check_kernel_extent(as_float_array("w", w, ndim=5))
+    call = _Call(w, backend, coerce)
+    w = _check_kernel_extent(call.array("w", w, ndim=5))
     tile = _tile_for_filter(tile)
     ksize = w.shape[2:]
     a = [m + r - 1 for m, r in zip(tile, ksize)]
     kept = as_columns(None, a[0] * a[1] * a[2])
-    return cpu.filter_transform(w, tile, kept, resolve_workers(workers))
+    return call.result(call.impl.filter_transform(w, tile, kept, call.workers(workers)))
 
 
-def filter_transform_backward(grad_U, kernel_size, tile, *, workers=None):
+def filter_transform_backward(grad_U, kernel_size, tile, *, workers=None, backend=None, coerce=False):
     """Gradient with respect to ``w`` of :func:`filter_transform`.
 
     Parameters
@@ -174,30 +214,32 @@ def filter_transform_backward(grad_U, kernel_size, tile, *, workers=None):
     >>> pywino3d.filter_transform_backward(gU, 3, 2).shape
     (4, 2, 3, 3, 3)
     """
+    call = _Call(grad_U, backend, coerce)
     ksize = parse_kernel_size(kernel_size)
     tile = _tile_for_filter(tile)
-    gU = as_float_array("grad_U", grad_U, ndim=3)
+    gU = call.array("grad_U", grad_U, ndim=3)
     P = 1
     for m, r in zip(tile, ksize):
         P *= m + r - 1
     if gU.shape[0] != P:
         raise ValueError(f"grad_U: expected {P} positions for tile {tile} and kernel_size {ksize}, "
                          f"got shape {gU.shape}")
-    return cpu.filter_transform_backward(gU, ksize, tile, resolve_workers(workers))
+    return call.result(call.impl.filter_transform_backward(gU, ksize, tile, call.workers(workers)))
 
 
-def _prepare(x, U, kernel_size, tile, padding, columns, xname="x"):
-    x = as_float_array(xname, x, ndim=5)
+def _prepare(call, x, U, kernel_size, tile, padding, columns):
+    x = call.array("x", x, ndim=5)
     ksize = parse_kernel_size(kernel_size)
     tile = _tile_for_filter(tile)
-    U = as_float_array("U", U, ndim=3, dtype=x.dtype)
+    U = call.array("U", U, ndim=3, dtype=x.dtype)
     g = make_geometry(x.shape, U.shape[1], ksize, padding, tile)
-    _check_U(U, g, x.dtype)
-    kept = as_columns(columns, g.npos)
+    _check_U(U, g)
+    kept = call.columns(columns, g.npos)
     return x, U, g, kept
 
 
-def winograd_conv3d(x, U, *, kernel_size, tile, padding=0, bias=None, columns=None, workers=None):
+def winograd_conv3d(x, U, *, kernel_size, tile, padding=0, bias=None, columns=None, workers=None,
+                    backend=None, coerce=False):
     """Convolution with Winograd-domain weights, optionally column-sparse.
 
     Parameters
@@ -214,6 +256,8 @@ def winograd_conv3d(x, U, *, kernel_size, tile, padding=0, bias=None, columns=No
         transform, the product and the output transform; the result equals
         the dense result with ``U`` zeroed at the pruned positions.
     workers : int, optional
+    backend, coerce
+        As in :func:`conv3d`.
 
     Returns
     -------
@@ -232,13 +276,14 @@ def winograd_conv3d(x, U, *, kernel_size, tile, padding=0, bias=None, columns=No
     >>> bool(np.allclose(y, dense))
     True
     """
-    x, U, g, kept = _prepare(x, U, kernel_size, tile, padding, columns)
-    bias = _check_bias(bias, g.K, x.dtype)
-    return cpu.forward(g, x, U, bias, kept, resolve_workers(workers))
+    call = _Call(x, backend, coerce)
+    x, U, g, kept = _prepare(call, x, U, kernel_size, tile, padding, columns)
+    bias = _check_bias(call, bias, g.K, x.dtype)
+    return call.result(call.impl.forward(g, x, U, bias, kept, call.workers(workers)))
 
 
 def winograd_conv3d_backward(grad_y, x, U, *, kernel_size, tile, padding=0, columns=None,
-                             workers=None):
+                             workers=None, backend=None, coerce=False):
     """Gradients of :func:`winograd_conv3d` with respect to ``x`` and ``U``.
 
     Parameters
@@ -265,9 +310,10 @@ def winograd_conv3d_backward(grad_y, x, U, *, kernel_size, tile, padding=0, colu
     >>> gx.shape, gU.shape
     ((1, 2, 4, 4, 4), (64, 3, 2))
     """
-    x, U, g, kept = _prepare(x, U, kernel_size, tile, padding, columns)
-    gy = as_float_array("grad_y", grad_y, ndim=5, dtype=x.dtype)
+    call = _Call(x, backend, coerce)
+    x, U, g, kept = _prepare(call, x, U, kernel_size, tile, padding, columns)
+    gy = call.array("grad_y", grad_y, ndim=5, dtype=x.dtype)
     want = (g.N, g.K, *g.out)
-    if gy.shape != want:
+    if tuple(gy.shape) != want:
         raise ValueError(f"grad_y: expected shape {want} (the output's shape), got {gy.shape}")
-    return cpu.backward(g, gy, x, U, kept, resolve_workers(workers))
+    return call.result(call.impl.backward(g, gy, x, U, kept, call.workers(workers)))

@@ -45,8 +45,8 @@ cdef extern from "wino3d_cpu.h" nogil:
 
     int wino_input_block_f(const wino_geom *g, const float *x, const wino_plan_f *pl, wino_index t0, wino_index tb, float *V, int nthreads)
     int wino_input_block_d(const wino_geom *g, const double *x, const wino_plan_d *pl, wino_index t0, wino_index tb, double *V, int nthreads)
-    int wino_output_block_f(const wino_geom *g, const float *M, wino_index K, const wino_plan_f *pl, wino_index t0, wino_index tb, const float *bias, float *y, int nthreads)
-    int wino_output_block_d(const wino_geom *g, const double *M, wino_index K, const wino_plan_d *pl, wino_index t0, wino_index tb, const double *bias, double *y, int nthreads)
+    int wino_output_block_f(const wino_geom *g, const float *M, wino_index K, wino_index ky, const wino_plan_f *pl, wino_index t0, wino_index tb, const float *bias, float *y, int nthreads)
+    int wino_output_block_d(const wino_geom *g, const double *M, wino_index K, wino_index ky, const wino_plan_d *pl, wino_index t0, wino_index tb, const double *bias, double *y, int nthreads)
     int wino_output_adjoint_block_f(const wino_geom *g, const float *gy, wino_index K, const wino_plan_f *pl, wino_index t0, wino_index tb, float *gM, int nthreads)
     int wino_output_adjoint_block_d(const wino_geom *g, const double *gy, wino_index K, const wino_plan_d *pl, wino_index t0, wino_index tb, double *gM, int nthreads)
     int wino_input_adjoint_block_f(const wino_geom *g, const float *gV, const wino_plan_f *pl, wino_index t0, wino_index tb, float *gx, int nthreads)
@@ -163,9 +163,10 @@ def input_block(tuple gt, cnp.ndarray x, TilePlan plan, wino_index t0, wino_inde
     _check(rc, "input transform")
 
 
-def output_block(tuple gt, cnp.ndarray M, wino_index K, TilePlan plan, wino_index t0,
-                 wino_index tb, bias, cnp.ndarray y, int nthreads):
-    """y[tiles] = output transform of M[i, k, t] (+ bias[k])."""
+def output_block(tuple gt, cnp.ndarray M, wino_index K, wino_index ky, TilePlan plan,
+                 wino_index t0, wino_index tb, bias, cnp.ndarray y, int nthreads):
+    """y[tiles] = output transform of M[i, k, t] (+ bias[k]) for K channels of
+    y (which has ky channels; y and bias may be views starting at a chunk)."""
     cdef wino_geom g = _geom(gt)
     cdef int rc
     cdef void *pm = _ptr(M)
@@ -175,10 +176,10 @@ def output_block(tuple gt, cnp.ndarray M, wino_index K, TilePlan plan, wino_inde
         pb = _ptr(bias)
     if plan.dtype == np.float32:
         with nogil:
-            rc = wino_output_block_f(&g, <const float *>pm, K, &plan.pf, t0, tb, <const float *>pb, <float *>py, nthreads)
+            rc = wino_output_block_f(&g, <const float *>pm, K, ky, &plan.pf, t0, tb, <const float *>pb, <float *>py, nthreads)
     else:
         with nogil:
-            rc = wino_output_block_d(&g, <const double *>pm, K, &plan.pd, t0, tb, <const double *>pb, <double *>py, nthreads)
+            rc = wino_output_block_d(&g, <const double *>pm, K, ky, &plan.pd, t0, tb, <const double *>pb, <double *>py, nthreads)
     _check(rc, "output transform")
 
 

@@ -100,12 +100,25 @@ def available_memory():
 
 
 def block_size(ntiles, per_tile_elems, itemsize):
-    """Tiles per block for a workspace of ``per_tile_elems`` elements a tile."""
+    """Tiles per block for a workspace of ``per_tile_elems`` elements a tile.
+
+    The blocks are balanced (a 98-tile layer with room for 64 runs as 2 x 49,
+    not 64 + 34) and rounded up to the SIMD width where that stays in budget.
+    """
     per_tile = max(1, per_tile_elems) * itemsize
-    tb = max(1, workspace_budget() // per_tile)
-    if tb >= _NR:
-        tb -= tb % _NR
-    return int(min(tb, max(1, ntiles)))
+    tbmax = int(max(1, workspace_budget() // per_tile))
+    ntiles = max(1, ntiles)
+    if tbmax >= ntiles:
+        return ntiles
+    nblocks = -(-ntiles // tbmax)
+    tb = -(-ntiles // nblocks)
+    rounded = -(-tb // 16) * 16
+    return int(rounded if rounded <= tbmax else tb)
+
+
+#: Output channels per product + output-transform chunk: the chunk of M is
+#: consumed by the output transform while it is still in cache.
+K_CHUNK = 96
 
 
 def check_memory(what, nbytes):
@@ -180,8 +193,9 @@ def forward(g, x, U, bias, kept, nthreads):
         return y
     nk = int(kept.size)
     T = g.ntiles
-    tb = block_size(T, nk * (C + K), dtype.itemsize)
-    check_memory("the output and the tile workspace", y.nbytes + tb * nk * (C + K) * dtype.itemsize)
+    kc = min(K, K_CHUNK)
+    tb = block_size(T, nk * (C + kc), dtype.itemsize)
+    check_memory("the output and the tile workspace", y.nbytes + tb * nk * (C + kc) * dtype.itemsize)
     if nk == 0 or C == 0:
         y[...] = 0 if bias is None else bias.reshape(1, K, 1, 1, 1)
         return y
@@ -190,14 +204,17 @@ def forward(g, x, U, bias, kept, nthreads):
     pin = plan("input", g, g.ksize, dtype, kept)
     pout = plan("output", g, g.ksize, dtype, kept)
     V = workspace("V", nk * C * tb, dtype)
-    M = workspace("M", nk * K * tb, dtype)
+    M = workspace("M", nk * kc * tb, dtype)
     for t0 in range(0, T, tb):
         n = min(tb, T - t0)
         _run("input", _cpu.input_block, gt, x, pin, t0, n, V, nthreads)
-        # M[i] (K x n) = U[kept[i]] (K x C) @ V[i] (C x n)
-        _run("product", _cpu.gemm_batched, nk, K, n, C, U, kept, K * C, C, 1, V, C * n, n, 1,
-             M, None, K * n, n, False, nthreads)
-        _run("output", _cpu.output_block, gt, M, K, pout, t0, n, bias, y, nthreads)
+        for k0 in range(0, K, kc):
+            k1 = min(K, k0 + kc)
+            # M[i] (kc x n) = U[kept[i], k0:k1] (kc x C) @ V[i] (C x n)
+            _run("product", _cpu.gemm_batched, nk, k1 - k0, n, C, U[:, k0:k1], kept, K * C, C, 1,
+                 V, C * n, n, 1, M, None, (k1 - k0) * n, n, False, nthreads)
+            _run("output", _cpu.output_block, gt, M, k1 - k0, K, pout, t0, n,
+                 None if bias is None else bias[k0:k1], y[:, k0:k1], nthreads)
     return y
 
 
@@ -240,3 +257,47 @@ def backward(g, gy, x, U, kept, nthreads, need_x=True, need_U=True):
     if need_U:
         gU[kept] = gUk
     return gx, gU
+
+
+class CpuBackend:
+    """The CPU backend object used by the dispatcher (see _backend.py)."""
+
+    name = "cpu"
+    xp = np
+
+    @staticmethod
+    def owns(a):
+        return isinstance(a, np.ndarray)
+
+    @staticmethod
+    def asarray(name, a, coerce):
+        from ._backend import is_cupy_array
+
+        if is_cupy_array(a):
+            if not coerce:
+                raise TypeError(
+                    f"{name}: is a CuPy (GPU) array but the backend is 'cpu'; use backend='cuda' "
+                    "(or leave the backend on 'auto'), move it with cupy.asnumpy(), or pass "
+                    "coerce=True to copy")
+            return a.get()
+        return a
+
+    @staticmethod
+    def to_own(a):
+        from ._backend import is_cupy_array
+
+        return a.get() if is_cupy_array(a) else np.asarray(a)
+
+    @staticmethod
+    def resolve_workers(workers):
+        from ._validation import resolve_workers
+
+        return resolve_workers(workers)
+
+    filter_transform = staticmethod(filter_transform)
+    filter_transform_backward = staticmethod(filter_transform_backward)
+    forward = staticmethod(forward)
+    backward = staticmethod(backward)
+
+
+BACKEND = CpuBackend()

@@ -26,15 +26,11 @@ def info_dict():
             d[mod] = getattr(m, "__version__", "?")
         except Exception:
             d[mod] = "not installed"
-    backends = ["cpu"]
-    try:
-        import cupy
+    from ._backend import available_backends, cuda_status, get_backend
 
-        if cupy.cuda.is_available():
-            backends.append("cuda")
-    except Exception:
-        pass
-    d["backends available"] = ", ".join(backends)
+    d["backends available"] = ", ".join(available_backends())
+    d["cuda"] = cuda_status()[1]
+    d["backend in force"] = get_backend()
     return d
 
 

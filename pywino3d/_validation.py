@@ -13,8 +13,8 @@ import numpy as np
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def as_float_array(name, a, ndim=None, dtype=None):
-    """Convert ``a`` as NumPy does and check it is a float32/float64 array.
+def as_float_array(name, a, ndim=None, dtype=None, backend=None, coerce=False):
+    """Convert ``a`` as NumPy (or CuPy) does and check it is float32/float64.
 
     Parameters
     ----------
@@ -25,16 +25,17 @@ def as_float_array(name, a, ndim=None, dtype=None):
         Required number of dimensions.
     dtype : dtype, optional
         Required dtype (for arguments that must match ``x``).
+    backend : backend object, optional
+        Where the array must live (default: the CPU); arrays of the other
+        device raise TypeError unless ``coerce``.
     """
-    if hasattr(a, "__cuda_array_interface__") and not isinstance(a, np.ndarray):
-        raise TypeError(
-            f"{name}: got a GPU array ({type(a).__module__}.{type(a).__name__}) on the CPU "
-            "backend; move it to the host first (e.g. cupy.asnumpy) or use the 'cuda' backend"
-        )
+    if backend is None:
+        from ._cpu_backend import BACKEND as backend
     if isinstance(a, (str, bytes)) or a is None:
         raise TypeError(f"{name}: expected a numeric array, got {type(a).__name__}")
+    a = backend.asarray(name, a, coerce)
     try:
-        arr = np.asarray(a)
+        arr = backend.xp.asarray(a)
     except Exception as exc:  # ragged lists and the like
         raise TypeError(f"{name}: expected a numeric array, could not convert: {exc}") from None
     if arr.dtype not in FLOAT_DTYPES:

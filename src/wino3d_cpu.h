@@ -5,7 +5,8 @@
  * starting at tile `t0` the stages are
  *   wino_input_block   x  -> V  [nk][C][tb]   (kept positions only)
  *   wino_gemm_batched  M[i] = U[kept[i]] @ V[i]      ([nk][K][tb])
- *   wino_output_block  M  -> y   (+ bias)
+ *   wino_output_block  M  -> y   (+ bias), for a chunk of K output channels
+ *                      (y has ky channels; pass y and bias offset to the chunk)
  * and for the backward pass
  *   wino_output_adjoint_block  grad_y -> grad_M
  *   wino_gemm_batched          grad_V[i] = U[kept[i]]^T @ grad_M[i]
@@ -50,7 +51,7 @@ int wino_num_procs(void);
 #define WINO_DECLARE(S, R)                                                              \
 int  wino_input_block_##S(const wino_geom *g, const R *x, const wino_plan_##S *pl,     \
                           wino_index t0, wino_index tb, R *V, int nthreads);           \
-int  wino_output_block_##S(const wino_geom *g, const R *M, wino_index K,               \
+int  wino_output_block_##S(const wino_geom *g, const R *M, wino_index K, wino_index ky,  \
                            const wino_plan_##S *pl, wino_index t0, wino_index tb,      \
                            const R *bias, R *y, int nthreads);                         \
 int  wino_output_adjoint_block_##S(const wino_geom *g, const R *gy, wino_index K,      \

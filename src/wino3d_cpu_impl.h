@@ -170,7 +170,7 @@ int FN(wino_input_block)(const wino_geom *g, const R *x, const PLAN *pl,
 }
 
 /* --------------------------------------------------------------- output */
-int FN(wino_output_block)(const wino_geom *g, const R *M, wino_index K,
+int FN(wino_output_block)(const wino_geom *g, const R *M, wino_index K, wino_index ky,
                           const PLAN *pl, wino_index t0, wino_index tb,
                           const R *bias, R *y, int nthreads)
 {
@@ -193,7 +193,7 @@ int FN(wino_output_block)(const wino_geom *g, const R *M, wino_index K,
             for (int j = 0; j < lanes; ++j) {
                 wino_index n, o[3];
                 FN(tile_origin)(g, t0 + tt + j, &n, o);
-                R *yk = y + ((n * K + k) * Do) * Ho * Wo;
+                R *yk = y + ((n * ky + k) * Do) * Ho * Wo;
                 for (int a = 0; a < md && o[0] + a < Do; ++a)
                     for (int c = 0; c < mh && o[1] + c < Ho; ++c) {
                         R *dst = yk + ((o[0] + a) * Ho + o[1] + c) * Wo + o[2];

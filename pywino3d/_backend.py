@@ -1,0 +1,162 @@
+"""Backend selection: "cpu", "cuda" or "auto", swappable at runtime.
+
+Precedence, highest first:
+
+1. the per-call ``backend=`` argument;
+2. ``with pywino3d.use_backend(name):`` (a :mod:`contextvars` context, so it
+   is per thread and per asyncio task);
+3. ``pywino3d.set_backend(name)`` (process-wide);
+4. the ``PYWINO3D_BACKEND`` environment variable;
+5. ``"auto"``: follow the type of ``x`` -- a CuPy array runs on the GPU, a
+   NumPy array (or anything else) on the CPU.  CuPy is never imported for
+   NumPy inputs.
+
+Arrays are never moved implicitly between host and device: a forced backend
+that does not match ``x`` raises :class:`TypeError` unless ``coerce=True``.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+
+NAMES = ("cpu", "cuda", "auto")
+
+_context = contextvars.ContextVar("pywino3d_backend", default=None)
+_global = None
+
+#: Backend implementations by name; tests may register a fake one.
+_REGISTRY = {}
+
+
+def _check_name(name, what="backend"):
+    if not isinstance(name, str) or name not in NAMES and name not in _REGISTRY:
+        raise ValueError(f"{what}: expected one of {NAMES}, got {name!r}")
+    return name
+
+
+def set_backend(name):
+    """Set the process-wide backend ("cpu", "cuda" or "auto").
+
+    Examples
+    --------
+    >>> import pywino3d
+    >>> pywino3d.set_backend("cpu"); pywino3d.get_backend()
+    'cpu'
+    >>> pywino3d.set_backend("auto")
+    """
+    global _global
+    _check_name(name)
+    _global = name
+
+
+@contextlib.contextmanager
+def use_backend(name):
+    """Context manager selecting the backend for the current thread/task.
+
+    Examples
+    --------
+    >>> import pywino3d
+    >>> with pywino3d.use_backend("cpu"):
+    ...     pywino3d.get_backend()
+    'cpu'
+    """
+    _check_name(name)
+    token = _context.set(name)
+    try:
+        yield name
+    finally:
+        _context.reset(token)
+
+
+def get_backend():
+    """The backend name in force here (without a per-call override).
+
+    Examples
+    --------
+    >>> import pywino3d
+    >>> pywino3d.get_backend() in ("cpu", "cuda", "auto")
+    True
+    """
+    name = _context.get()
+    if name is None:
+        name = _global
+    if name is None:
+        env = os.environ.get("PYWINO3D_BACKEND")
+        if env:
+            return _check_name(env.strip().lower(), "PYWINO3D_BACKEND")
+        name = "auto"
+    return name
+
+
+def is_cupy_array(a):
+    """True for CuPy arrays, checked without importing CuPy."""
+    mod = type(a).__module__ or ""
+    return mod.split(".", 1)[0] == "cupy"
+
+
+def cuda_status():
+    """(available: bool, reason: str) for the CUDA backend."""
+    try:
+        import cupy
+    except Exception as exc:  # ImportError, or a broken CUDA install
+        return False, f"CuPy is not installed or failed to import ({exc}); pip install 'pywino3d[cuda]'"
+    try:
+        if not cupy.cuda.is_available():
+            return False, "CuPy is installed but no CUDA GPU (or driver) is available"
+    except Exception as exc:
+        return False, f"CuPy cannot query the GPU: {exc}"
+    return True, "ok"
+
+
+def available_backends():
+    """Names of the backends usable here: always "cpu", "cuda" with a GPU.
+
+    Examples
+    --------
+    >>> import pywino3d
+    >>> "cpu" in pywino3d.available_backends()
+    True
+    """
+    names = ["cpu"]
+    if cuda_status()[0]:
+        names.append("cuda")
+    return names
+
+
+def resolve(backend, x):
+    """Return the concrete backend name ("cpu"/"cuda"/registered) for this call."""
+    name = _check_name(backend) if backend is not None else get_backend()
+    if name == "auto":
+        for key, impl in _REGISTRY.items():
+            if key not in ("cpu", "cuda") and impl.owns(x):
+                return key
+        return "cuda" if is_cupy_array(x) else "cpu"
+    return name
+
+
+def get_impl(name):
+    """The backend module/object implementing ``name``."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if name == "cpu":
+        from . import _cpu_backend
+
+        return _cpu_backend.BACKEND
+    if name == "cuda":
+        ok, why = cuda_status()
+        if not ok:
+            raise RuntimeError(f"backend 'cuda' requested but unavailable: {why}")
+        from . import _cuda_backend
+
+        return _cuda_backend.BACKEND
+    raise ValueError(f"backend: expected one of {NAMES}, got {name!r}")
+
+
+def register(name, impl):
+    """Register a backend implementation (used by tests for a fake device)."""
+    _REGISTRY[name] = impl
+
+
+def unregister(name):
+    _REGISTRY.pop(name, None)
