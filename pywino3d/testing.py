@@ -13,6 +13,8 @@ __all__ = [
     "conv3d_reference",
     "conv3d_backward_reference",
     "error_bound",
+    "winograd_magnitudes",
+    "rounding_terms",
     "conv_problems",
     "float_dtypes",
     "paddings",
@@ -97,7 +99,8 @@ def conv3d_backward_reference(grad_y, x, w, *, padding=0):
 
 #: Per-axis rounding-error factors of F(m, r), measured (docs/accuracy.md):
 #: the cube root of max |y - y_exact| / (eps * (|x| star |w|)) for cubic tiles
-#: and kernels, float32, 8 channels.  Rows r = 1..7, columns m = 1..8.
+#: and kernels, float32, 8 channels.  Rows r = 1..7, columns m = 1..8.  These
+#: describe typical error growth; the tests use the rigorous bound below.
 AXIS_ERROR = np.array([
     [1.10, 1.13, 1.22, 1.08, 1.08, 1.10, 1.14, 1.11],
     [1.00, 1.68, 1.19, 3.72, 8.22, 5.45, 6.02, 32.0],
@@ -108,33 +111,100 @@ AXIS_ERROR = np.array([
     [1.00, 3.11, 13.4, 25.9, 35.1, 38.4, 185., 666.],
 ])
 
-#: Safety factor of the test bound over the measured growth.
-ERROR_SAFETY = 8.0
+
+def _abs_mats(tile, ksize):
+    from ._transforms import winograd_matrices
+
+    return [tuple(np.abs(M) for M in winograd_matrices(m, r)) for m, r in zip(tile, ksize)]
+
+
+def _tile_patches(a, pads, tile, alpha, nt):
+    """(N, C, tD, tH, tW, ad, ah, aw) view of the zero-padded input's tiles."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    need = [t * m + al - m for t, m, al in zip(nt, tile, alpha)]
+    full = [(p0, max(0, nd - s - p0)) for (p0, _), nd, s in zip(pads, need, a.shape[2:])]
+    ap = np.pad(a, ((0, 0), (0, 0), *full))[:, :, :need[0], :need[1], :need[2]]
+    win = sliding_window_view(ap, tuple(alpha), axis=(2, 3, 4))
+    return win[:, :, ::tile[0], ::tile[1], ::tile[2]]
+
+
+def winograd_magnitudes(x, w, tile, *, padding=0, grad_y=None):
+    """Componentwise magnitudes of the Winograd algorithm in float64.
+
+    Runs F(m, r) with every matrix and input replaced by its absolute value:
+    ``|AT| (|G| |w| * |BT| |x|)`` per output, the quantity that bounds the
+    rounding error of a bilinear algorithm (Higham, *Accuracy and Stability of
+    Numerical Algorithms*, sec. 4; Barabasz et al. 2018).  With ``grad_y`` it
+    also returns the magnitudes of the two adjoints, for grad_x and grad_w.
+    """
+    from ._geometry import make_geometry, parse_tile
+
+    x = np.abs(np.asarray(x, np.float64))
+    w = np.abs(np.asarray(w, np.float64))
+    ksize = w.shape[2:]
+    tile = parse_tile(tile)
+    g = make_geometry(x.shape, w.shape[0], ksize, padding, tile)
+    nt, alpha = g.ntiles_axis, g.alpha
+    (ATd, Gd, BTd), (ATh, Gh, BTh), (ATw, Gw, BTw) = _abs_mats(tile, ksize)
+    patches = _tile_patches(x, g.pads, tile, alpha, nt)
+    V = np.einsum("ia,jb,kc,nCdhwabc->nCdhwijk", BTd, BTh, BTw, patches, optimize=True)
+    U = np.einsum("ia,jb,kc,KCabc->KCijk", Gd, Gh, Gw, w, optimize=True)
+    M = np.einsum("KCijk,nCdhwijk->nKdhwijk", U, V, optimize=True)
+    Y = np.einsum("pi,qj,sk,nKdhwijk->nKdphqws", ATd, ATh, ATw, M, optimize=True)
+    N, K = x.shape[0], w.shape[0]
+    Y = Y.reshape(N, K, nt[0] * tile[0], nt[1] * tile[1], nt[2] * tile[2])
+    y_mag = Y[:, :, :g.out[0], :g.out[1], :g.out[2]]
+    if grad_y is None:
+        return y_mag
+    gy = np.abs(np.asarray(grad_y, np.float64))
+    gyp = np.zeros((N, K, nt[0] * tile[0], nt[1] * tile[1], nt[2] * tile[2]))
+    gyp[:, :, :g.out[0], :g.out[1], :g.out[2]] = gy
+    gyt = gyp.reshape(N, K, nt[0], tile[0], nt[1], tile[1], nt[2], tile[2])
+    gM = np.einsum("pi,qj,sk,nKdphqws->nKdhwijk", ATd, ATh, ATw, gyt, optimize=True)
+    gV = np.einsum("KCijk,nKdhwijk->nCdhwijk", U, gM, optimize=True)
+    gP = np.einsum("ia,jb,kc,nCdhwijk->nCdhwabc", BTd, BTh, BTw, gV, optimize=True)
+    need = [t * m + al - m for t, m, al in zip(nt, tile, alpha)]
+    gxp = np.zeros((N, x.shape[1], *need))
+    for d in range(nt[0]):
+        for h in range(nt[1]):
+            for q in range(nt[2]):
+                o = (d * tile[0], h * tile[1], q * tile[2])
+                gxp[:, :, o[0]:o[0] + alpha[0], o[1]:o[1] + alpha[1], o[2]:o[2] + alpha[2]] += gP[:, :, d, h, q]
+    p0 = [p[0] for p in g.pads]
+    D, H, W = x.shape[2:]
+    gx_mag = np.zeros_like(x)
+    src = gxp[:, :, p0[0]:p0[0] + D, p0[1]:p0[1] + H, p0[2]:p0[2] + W]
+    gx_mag[:, :, :src.shape[2], :src.shape[3], :src.shape[4]] = src
+    gU = np.einsum("nKdhwijk,nCdhwijk->KCijk", gM, V, optimize=True)
+    gw_mag = np.einsum("ia,jb,kc,KCijk->KCabc", Gd, Gh, Gw, gU, optimize=True)
+    return y_mag, gx_mag, gw_mag
+
+
+def rounding_terms(tile, ksize, nsum):
+    """The k of the bound ``gamma_k ~ k * eps``: rounding steps on the longest
+    path of the algorithm (three stages per transform of length alpha, the
+    filter transform, a sum of ``nsum`` products, and the rounded matrix
+    entries), counted generously."""
+    alpha = [m + r - 1 for m, r in zip(tile, ksize)]
+    return 2 * sum(alpha) + sum(ksize) + nsum + 12
 
 
 def error_bound(x, w, tile, dtype, *, padding=0):
     """Elementwise rounding bound for ``conv3d(x, w, tile=tile)`` in ``dtype``.
 
-    ``eps * (|x| star |w|) * (2 log2(2 n) + ERROR_SAFETY * prod_axes
-    AXIS_ERROR[r - 1, m - 1])`` where ``|x| star |w|`` is the correlation of
-    the absolute values (computed by the oracle), ``n = C * rd * rh * rw``
-    the number of terms of one output and ``AXIS_ERROR`` the calibrated
-    per-axis growth of the transforms (``docs/accuracy.md``).
+    ``k * eps * |AT| (|G| |w| * |BT| |x|)`` (see :func:`winograd_magnitudes`
+    and :func:`rounding_terms`): a first-order bound valid for any input,
+    whatever the summation order, that scales like ``|x| star |w|`` times
+    the transform growth of ``docs/accuracy.md``.
     """
     from ._geometry import parse_tile
 
     w = np.asarray(w)
-    ksize = w.shape[2:]
-    growth = 1.0
-    for m, r in zip(parse_tile(tile), ksize):
-        growth *= AXIS_ERROR[r - 1, m - 1]
-    eps = np.finfo(dtype).eps
-    mag = conv3d_reference(np.abs(x), np.abs(w), padding=padding)
-    # A Winograd output's error scales with its whole tile, not itself alone:
-    # take the largest magnitude of any output that can share its tile.
-    mag = local_max(mag, [2 * m - 1 for m in parse_tile(tile)])
-    nterms = w.shape[1] * int(np.prod(ksize))
-    return eps * (2 * np.log2(2 * nterms) + ERROR_SAFETY * growth) * mag
+    tile = parse_tile(tile)
+    mag = winograd_magnitudes(x, w, tile, padding=padding)
+    k = rounding_terms(tile, w.shape[2:], w.shape[1])
+    return k * np.finfo(dtype).eps * mag
 
 
 def local_max(a, size):

@@ -15,3 +15,31 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.ge
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+# ------------------------------------------------------------ backends
+from pywino3d._backend import cuda_status  # noqa: E402
+
+CUDA_OK, CUDA_WHY = cuda_status()
+#: Parametrise a test over both backends; GPU cases skip only when
+#: cupy.cuda.is_available() is false (or CuPy is not installed).
+BACKENDS = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(not CUDA_OK, reason=CUDA_WHY)),
+]
+
+
+def on(backend, a):
+    """Put a host array where ``backend`` computes."""
+    if a is None or backend == "cpu":
+        return a
+    import cupy
+
+    return cupy.asarray(a)
+
+
+def host(a):
+    """Bring a result back to NumPy."""
+    if a is None or isinstance(a, np.ndarray):
+        return a
+    return a.get()
