@@ -10,6 +10,10 @@ filter_transform_backward   grad_U -> grad_w
 winograd_matrices           exact Toom-Cook matrices (AT, G, BT)
 show_versions               versions, OpenMP, threads, backends
 use_backend / set_backend   choose "cpu", "cuda" or "auto" at runtime
+LowRankWinograd             U = P @ Q (+ U0) low-rank Winograd weights
+column_importance, select_columns, select_columns_global, cubic_density
+                            column pruning (pywino3d.pruning)
+pywino3d.torch              nn.Module layers (optional extra "torch")
 """
 from ._api import (
     conv3d,
@@ -21,6 +25,14 @@ from ._api import (
 from ._backend import available_backends, get_backend, set_backend, use_backend
 from ._info import show_versions
 from ._transforms import winograd_matrices
+from .lowrank import LowRankWinograd
+from .pruning import (
+    column_importance,
+    cubic_density,
+    magnitude_mask,
+    select_columns,
+    select_columns_global,
+)
 from . import testing  # noqa: E402  (public test helpers)
 
 __version__ = "0.1.0"
@@ -38,4 +50,10 @@ __all__ = [
     "get_backend",
     "set_backend",
     "use_backend",
+    "LowRankWinograd",
+    "column_importance",
+    "select_columns",
+    "select_columns_global",
+    "cubic_density",
+    "magnitude_mask",
 ]

@@ -145,13 +145,15 @@ def test_available_backends_and_missing_cuda(data):
             pywino3d.conv3d(dev(x), dev(w))  # auto -> cuda for a device array
 
 
-def test_auto_never_imports_cupy_for_numpy(data):
+def test_auto_never_imports_cupy_for_numpy(data, tmp_path):
     import subprocess
     import sys
 
     code = ("import sys, numpy as np, pywino3d; x = np.ones((1,1,4,4,4)); "
             "pywino3d.conv3d(x, x[:, :, :3, :3, :3]); print('cupy' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # run outside the source tree so the installed package is imported
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=tmp_path)
     assert out.stdout.strip() == "False"
 
 
