@@ -40,6 +40,7 @@ cdef extern from "wino3d_cpu.h" nogil:
         wino_index nt[3]
 
     int wino_has_openmp()
+    void wino_tile_origin(const wino_geom *g, wino_index t, wino_index out[4])
     int wino_max_threads()
     int wino_num_procs()
 
@@ -140,6 +141,14 @@ cdef wino_geom _geom(tuple gt):
         g.m[i] = gt[16 + i]
         g.nt[i] = gt[19 + i]
     return g
+
+
+def tile_origin(tuple gt, wino_index t):
+    """(n, o_d, o_h, o_w) of tile t, from the kernels' own 64-bit helper."""
+    cdef wino_geom g = _geom(gt)
+    cdef wino_index out[4]
+    wino_tile_origin(&g, t, out)
+    return (out[0], out[1], out[2], out[3])
 
 
 cdef inline void *_ptr(cnp.ndarray a):

@@ -166,7 +166,8 @@ class LowRankWinogradConv3d(_WinogradBase):
     in_channels, out_channels, kernel_size, padding, tile, bias
         As in :class:`WinogradConv3d`.
     rank : int
-        k, the number of columns of P.
+        k, the number of columns of P; clamped to min(positions,
+        C_out * C_in), beyond which U has no more rank to give.
     mode : {"factor", "residual"}
     weight : tensor (C_out, C_in, rd, rh, rw), optional
         Spatial weights to initialise from (truncated SVD of their U); a
@@ -179,6 +180,7 @@ class LowRankWinogradConv3d(_WinogradBase):
         from .lowrank import LowRankWinograd
 
         npdt = np.float32 if dtype == torch.float32 else np.float64
+        rank = min(int(rank), self.positions, self.out_channels * self.in_channels)
         if weight is None:
             lr = LowRankWinograd.random(out_channels, in_channels, self.kernel_size, self.tile, rank,
                                         dtype=npdt, seed=seed, mode=mode)

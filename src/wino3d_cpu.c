@@ -90,3 +90,8 @@ typedef double wino_vd __attribute__((vector_size(WINO_VBYTES)));
 #undef R
 #undef S
 #undef VL
+
+void wino_tile_origin(const wino_geom *g, wino_index t, wino_index out[4])
+{
+    tile_origin_f(g, t, &out[0], out + 1);
+}

@@ -44,6 +44,9 @@ typedef struct {
 } wino_geom;
 
 int wino_has_openmp(void);
+/* Tile t -> batch index n and the first output index per axis (64-bit);
+ * exposed for the index-arithmetic tests. */
+void wino_tile_origin(const wino_geom *g, wino_index t, wino_index out[4]);
 int wino_max_threads(void);
 int wino_num_procs(void);
 /* Largest scratch (elements) a plan of these alphas/ns needs. */
