@@ -147,7 +147,8 @@ def product(mode, U, kept_dev, kept_host, Vb, nk, K, C, n, out):
             mode = _autotune(key, U, kept_dev, kept_host, Vb, nk, K, C, n, out)
     if mode == "cublas":
         Uk = U if nk == U.shape[0] else U[cp.asarray(kept_host)]
-        cp.matmul(Uk, Vb.reshape(nk, C, n), out=out.reshape(nk, K, n))
+        # the workspace holds tb >= n tiles: use the leading nk*C*n elements
+        cp.matmul(Uk, Vb[:nk * C * n].reshape(nk, C, n), out=out[:nk * K * n].reshape(nk, K, n))
     elif mode == "rawkernel":
         _gemm_raw(nk, K, n, C, U, kept_dev, K * C, C, 1, Vb, C * n, n, 1, out, None, K * n, n, False)
     else:

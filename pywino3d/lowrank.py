@@ -54,10 +54,10 @@ class LowRankWinograd:
     Examples
     --------
     >>> import numpy as np, pywino3d
-    >>> w = np.random.default_rng(0).standard_normal((4, 3, 3, 3, 3))
-    >>> lr = pywino3d.LowRankWinograd.from_filter(w, rank=27, tile=2)
+    >>> w = np.random.default_rng(0).standard_normal((8, 4, 3, 3, 3))
+    >>> lr = pywino3d.LowRankWinograd.from_filter(w, rank=27, tile=2)  # rank(U) <= 27
     >>> lr.P.shape, lr.Q.shape, lr.rank
-    ((64, 27), (27, 4, 3), 27)
+    ((64, 27), (27, 8, 4), 27)
     >>> bool(np.allclose(lr.weights(), pywino3d.filter_transform(w, 2)))
     True
     """

@@ -43,7 +43,7 @@ def column_importance(U, method="l2", *, grad=None):
     --------
     >>> import numpy as np, pywino3d
     >>> U = np.zeros((8, 2, 2)); U[3] = 1.0
-    >>> pywino3d.column_importance(U, "l1")[3]
+    >>> float(pywino3d.column_importance(U, "l1")[3])
     4.0
     """
     if method not in METHODS:
@@ -105,6 +105,13 @@ def select_columns_global(scores_list, density):
     Returns
     -------
     list of sorted index arrays, one per layer
+
+    Examples
+    --------
+    >>> import numpy as np, pywino3d
+    >>> a, b = np.array([1.0, 2.0, 3.0, 4.0]), np.array([400.0, 300.0, 200.0, 100.0])
+    >>> [k.tolist() for k in pywino3d.select_columns_global([a, b], 0.5)]
+    [[2, 3], [0, 1]]
     """
     density = _check_density(density)
     normed = []
@@ -154,9 +161,17 @@ def cubic_density(step, *, final_density, begin_step, end_step, initial_density=
 
 def magnitude_mask(U, density):
     """Unstructured magnitude pruning of the full U: a boolean mask keeping
-    the ``density`` fraction of entries with the largest |U| (Liu et al. 2018,
+    the ``density`` fraction of entries with the largest ``abs(U)`` (Liu et al. 2018,
     "vanilla" granularity).  Zeros inside U do not shrink the dense kernels'
-    work, which is the point of comparing it with column pruning."""
+    work, which is the point of comparing it with column pruning.
+
+    Examples
+    --------
+    >>> import numpy as np, pywino3d
+    >>> pywino3d.magnitude_mask(np.array([[[0.1, -3.0], [2.0, 0.5]]]), 0.5).astype(int)
+    array([[[0, 1],
+            [1, 0]]])
+    """
     density = _check_density(density)
     a = np.abs(_to_host(U)).ravel()
     k = max(1, math.ceil(density * a.size - 1e-9))

@@ -137,6 +137,15 @@ def winograd_magnitudes(x, w, tile, *, padding=0, grad_y=None):
     rounding error of a bilinear algorithm (Higham, *Accuracy and Stability of
     Numerical Algorithms*, sec. 4; Barabasz et al. 2018).  With ``grad_y`` it
     also returns the magnitudes of the two adjoints, for grad_x and grad_w.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pywino3d.testing import winograd_magnitudes, conv3d_reference
+    >>> x, w = np.ones((1, 1, 4, 4, 4)), np.ones((1, 1, 3, 3, 3))
+    >>> mag = winograd_magnitudes(x, w, 2)
+    >>> bool((mag >= conv3d_reference(x, w)).all())
+    True
     """
     from ._geometry import make_geometry, parse_tile
 
@@ -197,6 +206,17 @@ def error_bound(x, w, tile, dtype, *, padding=0):
     and :func:`rounding_terms`): a first-order bound valid for any input,
     whatever the summation order, that scales like ``|x| star |w|`` times
     the transform growth of ``docs/accuracy.md``.
+
+    Examples
+    --------
+    >>> import numpy as np, pywino3d
+    >>> from pywino3d.testing import conv3d_reference, error_bound
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((1, 2, 5, 5, 5)).astype(np.float32)
+    >>> w = rng.standard_normal((2, 2, 3, 3, 3)).astype(np.float32)
+    >>> err = np.abs(pywino3d.conv3d(x, w, tile=4) - conv3d_reference(x, w))
+    >>> bool((err <= error_bound(x, w, 4, np.float32)).all())
+    True
     """
     from ._geometry import parse_tile
 
@@ -256,6 +276,16 @@ def conv_problems(tile=None, max_channels=8, max_batch=3, max_extent=9, kernels=
     ----------
     tile : int or tuple, optional
         Fix the tile; otherwise drawn from :func:`tiles`.
+
+    Examples
+    --------
+    >>> from hypothesis import given, settings
+    >>> from pywino3d.testing import conv_problems
+    >>> @settings(max_examples=3)
+    ... @given(conv_problems(tile=2))
+    ... def check(prob):
+    ...     assert prob["x"].shape[1] == prob["w"].shape[1]
+    >>> check()
     """
     from hypothesis import strategies as st
 

@@ -139,6 +139,16 @@ class WinogradConv3d(_WinogradBase):
     bias : bool
     weight : tensor (C_out, C_in, rd, rh, rw), optional
         Spatial weights to start from (transformed to U); He-normal otherwise.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pywino3d.torch import WinogradConv3d
+    >>> layer = WinogradConv3d(4, 8, kernel_size=3, padding=1, tile=2)
+    >>> layer(torch.randn(1, 4, 6, 6, 6)).shape
+    torch.Size([1, 8, 6, 6, 6])
+    >>> layer.set_columns(range(0, 64, 2)); layer.density
+    0.5
     """
 
     def __init__(self, in_channels, out_channels, kernel_size=3, padding=0, tile=2, bias=True,
@@ -172,6 +182,14 @@ class LowRankWinogradConv3d(_WinogradBase):
     weight : tensor (C_out, C_in, rd, rh, rw), optional
         Spatial weights to initialise from (truncated SVD of their U); a
         variance-preserving random initialisation otherwise.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pywino3d.torch import LowRankWinogradConv3d
+    >>> layer = LowRankWinogradConv3d(4, 8, kernel_size=3, padding=1, tile=2, rank=6)
+    >>> layer.P.shape, layer.Q.shape, layer.num_weight_params
+    (torch.Size([64, 6]), torch.Size([6, 8, 4]), 576)
     """
 
     def __init__(self, in_channels, out_channels, kernel_size=3, padding=0, tile=2, rank=8, bias=True,
@@ -227,6 +245,18 @@ def convert_model(model, tile=2, rank=None, mode="factor"):
     Returns
     -------
     model : the same module, converted
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pywino3d.torch import convert_model
+    >>> net = torch.nn.Sequential(torch.nn.Conv3d(2, 4, 3, padding=1), torch.nn.Conv3d(4, 4, 3, stride=2))
+    >>> x = torch.randn(1, 2, 6, 6, 6)
+    >>> ref = net(x)
+    >>> [type(m).__name__ for m in convert_model(net, tile=2)]
+    ['WinogradConv3d', 'Conv3d']
+    >>> bool(torch.allclose(net(x), ref, atol=1e-5))
+    True
     """
     for name, child in list(model.named_children()):
         if _eligible(child):

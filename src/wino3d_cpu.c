@@ -50,6 +50,7 @@ int wino_num_procs(void)
 #endif
 
 /* SIMD instantiations of the per-tile math: one lane per tile. */
+
 typedef float wino_vf __attribute__((vector_size(WINO_VBYTES)));
 typedef double wino_vd __attribute__((vector_size(WINO_VBYTES)));
 #define WINO_REAL float

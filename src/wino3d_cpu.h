@@ -22,16 +22,7 @@
 
 #include "wino3d_common.h"
 
-#define WINO_REAL float
-#define WINO_SUFFIX f
-#include "wino3d_tile.h"
-#undef WINO_REAL
-#undef WINO_SUFFIX
-#define WINO_REAL double
-#define WINO_SUFFIX d
-#include "wino3d_tile.h"
-#undef WINO_REAL
-#undef WINO_SUFFIX
+#include "wino3d_tile_types.h"
 
 /* Geometry of one convolution. */
 typedef struct {

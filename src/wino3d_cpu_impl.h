@@ -295,8 +295,10 @@ int FN(wino_input_adjoint_block)(const wino_geom *g, const R *gV,
 }
 
 /* --------------------------------------------------------------- filter */
-/* Filter transforms are small (K * C kernels); one kernel per job, scalar. */
-int FN(wino_filter)(const R *w, wino_index KC, const PLAN *pl, R *U, int nthreads)
+/* Filter transforms are small (K * C kernels): one kernel per job, scalar.
+ * adjoint = 0: U[:, j] = expand(w[j]);  adjoint = 1: w[j] = contract(U[:, j]). */
+static int FN(filter_any)(const R *src, wino_index KC, const PLAN *pl, R *dst, int adjoint,
+                          int nthreads)
 {
     const wino_index rsz = (wino_index)pl->n[0] * pl->n[1] * pl->n[2];
     const size_t t = (size_t)SCRATCH_LEN(pl);
@@ -307,29 +309,22 @@ int FN(wino_filter)(const R *w, wino_index KC, const PLAN *pl, R *U, int nthread
 #pragma omp for schedule(static)
         for (wino_index j = 0; j < KC; ++j) {
             if (!t1) { failed = 1; continue; }
-            EXPAND(pl, w + j * rsz, U + j, KC, t1, t1 + t);
+            if (adjoint) CONTRACT(pl, src + j, KC, dst + j * rsz, t1, t1 + t);
+            else EXPAND(pl, src + j * rsz, dst + j, KC, t1, t1 + t);
         }
         free(t1);
     }
     return failed ? -1 : 0;
 }
 
+int FN(wino_filter)(const R *w, wino_index KC, const PLAN *pl, R *U, int nthreads)
+{
+    return FN(filter_any)(w, KC, pl, U, 0, nthreads);
+}
+
 int FN(wino_filter_adjoint)(const R *gU, wino_index KC, const PLAN *pl, R *gw, int nthreads)
 {
-    const wino_index rsz = (wino_index)pl->n[0] * pl->n[1] * pl->n[2];
-    const size_t t = (size_t)SCRATCH_LEN(pl);
-    int failed = 0;
-#pragma omp parallel num_threads(nthreads) reduction(|| : failed)
-    {
-        R *t1 = (R *)malloc(sizeof(R) * 2 * t);
-#pragma omp for schedule(static)
-        for (wino_index j = 0; j < KC; ++j) {
-            if (!t1) { failed = 1; continue; }
-            CONTRACT(pl, gU + j, KC, gw + j * rsz, t1, t1 + t);
-        }
-        free(t1);
-    }
-    return failed ? -1 : 0;
+    return FN(filter_any)(gU, KC, pl, gw, 1, nthreads);
 }
 
 /* ----------------------------------------------------------------- GEMM */

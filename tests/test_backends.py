@@ -204,7 +204,7 @@ def test_cuda_sources_are_found():
     for h in _cuda_sources.HEADERS:
         assert (d / h).is_file()
     src = _cuda_sources.kernel_source()
-    assert '#include "wino3d_tile.h"' in src
+    assert '#include "wino3d_tile_types.h"' in src
 
 
 def test_cuda_sources_installed_with_package():
@@ -251,3 +251,52 @@ def test_shared_header_in_cpu_build():
 
     cpu_h = (pathlib.Path(_cuda_sources.kernel_dir()) / "wino3d_tile.h").read_text()
     assert "WINO_HD" in cpu_h and "wino_expand_dims_" in cpu_h
+
+
+# ------------------------------------------------------------ on a real GPU
+from conftest import CUDA_OK, CUDA_WHY  # noqa: E402
+
+gpu = pytest.mark.skipif(not CUDA_OK, reason=CUDA_WHY)
+
+
+@gpu
+@pytest.mark.parametrize("mode", ["rawkernel", "cublas", "auto"])
+@pytest.mark.parametrize("density", [1.0, 0.3])
+def test_cuda_product_implementations(rng, mode, density):
+    import cupy as cp
+
+    from pywino3d import _cuda_backend
+    from pywino3d._geometry import make_geometry
+    from pywino3d._validation import as_columns
+
+    x = rng.standard_normal((2, 5, 7, 9, 6)).astype(np.float32)
+    w = rng.standard_normal((6, 5, 3, 3, 3)).astype(np.float32)
+    U = pywino3d.filter_transform(w, 4)
+    cols = None if density == 1.0 else np.sort(rng.choice(216, int(216 * density), replace=False))
+    ref = pywino3d.winograd_conv3d(x, U, kernel_size=3, tile=4, padding=1, columns=cols)
+    g = make_geometry(x.shape, 6, (3, 3, 3), 1, (4, 4, 4))
+    y = _cuda_backend.BACKEND.forward(g, cp.asarray(x), cp.asarray(U), None, as_columns(cols, 216), 1,
+                                      product_mode=mode)
+    np.testing.assert_allclose(cp.asnumpy(y), ref, rtol=1e-4, atol=1e-4)
+
+
+@gpu
+def test_cuda_module_memoized_per_device():
+    import cupy as cp
+
+    from pywino3d import _cuda_backend
+
+    dev = cp.cuda.Device().id
+    assert _cuda_backend._module(dev) is _cuda_backend._module(dev)
+
+
+@gpu
+def test_cuda_output_follows_x_device_and_dtype(rng):
+    import cupy as cp
+
+    x = cp.asarray(rng.standard_normal((1, 2, 5, 5, 5)))
+    w = cp.asarray(rng.standard_normal((3, 2, 3, 3, 3)))
+    y = pywino3d.conv3d(x, w, padding=1)
+    assert isinstance(y, cp.ndarray) and y.dtype == x.dtype and y.device == x.device
+    np.testing.assert_allclose(cp.asnumpy(y), pywino3d.conv3d(cp.asnumpy(x), cp.asnumpy(w), padding=1),
+                               rtol=1e-10, atol=1e-10)

@@ -4,7 +4,8 @@ import importlib
 
 import pytest
 
-MODULES = ["pywino3d._api", "pywino3d._transforms", "pywino3d.testing", "pywino3d._info"]
+MODULES = ["pywino3d._api", "pywino3d._transforms", "pywino3d.testing", "pywino3d._info",
+           "pywino3d._backend", "pywino3d.lowrank", "pywino3d.pruning", "pywino3d.torch"]
 
 
 @pytest.mark.parametrize("name", MODULES)

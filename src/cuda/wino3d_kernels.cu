@@ -14,16 +14,7 @@
  */
 #include "wino3d_common.h"
 
-#define WINO_REAL float
-#define WINO_SUFFIX f
-#include "wino3d_tile.h"
-#undef WINO_REAL
-#undef WINO_SUFFIX
-#define WINO_REAL double
-#define WINO_SUFFIX d
-#include "wino3d_tile.h"
-#undef WINO_REAL
-#undef WINO_SUFFIX
+#include "wino3d_tile_types.h"
 
 /* C++ overloads over the C-style instantiations. */
 __device__ __forceinline__ void wino_expand(const wino_plan_f *p, const float *in, float *out,

@@ -1,0 +1,20 @@
+/*
+ * wino3d_tile_types.h -- wino3d_tile.h instantiated for float (suffix f) and
+ * double (suffix d); included by the CPU header and the CUDA kernels alike.
+ */
+#ifndef WINO3D_TILE_TYPES_H
+#define WINO3D_TILE_TYPES_H
+
+#define WINO_REAL float
+#define WINO_SUFFIX f
+#include "wino3d_tile.h"
+#undef WINO_REAL
+#undef WINO_SUFFIX
+
+#define WINO_REAL double
+#define WINO_SUFFIX d
+#include "wino3d_tile.h"
+#undef WINO_REAL
+#undef WINO_SUFFIX
+
+#endif /* WINO3D_TILE_TYPES_H */
