@@ -174,6 +174,22 @@ def _autotune(key, *args):
 
 
 # ---------------------------------------------------------------- backend
+def _on_device_of_first_array(method):
+    """Run a backend method on the device of its first array argument (the
+    x of the call; all arrays of a call live on the same device)."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kw):
+        first = next((a for a in args if is_cupy_array(a)), None)
+        if first is None:
+            return method(self, *args, **kw)
+        with first.device:
+            return method(self, *args, **kw)
+
+    return wrapper
+
+
 class CudaBackend:
     name = "cuda"
 
@@ -207,9 +223,7 @@ class CudaBackend:
             as_int("workers", workers)
         return 1
 
-    def device_guard(self, x):
-        return x.device
-
+    @_on_device_of_first_array
     def filter_transform(self, w, tile, kept, nthreads):
         cp = _cp()
         K, C = w.shape[:2]
@@ -230,6 +244,7 @@ class CudaBackend:
             U[~mask] = 0
         return U
 
+    @_on_device_of_first_array
     def filter_transform_backward(self, gU, ksize, tile, nthreads):
         cp = _cp()
         P, K, C = gU.shape
@@ -243,12 +258,11 @@ class CudaBackend:
 
     def _geom(self, g, x):
         cp = _cp()
-        item = x.itemsize
-        if any(s % item for s in x.strides):
-            x = cp.ascontiguousarray(x)
-        gt = g.as_c(tuple(s // item for s in x.strides))
+        x = cp.ascontiguousarray(x)  # arrays are contiguous before launch (a no-op when they are)
+        gt = g.as_c(tuple(s // x.itemsize for s in x.strides))
         return x, cp.asarray(np.array(gt, dtype=np.int64))
 
+    @_on_device_of_first_array
     def forward(self, g, x, U, bias, kept, nthreads, product_mode="auto"):
         cp = _cp()
         dtype = x.dtype
@@ -278,6 +292,7 @@ class CudaBackend:
                     (M, _i64(K), gdev, *pout.args(), _i64(t0), _i64(n), bias, y))
         return y
 
+    @_on_device_of_first_array
     def backward(self, g, gy, x, U, kept, nthreads):
         cp = _cp()
         dtype = x.dtype

@@ -46,6 +46,13 @@ def moving_digits(n, *, seed=0, split="train", frames=FRAMES, size=SIZE, noise=0
     x : ndarray float32, shape (n, 1, frames, size, size)
     y : ndarray int64, shape (n,), label = 2 * digit + direction
         (direction 0: moving right, 1: moving left).
+
+    Examples
+    --------
+    >>> from pywino3d.experiment import moving_digits
+    >>> x, y = moving_digits(4, seed=0)
+    >>> x.shape, y.dtype.name
+    ((4, 1, 8, 18, 18), 'int64')
     """
     from sklearn.datasets import load_digits
 
@@ -79,6 +86,12 @@ def make_model(kind, *, tile=2, rank=8, seed=0):
     kind: "spatial" (torch nn.Conv3d), "vanilla" (WinogradConv3d, full U),
     "lowrank" (LowRankWinogradConv3d, U = P Q) or "residual" (U = U0 + P Q,
     U0 frozen at the random initialisation).
+
+    Examples
+    --------
+    >>> from pywino3d.experiment import make_model, trainable_params
+    >>> trainable_params(make_model("lowrank", rank=8)) < trainable_params(make_model("vanilla"))
+    True
     """
     import torch
     from torch import nn

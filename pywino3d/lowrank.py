@@ -93,6 +93,16 @@ class LowRankWinograd:
             "factor": P Q is the rank-k truncation of U (split as
             ``P = L sqrt(S)``, ``Q = sqrt(S) R^T``).  "residual": U0 = U
             exactly, P random (scaled like the SVD factors), Q = 0.
+
+        Examples
+        --------
+        >>> import numpy as np, pywino3d
+        >>> w = np.random.default_rng(0).standard_normal((4, 4, 1, 3, 3))
+        >>> lr = pywino3d.LowRankWinograd.from_filter(w, 9, (1, 4, 4))  # 1x3x3: rank <= 9
+        >>> bool(np.allclose(lr.weights(), pywino3d.filter_transform(w, (1, 4, 4))))
+        True
+        >>> pywino3d.LowRankWinograd.from_filter(w, 3, 2, mode="residual").mode
+        'residual'
         """
         from ._api import filter_transform
 
@@ -122,6 +132,13 @@ class LowRankWinograd:
         transforms it and takes the rank-k truncation, rescaled to keep U's
         Frobenius norm, so the layer's output variance matches a He-initialised
         spatial convolution.
+
+        Examples
+        --------
+        >>> import pywino3d
+        >>> lr = pywino3d.LowRankWinograd.random(16, 8, 3, tile=2, rank=6)
+        >>> lr.shape, lr.num_params, lr.num_dense_params
+        ((64, 16, 8), 1152, 8192)
         """
         from ._api import filter_transform
 
@@ -176,6 +193,14 @@ class LowRankWinograd:
 
         ``grad_P = grad_U Q^T`` and ``grad_Q = P^T grad_U`` in the
         (positions, C_out*C_in) reshape; U0 is frozen.
+
+        Examples
+        --------
+        >>> import numpy as np, pywino3d
+        >>> lr = pywino3d.LowRankWinograd.random(4, 2, 3, tile=2, rank=3)
+        >>> gP, gQ = lr.backward(np.ones(lr.shape, np.float32))
+        >>> gP.shape, gQ.shape
+        ((64, 3), (3, 4, 2))
         """
         npos, K, C = self.shape
         if tuple(grad_U.shape) != (npos, K, C):

@@ -14,6 +14,7 @@ __all__ = [
     "conv3d_backward_reference",
     "error_bound",
     "winograd_magnitudes",
+    "local_max",
     "rounding_terms",
     "conv_problems",
     "float_dtypes",
@@ -194,7 +195,14 @@ def rounding_terms(tile, ksize, nsum):
     """The k of the bound ``gamma_k ~ k * eps``: rounding steps on the longest
     path of the algorithm (three stages per transform of length alpha, the
     filter transform, a sum of ``nsum`` products, and the rounded matrix
-    entries), counted generously."""
+    entries), counted generously.
+
+    Examples
+    --------
+    >>> from pywino3d.testing import rounding_terms
+    >>> rounding_terms((4, 4, 4), (3, 3, 3), nsum=64)
+    121
+    """
     alpha = [m + r - 1 for m, r in zip(tile, ksize)]
     return 2 * sum(alpha) + sum(ksize) + nsum + 12
 
@@ -228,7 +236,16 @@ def error_bound(x, w, tile, dtype, *, padding=0):
 
 
 def local_max(a, size):
-    """Maximum over a centred window of ``size`` (3 ints) on the last 3 axes."""
+    """Maximum over a centred window of ``size`` (3 ints) on the last 3 axes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pywino3d.testing import local_max
+    >>> a = np.zeros((1, 1, 1, 1, 5)); a[..., 2] = 1
+    >>> local_max(a, (1, 1, 3))[0, 0, 0, 0]
+    array([0., 1., 1., 1., 0.])
+    """
     from numpy.lib.stride_tricks import sliding_window_view
 
     pads = [(0, 0)] * (a.ndim - 3) + [((s - 1) // 2, s - 1 - (s - 1) // 2) for s in size]
@@ -240,21 +257,45 @@ def local_max(a, size):
 # ---------------------------------------------------------------- strategies
 
 def float_dtypes():
-    """Strategy: np.float32 or np.float64."""
+    """Strategy: np.float32 or np.float64.
+
+    Examples
+    --------
+    >>> from hypothesis import find
+    >>> from pywino3d.testing import float_dtypes
+    >>> find(float_dtypes(), lambda v: True) is not None
+    True
+    """
     from hypothesis import strategies as st
 
     return st.sampled_from([np.float32, np.float64])
 
 
 def kernel_sizes(values=(1, 2, 3, 5)):
-    """Strategy: a 3-tuple of kernel extents drawn from ``values``."""
+    """Strategy: a 3-tuple of kernel extents drawn from ``values``.
+
+    Examples
+    --------
+    >>> from hypothesis import find
+    >>> from pywino3d.testing import kernel_sizes
+    >>> find(kernel_sizes(), lambda v: True) is not None
+    True
+    """
     from hypothesis import strategies as st
 
     return st.tuples(*(st.sampled_from(values),) * 3)
 
 
 def tiles(values=(2, 3, 4, 5, 6)):
-    """Strategy: a tile, either one int or a 3-tuple."""
+    """Strategy: a tile, either one int or a 3-tuple.
+
+    Examples
+    --------
+    >>> from hypothesis import find
+    >>> from pywino3d.testing import tiles
+    >>> find(tiles(), lambda v: True) is not None
+    True
+    """
     from hypothesis import strategies as st
 
     v = st.sampled_from(values)
@@ -262,7 +303,15 @@ def tiles(values=(2, 3, 4, 5, 6)):
 
 
 def paddings():
-    """Strategy: an int, a 3-tuple, 'same' or 'valid'."""
+    """Strategy: an int, a 3-tuple, 'same' or 'valid'.
+
+    Examples
+    --------
+    >>> from hypothesis import find
+    >>> from pywino3d.testing import paddings
+    >>> find(paddings(), lambda v: True) is not None
+    True
+    """
     from hypothesis import strategies as st
 
     p = st.integers(0, 2)

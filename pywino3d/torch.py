@@ -48,6 +48,16 @@ class WinogradConv3dFunction(torch.autograd.Function):
 
     ``columns`` (None or a 1-D integer array of kept positions) is a
     non-differentiable argument; grad_U is zero at pruned positions.
+
+    Examples
+    --------
+    >>> import torch, pywino3d
+    >>> from pywino3d.torch import WinogradConv3dFunction
+    >>> x = torch.randn(1, 2, 4, 4, 4, requires_grad=True)
+    >>> U = torch.from_numpy(pywino3d.filter_transform(torch.randn(3, 2, 3, 3, 3).numpy(), 2))
+    >>> y = WinogradConv3dFunction.apply(x, U.requires_grad_(), None, (3, 3, 3), (2, 2, 2), 1, None)
+    >>> y.sum().backward(); x.grad.shape, U.grad.shape
+    (torch.Size([1, 2, 4, 4, 4]), torch.Size([64, 3, 2]))
     """
 
     @staticmethod

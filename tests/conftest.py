@@ -43,3 +43,12 @@ def host(a):
     if a is None or isinstance(a, np.ndarray):
         return a
     return a.get()
+
+
+@pytest.fixture(autouse=True)
+def _reset_backend_state():
+    """Tests (and doctests) that call set_backend must not leak into others."""
+    from pywino3d import _backend
+
+    yield
+    _backend._global = None

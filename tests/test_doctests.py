@@ -5,7 +5,8 @@ import importlib
 import pytest
 
 MODULES = ["pywino3d._api", "pywino3d._transforms", "pywino3d.testing", "pywino3d._info",
-           "pywino3d._backend", "pywino3d.lowrank", "pywino3d.pruning", "pywino3d.torch"]
+           "pywino3d._backend", "pywino3d.lowrank", "pywino3d.pruning", "pywino3d.torch",
+           "pywino3d.experiment"]
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -14,3 +15,17 @@ def test_docstring_examples(name):
     res = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
     assert res.attempted > 0, f"{name} has no examples"
     assert res.failed == 0
+
+
+def test_every_public_function_has_an_example():
+    import pywino3d
+    import pywino3d.testing
+    import pywino3d.torch
+
+    missing = []
+    for mod in (pywino3d, pywino3d.testing, pywino3d.torch):
+        for name in mod.__all__:
+            obj = getattr(mod, name)
+            if callable(obj) and "Examples" not in (obj.__doc__ or ""):
+                missing.append(f"{mod.__name__}.{name}")
+    assert not missing, f"no Examples section: {missing}"
