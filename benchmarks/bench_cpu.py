@@ -74,10 +74,8 @@ def machine_peaks(threads):
     b = np.random.rand(n, n).astype(np.float32)
     c = np.empty((n, n), np.float32)
     t_np = median_time(lambda: np.matmul(a, b, out=c), 5)
-    L = _cpu.lanes(np.float32)
-    plain = (n, L * n, 1, L)
-    t_ours = median_time(lambda: _cpu.gemm_batched(1, n, n, n, a, None, 0, plain, b, 0, plain,
-                                                   c, None, 0, n, L, False, threads), 5)
+    t_ours = median_time(lambda: _cpu.gemm_batched(1, n, n, n, a, None, 0, n, 1, b, 0, n, 1,
+                                                   c, None, 0, n, False, threads), 5)
     gemm = 2 * n**3 / min(t_np, t_ours) / 1e9
     src = np.ones(2**27, np.float32)  # 512 MiB
     dst = np.empty_like(src)

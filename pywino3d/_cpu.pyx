@@ -44,29 +44,27 @@ cdef extern from "wino3d_cpu.h" nogil:
     int wino_max_threads()
     int wino_num_procs()
 
-    int wino_lanes_f()
-    int wino_lanes_d()
-    int wino_input_block_f(const wino_geom *g, const float *x, const wino_plan_f *pl, wino_index t0, wino_index tb, float *V, const wino_index *ws, int nthreads)
-    int wino_input_block_d(const wino_geom *g, const double *x, const wino_plan_d *pl, wino_index t0, wino_index tb, double *V, const wino_index *ws, int nthreads)
-    int wino_output_block_f(const wino_geom *g, const float *M, wino_index K, wino_index ky, const wino_plan_f *pl, wino_index t0, wino_index tb, const float *bias, float *y, const wino_index *ws, int nthreads)
-    int wino_output_block_d(const wino_geom *g, const double *M, wino_index K, wino_index ky, const wino_plan_d *pl, wino_index t0, wino_index tb, const double *bias, double *y, const wino_index *ws, int nthreads)
-    int wino_output_adjoint_block_f(const wino_geom *g, const float *gy, wino_index K, const wino_plan_f *pl, wino_index t0, wino_index tb, float *gM, const wino_index *ws, int nthreads)
-    int wino_output_adjoint_block_d(const wino_geom *g, const double *gy, wino_index K, const wino_plan_d *pl, wino_index t0, wino_index tb, double *gM, const wino_index *ws, int nthreads)
-    int wino_input_adjoint_block_f(const wino_geom *g, const float *gV, const wino_plan_f *pl, wino_index t0, wino_index tb, float *gx, const wino_index *ws, int nthreads)
-    int wino_input_adjoint_block_d(const wino_geom *g, const double *gV, const wino_plan_d *pl, wino_index t0, wino_index tb, double *gx, const wino_index *ws, int nthreads)
+    int wino_input_block_f(const wino_geom *g, const float *x, const wino_plan_f *pl, wino_index t0, wino_index tb, float *V, int nthreads)
+    int wino_input_block_d(const wino_geom *g, const double *x, const wino_plan_d *pl, wino_index t0, wino_index tb, double *V, int nthreads)
+    int wino_output_block_f(const wino_geom *g, const float *M, wino_index K, wino_index ky, const wino_plan_f *pl, wino_index t0, wino_index tb, const float *bias, float *y, int nthreads)
+    int wino_output_block_d(const wino_geom *g, const double *M, wino_index K, wino_index ky, const wino_plan_d *pl, wino_index t0, wino_index tb, const double *bias, double *y, int nthreads)
+    int wino_output_adjoint_block_f(const wino_geom *g, const float *gy, wino_index K, const wino_plan_f *pl, wino_index t0, wino_index tb, float *gM, int nthreads)
+    int wino_output_adjoint_block_d(const wino_geom *g, const double *gy, wino_index K, const wino_plan_d *pl, wino_index t0, wino_index tb, double *gM, int nthreads)
+    int wino_input_adjoint_block_f(const wino_geom *g, const float *gV, const wino_plan_f *pl, wino_index t0, wino_index tb, float *gx, int nthreads)
+    int wino_input_adjoint_block_d(const wino_geom *g, const double *gV, const wino_plan_d *pl, wino_index t0, wino_index tb, double *gx, int nthreads)
     int wino_filter_f(const float *w, wino_index KC, const wino_plan_f *pl, float *U, int nthreads)
     int wino_filter_d(const double *w, wino_index KC, const wino_plan_d *pl, double *U, int nthreads)
     int wino_filter_adjoint_f(const float *gU, wino_index KC, const wino_plan_f *pl, float *gw, int nthreads)
     int wino_filter_adjoint_d(const double *gU, wino_index KC, const wino_plan_d *pl, double *gw, int nthreads)
     int wino_gemm_batched_f(wino_index nb, wino_index M, wino_index N, wino_index K,
-                            const float *A, const int *aidx, wino_index sa, const wino_index *am,
-                            const float *B, wino_index sb, const wino_index *bm,
-                            float *C, const int *cidx, wino_index sc, wino_index rsc, wino_index cgc,
+                            const float *A, const int *aidx, wino_index sa, wino_index rsa, wino_index csa,
+                            const float *B, wino_index sb, wino_index rsb, wino_index csb,
+                            float *C, const int *cidx, wino_index sc, wino_index rsc,
                             int accumulate, int nthreads)
     int wino_gemm_batched_d(wino_index nb, wino_index M, wino_index N, wino_index K,
-                            const double *A, const int *aidx, wino_index sa, const wino_index *am,
-                            const double *B, wino_index sb, const wino_index *bm,
-                            double *C, const int *cidx, wino_index sc, wino_index rsc, wino_index cgc,
+                            const double *A, const int *aidx, wino_index sa, wino_index rsa, wino_index csa,
+                            const double *B, wino_index sb, wino_index rsb, wino_index csb,
+                            double *C, const int *cidx, wino_index sc, wino_index rsc,
                             int accumulate, int nthreads)
 
 
@@ -83,19 +81,6 @@ def max_threads():
 def num_procs():
     """``omp_get_num_procs()``: the cores this process may use."""
     return wino_num_procs()
-
-
-def lanes(dtype):
-    """SIMD lanes (tiles per vector) of the transforms for this dtype."""
-    return wino_lanes_f() if np.dtype(dtype) == np.float32 else wino_lanes_d()
-
-
-cdef inline void _fill3(wino_index *dst, tuple src):
-    dst[0] = src[0]; dst[1] = src[1]; dst[2] = src[2]
-
-
-cdef inline void _fill4(wino_index *dst, tuple src):
-    dst[0] = src[0]; dst[1] = src[1]; dst[2] = src[2]; dst[3] = src[3]
 
 
 cdef inline void _check(int rc, str what) except *:
@@ -171,31 +156,27 @@ cdef inline void *_ptr(cnp.ndarray a):
 
 
 def input_block(tuple gt, cnp.ndarray x, TilePlan plan, wino_index t0, wino_index tb,
-                cnp.ndarray V, tuple ws, int nthreads):
-    """V[i, c, t] = input transform of tile t0 + t, channel c, kept position i,
-    stored with the workspace strides ws.  x may have any strides (in gt)."""
+                cnp.ndarray V, int nthreads):
+    """V[i, c, t] = input transform of tile t0 + t, channel c, kept position i.
+    x may have any strides (given in gt)."""
     cdef wino_geom g = _geom(gt)
-    cdef wino_index w3[3]
-    _fill3(w3, ws)
     cdef int rc
     cdef void *px = _ptr(x)
     cdef void *pv = _ptr(V)
     if plan.dtype == np.float32:
         with nogil:
-            rc = wino_input_block_f(&g, <const float *>px, &plan.pf, t0, tb, <float *>pv, w3, nthreads)
+            rc = wino_input_block_f(&g, <const float *>px, &plan.pf, t0, tb, <float *>pv, nthreads)
     else:
         with nogil:
-            rc = wino_input_block_d(&g, <const double *>px, &plan.pd, t0, tb, <double *>pv, w3, nthreads)
+            rc = wino_input_block_d(&g, <const double *>px, &plan.pd, t0, tb, <double *>pv, nthreads)
     _check(rc, "input transform")
 
 
 def output_block(tuple gt, cnp.ndarray M, wino_index K, wino_index ky, TilePlan plan,
-                 wino_index t0, wino_index tb, bias, cnp.ndarray y, tuple ws, int nthreads):
+                 wino_index t0, wino_index tb, bias, cnp.ndarray y, int nthreads):
     """y[tiles] = output transform of M[i, k, t] (+ bias[k]) for K channels of
     y (which has ky channels; y and bias may be views starting at a chunk)."""
     cdef wino_geom g = _geom(gt)
-    cdef wino_index w3[3]
-    _fill3(w3, ws)
     cdef int rc
     cdef void *pm = _ptr(M)
     cdef void *py = _ptr(y)
@@ -204,46 +185,42 @@ def output_block(tuple gt, cnp.ndarray M, wino_index K, wino_index ky, TilePlan 
         pb = _ptr(bias)
     if plan.dtype == np.float32:
         with nogil:
-            rc = wino_output_block_f(&g, <const float *>pm, K, ky, &plan.pf, t0, tb, <const float *>pb, <float *>py, w3, nthreads)
+            rc = wino_output_block_f(&g, <const float *>pm, K, ky, &plan.pf, t0, tb, <const float *>pb, <float *>py, nthreads)
     else:
         with nogil:
-            rc = wino_output_block_d(&g, <const double *>pm, K, ky, &plan.pd, t0, tb, <const double *>pb, <double *>py, w3, nthreads)
+            rc = wino_output_block_d(&g, <const double *>pm, K, ky, &plan.pd, t0, tb, <const double *>pb, <double *>py, nthreads)
     _check(rc, "output transform")
 
 
 def output_adjoint_block(tuple gt, cnp.ndarray gy, wino_index K, TilePlan plan, wino_index t0,
-                         wino_index tb, cnp.ndarray gM, tuple ws, int nthreads):
+                         wino_index tb, cnp.ndarray gM, int nthreads):
     """gM[i, k, t] = adjoint of the output transform applied to grad_y."""
     cdef wino_geom g = _geom(gt)
-    cdef wino_index w3[3]
-    _fill3(w3, ws)
     cdef int rc
     cdef void *pg = _ptr(gy)
     cdef void *pm = _ptr(gM)
     if plan.dtype == np.float32:
         with nogil:
-            rc = wino_output_adjoint_block_f(&g, <const float *>pg, K, &plan.pf, t0, tb, <float *>pm, w3, nthreads)
+            rc = wino_output_adjoint_block_f(&g, <const float *>pg, K, &plan.pf, t0, tb, <float *>pm, nthreads)
     else:
         with nogil:
-            rc = wino_output_adjoint_block_d(&g, <const double *>pg, K, &plan.pd, t0, tb, <double *>pm, w3, nthreads)
+            rc = wino_output_adjoint_block_d(&g, <const double *>pg, K, &plan.pd, t0, tb, <double *>pm, nthreads)
     _check(rc, "output-transform adjoint")
 
 
 def input_adjoint_block(tuple gt, cnp.ndarray gV, TilePlan plan, wino_index t0, wino_index tb,
-                        cnp.ndarray gx, tuple ws, int nthreads):
+                        cnp.ndarray gx, int nthreads):
     """gx += adjoint of the input transform applied to gV (gx contiguous)."""
     cdef wino_geom g = _geom(gt)
-    cdef wino_index w3[3]
-    _fill3(w3, ws)
     cdef int rc
     cdef void *pv = _ptr(gV)
     cdef void *px = _ptr(gx)
     if plan.dtype == np.float32:
         with nogil:
-            rc = wino_input_adjoint_block_f(&g, <const float *>pv, &plan.pf, t0, tb, <float *>px, w3, nthreads)
+            rc = wino_input_adjoint_block_f(&g, <const float *>pv, &plan.pf, t0, tb, <float *>px, nthreads)
     else:
         with nogil:
-            rc = wino_input_adjoint_block_d(&g, <const double *>pv, &plan.pd, t0, tb, <double *>px, w3, nthreads)
+            rc = wino_input_adjoint_block_d(&g, <const double *>pv, &plan.pd, t0, tb, <double *>px, nthreads)
     _check(rc, "input-transform adjoint")
 
 
@@ -276,35 +253,29 @@ def filter_contract(cnp.ndarray gU, wino_index KC, TilePlan plan, cnp.ndarray gw
 
 
 def gemm_batched(wino_index nb, wino_index M, wino_index N, wino_index K,
-                 cnp.ndarray A, aidx, wino_index sa, tuple am,
-                 cnp.ndarray B, wino_index sb, tuple bm,
-                 cnp.ndarray C, cidx, wino_index sc, wino_index rsc, wino_index cgc,
+                 cnp.ndarray A, aidx, wino_index sa, wino_index rsa, wino_index csa,
+                 cnp.ndarray B, wino_index sb, wino_index rsb, wino_index csb,
+                 cnp.ndarray C, cidx, wino_index sc, wino_index rsc,
                  bint accumulate, int nthreads):
-    """C[cidx[b]] (+)= A[aidx[b]] @ B[b].  am, bm: (row stride, row group
-    stride, column stride, column group stride) in elements; C rows at rsc,
-    columns lane-grouped with group stride cgc (= lanes for a plain matrix)."""
+    """C[cidx[b]] (+)= A[aidx[b]] @ B[b]; strides in elements, C rows contiguous."""
     cdef int rc
     cdef const int *pai = NULL
     cdef const int *pci = NULL
     cdef void *pa = _ptr(A)
     cdef void *pb = _ptr(B)
     cdef void *pc = _ptr(C)
-    cdef wino_index a4[4]
-    cdef wino_index b4[4]
-    _fill4(a4, am)
-    _fill4(b4, bm)
     if aidx is not None:
         pai = <const int *>_ptr(aidx)
     if cidx is not None:
         pci = <const int *>_ptr(cidx)
     if A.dtype == np.float32:
         with nogil:
-            rc = wino_gemm_batched_f(nb, M, N, K, <const float *>pa, pai, sa, a4,
-                                     <const float *>pb, sb, b4, <float *>pc, pci, sc, rsc, cgc,
+            rc = wino_gemm_batched_f(nb, M, N, K, <const float *>pa, pai, sa, rsa, csa,
+                                     <const float *>pb, sb, rsb, csb, <float *>pc, pci, sc, rsc,
                                      accumulate, nthreads)
     else:
         with nogil:
-            rc = wino_gemm_batched_d(nb, M, N, K, <const double *>pa, pai, sa, a4,
-                                     <const double *>pb, sb, b4, <double *>pc, pci, sc, rsc, cgc,
+            rc = wino_gemm_batched_d(nb, M, N, K, <const double *>pa, pai, sa, rsa, csa,
+                                     <const double *>pb, sb, rsb, csb, <double *>pc, pci, sc, rsc,
                                      accumulate, nthreads)
     _check(rc, "batched GEMM")

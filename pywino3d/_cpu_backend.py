@@ -3,20 +3,12 @@
 For a block of ``tb`` tiles the forward pass runs
 
     V = input_transform(x)          # (nk, C, tb)   kept positions only
-    M[i] = U[kept[i]] @ V[i]        # (nk, K, tb)   batched GEMM, in chunks of K
+    M[i] = U[kept[i]] @ V[i]        # (nk, K, tb)   batched GEMM
     y   <- output_transform(M)      # written straight into y
 
-so the workspace is ``(C + K_CHUNK) * nk * tb`` elements whatever the volume.
-The block size comes from a workspace budget (``PYWINO3D_WORKSPACE_MB``,
-default 64).
-
-Workspace layouts.  The transforms work on L tiles at once (one SIMD lane
-per tile, L = ``_cpu.lanes(dtype)``).  A workspace is either "standard"
-(position, channel, tile) or "lane-grouped" (tile group, channel, position,
-lane), where the L values a transform job produces or consumes for all kept
-positions are one contiguous run; the kernels take either through three
-strides and the GEMM through grouped index maps (``src/wino3d_cpu_impl.h``).
-``_LAYOUT`` records the choice and its measurement.
+so the workspace is ``(C + K) * nk * tb`` elements whatever the volume.  The
+block size is chosen from a workspace budget (``PYWINO3D_WORKSPACE_MB``,
+default 64) and is a multiple of the GEMM micro-tile width where possible.
 """
 from __future__ import annotations
 
@@ -154,41 +146,6 @@ def plan(kind, geom_or_tile, ksize, dtype, kept):
     return _plan(kind, tuple(tile), tuple(ksize), np.dtype(dtype).str, kept.tobytes())
 
 
-def _grouped(nk, ch, L):
-    """Workspace strides (position, channel, lane group) of a lane-grouped
-    (group, channel, position, lane) array."""
-    return (L, nk * L, ch * nk * L)
-
-
-def _standard(nk, ch, n, L):
-    """Workspace strides of a plain (position, channel, tile) array."""
-    return (ch * n, n, L)
-
-
-#: Layout of the two forward workspaces: V standard ("Vs"), M lane-grouped
-#: ("Mg").  A/B medians (ms) on C3D conv2a / conv3a / conv3b / R3D layer2,
-#: batch 1, F(4^3), 2 threads: both grouped 33.4 / 13.4 / 22.8 / 7.9, both
-#: standard 36.2 / 13.0 / 22.1 / 7.5, VgMs 34.8 / 13.6 / 22.8 / 8.3,
-#: VsMg 34.4 / 12.8 / 21.9 / 7.8 -- differences within 8 %: grouping saves
-#: time in the transforms and costs it in the GEMM's scattered rows.
-_LAYOUT = "VsMg"
-
-
-def _ws(which, nk, ch, n, L):
-    grouped = _LAYOUT[_LAYOUT.index(which) + 1] == "g"
-    return _grouped(nk, ch, L) if grouped else _standard(nk, ch, n, L)
-
-
-def _cols(ws, L):
-    """GEMM index map of the tile axis (lane-grouped) for workspace strides ws."""
-    return (1, ws[2])
-
-
-def _plain(rs, cs, L):
-    """GEMM index map of an ordinary strided matrix."""
-    return (rs, L * rs, cs, L * cs)
-
-
 def _x_geometry(g, x):
     item = x.itemsize
     if any(s % item for s in x.strides):
@@ -246,23 +203,18 @@ def forward(g, x, U, bias, kept, nthreads):
     U = np.ascontiguousarray(U)
     pin = plan("input", g, g.ksize, dtype, kept)
     pout = plan("output", g, g.ksize, dtype, kept)
-    L = _cpu.lanes(dtype)
-    ng = -(-tb // L)
-    V = workspace("V", ng * L * nk * C, dtype)
-    M = workspace("M", ng * L * nk * kc, dtype)
+    V = workspace("V", nk * C * tb, dtype)
+    M = workspace("M", nk * kc * tb, dtype)
     for t0 in range(0, T, tb):
         n = min(tb, T - t0)
-        wsV = _ws("V", nk, C, n, L)
-        _run("input", _cpu.input_block, gt, x, pin, t0, n, V, wsV, nthreads)
+        _run("input", _cpu.input_block, gt, x, pin, t0, n, V, nthreads)
         for k0 in range(0, K, kc):
             k1 = min(K, k0 + kc)
-            wsM = _ws("M", nk, k1 - k0, n, L)
             # M[i] (kc x n) = U[kept[i], k0:k1] (kc x C) @ V[i] (C x n)
-            _run("product", _cpu.gemm_batched, nk, k1 - k0, n, C, U[:, k0:k1], kept, K * C,
-                 _plain(C, 1, L), V, wsV[0], (wsV[1], L * wsV[1], *_cols(wsV, L)),
-                 M, None, wsM[0], wsM[1], wsM[2], False, nthreads)
+            _run("product", _cpu.gemm_batched, nk, k1 - k0, n, C, U[:, k0:k1], kept, K * C, C, 1,
+                 V, C * n, n, 1, M, None, (k1 - k0) * n, n, False, nthreads)
             _run("output", _cpu.output_block, gt, M, k1 - k0, K, pout, t0, n,
-                 None if bias is None else bias[k0:k1], y[:, k0:k1], wsM, nthreads)
+                 None if bias is None else bias[k0:k1], y[:, k0:k1], nthreads)
     return y
 
 
@@ -285,27 +237,23 @@ def backward(g, gy, x, U, kept, nthreads, need_x=True, need_U=True):
     U = np.ascontiguousarray(U)
     pin = plan("input", g, g.ksize, dtype, kept)
     pout = plan("output", g, g.ksize, dtype, kept)
-    L = _cpu.lanes(dtype)
-    ng = -(-tb // L)
-    gM = workspace("M", ng * L * nk * K, dtype)
-    V = workspace("V", ng * L * nk * C, dtype) if need_U else None
-    gV = workspace("gV", ng * L * nk * C, dtype) if need_x else None
+    gM = workspace("M", nk * K * tb, dtype)
+    V = workspace("V", nk * C * tb, dtype) if need_U else None
+    gV = workspace("gV", nk * C * tb, dtype) if need_x else None
     gUk = np.zeros((nk, K, C), dtype=dtype) if need_U else None
-    wsV, wsM = _grouped(nk, C, L), _grouped(nk, K, L)
     for t0 in range(0, T, tb):
         n = min(tb, T - t0)
-        _run("output_adjoint", _cpu.output_adjoint_block, gt, gy, K, pout, t0, n, gM, wsM, nthreads)
+        _run("output_adjoint", _cpu.output_adjoint_block, gt, gy, K, pout, t0, n, gM, nthreads)
         if need_x:
             # gV[i] (C x n) = U[kept[i]]^T (C x K) @ gM[i] (K x n)
-            _run("product_x", _cpu.gemm_batched, nk, C, n, K, U, kept, K * C, _plain(1, C, L),
-                 gM, L, (wsM[1], L * wsM[1], 1, wsM[2]), gV, None, L, wsV[1], wsV[2], False, nthreads)
-            _run("input_adjoint", _cpu.input_adjoint_block, gt, gV, pin, t0, n, gx, wsV, nthreads)
+            _run("product_x", _cpu.gemm_batched, nk, C, n, K, U, kept, K * C, 1, C, gM, K * n, n, 1,
+                 gV, None, C * n, n, False, nthreads)
+            _run("input_adjoint", _cpu.input_adjoint_block, gt, gV, pin, t0, n, gx, nthreads)
         if need_U:
-            _run("input", _cpu.input_block, gt, x, pin, t0, n, V, wsV, nthreads)
+            _run("input", _cpu.input_block, gt, x, pin, t0, n, V, nthreads)
             # gU[i] (K x C) += gM[i] (K x n) @ V[i]^T (n x C)
-            _run("product_U", _cpu.gemm_batched, nk, K, C, n, gM, None, L,
-                 (wsM[1], L * wsM[1], 1, wsM[2]), V, L, (1, wsV[2], wsV[1], L * wsV[1]),
-                 gUk, None, K * C, C, L, True, nthreads)
+            _run("product_U", _cpu.gemm_batched, nk, K, C, n, gM, None, K * n, n, 1, V, C * n, 1, n,
+                 gUk, None, K * C, C, True, nthreads)
     if need_U:
         gU[kept] = gUk
     return gx, gU

@@ -42,38 +42,28 @@ int wino_max_threads(void);
 int wino_num_procs(void);
 /* Largest scratch (elements) a plan of these alphas/ns needs. */
 
-/* Tile workspaces (V, M and their gradients) are addressed by three strides
- * ws = (position, channel, lane group): element (i, c, t) lives at
- * i*ws[0] + c*ws[1] + (t / L)*ws[2] + t % L, L = wino_lanes_S() (the SIMD width
- * of the transforms); each lane group of L consecutive tiles is contiguous.
- * GEMM index maps (am, bm) are (row stride, row group stride, column stride,
- * column group stride); see wino3d_cpu_impl.h. */
 #define WINO_DECLARE(S, R)                                                              \
-int  wino_lanes_##S(void);                                                              \
 int  wino_input_block_##S(const wino_geom *g, const R *x, const wino_plan_##S *pl,     \
-                          wino_index t0, wino_index tb, R *V, const wino_index ws[3],  \
-                          int nthreads);                                               \
+                          wino_index t0, wino_index tb, R *V, int nthreads);           \
 int  wino_output_block_##S(const wino_geom *g, const R *M, wino_index K, wino_index ky,  \
                            const wino_plan_##S *pl, wino_index t0, wino_index tb,      \
-                           const R *bias, R *y, const wino_index ws[3], int nthreads); \
+                           const R *bias, R *y, int nthreads);                         \
 int  wino_output_adjoint_block_##S(const wino_geom *g, const R *gy, wino_index K,      \
                                    const wino_plan_##S *pl, wino_index t0,             \
-                                   wino_index tb, R *gM, const wino_index ws[3],       \
-                                   int nthreads);                                      \
+                                   wino_index tb, R *gM, int nthreads);                \
 int  wino_input_adjoint_block_##S(const wino_geom *g, const R *gV,                     \
                                   const wino_plan_##S *pl, wino_index t0,              \
-                                  wino_index tb, R *gx, const wino_index ws[3],        \
-                                  int nthreads);                                       \
+                                  wino_index tb, R *gx, int nthreads);                 \
 int  wino_filter_##S(const R *w, wino_index KC, const wino_plan_##S *pl, R *U,         \
                      int nthreads);                                                    \
 int  wino_filter_adjoint_##S(const R *gU, wino_index KC, const wino_plan_##S *pl,      \
                              R *gw, int nthreads);                                     \
-int  wino_gemm_batched_##S(wino_index nb, wino_index M, wino_index N, wino_index K,     \
-                           const R *A, const int *aidx, wino_index sa,                 \
-                           const wino_index am[4], const R *B, wino_index sb,          \
-                           const wino_index bm[4], R *C, const int *cidx,              \
-                           wino_index sc, wino_index rsc, wino_index cgc,              \
-                           int accumulate, int nthreads);
+int wino_gemm_batched_##S(wino_index nb, wino_index M, wino_index N, wino_index K,     \
+                          const R *A, const int *aidx, wino_index sa,                  \
+                          wino_index rsa, wino_index csa,                              \
+                          const R *B, wino_index sb, wino_index rsb, wino_index csb,   \
+                          R *C, const int *cidx, wino_index sc, wino_index rsc,        \
+                          int accumulate, int nthreads);
 
 WINO_DECLARE(f, float)
 WINO_DECLARE(d, double)

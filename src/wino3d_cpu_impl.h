@@ -4,8 +4,6 @@
  * the micro-kernel) defined.
  */
 #define PLAN WINO_CAT(wino_plan_, S)
-int WINO_CAT(wino_lanes_, S)(void) { return VL; }
-
 #define EXPAND WINO_CAT(wino_expand_, S)
 #define CONTRACT WINO_CAT(wino_contract_, S)
 #define SCRATCH_LEN WINO_CAT(wino_scratch_len_, S)
@@ -146,7 +144,7 @@ static inline void FN(gather_patch)(const wino_geom *g, const R *x, wino_index c
 
 /* ---------------------------------------------------------------- input */
 int FN(wino_input_block)(const wino_geom *g, const R *x, const PLAN *pl,
-                         wino_index t0, wino_index tb, R *V, const wino_index ws[3], int nthreads)
+                         wino_index t0, wino_index tb, R *V, int nthreads)
 {
     const wino_index C = g->C, ng = (tb + VL - 1) / VL;
     const int nk = pl->nk;
@@ -164,8 +162,7 @@ int FN(wino_input_block)(const wino_geom *g, const R *x, const PLAN *pl,
             if (lanes < VL) memset(patch, 0, sizeof(VEC) * (size_t)pl->a[0] * pl->a[1] * pl->a[2]);
             for (int j = 0; j < lanes; ++j) FN(gather_patch)(g, x, c, t0 + tt + j, pl->a, patch, j);
             FN(expandv)(pl, s.patch, s.col, s.t1, s.t2);
-            R *dst = V + c * ws[1] + gi * ws[2];
-            for (int i = 0; i < nk; ++i) FN(store_lanes)(dst + i * ws[0], s.col + i, lanes);
+            for (int i = 0; i < nk; ++i) FN(store_lanes)(V + (i * C + c) * tb + tt, s.col + i, lanes);
         }
         free(s.patch);
     }
@@ -175,7 +172,7 @@ int FN(wino_input_block)(const wino_geom *g, const R *x, const PLAN *pl,
 /* --------------------------------------------------------------- output */
 int FN(wino_output_block)(const wino_geom *g, const R *M, wino_index K, wino_index ky,
                           const PLAN *pl, wino_index t0, wino_index tb,
-                          const R *bias, R *y, const wino_index ws[3], int nthreads)
+                          const R *bias, R *y, int nthreads)
 {
     const int md = pl->n[0], mh = pl->n[1], mw = pl->n[2], nk = pl->nk;
     const wino_index Do = g->od[0], Ho = g->od[1], Wo = g->od[2], ng = (tb + VL - 1) / VL;
@@ -189,8 +186,7 @@ int FN(wino_output_block)(const wino_geom *g, const R *M, wino_index K, wino_ind
             if (!ok) { failed = 1; continue; }
             const wino_index k = job / ng, gi = job - k * ng, tt = gi * VL;
             const int lanes = tb - tt < VL ? (int)(tb - tt) : VL;
-            const R *src = M + k * ws[1] + gi * ws[2];
-            for (int i = 0; i < nk; ++i) FN(load_lanes)(s.col + i, src + i * ws[0], lanes);
+            for (int i = 0; i < nk; ++i) FN(load_lanes)(s.col + i, M + (i * K + k) * tb + tt, lanes);
             FN(contractv)(pl, s.col, s.patch, s.t1, s.t2);
             const R b = bias ? bias[k] : (R)0;
             const R *patch = (const R *)s.patch;
@@ -214,7 +210,7 @@ int FN(wino_output_block)(const wino_geom *g, const R *M, wino_index K, wino_ind
 /* ------------------------------------------------------- output adjoint */
 int FN(wino_output_adjoint_block)(const wino_geom *g, const R *gy, wino_index K,
                                   const PLAN *pl, wino_index t0, wino_index tb,
-                                  R *gM, const wino_index ws[3], int nthreads)
+                                  R *gM, int nthreads)
 {
     const int md = pl->n[0], mh = pl->n[1], mw = pl->n[2], nk = pl->nk;
     const wino_index Do = g->od[0], Ho = g->od[1], Wo = g->od[2], ng = (tb + VL - 1) / VL;
@@ -242,8 +238,7 @@ int FN(wino_output_adjoint_block)(const wino_geom *g, const R *gy, wino_index K,
                     }
             }
             FN(expandv)(pl, s.patch, s.col, s.t1, s.t2);
-            R *dst = gM + k * ws[1] + gi * ws[2];
-            for (int i = 0; i < nk; ++i) FN(store_lanes)(dst + i * ws[0], s.col + i, lanes);
+            for (int i = 0; i < nk; ++i) FN(store_lanes)(gM + (i * K + k) * tb + tt, s.col + i, lanes);
         }
         free(s.patch);
     }
@@ -256,7 +251,7 @@ int FN(wino_output_adjoint_block)(const wino_geom *g, const R *gy, wino_index K,
  * summed in a fixed order whatever the number of threads. */
 int FN(wino_input_adjoint_block)(const wino_geom *g, const R *gV,
                                  const PLAN *pl, wino_index t0, wino_index tb,
-                                 R *gx, const wino_index ws[3], int nthreads)
+                                 R *gx, int nthreads)
 {
     const wino_index C = g->C, D = g->D, H = g->H, W = g->W;
     const int ad = pl->a[0], ah = pl->a[1], aw = pl->a[2], nk = pl->nk;
@@ -270,8 +265,7 @@ int FN(wino_input_adjoint_block)(const wino_geom *g, const R *gV,
             if (!ok) { failed = 1; continue; }
             for (wino_index tt = 0; tt < tb; tt += VL) {
                 const int lanes = tb - tt < VL ? (int)(tb - tt) : VL;
-                const R *src = gV + c * ws[1] + (tt / VL) * ws[2];
-                for (int i = 0; i < nk; ++i) FN(load_lanes)(s.col + i, src + i * ws[0], lanes);
+                for (int i = 0; i < nk; ++i) FN(load_lanes)(s.col + i, gV + (i * C + c) * tb + tt, lanes);
                 FN(contractv)(pl, s.col, s.patch, s.t1, s.t2);
                 const R *patch = (const R *)s.patch;
                 for (int j = 0; j < lanes; ++j) {
@@ -334,55 +328,22 @@ int FN(wino_filter_adjoint)(const R *gU, wino_index KC, const PLAN *pl, R *gw, i
 }
 
 /* ----------------------------------------------------------------- GEMM */
-/* A register-blocked GEMM in the BLIS style: C (+)= A @ B.  Every matrix
- * index j maps to memory as  (j / VL) * group_stride + (j % VL) * stride,
- * which covers ordinary strided matrices (group_stride = VL * stride, so
- * transposes are free) and the "lane-grouped" tile workspaces, where each
- * run of VL consecutive tiles is contiguous (one SIMD vector of the
- * transforms).  C's columns are lane-grouped with unit stride inside a group
- * (cgc = VL for a plain row-major C).  Panels of A (MR rows) and B (NR
+/* A register-blocked GEMM in the BLIS style: C (+)= A @ B with A (M x K)
+ * and B (K x N) given by arbitrary element strides (so transposes are free)
+ * and C row-major with row stride rsc.  Panels of A (MR rows) and B (NR
  * columns) are packed into contiguous buffers; the micro-kernel keeps an
- * MR x NR block of C in vector registers.  The k loop runs in the same order
- * for every element, so results never depend on the thread count. */
+ * MR x NR block of C in vector registers and streams one column of A and
+ * one row of B per step.  The k loop runs in the same order for every
+ * element, so results never depend on the thread count. */
 #define MR WINO_CAT(MR_, S)
 #define NR (2 * VL)
 #define KC_BLK 256
 #define MC_BLK (MR * 8)
 #define NC_BLK (NR * 8)
 
-static inline wino_index FN(goff)(wino_index j, wino_index stride, wino_index group)
-{
-    return (j / VL) * group + (j % VL) * stride;
-}
-
-/* Store row i of an MR x NR register block: columns [0, VL) at c, [VL, NR)
- * at c + cgc (the next lane group). */
-static inline void FN(store_row)(R *c, wino_index cgc, const VEC *a0, const VEC *a1, int nr, int accumulate)
-{
-    if (nr == NR) {
-        VEC v0 = *a0, v1 = *a1;
-        if (accumulate) {
-            VEC c0, c1;
-            memcpy(&c0, c, sizeof c0);
-            memcpy(&c1, c + cgc, sizeof c1);
-            v0 += c0;
-            v1 += c1;
-        }
-        memcpy(c, &v0, sizeof v0);
-        memcpy(c + cgc, &v1, sizeof v1);
-        return;
-    }
-    R tmp[NR];
-    memcpy(tmp, a0, sizeof *a0);
-    memcpy(tmp + VL, a1, sizeof *a1);
-    for (int j = 0; j < nr; ++j) {
-        R *d = c + (j / VL) * cgc + j % VL;
-        *d = accumulate ? *d + tmp[j] : tmp[j];
-    }
-}
 
 static void FN(ukernel)(int kc, const R *WINO_RESTRICT Ap, const R *WINO_RESTRICT Bp,
-                        R *Cb, wino_index rsc, wino_index cgc, int mr, int nr, int accumulate)
+                        R *Cb, wino_index rsc, int mr, int nr, int accumulate)
 {
     VEC acc0[MR], acc1[MR];
     for (int i = 0; i < MR; ++i) {
@@ -400,113 +361,125 @@ static void FN(ukernel)(int kc, const R *WINO_RESTRICT Ap, const R *WINO_RESTRIC
             acc1[i] += ai * b1;
         }
     }
-    for (int i = 0; i < mr; ++i) FN(store_row)(Cb + i * rsc, cgc, &acc0[i], &acc1[i], nr, accumulate);
+    if (mr == MR && nr == NR) {
+        for (int i = 0; i < MR; ++i) {
+            R *c = Cb + i * rsc;
+            if (accumulate) {
+                VEC c0, c1;
+                memcpy(&c0, c, sizeof c0);
+                memcpy(&c1, c + VL, sizeof c1);
+                acc0[i] += c0;
+                acc1[i] += c1;
+            }
+            memcpy(c, &acc0[i], sizeof acc0[i]);
+            memcpy(c + VL, &acc1[i], sizeof acc1[i]);
+        }
+    } else {
+        R tmp[NR];
+        for (int i = 0; i < mr; ++i) {
+            memcpy(tmp, &acc0[i], sizeof acc0[i]);
+            memcpy(tmp + VL, &acc1[i], sizeof acc1[i]);
+            R *c = Cb + i * rsc;
+            for (int j = 0; j < nr; ++j) c[j] = accumulate ? c[j] + tmp[j] : tmp[j];
+        }
+    }
 }
 
 /* Half-width variant for the last column panel when it has <= VL columns
  * (e.g. 16 tiles): half the FMAs of the full kernel. */
 static void FN(ukernel_half)(int kc, const R *WINO_RESTRICT Ap, const R *WINO_RESTRICT Bp,
-                             R *Cb, wino_index rsc, wino_index cgc, int mr, int nr, int accumulate)
+                             R *Cb, wino_index rsc, int mr, int nr, int accumulate)
 {
     VEC acc[MR];
-    const VEC zero = (VEC){0};
-    for (int i = 0; i < MR; ++i) acc[i] = zero;
+    for (int i = 0; i < MR; ++i) acc[i] = (VEC){0};
     for (int k = 0; k < kc; ++k) {
         VEC b0;
         memcpy(&b0, Bp + (wino_index)k * NR, sizeof b0);
         const R *a = Ap + (wino_index)k * MR;
         for (int i = 0; i < MR; ++i) acc[i] += a[i] * b0;
     }
-    for (int i = 0; i < mr; ++i) FN(store_row)(Cb + i * rsc, cgc, &acc[i], &zero, nr, accumulate);
+    R tmp[VL];
+    for (int i = 0; i < mr; ++i) {
+        memcpy(tmp, &acc[i], sizeof acc[i]);
+        R *c = Cb + i * rsc;
+        for (int j = 0; j < nr; ++j) c[j] = accumulate ? c[j] + tmp[j] : tmp[j];
+    }
 }
 
-/* pack rows [i0, i0+mc) x cols [p0, p0+kc) of A (index maps am = rs, rg,
- * cs, cg) into MR-row panels, zero-padded to MR rows. */
-static void FN(pack_a)(const R *A, const wino_index am[4], wino_index i0, int mc, wino_index p0,
-                       int kc, R *Ap)
+/* pack rows [i0, i0+mc) x cols [p0, p0+kc) of A into MR-row panels */
+static void FN(pack_a)(const R *A, wino_index rsa, wino_index csa, int mc, int kc, R *Ap)
 {
-    wino_index roff[MC_BLK], koff[KC_BLK];
-    for (int i = 0; i < mc; ++i) roff[i] = FN(goff)(i0 + i, am[0], am[1]);
-    for (int k = 0; k < kc; ++k) koff[k] = FN(goff)(p0 + k, am[2], am[3]);
-    for (int r0 = 0; r0 < mc; r0 += MR) {
-        const int mr = mc - r0 < MR ? mc - r0 : MR;
+    for (int i0 = 0; i0 < mc; i0 += MR) {
+        const int mr = mc - i0 < MR ? mc - i0 : MR;
         for (int k = 0; k < kc; ++k) {
-            R *dst = Ap + (wino_index)r0 * kc + (wino_index)k * MR;
-            const R *src = A + koff[k];
+            R *dst = Ap + (wino_index)i0 * kc + (wino_index)k * MR;
+            const R *src = A + i0 * rsa + k * csa;
             int i = 0;
-            for (; i < mr; ++i) dst[i] = src[roff[r0 + i]];
+            for (; i < mr; ++i) dst[i] = src[i * rsa];
             for (; i < MR; ++i) dst[i] = 0;
         }
     }
 }
 
-/* pack rows [p0, p0+kc) x cols [j0, j0+nc) of B (index maps bm) into
- * NR-column panels, zero-padded to NR columns.  j0 is a multiple of NR, so
- * each half panel is one lane group: contiguous when the column stride is 1. */
-static void FN(pack_b)(const R *B, const wino_index bm[4], wino_index p0, int kc, wino_index j0,
-                       int nc, R *Bp)
+/* pack rows [p0, p0+kc) x cols [j0, j0+nc) of B into NR-column panels */
+static void FN(pack_b)(const R *B, wino_index rsb, wino_index csb, int kc, int nc, R *Bp)
 {
-    wino_index koff[KC_BLK];
-    for (int k = 0; k < kc; ++k) koff[k] = FN(goff)(p0 + k, bm[0], bm[1]);
-    for (int jp = 0; jp < nc; jp += NR) {
-        const int nr = nc - jp < NR ? nc - jp : NR;
-        for (int h = 0; h < 2; ++h) {
-            const int lo = h * VL, cnt = nr - lo < 0 ? 0 : (nr - lo < VL ? nr - lo : VL);
-            const wino_index coff = FN(goff)(j0 + jp + lo, bm[2], bm[3]);
-            for (int k = 0; k < kc; ++k) {
-                R *dst = Bp + (wino_index)jp * kc + (wino_index)k * NR + lo;
-                const R *src = B + koff[k] + coff;
-                int j = 0;
-                if (bm[2] == 1 && cnt == VL) {
-                    memcpy(dst, src, sizeof(R) * VL);
-                    continue;
-                }
-                for (; j < cnt; ++j) dst[j] = src[j * bm[2]];
-                for (; j < VL; ++j) dst[j] = 0;
+    for (int j0 = 0; j0 < nc; j0 += NR) {
+        const int nr = nc - j0 < NR ? nc - j0 : NR;
+        for (int k = 0; k < kc; ++k) {
+            R *dst = Bp + (wino_index)j0 * kc + (wino_index)k * NR;
+            const R *src = B + k * rsb + j0 * csb;
+            int j = 0;
+            if (csb == 1 && nr == NR) {
+                memcpy(dst, src, sizeof(R) * NR);
+                continue;
             }
+            for (; j < nr; ++j) dst[j] = src[j * csb];
+            for (; j < NR; ++j) dst[j] = 0;
         }
     }
 }
 
-/* One C[:, j0:j0+nc] block, all of K. */
+/* One C[i0:i0+mc_all, j0:j0+nc] block, all of K. */
 static void FN(gemm_block)(wino_index M, wino_index j0, int nc, wino_index K,
-                           const R *A, const wino_index am[4], const R *B, const wino_index bm[4],
-                           R *C, wino_index rsc, wino_index cgc, int accumulate, R *Ap, R *Bp)
+                           const R *A, wino_index rsa, wino_index csa,
+                           const R *B, wino_index rsb, wino_index csb,
+                           R *C, wino_index rsc, int accumulate, R *Ap, R *Bp)
 {
     for (wino_index p0 = 0; p0 < K; p0 += KC_BLK) {
         const int kc = K - p0 < KC_BLK ? (int)(K - p0) : KC_BLK;
         const int acc = accumulate || p0 > 0;
-        FN(pack_b)(B, bm, p0, kc, j0, nc, Bp);
+        FN(pack_b)(B + p0 * rsb + j0 * csb, rsb, csb, kc, nc, Bp);
         for (wino_index i0 = 0; i0 < M; i0 += MC_BLK) {
             const int mc = M - i0 < MC_BLK ? (int)(M - i0) : MC_BLK;
-            FN(pack_a)(A, am, i0, mc, p0, kc, Ap);
+            FN(pack_a)(A + i0 * rsa + p0 * csa, rsa, csa, mc, kc, Ap);
             for (int jr = 0; jr < nc; jr += NR) {
                 const int nr = nc - jr < NR ? nc - jr : NR;
-                R *Cc = C + ((j0 + jr) / VL) * cgc;
                 for (int ir = 0; ir < mc; ir += MR) {
                     const int mr = mc - ir < MR ? mc - ir : MR;
                     if (nr <= VL)
                         FN(ukernel_half)(kc, Ap + (wino_index)ir * kc, Bp + (wino_index)jr * kc,
-                                         Cc + (i0 + ir) * rsc, rsc, cgc, mr, nr, acc);
+                                         C + (i0 + ir) * rsc + j0 + jr, rsc, mr, nr, acc);
                     else
                         FN(ukernel)(kc, Ap + (wino_index)ir * kc, Bp + (wino_index)jr * kc,
-                                    Cc + (i0 + ir) * rsc, rsc, cgc, mr, nr, acc);
+                                    C + (i0 + ir) * rsc + j0 + jr, rsc, mr, nr, acc);
                 }
             }
         }
     }
     if (K == 0 && !accumulate)
         for (wino_index i = 0; i < M; ++i)
-            for (int j = 0; j < nc; ++j) C[i * rsc + FN(goff)(j0 + j, 1, cgc)] = 0;
+            for (int j = 0; j < nc; ++j) C[i * rsc + j0 + j] = 0;
 }
 
 /* C[cidx[b]] (+)= A[aidx[b]] @ B[b] for b < nb; aidx/cidx may be NULL
  * (identity).  Jobs are (batch, column block) pairs. Returns -1 when the
  * packing buffers cannot be allocated. */
 int FN(wino_gemm_batched)(wino_index nb, wino_index M, wino_index N, wino_index K,
-                          const R *A, const int *aidx, wino_index sa, const wino_index am[4],
-                          const R *B, wino_index sb, const wino_index bm[4],
-                          R *C, const int *cidx, wino_index sc, wino_index rsc, wino_index cgc,
+                          const R *A, const int *aidx, wino_index sa,
+                          wino_index rsa, wino_index csa,
+                          const R *B, wino_index sb, wino_index rsb, wino_index csb,
+                          R *C, const int *cidx, wino_index sc, wino_index rsc,
                           int accumulate, int nthreads)
 {
     const wino_index ncb = (N + NC_BLK - 1) / NC_BLK;
@@ -516,15 +489,15 @@ int FN(wino_gemm_batched)(wino_index nb, wino_index M, wino_index N, wino_index 
         R *Ap = (R *)aligned_alloc(64, sizeof(R) * MC_BLK * KC_BLK);
         R *Bp = (R *)aligned_alloc(64, sizeof(R) * KC_BLK * NC_BLK);
 #pragma omp for schedule(static)
-        for (wino_index job = 0; job < nb * ncb; ++job) {
-            if (!Ap || !Bp) { failed = 1; continue; }
-            const wino_index b = job / ncb, jb = job - b * ncb;
-            const wino_index j0 = jb * NC_BLK;
-            const int nc = N - j0 < NC_BLK ? (int)(N - j0) : NC_BLK;
-            const wino_index ia = aidx ? aidx[b] : b, ic = cidx ? cidx[b] : b;
-            FN(gemm_block)(M, j0, nc, K, A + ia * sa, am, B + b * sb, bm, C + ic * sc, rsc, cgc,
-                           accumulate, Ap, Bp);
-        }
+            for (wino_index job = 0; job < nb * ncb; ++job) {
+                if (!Ap || !Bp) { failed = 1; continue; }
+                const wino_index b = job / ncb, jb = job - b * ncb;
+                const wino_index j0 = jb * NC_BLK;
+                const int nc = N - j0 < NC_BLK ? (int)(N - j0) : NC_BLK;
+                const wino_index ia = aidx ? aidx[b] : b, ic = cidx ? cidx[b] : b;
+                FN(gemm_block)(M, j0, nc, K, A + ia * sa, rsa, csa, B + b * sb, rsb, csb,
+                               C + ic * sc, rsc, accumulate, Ap, Bp);
+            }
         free(Ap);
         free(Bp);
     }
