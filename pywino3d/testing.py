@@ -318,7 +318,7 @@ def paddings():
     return st.one_of(p, st.tuples(p, p, p), st.sampled_from(["same", "valid"]))
 
 
-def conv_problems(tile=None, max_channels=8, max_batch=3, max_extent=9, kernels=(1, 2, 3, 5)):
+def conv_problems(tile=None, max_channels=8, max_batch=8, max_extent=9, kernels=(1, 2, 3, 5)):
     """Strategy: dicts with x, w, bias, padding, tile for a valid convolution.
 
     Parameters

@@ -122,6 +122,22 @@ CASES += [
     (column_importance, dict(U=U[0], method="l2"), ValueError, r"^U: expected shape"),
 ]
 
+try:  # the PyTorch layers, where torch is installed
+    from pywino3d.torch import LowRankWinogradConv3d, WinogradConv3d
+
+    CASES += [
+        (WinogradConv3d, dict(in_channels=3, out_channels=4, kernel_size=9), ValueError,
+         r"^kernel_size: expected an int <= 7"),
+        (WinogradConv3d, dict(in_channels=3, out_channels=4, kernel_size=3, tile=0), ValueError,
+         r"^tile: expected an int >= 1"),
+        (WinogradConv3d, dict(in_channels=3, out_channels=4, kernel_size=3, padding=-1), ValueError,
+         r"^padding: must be non-negative"),
+        (LowRankWinogradConv3d, dict(in_channels=3, out_channels=4, kernel_size=3, rank=2, mode="lora"),
+         ValueError, r"^mode:"),
+    ]
+except ImportError:
+    pass
+
 IDS = [f"{getattr(c[0], '__qualname__', c[0])}-{i}" for i, c in enumerate(CASES)]
 
 
