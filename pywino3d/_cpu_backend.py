@@ -8,7 +8,7 @@ For a block of ``tb`` tiles the forward pass runs
 
 so the workspace is ``(C + K) * nk * tb`` elements whatever the volume.  The
 block size is chosen from a workspace budget (``PYWINO3D_WORKSPACE_MB``,
-default 64) and is a multiple of the GEMM micro-tile width where possible.
+default 48) and is a multiple of the GEMM micro-tile width where possible.
 """
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def release_workspace():
 
 def workspace_budget():
     """Bytes of workspace one call may use (``PYWINO3D_WORKSPACE_MB``)."""
-    return int(float(os.environ.get("PYWINO3D_WORKSPACE_MB", "64")) * 2**20)
+    return int(float(os.environ.get("PYWINO3D_WORKSPACE_MB", "48")) * 2**20)
 
 
 def available_memory():

@@ -323,7 +323,8 @@ def report(results, *, quick, tile, epochs, finetune_epochs, n_train, n_test):
     lines.append("")
     lines.append(f"Data: moving-digit clips (1×{FRAMES}×{SIZE}×{SIZE}, 20 classes = digit × direction), "
                  f"{n_train} train / {n_test} test clips from disjoint digit images. Model: 4 conv layers "
-                 f"{CHANNELS}, 3×3×3, padding 1, F({tile}³, 3³) for the Winograd variants, Adam 3e-3, "
+                 f"{CHANNELS}, 3×3×3, padding 1, each with batch norm and ReLU, "
+                 f"F({tile}³, 3³) for the Winograd variants, Adam 3e-3, "
                  f"batch 32, {epochs} epochs; pruning fine-tunes {finetune_epochs} epochs with the cubic "
                  "schedule (Zhu & Gupta). Mean ± std over seeds; accuracy in %.")
     lines.append("")
