@@ -116,9 +116,12 @@ def block_size(ntiles, per_tile_elems, itemsize):
     return int(rounded if rounded <= tbmax else tb)
 
 
-#: Output channels per product + output-transform chunk: the chunk of M is
-#: consumed by the output transform while it is still in cache.
-K_CHUNK = 96
+#: Output channels per product + output-transform chunk (a multiple of the
+#: GEMM's 96-row block): bounds M's share of the workspace.  Measured medians
+#: (ms, F(4^3)) for chunks 96 / 288: conv3b batch 8 159.5 / 144.7, conv4b
+#: batch 8 81.1 / 73.9, conv2a batch 1 31.3 / 30.4, conv3b batch 1 18.3 / 17.6:
+#: smaller chunks re-pack the GEMM's B panels (V) once per chunk.
+K_CHUNK = 288
 
 
 def check_memory(what, nbytes):
