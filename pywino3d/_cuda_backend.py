@@ -237,7 +237,7 @@ class CudaBackend:
         allk = np.arange(npos, dtype=np.int32)
         pl = plan("filter", tile, ksize, w.dtype, allk)
         _launch(_tile_kernel("filter_transform", w.dtype, pl), K * C,
-                (w, _i64(K * C), *pl.args(), U))
+                (w, _i64(K * C), *pl.args(), _i32(0), U))
         if kept.size != npos:
             mask = cp.zeros(npos, dtype=bool)
             mask[cp.asarray(kept)] = True
@@ -252,8 +252,8 @@ class CudaBackend:
         if K * C == 0:
             return gw
         pl = plan("filter", tile, ksize, gU.dtype, np.arange(P, dtype=np.int32))
-        _launch(_tile_kernel("filter_adjoint", gU.dtype, pl), K * C,
-                (cp.ascontiguousarray(gU), _i64(K * C), *pl.args(), gw))
+        _launch(_tile_kernel("filter_transform", gU.dtype, pl), K * C,
+                (cp.ascontiguousarray(gU), _i64(K * C), *pl.args(), _i32(1), gw))
         return gw
 
     def _geom(self, g, x):

@@ -16,7 +16,7 @@ TYPES = ("float", "double")
 #: (BM, BN, BK, TM, TN) of the shared-memory sparse GEMM per type.
 GEMM_TILES = {"float": (64, 64, 8, 4, 4), "double": (32, 32, 8, 2, 2)}
 TILE_KERNELS = ("input_transform", "output_transform", "output_adjoint",
-                "input_adjoint_patches", "filter_transform", "filter_adjoint")
+                "input_adjoint_patches", "filter_transform")
 KERNEL_FILE = "wino3d_kernels.cu"
 HEADERS = ("wino3d_common.h", "wino3d_tile.h", "wino3d_tile_types.h")
 

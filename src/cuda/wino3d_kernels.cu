@@ -202,27 +202,22 @@ __global__ void input_adjoint_gather(const T *__restrict__ P, GEOM, const int *d
     gx[idx] += s;
 }
 
-/* Filter transform: U[i, j] = expand(w[j]) for j < KC (all positions kept). */
+/* Filter transform (all positions kept), one kernel per thread:
+ * adjoint = 0: dst = U, dst[i, j] = expand(src[j]);
+ * adjoint = 1: dst = grad_w, dst[j] = contract(src[:, j]). */
 template <typename T, int AMAX>
-__global__ void filter_transform(const T *__restrict__ w, long long KC, PLAN_PARAMS, T *__restrict__ U)
+__global__ void filter_transform(const T *__restrict__ src, long long KC, PLAN_PARAMS, int adjoint,
+                                 T *__restrict__ dst)
 {
     const long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= KC) return;
     typename plan_of<T>::type pl = make_plan<T>(PLAN_ARGS);
     T t1[AMAX * AMAX * AMAX], t2[AMAX * AMAX * AMAX];
     const long long rsz = (long long)pl.n[0] * pl.n[1] * pl.n[2];
-    wino_expand(&pl, w + j * rsz, U + j, KC, t1, t2);
-}
-
-template <typename T, int AMAX>
-__global__ void filter_adjoint(const T *__restrict__ gU, long long KC, PLAN_PARAMS, T *__restrict__ gw)
-{
-    const long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= KC) return;
-    typename plan_of<T>::type pl = make_plan<T>(PLAN_ARGS);
-    T t1[AMAX * AMAX * AMAX], t2[AMAX * AMAX * AMAX];
-    const long long rsz = (long long)pl.n[0] * pl.n[1] * pl.n[2];
-    wino_contract(&pl, gU + j, KC, gw + j * rsz, t1, t2);
+    if (adjoint)
+        wino_contract(&pl, src + j, KC, dst + j * rsz, t1, t2);
+    else
+        wino_expand(&pl, src + j * rsz, dst + j, KC, t1, t2);
 }
 
 /* Column-sparse batched product: C[cidx[b]] (+)= A[aidx[b]] @ B[b] for the
