@@ -19,7 +19,7 @@ from pywino3d._cuda_sources import kernel_dir, kernel_path
 from pywino3d._geometry import axis_matrices, make_geometry
 
 HERE = pathlib.Path(__file__).parent / "cuda_emulation"
-AMAX = 6  # the emulator instantiates the AMAX = 6 kernels (F(4, 3), F(2, 5), ...)
+AMAX = 6  # the emulator builds the AMAX 4 and 6 kernels (F(2, 3), F(4, 3), F(2, 5), ...)
 
 
 @pytest.fixture(scope="module")
@@ -78,56 +78,81 @@ def problem(rng):
     x = rng.standard_normal((2, 3, 5, 6, 7)).astype(np.float32)
     w = rng.standard_normal((4, 3, 3, 3, 3)).astype(np.float32)
     b = rng.standard_normal(4).astype(np.float32)
-    cols = np.sort(rng.choice(216, 40, replace=False)).astype(np.int32)
+    cols = np.sort(rng.choice(216, 12, replace=False)).astype(np.int32)
     return x, w, b, cols
+
+
+@pytest.fixture
+def fake_gpu(emu, monkeypatch):
+    """pywino3d's real CUDA backend, running on the host emulator."""
+    import sys
+
+    sys.path.insert(0, str(HERE))
+    try:
+        import fake_cupy
+    finally:
+        sys.path.pop(0)
+    from pywino3d import _cuda_backend
+
+    _cuda_backend._module.cache_clear()
+    _cuda_backend._plan.cache_clear()
+    _cuda_backend._product_choice.clear()
+    with fake_cupy.installed(monkeypatch, emu) as cp:
+        yield cp
+    _cuda_backend._module.cache_clear()
+    _cuda_backend._plan.cache_clear()
+    _cuda_backend._product_choice.clear()
 
 
 def test_emulated_filter_transform(emu, problem):
     x, w, b, cols = problem
     U = np.zeros((216, 4, 3), np.float32)
     pl = Plan(2, (4, 4, 4), (3, 3, 3), np.arange(216))
-    emu.emu_filter_transform(P(w), LL(12), *pl.args(), ctypes.c_int(0), P(U))
+    emu.emu_filter_transform_6(P(w), LL(12), *pl.args(), ctypes.c_int(0), P(U))
     np.testing.assert_allclose(U, pywino3d.filter_transform(w, 4), rtol=1e-6, atol=1e-6)
     gw = np.empty_like(w)
-    emu.emu_filter_transform(P(U), LL(12), *pl.args(), ctypes.c_int(1), P(gw))
+    emu.emu_filter_transform_6(P(U), LL(12), *pl.args(), ctypes.c_int(1), P(gw))
     np.testing.assert_allclose(gw, pywino3d.filter_transform_backward(U, 3, 4), rtol=1e-5, atol=1e-5)
 
 
-def test_emulated_forward_and_backward(emu, problem):
-    x, w, b, kept = problem
-    K, C = 4, 3
+def test_cuda_backend_end_to_end_on_emulator(fake_gpu, problem, monkeypatch):
+    """The public API with device arrays runs pywino3d/_cuda_backend.py (auto
+    dispatch), and matches the CPU backend: conv3d, the sparse forward with
+    both product implementations, backward and the filter adjoint."""
+    cp = fake_gpu
+    from pywino3d import _cuda_backend
+
+    x, w, b, cols = problem
+    assert "cuda" in pywino3d.available_backends()
+    y = pywino3d.conv3d(cp.asarray(x), cp.asarray(w), cp.asarray(b), padding=1, tile=2)
+    assert type(y) is cp.ndarray and y.dtype == np.float32
+    yc = pywino3d.conv3d(x, w, b, padding=1, tile=2)
+    # both are float32 Winograd: they differ by rounding (~1e-5..1e-4 relative), not more
+    np.testing.assert_allclose(y.get(), yc, rtol=0, atol=1e-3 * np.abs(yc).max())
+
     U = pywino3d.filter_transform(w, 4)
-    g = make_geometry(x.shape, K, (3, 3, 3), 1, (4, 4, 4))
-    gdev = np.array(g.as_c(tuple(s // 4 for s in x.strides)), dtype=np.int64)
-    T, nk = g.ntiles, kept.size
-    pin, pout = Plan(0, g.tile, g.ksize, kept), Plan(1, g.tile, g.ksize, kept)
-    tb = 17  # several blocks, the last one partial
-    # forward, as CudaBackend.forward
-    y = np.empty((g.N, K, *g.out), np.float32)
-    V = np.empty(nk * C * tb, np.float32)
-    M = np.empty(nk * K * tb, np.float32)
-    for t0 in range(0, T, tb):
-        n = min(tb, T - t0)
-        emu.emu_input_transform(P(x), P(gdev), *pin.args(), LL(t0), LL(n), P(V))
-        gemm(emu, nk, K, n, C, U, kept, K * C, C, 1, V, C * n, n, 1, M, None, K * n, n, 0)
-        emu.emu_output_transform(P(M), LL(K), P(gdev), *pout.args(), LL(t0), LL(n), P(b), P(y))
-    ref = pywino3d.winograd_conv3d(x, U, kernel_size=3, tile=4, padding=1, bias=b, columns=kept)
-    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
-    # backward, as CudaBackend.backward
-    gy = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
-    gx = np.zeros_like(x)
-    gUk = np.zeros((nk, K, C), np.float32)
-    gM = np.empty(nk * K * tb, np.float32)
-    gV = np.empty(nk * C * tb, np.float32)
-    Pp = np.empty(C * tb * 216, np.float32)
-    for t0 in range(0, T, tb):
-        n = min(tb, T - t0)
-        emu.emu_output_adjoint(P(gy), LL(K), P(gdev), *pout.args(), LL(t0), LL(n), P(gM))
-        gemm(emu, nk, C, n, K, U, kept, K * C, 1, C, gM, K * n, n, 1, gV, None, C * n, n, 0)
-        emu.emu_input_adjoint_patches(P(gV), P(gdev), *pin.args(), LL(n), P(Pp))
-        emu.emu_input_adjoint_gather(P(Pp), P(gdev), P(pin.dims), LL(t0), LL(n), P(gx))
-        emu.emu_input_transform(P(x), P(gdev), *pin.args(), LL(t0), LL(n), P(V))
-        gemm(emu, nk, K, C, n, gM, None, K * n, n, 1, V, C * n, 1, n, gUk, None, K * C, C, 1)
-    rgx, rgU = pywino3d.winograd_conv3d_backward(gy, x, U, kernel_size=3, tile=4, padding=1, columns=kept)
-    np.testing.assert_allclose(gx, rgx, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(gUk, rgU[kept], rtol=1e-4, atol=1e-3)
+    ref = pywino3d.winograd_conv3d(x, U, kernel_size=3, tile=4, padding=1, bias=b, columns=cols)
+    monkeypatch.setattr(_cuda_backend, "GPU_WORKSPACE_BYTES", 12 * 7 * 4 * 9)  # several blocks
+    fwd = _cuda_backend.CudaBackend.forward
+    for mode in ("rawkernel", "cublas", "auto"):
+        def forward(self, *args, mode=mode, **kw):
+            return fwd(self, *args, product_mode=mode)
+
+        monkeypatch.setattr(_cuda_backend.CudaBackend, "forward", forward)
+        yd = pywino3d.winograd_conv3d(cp.asarray(x), cp.asarray(U), kernel_size=3, tile=4, padding=1,
+                                      bias=cp.asarray(b), columns=cp.asarray(cols))
+        np.testing.assert_allclose(yd.get(), ref, rtol=0, atol=1e-3 * np.abs(ref).max(), err_msg=mode)
+
+    gy = np.random.default_rng(1).standard_normal(ref.shape).astype(np.float32)
+    gx, gU = pywino3d.winograd_conv3d_backward(cp.asarray(gy), cp.asarray(x), cp.asarray(U), kernel_size=3,
+                                               tile=4, padding=1, columns=cols)
+    rgx, rgU = pywino3d.winograd_conv3d_backward(gy, x, U, kernel_size=3, tile=4, padding=1, columns=cols)
+    assert type(gx) is cp.ndarray and type(gU) is cp.ndarray
+    for got, want in ((gx.get(), rgx), (gU.get(), rgU)):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-3 * np.abs(want).max())
+    assert not gU.get()[np.setdiff1d(np.arange(216), cols)].any()
+    gw = pywino3d.filter_transform_backward(gU, 3, 4)
+    rgw = pywino3d.filter_transform_backward(rgU, 3, 4)
+    np.testing.assert_allclose(gw.get(), rgw, rtol=0, atol=1e-3 * np.abs(rgw).max())
+    with pytest.raises(TypeError, match="^x: is a host"):
+        pywino3d.conv3d(x, w, backend="cuda")

@@ -45,25 +45,39 @@ static void launch_blocks(wino_dim3 grid, unsigned B, F &&body)
 #define PLAN_C const float *X0, const float *X1, const float *X2, const int *dims, const int *kept, \
                int nk, const unsigned char *need_w, const unsigned char *need_hw
 
+#define TILE_ENTRY_POINTS(A)                                                                          \
+void emu_input_transform_##A(const float *x, const long long *g, PLAN_C, long long t0, long long tb,   \
+                             float *V)                                                                 \
+{                                                                                                      \
+    launch(g[1] * tb, [&] { input_transform<float, A>(x, g, X0, X1, X2, dims, kept, nk, need_w,        \
+                                                      need_hw, t0, tb, V); });                         \
+}                                                                                                      \
+void emu_output_transform_##A(const float *M, long long K, const long long *g, PLAN_C, long long t0,   \
+                              long long tb, const float *bias, float *y)                               \
+{                                                                                                      \
+    launch(K * tb, [&] { output_transform<float, A>(M, K, g, X0, X1, X2, dims, kept, nk, need_w,       \
+                                                    need_hw, t0, tb, bias, y); });                     \
+}                                                                                                      \
+void emu_output_adjoint_##A(const float *gy, long long K, const long long *g, PLAN_C, long long t0,    \
+                            long long tb, float *gM)                                                   \
+{                                                                                                      \
+    launch(K * tb, [&] { output_adjoint<float, A>(gy, K, g, X0, X1, X2, dims, kept, nk, need_w,        \
+                                                  need_hw, t0, tb, gM); });                            \
+}                                                                                                      \
+void emu_input_adjoint_patches_##A(const float *gV, const long long *g, PLAN_C, long long tb, float *P) \
+{                                                                                                      \
+    launch(g[1] * tb, [&] { input_adjoint_patches<float, A>(gV, g, X0, X1, X2, dims, kept, nk, need_w, \
+                                                            need_hw, tb, P); });                       \
+}                                                                                                      \
+void emu_filter_transform_##A(const float *src, long long KC, PLAN_C, int adjoint, float *dst)        \
+{                                                                                                      \
+    launch(KC, [&] { filter_transform<float, A>(src, KC, X0, X1, X2, dims, kept, nk, need_w, need_hw,  \
+                                                adjoint, dst); });                                     \
+}
+
 extern "C" {
-void emu_input_transform(const float *x, const long long *g, PLAN_C, long long t0, long long tb, float *V)
-{
-    launch(g[1] * tb, [&] { input_transform<float, 6>(x, g, X0, X1, X2, dims, kept, nk, need_w, need_hw, t0, tb, V); });
-}
-void emu_output_transform(const float *M, long long K, const long long *g, PLAN_C, long long t0, long long tb,
-                          const float *bias, float *y)
-{
-    launch(K * tb, [&] { output_transform<float, 6>(M, K, g, X0, X1, X2, dims, kept, nk, need_w, need_hw, t0, tb, bias, y); });
-}
-void emu_output_adjoint(const float *gy, long long K, const long long *g, PLAN_C, long long t0, long long tb,
-                        float *gM)
-{
-    launch(K * tb, [&] { output_adjoint<float, 6>(gy, K, g, X0, X1, X2, dims, kept, nk, need_w, need_hw, t0, tb, gM); });
-}
-void emu_input_adjoint_patches(const float *gV, const long long *g, PLAN_C, long long tb, float *P)
-{
-    launch(g[1] * tb, [&] { input_adjoint_patches<float, 6>(gV, g, X0, X1, X2, dims, kept, nk, need_w, need_hw, tb, P); });
-}
+TILE_ENTRY_POINTS(4)
+TILE_ENTRY_POINTS(6)
 void emu_input_adjoint_gather(const float *P, const long long *g, const int *dims, long long t0, long long tb,
                               float *gx)
 {
@@ -79,9 +93,5 @@ void emu_sparse_gemm(long long nb, long long M, long long N, long long K, const 
         sparse_gemm<float, 64, 64, 8, 4, 4>(M, N, K, A, aidx, sa, rsa, csa, B, sb, rsb, csb, C, cidx, sc, rsc,
                                             accumulate);
     });
-}
-void emu_filter_transform(const float *src, long long KC, PLAN_C, int adjoint, float *dst)
-{
-    launch(KC, [&] { filter_transform<float, 6>(src, KC, X0, X1, X2, dims, kept, nk, need_w, need_hw, adjoint, dst); });
 }
 }
