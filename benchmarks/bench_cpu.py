@@ -259,8 +259,8 @@ def plot(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(11, 4.5))
-    labels = [f"{r['layer']}\nb={r['batch']}" for r in results]
+    fig, ax = plt.subplots(figsize=(12, 5))
+    labels = [f"{r['layer']} b={r['batch']}" for r in results]
     series = [("F(2^3)", 1.0), ("F(4^3)", 1.0), ("F(4^3)", 0.5), ("F(4^3)", 0.25), ("auto", 1.0)]
     width = 0.8 / len(series)
     for i, (algo, dens) in enumerate(series):
@@ -272,7 +272,7 @@ def plot(results, path):
                label=f"{algo} density {dens:g}" if algo != "auto" else "auto")
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_xticks(np.arange(len(results)))
-    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_xticklabels(labels, fontsize=7, rotation=45, ha="right")
     ax.set_ylabel("speed-up over torch conv3d")
     ax.set_title("pywino3d on the CPU (float32, pre-transformed weights)")
     ax.legend(fontsize=7, ncol=3)

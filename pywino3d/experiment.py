@@ -369,7 +369,7 @@ def plot(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(15, 4))
     groups = {}
     for r in results["train"]:
         groups.setdefault(f"{r['kind']}{'' if r['rank'] is None else ' k=' + str(r['rank'])}", []).append(r)
@@ -390,9 +390,21 @@ def plot(results, path):
                     yerr=[100 * np.std([r["acc"] for r in d[x]]) for x in ds], marker="o", label=method)
     a2.set_xlabel("column / weight density")
     a2.set_ylabel("test accuracy %")
-    a2.set_title("pruning")
+    a2.set_title("pruning: accuracy")
     a2.invert_xaxis()
     a2.legend(fontsize=8)
+    dense = results.get("dense_time", {})
+    for method, d in pg.items():
+        base = np.median([v for k, v in dense.items() if k.startswith("lowrank" if method == "lowrank-column"
+                                                                          else "vanilla")])
+        ds = sorted(d)
+        a3.plot(ds, [base / np.median([r["conv_time"] for r in d[x]]) for x in ds], marker="o", label=method)
+    a3.axhline(1.0, color="k", lw=0.8)
+    a3.set_xlabel("column / weight density")
+    a3.set_ylabel("conv-layer speed-up over dense")
+    a3.set_title("pruning: measured speed-up")
+    a3.invert_xaxis()
+    a3.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
