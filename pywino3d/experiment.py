@@ -253,7 +253,7 @@ def prune_finetune(model, method, density, data, *, epochs, seed=0, progress=Non
 
 # ------------------------------------------------------------------ driver
 def run(*, quick=False, seeds=(0, 1, 2), epochs=8, finetune_epochs=2, ranks=(4, 8, 16),
-        residual_ranks=(8,), densities=(0.75, 0.5, 0.25), tile=2, n_train=1200, n_test=400,
+        residual_ranks=(4, 8, 16), densities=(0.75, 0.5, 0.25), tile=2, n_train=1200, n_test=400,
         out_md=None, out_png=None, out_json=None):
     import torch
 
