@@ -56,6 +56,27 @@ class _Call:
         return tuple(home.to_own(o) for o in out) if isinstance(out, tuple) else home.to_own(out)
 
 
+def _forward(call, g, x, U, bias, kept, nthreads):
+    """Run the forward pass.  Outputs that need no kernel -- an empty output,
+    no kept position, no input channel (y = bias) -- are made here, once for
+    every backend; the backends see only non-trivial problems."""
+    if g.N * g.K * g.out[0] * g.out[1] * g.out[2] == 0 or kept.size == 0 or g.C == 0:
+        y = call.impl.xp.zeros((g.N, g.K, *g.out), dtype=x.dtype)
+        if bias is not None and y.size:
+            y[...] = bias.reshape(1, g.K, 1, 1, 1)
+        return y
+    return call.impl.forward(g, x, U, bias, kept, nthreads)
+
+
+def _backward(call, g, gy, x, U, kept, nthreads):
+    """Run the backward pass; all-zero gradients (nothing kept, no tile, no
+    channel) are made here, once for every backend."""
+    if kept.size == 0 or g.ntiles == 0 or g.C == 0 or g.K == 0:
+        xp = call.impl.xp
+        return xp.zeros(x.shape, dtype=x.dtype), xp.zeros((g.npos, g.K, g.C), dtype=x.dtype)
+    return call.impl.backward(g, gy, x, U, kept, nthreads)
+
+
 def _check_bias(call, bias, K, dtype):
     if bias is None:
         return None
@@ -160,7 +181,7 @@ def conv3d(x, w, bias=None, *, padding=0, tile="auto", workers=None, backend=Non
     g = make_geometry(x.shape, K, ksize, padding, tile)
     kept = as_columns(None, g.npos)
     U = call.impl.filter_transform(w, tile, kept, nthreads)
-    return call.result(call.impl.forward(g, x, U, bias, kept, nthreads))
+    return call.result(_forward(call, g, x, U, bias, kept, nthreads))
 
 
 def filter_transform(w, tile, *, workers=None, backend=None, coerce=False):
@@ -279,7 +300,7 @@ def winograd_conv3d(x, U, *, kernel_size, tile, padding=0, bias=None, columns=No
     call = _Call(x, backend, coerce)
     x, U, g, kept = _prepare(call, x, U, kernel_size, tile, padding, columns)
     bias = _check_bias(call, bias, g.K, x.dtype)
-    return call.result(call.impl.forward(g, x, U, bias, kept, call.workers(workers)))
+    return call.result(_forward(call, g, x, U, bias, kept, call.workers(workers)))
 
 
 def winograd_conv3d_backward(grad_y, x, U, *, kernel_size, tile, padding=0, columns=None,
@@ -316,4 +337,4 @@ def winograd_conv3d_backward(grad_y, x, U, *, kernel_size, tile, padding=0, colu
     want = (g.N, g.K, *g.out)
     if tuple(gy.shape) != want:
         raise ValueError(f"grad_y: expected shape {want} (the output's shape), got {gy.shape}")
-    return call.result(call.impl.backward(g, gy, x, U, kept, call.workers(workers)))
+    return call.result(_backward(call, g, gy, x, U, kept, call.workers(workers)))

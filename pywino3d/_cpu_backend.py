@@ -188,20 +188,17 @@ def filter_transform_backward(gU, ksize, tile, nthreads):
 
 
 def forward(g, x, U, bias, kept, nthreads):
-    """y = Winograd convolution of x with U at the kept positions."""
+    """y = Winograd convolution of x with U at the kept positions (a
+    non-empty problem with at least one kept position and channel; the
+    trivial ones are answered in ``_api._forward``)."""
     dtype = x.dtype
     K, C = g.K, g.C
     y = np.empty((g.N, K, *g.out), dtype=dtype)
-    if y.size == 0:
-        return y
     nk = int(kept.size)
     T = g.ntiles
     kc = min(K, K_CHUNK)
     tb = block_size(T, nk * (C + kc), dtype.itemsize)
     check_memory("the output and the tile workspace", y.nbytes + tb * nk * (C + kc) * dtype.itemsize)
-    if nk == 0 or C == 0:
-        y[...] = 0 if bias is None else bias.reshape(1, K, 1, 1, 1)
-        return y
     x, gt = _x_geometry(g, x)
     U = np.ascontiguousarray(U)
     pin = plan("input", g, g.ksize, dtype, kept)
@@ -222,7 +219,8 @@ def forward(g, x, U, bias, kept, nthreads):
 
 
 def backward(g, gy, x, U, kept, nthreads, need_x=True, need_U=True):
-    """(grad_x, grad_U) of the Winograd convolution."""
+    """(grad_x, grad_U) of the Winograd convolution (non-trivial problems;
+    see ``_api._backward``)."""
     dtype = x.dtype
     K, C = g.K, g.C
     P = g.npos
@@ -230,8 +228,6 @@ def backward(g, gy, x, U, kept, nthreads, need_x=True, need_U=True):
     gU = np.zeros((P, K, C), dtype=dtype) if need_U else None
     nk = int(kept.size)
     T = g.ntiles
-    if nk == 0 or T == 0 or C == 0 or K == 0:
-        return gx, gU
     tb = block_size(T, nk * (2 * C + K), dtype.itemsize)
     check_memory("the gradients and the tile workspace",
                  (gx.nbytes if need_x else 0) + tb * nk * (2 * C + K) * dtype.itemsize)

@@ -268,12 +268,7 @@ class CudaBackend:
         dtype = x.dtype
         K, C = g.K, g.C
         y = cp.empty((g.N, K, *g.out), dtype=dtype)
-        if y.size == 0:
-            return y
-        nk = int(kept.size)
-        if nk == 0 or C == 0:
-            y[...] = 0 if bias is None else bias.reshape(1, K, 1, 1, 1)
-            return y
+        nk = int(kept.size)  # >= 1: trivial problems are answered in _api._forward
         T = g.ntiles
         tb = int(max(1, min(T, GPU_WORKSPACE_BYTES // max(1, nk * (C + K) * dtype.itemsize))))
         x, gdev = self._geom(g, x)
@@ -300,10 +295,8 @@ class CudaBackend:
         P = g.npos
         gx = cp.zeros((g.N, C, *g.spatial), dtype=dtype)
         gU = cp.zeros((P, K, C), dtype=dtype)
-        nk = int(kept.size)
+        nk = int(kept.size)  # >= 1, T >= 1: see _api._backward
         T = g.ntiles
-        if nk == 0 or T == 0 or C == 0 or K == 0:
-            return gx, gU
         asz = P
         tb = int(max(1, min(T, GPU_WORKSPACE_BYTES // max(1, (nk * (2 * C + K) + C * asz) * dtype.itemsize))))
         x, gdev = self._geom(g, x)
