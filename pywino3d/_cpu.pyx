@@ -279,3 +279,4 @@ def gemm_batched(wino_index nb, wino_index M, wino_index N, wino_index K,
                                      <const double *>pb, sb, rsb, csb, <double *>pc, pci, sc, rsc,
                                      accumulate, nthreads)
     _check(rc, "batched GEMM")
+include "_cpu_fused.pxi"

@@ -80,6 +80,15 @@ typedef double wino_vd __attribute__((vector_size(WINO_VBYTES)));
 #define S f
 #define VL (WINO_VBYTES / 4)
 #include "wino3d_cpu_impl.h"
+#define FN(name) WINO_CAT(WINO_CAT(name, _), S)
+#define VEC WINO_CAT(wino_v, S)
+#define PLAN WINO_CAT(wino_plan_, S)
+#define SCRATCH_LEN WINO_CAT(wino_scratch_len_, S)
+#include "cpu/fused.template.h"
+#undef FN
+#undef VEC
+#undef PLAN
+#undef SCRATCH_LEN
 #undef R
 #undef S
 #undef VL
@@ -88,9 +97,20 @@ typedef double wino_vd __attribute__((vector_size(WINO_VBYTES)));
 #define S d
 #define VL (WINO_VBYTES / 8)
 #include "wino3d_cpu_impl.h"
+#define FN(name) WINO_CAT(WINO_CAT(name, _), S)
+#define VEC WINO_CAT(wino_v, S)
+#define PLAN WINO_CAT(wino_plan_, S)
+#define SCRATCH_LEN WINO_CAT(wino_scratch_len_, S)
+#include "cpu/fused.template.h"
+#undef FN
+#undef VEC
+#undef PLAN
+#undef SCRATCH_LEN
 #undef R
 #undef S
 #undef VL
+
+int wino_simd_bytes(void) { return WINO_VBYTES; }
 
 void wino_tile_origin(const wino_geom *g, wino_index t, wino_index out[4])
 {

@@ -39,6 +39,8 @@ int wino_has_openmp(void);
  * exposed for the index-arithmetic tests. */
 void wino_tile_origin(const wino_geom *g, wino_index t, wino_index out[4]);
 int wino_max_threads(void);
+/* Bytes of one SIMD vector of the kernels (32: AVX2, 64: AVX-512). */
+int wino_simd_bytes(void);
 int wino_num_procs(void);
 /* Largest scratch (elements) a plan of these alphas/ns needs. */
 
@@ -64,6 +66,21 @@ int wino_gemm_batched_##S(wino_index nb, wino_index M, wino_index N, wino_index 
                           const R *B, wino_index sb, wino_index rsb, wino_index csb,   \
                           R *C, const int *cidx, wino_index sc, wino_index rsc,        \
                           int accumulate, int nthreads);
+
+#include <stddef.h>
+#define WINO_DECLARE_FUSED(S, R)                                                        \
+size_t wino_fused_scratch_bytes_##S(const wino_plan_##S *pin, const wino_plan_##S *pout, \
+                                    wino_index tb, wino_index CP, wino_index KP);      \
+int wino_to_channels_last_##S(const wino_geom *g, const R *x, wino_index CP, R *xcl,   \
+                              int nthreads);                                           \
+int wino_fused_forward_##S(const wino_geom *g, const R *xcl, const wino_index xcs[4],  \
+                           wino_index CP, const R *Up, wino_index K, wino_index KP,    \
+                           const wino_plan_##S *pin, const wino_plan_##S *pout,        \
+                           const R *bias, R *y, const wino_index ys[5], wino_index tb, \
+                           char *scratch, size_t stride, int nthreads);
+WINO_DECLARE_FUSED(f, float)
+WINO_DECLARE_FUSED(d, double)
+#undef WINO_DECLARE_FUSED
 
 WINO_DECLARE(f, float)
 WINO_DECLARE(d, double)

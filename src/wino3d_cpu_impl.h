@@ -25,11 +25,11 @@ static void FN(expandv)(const PLAN *pl, const VEC *in, VEC *out, VEC *t1, VEC *t
     const int n = pl->n[0], a = pl->a[0];
     if (pl->n[1] == n && pl->n[2] == n && pl->a[1] == a && pl->a[2] == a) {
 #define X(N_, A_) \
-        if (n == N_ && a == A_) { EXPAND_DIMS(pl, N_, N_, N_, A_, A_, in, out, 1, t1, t2); return; }
+        if (n == N_ && a == A_) { EXPAND_DIMS(pl, N_, N_, N_, A_, A_, A_, in, out, 1, t1, t2); return; }
         WINO_CUBIC_CASES(X)
 #undef X
     }
-    EXPAND_DIMS(pl, pl->n[0], pl->n[1], pl->n[2], pl->a[1], pl->a[2], in, out, 1, t1, t2);
+    EXPAND_DIMS(pl, pl->n[0], pl->n[1], pl->n[2], pl->a[0], pl->a[1], pl->a[2], in, out, 1, t1, t2);
 }
 
 static void FN(contractv)(const PLAN *pl, const VEC *in, VEC *out, VEC *t1, VEC *t2)
@@ -37,11 +37,11 @@ static void FN(contractv)(const PLAN *pl, const VEC *in, VEC *out, VEC *t1, VEC 
     const int n = pl->n[0], a = pl->a[0];
     if (pl->n[1] == n && pl->n[2] == n && pl->a[1] == a && pl->a[2] == a) {
 #define X(N_, A_) \
-        if (n == N_ && a == A_) { CONTRACT_DIMS(pl, N_, N_, N_, A_, A_, in, 1, out, t1, t2); return; }
+        if (n == N_ && a == A_) { CONTRACT_DIMS(pl, N_, N_, N_, A_, A_, A_, in, 1, out, t1, t2); return; }
         WINO_CUBIC_CASES(X)
 #undef X
     }
-    CONTRACT_DIMS(pl, pl->n[0], pl->n[1], pl->n[2], pl->a[1], pl->a[2], in, 1, out, t1, t2);
+    CONTRACT_DIMS(pl, pl->n[0], pl->n[1], pl->n[2], pl->a[0], pl->a[1], pl->a[2], in, 1, out, t1, t2);
 }
 
 /* Per-thread scratch.  The block kernels process VL tiles at once: one SIMD
