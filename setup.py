@@ -96,7 +96,7 @@ extensions = [
         sources=["pywino3d/_cpu.pyx", "src/wino3d_cpu.c"],
         include_dirs=["src", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        depends=["src/wino3d_cpu.h", "src/wino3d_cpu_impl.h", "src/wino3d_tile.h", "src/wino3d_tile_types.h",
+        depends=["src/cpu/fused.template.h", "src/wino3d_cpu.h", "src/wino3d_cpu_impl.h", "src/wino3d_tile.h", "src/wino3d_tile_types.h",
                  "src/wino3d_common.h"],
     )
 ]

@@ -31,7 +31,11 @@ def tiles_per_block(g, nk, CP, KP, itemsize, nthreads):
     per_tile = nk * (CP + KP) * itemsize
     tb = max(1, L2_BUDGET // per_tile)
     per_thread = -(-g.ntiles // max(1, nthreads))
-    return int(max(1, min(tb, per_thread, 64)))
+    import os
+    if os.environ.get("PYWINO3D_FUSED_TB"):
+        return int(os.environ["PYWINO3D_FUSED_TB"])
+    tb = int(max(1, min(tb, per_thread, 64)))
+    return tb - tb % 6 if tb > 6 else tb
 
 
 def forward(g, x, U, bias, kept, nthreads, Up=None):

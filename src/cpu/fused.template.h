@@ -180,6 +180,7 @@ int FN(wino_fused_forward)(const wino_geom *g, const R *xcl, const wino_index xc
     const int nk = pin->nk;
     const int md = pout->n[0], mh = pout->n[1], mw = pout->n[2];
     const wino_index Do = g->od[0], Ho = g->od[1], Wo = g->od[2];
+    const wino_index ys0 = ys[0], ys1 = ys[1], ys2 = ys[2], ys3 = ys[3], ys4 = ys[4];
     size_t sz[6];
     FN(fused_sizes)(pin, pout, tb, CP, KP, sz);
 #pragma omp parallel num_threads(nthreads)
@@ -221,7 +222,7 @@ int FN(wino_fused_forward)(const wino_geom *g, const R *xcl, const wino_index xc
                 const int ed = Do - o[0] < md ? (int)(Do - o[0]) : md;
                 const int eh = Ho - o[1] < mh ? (int)(Ho - o[1]) : mh;
                 const int ew = Wo - o[2] < mw ? (int)(Wo - o[2]) : mw;
-                R *yt = y + n * ys[0] + o[0] * ys[2] + o[1] * ys[3] + o[2] * ys[4];
+                R *yt = y + n * ys0 + o[0] * ys2 + o[1] * ys3 + o[2] * ys4;
                 for (wino_index k0 = 0; k0 < K; k0 += VL) {
                     const R *src = M + r * KP + k0;
                     for (int i = 0; i < nk; ++i) memcpy(col + i, src + (wino_index)i * tb * KP, sizeof(VEC));
@@ -230,12 +231,15 @@ int FN(wino_fused_forward)(const wino_geom *g, const R *xcl, const wino_index xc
                     const R *pr = (const R *)patch;
                     for (int l = 0; l < lanes; ++l) {
                         const R b = bias ? bias[k0 + l] : (R)0;
-                        R *yk = yt + (k0 + l) * ys[1];
+                        R *yk = yt + (k0 + l) * ys1;
                         for (int a = 0; a < ed; ++a)
                             for (int c = 0; c < eh; ++c) {
                                 const R *pv = pr + (size_t)((a * mh + c) * mw) * VL + l;
-                                R *dst = yk + a * ys[2] + c * ys[3];
-                                for (int e = 0; e < ew; ++e) dst[e * ys[4]] = pv[(size_t)e * VL] + b;
+                                R *dst = yk + a * ys2 + c * ys3;
+                                if (ys4 == 1)
+                                    for (int e = 0; e < ew; ++e) dst[e] = pv[(size_t)e * VL] + b;
+                                else
+                                    for (int e = 0; e < ew; ++e) dst[e * ys4] = pv[(size_t)e * VL] + b;
                             }
                     }
                 }
