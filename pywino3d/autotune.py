@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import pathlib
 import platform
@@ -576,9 +575,9 @@ def choose(op, key, candidates, *, dtype, threads, rounds=None):
     best = min(times, key=times.__getitem__)
     decision = Decision(best=best, times=dict(times), cached=False)
     entry = {"op": op, "key": _plain_key(key), **fp, "best": best,
-             "times": {k: (v if math.isfinite(v) else None) for k, v in times.items()},
+             "times": dict(times),
              "candidates": sorted(names), "created": time.time()}
-    with _lock:
-        _memory[ekey] = (Decision(best=best, times=dict(times), cached=True), names)
+    with _lock:  # disk first: an interrupted write leaves no entry anywhere
         _store_disk(ekey, entry)
+        _memory[ekey] = (Decision(best=best, times=dict(times), cached=True), names)
     return decision
