@@ -153,7 +153,7 @@ def _x_geometry(g, x):
     item = x.itemsize
     if any(s % item for s in x.strides):
         x = np.ascontiguousarray(x)
-    return x, g.as_c(tuple(s // item for s in x.strides))
+    return x, _cpu.CGeom(g.c_fields(tuple(s // item for s in x.strides)))
 
 
 def filter_transform(w, tile, kept, nthreads):
@@ -187,10 +187,39 @@ def filter_transform_backward(gU, ksize, tile, nthreads):
     return gw
 
 
-def forward(g, x, U, bias, kept, nthreads):
+#: The forward pipelines of the CPU backend (see docs/design.md):
+#: "blocked" runs each stage over a block of tiles for all channels (V and M
+#: in a shared workspace, the product a packed GEMM): best for many channels;
+#: "fused" carries each thread's small block of tiles through all three
+#: stages in its L2 (src/cpu/fused.template.h): best for few channels.
+PIPELINES = ("blocked", "fused")
+
+
+def choose_pipeline(g, dtype, nk):
+    """The pipeline "auto" runs: fused while a block of at least 6 tiles fits
+    its L2 budget and the weights of one position stay small (C, K <= 128)."""
+    from . import _fused_pipeline
+
+    if max(g.C, g.K) > _fused_pipeline.MAX_CHANNELS:
+        return "blocked"
+    CP, KP = _fused_pipeline.padded_channels(g.C, g.K, dtype)
+    per_tile = nk * (CP + KP) * np.dtype(dtype).itemsize
+    return "fused" if 6 * per_tile <= _fused_pipeline.L2_BUDGET else "blocked"
+
+
+def forward(g, x, U, bias, kept, nthreads, pipeline="auto"):
     """y = Winograd convolution of x with U at the kept positions (a
     non-empty problem with at least one kept position and channel; the
-    trivial ones are answered in ``_api._forward``)."""
+    trivial ones are answered in ``_api._forward``).  ``pipeline`` is one of
+    PIPELINES or "auto" (``choose_pipeline``)."""
+    if pipeline == "auto":
+        pipeline = choose_pipeline(g, x.dtype, int(kept.size))
+    if pipeline == "fused":
+        from . import _fused_pipeline
+
+        return _fused_pipeline.forward(g, x, U, bias, kept, nthreads)
+    if pipeline != "blocked":
+        raise ValueError(f"pipeline: expected one of {PIPELINES} or 'auto', got {pipeline!r}")
     dtype = x.dtype
     K, C = g.K, g.C
     y = np.empty((g.N, K, *g.out), dtype=dtype)

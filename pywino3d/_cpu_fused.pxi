@@ -2,7 +2,6 @@
 # (src/cpu/fused.template.h).
 
 cdef extern from "wino3d_cpu.h" nogil:
-    int wino_simd_bytes()
     size_t wino_fused_scratch_bytes_f(const wino_plan_f *pin, const wino_plan_f *pout, wino_index tb, wino_index CP, wino_index KP)
     size_t wino_fused_scratch_bytes_d(const wino_plan_d *pin, const wino_plan_d *pout, wino_index tb, wino_index CP, wino_index KP)
     int wino_to_channels_last_f(const wino_geom *g, const float *x, wino_index CP, float *xcl, int nthreads)
@@ -24,25 +23,23 @@ def fused_scratch_bytes(TilePlan pin, TilePlan pout, wino_index tb, wino_index C
     return wino_fused_scratch_bytes_d(&pin.pd, &pout.pd, tb, CP, KP)
 
 
-def to_channels_last(tuple gt, cnp.ndarray x, wino_index CP, cnp.ndarray xcl, int nthreads):
+def to_channels_last(CGeom geom, cnp.ndarray x, wino_index CP, cnp.ndarray xcl, int nthreads):
     """xcl[n, d, h, w, c] = x[n, c, d, h, w] for c < C, zero for C <= c < CP."""
-    cdef wino_geom g = _geom(gt)
     cdef void *px = _ptr(x)
     cdef void *pc = _ptr(xcl)
     if x.dtype == np.float32:
         with nogil:
-            wino_to_channels_last_f(&g, <const float *>px, CP, <float *>pc, nthreads)
+            wino_to_channels_last_f(&geom.g, <const float *>px, CP, <float *>pc, nthreads)
     else:
         with nogil:
-            wino_to_channels_last_d(&g, <const double *>px, CP, <double *>pc, nthreads)
+            wino_to_channels_last_d(&geom.g, <const double *>px, CP, <double *>pc, nthreads)
 
 
-def fused_forward(tuple gt, cnp.ndarray xcl, tuple xcs, wino_index CP, cnp.ndarray Up,
+def fused_forward(CGeom geom, cnp.ndarray xcl, tuple xcs, wino_index CP, cnp.ndarray Up,
                   wino_index K, wino_index KP, TilePlan pin, TilePlan pout, bias,
                   cnp.ndarray y, tuple ys, wino_index tb, cnp.ndarray scratch, size_t stride,
                   int nthreads):
     """The fused forward pipeline (see src/cpu/fused.template.h)."""
-    cdef wino_geom g = _geom(gt)
     cdef wino_index cxs[4]
     cdef wino_index cys[5]
     cdef int i, rc
@@ -59,15 +56,11 @@ def fused_forward(tuple gt, cnp.ndarray xcl, tuple xcs, wino_index CP, cnp.ndarr
         pb = _ptr(bias)
     if pin.dtype == np.float32:
         with nogil:
-            rc = wino_fused_forward_f(&g, <const float *>px, cxs, CP, <const float *>pu, K, KP, &pin.pf,
+            rc = wino_fused_forward_f(&geom.g, <const float *>px, cxs, CP, <const float *>pu, K, KP, &pin.pf,
                                       &pout.pf, <const float *>pb, <float *>py, cys, tb, ps, stride, nthreads)
     else:
         with nogil:
-            rc = wino_fused_forward_d(&g, <const double *>px, cxs, CP, <const double *>pu, K, KP, &pin.pd,
+            rc = wino_fused_forward_d(&geom.g, <const double *>px, cxs, CP, <const double *>pu, K, KP, &pin.pd,
                                       &pout.pd, <const double *>pb, <double *>py, cys, tb, ps, stride, nthreads)
     _check(rc, "fused forward")
 
-
-def simd_bytes():
-    """Bytes of one SIMD vector of the compiled kernels."""
-    return wino_simd_bytes()

@@ -9,6 +9,9 @@ from ._cpu_backend import _x_geometry, check_memory, plan, workspace
 #: Bytes of a thread's V + M block: half of a 1 MiB L2, as oneDNN budgets.
 L2_BUDGET = 512 * 1024
 
+#: Above this many channels the blocked pipeline's packed GEMM wins.
+MAX_CHANNELS = 128
+
 
 def lanes(dtype):
     return _cpu.simd_bytes() // np.dtype(dtype).itemsize
@@ -46,14 +49,14 @@ def forward(g, x, U, bias, kept, nthreads, Up=None):
     CP, KP = padded_channels(C, K, dtype)
     if Up is None:
         Up = pack_weights(U, kept, CP, KP)
-    x, gt = _x_geometry(g, x)
+    x, geom = _x_geometry(g, x)
     cl = x.strides[1] == item and CP == C and all(s % item == 0 for s in x.strides)
     if cl:
         xcl = x
         xcs = tuple(x.strides[i] // item for i in (0, 2, 3, 4))
     else:
         xcl = workspace("xcl", g.N * int(np.prod(g.spatial)) * CP, dtype)
-        _cpu.to_channels_last(gt, x, CP, xcl, nthreads)
+        _cpu.to_channels_last(geom, x, CP, xcl, nthreads)
         D, H, W = g.spatial
         xcs = (D * H * W * CP, H * W * CP, W * CP, CP)
     if x.strides[1] == item and x.ndim == 5 and C > 1:
@@ -67,5 +70,5 @@ def forward(g, x, U, bias, kept, nthreads, Up=None):
     stride = -(-_cpu.fused_scratch_bytes(pin, pout, tb, CP, KP) // 64) * 64
     buf = workspace("fused", nthreads * stride + 64, np.uint8)
     off = (-buf.ctypes.data) % 64
-    _cpu.fused_forward(gt, xcl, xcs, CP, Up, K, KP, pin, pout, bias, y, ys, tb, buf[off:], stride, nthreads)
+    _cpu.fused_forward(geom, xcl, xcs, CP, Up, K, KP, pin, pout, bias, y, ys, tb, buf[off:], stride, nthreads)
     return y

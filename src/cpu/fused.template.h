@@ -21,13 +21,10 @@
  * processes it (every M element is summed over c in order from zero), so
  * results are bit-identical for any number of threads.
  *
- * Template: included by the CPU instantiation file with R (real type), S
- * (suffix), VL (lanes), VEC (vector type) and FN(name) defined, after the
- * blocked pipeline (it reuses its expandv/contractv/tile_origin helpers).
+ * Template (see template_names.h): define WINO_REAL and WINO_SUFFIX; it is
+ * included after tile_lanes.template.h, whose expandv/contractv it uses.
  */
-#ifndef FN
-#error "define R, S, VL, VEC and FN before including fused.template.h"
-#endif
+#include "template_names.h"
 
 #define FUSED_NB (2 * VL) /* output channels per micro-tile */
 #define FUSED_MR 6        /* tiles per micro-tile */
@@ -51,8 +48,8 @@ static void FN(fused_sizes)(const PLAN *pin, const PLAN *pout, wino_index tb, wi
     sz[1] = FN(fused_round64)(sizeof(VEC) * t);              /* t1 */
     sz[2] = FN(fused_round64)(sizeof(VEC) * t);              /* t2 */
     sz[3] = FN(fused_round64)(sizeof(VEC) * (nk + 1));       /* col */
-    sz[4] = FN(fused_round64)(sizeof(R) * (size_t)tb * nk * (size_t)CP); /* V */
-    sz[5] = FN(fused_round64)(sizeof(R) * (size_t)tb * nk * (size_t)KP); /* M */
+    sz[4] = FN(fused_round64)(sizeof(REAL) * (size_t)tb * nk * (size_t)CP); /* V */
+    sz[5] = FN(fused_round64)(sizeof(REAL) * (size_t)tb * nk * (size_t)KP); /* M */
 }
 
 /* Bytes of scratch one thread needs (the caller provides nthreads of them,
@@ -67,16 +64,16 @@ size_t FN(wino_fused_scratch_bytes)(const PLAN *pin, const PLAN *pout, wino_inde
 }
 
 /* x (any strides, C channels) -> xcl[n][d][h][w][CP], channels C..CP zero. */
-int FN(wino_to_channels_last)(const wino_geom *g, const R *x, wino_index CP, R *xcl, int nthreads)
+int FN(wino_to_channels_last)(const wino_geom *g, const REAL *x, wino_index CP, REAL *xcl, int nthreads)
 {
     const wino_index rows = g->N * g->D * g->H, W = g->W, C = g->C;
 #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (wino_index row = 0; row < rows; ++row) {
         const wino_index h = row % g->H, nd = row / g->H, d = nd % g->D, n = nd / g->D;
-        const R *src = x + n * g->xs[0] + d * g->xs[2] + h * g->xs[3];
-        R *dst = xcl + row * W * CP;
+        const REAL *src = x + n * g->xs[0] + d * g->xs[2] + h * g->xs[3];
+        REAL *dst = xcl + row * W * CP;
         for (wino_index c = 0; c < C; ++c) {
-            const R *s = src + c * g->xs[1];
+            const REAL *s = src + c * g->xs[1];
             for (wino_index w = 0; w < W; ++w) dst[w * CP + c] = s[w * g->xs[4]];
         }
         if (CP > C)
@@ -88,8 +85,8 @@ int FN(wino_to_channels_last)(const wino_geom *g, const R *x, wino_index CP, R *
 
 /* M rows [0, ROWS) x columns [0, FUSED_NB):  Cm[r][:] = sum_c A[r][c] * B[c][:]
  * A: rows of CP values (stride lda), B: rows of KP values (stride ldb). */
-WINO_INLINE void FN(fused_ukernel)(const int ROWS, wino_index CP, const R *A, wino_index lda,
-                                   const R *B, wino_index ldb, R *Cm, wino_index ldc)
+WINO_INLINE void FN(fused_ukernel)(const int ROWS, wino_index CP, const REAL *A, wino_index lda,
+                                   const REAL *B, wino_index ldb, REAL *Cm, wino_index ldc)
 {
     VEC acc0[FUSED_MR], acc1[FUSED_MR];
     for (int r = 0; r < ROWS; ++r) {
@@ -101,7 +98,7 @@ WINO_INLINE void FN(fused_ukernel)(const int ROWS, wino_index CP, const R *A, wi
         memcpy(&b0, B + c * ldb, sizeof b0);
         memcpy(&b1, B + c * ldb + VL, sizeof b1);
         for (int r = 0; r < ROWS; ++r) {
-            const R a = A[r * lda + c];
+            const REAL a = A[r * lda + c];
             acc0[r] += a * b0;
             acc1[r] += a * b1;
         }
@@ -113,8 +110,8 @@ WINO_INLINE void FN(fused_ukernel)(const int ROWS, wino_index CP, const R *A, wi
 }
 
 /* M (n x KP) = V (n x CP) @ Up (CP x KP), all row-major. */
-static void FN(fused_product)(wino_index n, wino_index CP, wino_index KP, const R *V,
-                              const R *Up, R *M)
+static void FN(fused_product)(wino_index n, wino_index CP, wino_index KP, const REAL *V,
+                              const REAL *Up, REAL *M)
 {
     for (wino_index k0 = 0; k0 < KP; k0 += FUSED_NB) {
         wino_index r0 = 0;
@@ -131,7 +128,7 @@ static void FN(fused_product)(wino_index n, wino_index CP, wino_index KP, const 
 
 /* Gather the alpha^3 patch of channel vector cg of tile (n, o) from xcl,
  * zeros outside the volume. */
-static inline void FN(fused_gather)(const wino_geom *g, const R *xcl, const wino_index xcs[4],
+static inline void FN(fused_gather)(const wino_geom *g, const REAL *xcl, const wino_index xcs[4],
                                     wino_index n, const wino_index o[3], wino_index cg,
                                     const int a[3], VEC *patch)
 {
@@ -145,7 +142,7 @@ static inline void FN(fused_gather)(const wino_geom *g, const R *xcl, const wino
         hi[ax] = h < lo[ax] ? lo[ax] : (h > a[ax] ? a[ax] : (int)h);
     }
     const int ah = a[1], aw = a[2];
-    const R *base = xcl + n * xcs[0] + cg * VL;
+    const REAL *base = xcl + n * xcs[0] + cg * VL;
     for (int p = 0; p < a[0]; ++p) {
         const int okd = p >= lo[0] && p < hi[0];
         for (int q = 0; q < ah; ++q) {
@@ -154,7 +151,7 @@ static inline void FN(fused_gather)(const wino_geom *g, const R *xcl, const wino
                 for (int e = 0; e < aw; ++e) dst[e] = (VEC){0};
                 continue;
             }
-            const R *src = base + (start[0] + p) * xcs[1] + (start[1] + q) * xcs[2] + start[2] * xcs[3];
+            const REAL *src = base + (start[0] + p) * xcs[1] + (start[1] + q) * xcs[2] + start[2] * xcs[3];
             int e = 0;
             for (; e < lo[2]; ++e) dst[e] = (VEC){0};
             for (; e < hi[2]; ++e) memcpy(dst + e, src + e * xcs[3], sizeof(VEC));
@@ -170,9 +167,9 @@ static inline void FN(fused_gather)(const wino_geom *g, const R *xcl, const wino
  *   y, ys    : output (N, K, Do, Ho, Wo) with element strides ys
  *   scratch  : nthreads buffers of `stride` bytes (wino_fused_scratch_bytes)
  */
-int FN(wino_fused_forward)(const wino_geom *g, const R *xcl, const wino_index xcs[4], wino_index CP,
-                           const R *Up, wino_index K, wino_index KP, const PLAN *pin,
-                           const PLAN *pout, const R *bias, R *y, const wino_index ys[5],
+int FN(wino_fused_forward)(const wino_geom *g, const REAL *xcl, const wino_index xcs[4], wino_index CP,
+                           const REAL *Up, wino_index K, wino_index KP, const PLAN *pin,
+                           const PLAN *pout, const REAL *bias, REAL *y, const wino_index ys[5],
                            wino_index tb, char *scratch, size_t stride, int nthreads)
 {
     const wino_index T = g->N * g->nt[0] * g->nt[1] * g->nt[2];
@@ -194,8 +191,8 @@ int FN(wino_fused_forward)(const wino_geom *g, const R *xcl, const wino_index xc
         VEC *t1 = (VEC *)(s + sz[0]);
         VEC *t2 = (VEC *)(s + sz[0] + sz[1]);
         VEC *col = (VEC *)(s + sz[0] + sz[1] + sz[2]);
-        R *V = (R *)(s + sz[0] + sz[1] + sz[2] + sz[3]);
-        R *M = (R *)(s + sz[0] + sz[1] + sz[2] + sz[3] + sz[4]);
+        REAL *V = (REAL *)(s + sz[0] + sz[1] + sz[2] + sz[3]);
+        REAL *M = (REAL *)(s + sz[0] + sz[1] + sz[2] + sz[3] + sz[4]);
 #pragma omp for schedule(static)
         for (wino_index blk = 0; blk < nblocks; ++blk) {
             const wino_index t0 = blk * tb;
@@ -203,11 +200,11 @@ int FN(wino_fused_forward)(const wino_geom *g, const R *xcl, const wino_index xc
             /* input transform, one channel vector at a time */
             for (wino_index r = 0; r < nt; ++r) {
                 wino_index n, o[3];
-                FN(tile_origin)(g, t0 + r, &n, o);
+                wino_geom_tile_origin(g, t0 + r, &n, o);
                 for (wino_index cg = 0; cg < CP / VL; ++cg) {
                     FN(fused_gather)(g, xcl, xcs, n, o, cg, pin->a, patch);
                     FN(expandv)(pin, patch, col, t1, t2);
-                    R *dst = V + r * CP + cg * VL;
+                    REAL *dst = V + r * CP + cg * VL;
                     for (int i = 0; i < nk; ++i) memcpy(dst + (wino_index)i * tb * CP, col + i, sizeof(VEC));
                 }
             }
@@ -218,24 +215,24 @@ int FN(wino_fused_forward)(const wino_geom *g, const R *xcl, const wino_index xc
             /* output transform, one channel vector at a time */
             for (wino_index r = 0; r < nt; ++r) {
                 wino_index n, o[3];
-                FN(tile_origin)(g, t0 + r, &n, o);
+                wino_geom_tile_origin(g, t0 + r, &n, o);
                 const int ed = Do - o[0] < md ? (int)(Do - o[0]) : md;
                 const int eh = Ho - o[1] < mh ? (int)(Ho - o[1]) : mh;
                 const int ew = Wo - o[2] < mw ? (int)(Wo - o[2]) : mw;
-                R *yt = y + n * ys0 + o[0] * ys2 + o[1] * ys3 + o[2] * ys4;
+                REAL *yt = y + n * ys0 + o[0] * ys2 + o[1] * ys3 + o[2] * ys4;
                 for (wino_index k0 = 0; k0 < K; k0 += VL) {
-                    const R *src = M + r * KP + k0;
+                    const REAL *src = M + r * KP + k0;
                     for (int i = 0; i < nk; ++i) memcpy(col + i, src + (wino_index)i * tb * KP, sizeof(VEC));
                     FN(contractv)(pout, col, patch, t1, t2);
                     const int lanes = K - k0 < VL ? (int)(K - k0) : VL;
-                    const R *pr = (const R *)patch;
+                    const REAL *pr = (const REAL *)patch;
                     for (int l = 0; l < lanes; ++l) {
-                        const R b = bias ? bias[k0 + l] : (R)0;
-                        R *yk = yt + (k0 + l) * ys1;
+                        const REAL b = bias ? bias[k0 + l] : (REAL)0;
+                        REAL *yk = yt + (k0 + l) * ys1;
                         for (int a = 0; a < ed; ++a)
                             for (int c = 0; c < eh; ++c) {
-                                const R *pv = pr + (size_t)((a * mh + c) * mw) * VL + l;
-                                R *dst = yk + a * ys2 + c * ys3;
+                                const REAL *pv = pr + (size_t)((a * mh + c) * mw) * VL + l;
+                                REAL *dst = yk + a * ys2 + c * ys3;
                                 if (ys4 == 1)
                                     for (int e = 0; e < ew; ++e) dst[e] = pv[(size_t)e * VL] + b;
                                 else
@@ -251,3 +248,5 @@ int FN(wino_fused_forward)(const wino_geom *g, const R *xcl, const wino_index xc
 
 #undef FUSED_NB
 #undef FUSED_MR
+
+#include "template_names_end.h"
