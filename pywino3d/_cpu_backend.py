@@ -196,15 +196,15 @@ PIPELINES = ("blocked", "fused")
 
 
 def choose_pipeline(g, dtype, nk):
-    """The pipeline "auto" runs: fused while a block of at least 6 tiles fits
-    its L2 budget and the weights of one position stay small (C, K <= 128)."""
+    """The pipeline "auto" runs: fused for few channels (C, K <= 64) while a
+    block of at least 2 tiles fits its L2 budget, blocked otherwise."""
     from . import _fused_pipeline
 
     if max(g.C, g.K) > _fused_pipeline.MAX_CHANNELS:
         return "blocked"
     CP, KP = _fused_pipeline.padded_channels(g.C, g.K, dtype)
     per_tile = nk * (CP + KP) * np.dtype(dtype).itemsize
-    return "fused" if 6 * per_tile <= _fused_pipeline.L2_BUDGET else "blocked"
+    return "fused" if 2 * per_tile <= _fused_pipeline.L2_BUDGET else "blocked"
 
 
 def forward(g, x, U, bias, kept, nthreads, pipeline="auto"):
