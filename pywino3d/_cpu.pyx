@@ -250,3 +250,4 @@ def gemm_batched(wino_index nb, wino_index M, wino_index N, wino_index K,
                                      accumulate, nthreads)
     _check(rc, "batched GEMM")
 include "_cpu_fused.pxi"
+include "_cpu_fused_backward.pxi"

@@ -247,9 +247,18 @@ def forward(g, x, U, bias, kept, nthreads, pipeline="auto"):
     return y
 
 
-def backward(g, gy, x, U, kept, nthreads, need_x=True, need_U=True):
+def backward(g, gy, x, U, kept, nthreads, need_x=True, need_U=True, pipeline="auto"):
     """(grad_x, grad_U) of the Winograd convolution (non-trivial problems;
-    see ``_api._backward``)."""
+    see ``_api._backward``).  ``pipeline`` is one of PIPELINES or "auto"
+    (``choose_pipeline``, the same rule as the forward pass)."""
+    if pipeline == "auto":
+        pipeline = choose_pipeline(g, x.dtype, int(kept.size))
+    if pipeline == "fused":
+        from . import _fused_backward
+
+        return _fused_backward.backward(g, gy, x, U, kept, nthreads, need_x, need_U)
+    if pipeline != "blocked":
+        raise ValueError(f"pipeline: expected one of {PIPELINES} or 'auto', got {pipeline!r}")
     dtype = x.dtype
     K, C = g.K, g.C
     P = g.npos

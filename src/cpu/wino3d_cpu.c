@@ -19,6 +19,7 @@
 #include "filter.template.h"
 #include "blocked.template.h"
 #include "fused.template.h"
+#include "fused_backward.template.h"
 #undef WINO_REAL
 #undef WINO_SUFFIX
 
@@ -29,6 +30,7 @@
 #include "filter.template.h"
 #include "blocked.template.h"
 #include "fused.template.h"
+#include "fused_backward.template.h"
 #undef WINO_REAL
 #undef WINO_SUFFIX
 

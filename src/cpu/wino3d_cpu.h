@@ -32,6 +32,7 @@
  *   gemm.h, gemm.template.h  the batched GEMM and its blocking
  *   filter.template.h        filter transform and adjoint
  *   blocked.template.h       the blocked pipeline's stage kernels
+ *   fused_backward.template.h  the fused backward pipeline
  *   wino3d_cpu.c             instantiation for float and double only
  */
 
@@ -85,6 +86,20 @@ int wino_fused_forward_##S(const wino_geom *g, const R *xcl, const wino_index xc
                            const wino_plan_##S *pin, const wino_plan_##S *pout,        \
                            const R *bias, R *y, const wino_index ys[5], wino_index tb, \
                            char *scratch, size_t stride, int nthreads);
+
+/* fused_backward.template.h */
+#define WINO_DECLARE_FUSED_BACKWARD(S, R)                                               \
+int wino_fused_backward_##S(const wino_geom *g, const R *gy, const wino_index gs[5],    \
+                            wino_index KV, const R *xcl, const wino_index xcs[4],      \
+                            wino_index CV, const R *Ut, const wino_plan_##S *pin,      \
+                            const wino_plan_##S *pout, R *gxcl, R *parts,              \
+                            wino_index nchunks, R *gU, wino_index tb, char *scratch,   \
+                            size_t stride, int nthreads);                              \
+int wino_from_channels_last_##S(const wino_geom *g, const R *src, wino_index CP, R *dst, \
+                                const wino_index ds[5], int nthreads);
+WINO_DECLARE_FUSED_BACKWARD(f, float)
+WINO_DECLARE_FUSED_BACKWARD(d, double)
+#undef WINO_DECLARE_FUSED_BACKWARD
 WINO_DECLARE_FUSED(f, float)
 WINO_DECLARE_FUSED(d, double)
 #undef WINO_DECLARE_FUSED
