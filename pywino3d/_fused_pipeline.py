@@ -32,43 +32,64 @@ def pack_weights(U, kept, CP, KP):
 
 
 def tiles_per_block(g, nk, CP, KP, itemsize, nthreads):
+    """Tiles a thread carries through the three stages at once: as many as
+    fit V and M in ``L2_BUDGET``, at most an even share of the tiles and 64,
+    rounded down to the micro-kernel's 6 rows."""
     per_tile = nk * (CP + KP) * itemsize
     tb = max(1, L2_BUDGET // per_tile)
     per_thread = -(-g.ntiles // max(1, nthreads))
-    import os
-    if os.environ.get("PYWINO3D_FUSED_TB"):
-        return int(os.environ["PYWINO3D_FUSED_TB"])
     tb = int(max(1, min(tb, per_thread, 64)))
     return tb - tb % 6 if tb > 6 else tb
 
 
+#: Channels-last copies of x up to this size are kept for reuse between calls.
+KEEP_COPY_BYTES = 256 * 2**20
+
+
+def is_channels_last(x):
+    """True when x (N, C, D, H, W) has unit channel stride (NDHWC memory)."""
+    return x.shape[1] > 1 and x.strides[1] == x.itemsize
+
+
 def forward(g, x, U, bias, kept, nthreads, Up=None):
+    """y = Winograd convolution of x with U at the kept positions, fused.
+
+    x may have any strides; channels-last x whose channel count is a
+    multiple of the SIMD width is read in place, any other layout is first
+    copied to channels-last (one pass).  y is C-contiguous NCDHW, or
+    channels-last when x is (as torch's ``channels_last_3d`` propagates).
+    """
     dtype = x.dtype
     item = dtype.itemsize
     K, C = g.K, g.C
     nk = int(kept.size)
     CP, KP = padded_channels(C, K, dtype)
-    if Up is None:
-        Up = pack_weights(U, kept, CP, KP)
-    x, geom = _x_geometry(g, x)
-    cl = x.strides[1] == item and CP == C and all(s % item == 0 for s in x.strides)
-    if cl:
-        xcl = x
-        xcs = tuple(x.strides[i] // item for i in (0, 2, 3, 4))
-    else:
-        xcl = workspace("xcl", g.N * int(np.prod(g.spatial)) * CP, dtype)
-        _cpu.to_channels_last(geom, x, CP, xcl, nthreads)
-        D, H, W = g.spatial
-        xcs = (D * H * W * CP, H * W * CP, W * CP, CP)
-    if x.strides[1] == item and x.ndim == 5 and C > 1:
-        y = np.empty((g.N, *g.out, K), dtype=dtype).transpose(0, 4, 1, 2, 3)
-    else:
-        y = np.empty((g.N, K, *g.out), dtype=dtype)
-    ys = tuple(s // item for s in y.strides)
     tb = tiles_per_block(g, nk, CP, KP, item, nthreads)
     pin = plan("input", g, g.ksize, dtype, kept)
     pout = plan("output", g, g.ksize, dtype, kept)
     stride = -(-_cpu.fused_scratch_bytes(pin, pout, tb, CP, KP) // 64) * 64
+    x, geom = _x_geometry(g, x)
+    in_place = is_channels_last(x) and CP == C
+    copy_bytes = 0 if in_place else g.N * int(np.prod(g.spatial)) * CP * item
+    out_bytes = g.N * K * int(np.prod(g.out)) * item
+    check_memory("the output and the fused pipeline's buffers",
+                 out_bytes + copy_bytes + nthreads * stride + (0 if Up is not None else nk * CP * KP * item))
+    if Up is None:
+        Up = pack_weights(U, kept, CP, KP)
+    if in_place:
+        xcl = x
+        xcs = tuple(x.strides[i] // item for i in (0, 2, 3, 4))
+    else:
+        n = copy_bytes // item
+        xcl = workspace("xcl", n, dtype) if copy_bytes <= KEEP_COPY_BYTES else np.empty(n, dtype)
+        _cpu.to_channels_last(geom, x, CP, xcl, nthreads)
+        D, H, W = g.spatial
+        xcs = (D * H * W * CP, H * W * CP, W * CP, CP)
+    if is_channels_last(x):
+        y = np.empty((g.N, *g.out, K), dtype=dtype).transpose(0, 4, 1, 2, 3)
+    else:
+        y = np.empty((g.N, K, *g.out), dtype=dtype)
+    ys = tuple(s // item for s in y.strides)
     buf = workspace("fused", nthreads * stride + 64, np.uint8)
     off = (-buf.ctypes.data) % 64
     _cpu.fused_forward(geom, xcl, xcs, CP, Up, K, KP, pin, pout, bias, y, ys, tb, buf[off:], stride, nthreads)

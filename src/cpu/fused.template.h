@@ -7,9 +7,12 @@
  * thread carries one block of `tb` tiles through all three stages with the
  * block's V and M in its private scratch (sized to stay in L2):
  *
- *   input transform   x (channels-last, CP channels)  ->  V[i][t][CP]
- *   product           M[i][t][:] = V[i][t][:] @ Up[i]     ([CP] x [CP][KP])
- *   output transform  M[i][t][k-vector] -> y (any strides) + bias
+ *   input transform   x (channels-last, CP channels)  ->  V[t][i][CP]
+ *   product           M[t][i][:] = V[t][i][:] @ Up[i]     ([CP] x [CP][KP])
+ *   output transform  M[t][i][k-vector] -> y (any strides) + bias
+ *
+ * V and M are tile-major, so the transforms write and read them in place
+ * (position i of tile t at a fixed vector stride) with no copy.
  *
  * Transforms are vectorised across channels: one SIMD vector holds VL
  * channels of one voxel, so a tile's patch is whole-vector loads and the
@@ -47,7 +50,7 @@ static void FN(fused_sizes)(const PLAN *pin, const PLAN *pout, wino_index tb, wi
     sz[0] = FN(fused_round64)(sizeof(VEC) * patch);          /* patch */
     sz[1] = FN(fused_round64)(sizeof(VEC) * t);              /* t1 */
     sz[2] = FN(fused_round64)(sizeof(VEC) * t);              /* t2 */
-    sz[3] = FN(fused_round64)(sizeof(VEC) * (nk + 1));       /* col */
+    sz[3] = 0;                                               /* (unused) */
     sz[4] = FN(fused_round64)(sizeof(REAL) * (size_t)tb * nk * (size_t)CP); /* V */
     sz[5] = FN(fused_round64)(sizeof(REAL) * (size_t)tb * nk * (size_t)KP); /* M */
 }
@@ -109,16 +112,16 @@ WINO_INLINE void FN(fused_ukernel)(const int ROWS, wino_index CP, const REAL *A,
     }
 }
 
-/* M (n x KP) = V (n x CP) @ Up (CP x KP), all row-major. */
+/* M (n x KP, row stride ldm) = V (n x CP, row stride ldv) @ Up (CP x KP). */
 static void FN(fused_product)(wino_index n, wino_index CP, wino_index KP, const REAL *V,
-                              const REAL *Up, REAL *M)
+                              wino_index ldv, const REAL *Up, REAL *M, wino_index ldm)
 {
     for (wino_index k0 = 0; k0 < KP; k0 += FUSED_NB) {
         wino_index r0 = 0;
         for (; r0 + FUSED_MR <= n; r0 += FUSED_MR)
-            FN(fused_ukernel)(FUSED_MR, CP, V + r0 * CP, CP, Up + k0, KP, M + r0 * KP + k0, KP);
+            FN(fused_ukernel)(FUSED_MR, CP, V + r0 * ldv, ldv, Up + k0, KP, M + r0 * ldm + k0, ldm);
         switch (n - r0) {
-#define X(R_) case R_: FN(fused_ukernel)(R_, CP, V + r0 * CP, CP, Up + k0, KP, M + r0 * KP + k0, KP); break;
+#define X(R_) case R_: FN(fused_ukernel)(R_, CP, V + r0 * ldv, ldv, Up + k0, KP, M + r0 * ldm + k0, ldm); break;
             X(1) X(2) X(3) X(4) X(5)
 #undef X
             default: break;
@@ -190,7 +193,6 @@ int FN(wino_fused_forward)(const wino_geom *g, const REAL *xcl, const wino_index
         VEC *patch = (VEC *)s;
         VEC *t1 = (VEC *)(s + sz[0]);
         VEC *t2 = (VEC *)(s + sz[0] + sz[1]);
-        VEC *col = (VEC *)(s + sz[0] + sz[1] + sz[2]);
         REAL *V = (REAL *)(s + sz[0] + sz[1] + sz[2] + sz[3]);
         REAL *M = (REAL *)(s + sz[0] + sz[1] + sz[2] + sz[3] + sz[4]);
 #pragma omp for schedule(static)
@@ -203,15 +205,13 @@ int FN(wino_fused_forward)(const wino_geom *g, const REAL *xcl, const wino_index
                 wino_geom_tile_origin(g, t0 + r, &n, o);
                 for (wino_index cg = 0; cg < CP / VL; ++cg) {
                     FN(fused_gather)(g, xcl, xcs, n, o, cg, pin->a, patch);
-                    FN(expandv)(pin, patch, col, t1, t2);
-                    REAL *dst = V + r * CP + cg * VL;
-                    for (int i = 0; i < nk; ++i) memcpy(dst + (wino_index)i * tb * CP, col + i, sizeof(VEC));
+                    FN(expandv_strided)(pin, patch, (VEC *)(V + r * nk * CP + cg * VL), CP / VL, t1, t2);
                 }
             }
             /* product, one kept position at a time */
             for (int i = 0; i < nk; ++i)
-                FN(fused_product)(nt, CP, KP, V + (wino_index)i * tb * CP, Up + (wino_index)i * CP * KP,
-                                  M + (wino_index)i * tb * KP);
+                FN(fused_product)(nt, CP, KP, V + (wino_index)i * CP, (wino_index)nk * CP,
+                                  Up + (wino_index)i * CP * KP, M + (wino_index)i * KP, (wino_index)nk * KP);
             /* output transform, one channel vector at a time */
             for (wino_index r = 0; r < nt; ++r) {
                 wino_index n, o[3];
@@ -221,9 +221,7 @@ int FN(wino_fused_forward)(const wino_geom *g, const REAL *xcl, const wino_index
                 const int ew = Wo - o[2] < mw ? (int)(Wo - o[2]) : mw;
                 REAL *yt = y + n * ys0 + o[0] * ys2 + o[1] * ys3 + o[2] * ys4;
                 for (wino_index k0 = 0; k0 < K; k0 += VL) {
-                    const REAL *src = M + r * KP + k0;
-                    for (int i = 0; i < nk; ++i) memcpy(col + i, src + (wino_index)i * tb * KP, sizeof(VEC));
-                    FN(contractv)(pout, col, patch, t1, t2);
+                    FN(contractv_strided)(pout, (const VEC *)(M + r * nk * KP + k0), KP / VL, patch, t1, t2);
                     const int lanes = K - k0 < VL ? (int)(K - k0) : VL;
                     const REAL *pr = (const REAL *)patch;
                     for (int l = 0; l < lanes; ++l) {
