@@ -21,7 +21,7 @@ import numpy as np
 
 from . import _cpu
 from ._cpu_backend import _x_geometry, check_memory, plan, workspace
-from ._fused_pipeline import lanes
+from ._fused_pipeline import KEEP_COPY_BYTES, is_channels_last, lanes
 
 #: Most partial weight gradients (chunks of tile rows) grad_U is summed in.
 MAX_CHUNKS = 8
@@ -81,16 +81,17 @@ def tiles_per_block(nk, CV, KV, itemsize):
     return int(max(1, min(BLOCK_TILES, BLOCK_BUDGET // (nk * (CV + KV) * itemsize))))
 
 
-def _channels_last(a, geom, C, CP, nthreads, slot):
-    """(array, strides (n, d, h, w)) of ``a`` (N, C, D, H, W, described by
-    ``geom``) in channels-last order with CP channels, zero padded: ``a``
-    itself when it already is, else a copy in workspace ``slot``."""
-    item = a.itemsize
-    if a.strides[1] == item and CP == C and all(s % item == 0 for s in a.strides):
-        return a, tuple(a.strides[i] // item for i in (0, 2, 3, 4))
-    N, (D, H, W) = a.shape[0], a.shape[2:]
-    out = workspace(slot, N * D * H * W * CP, a.dtype)
-    _cpu.to_channels_last(geom, a, CP, out, nthreads)
+def _channels_last(x, geom, C, CP, nthreads):
+    """(array, strides (n, d, h, w)) of x in channels-last order with CP
+    channels, zero padded: x itself when it already is, else a copy (kept for
+    reuse up to KEEP_COPY_BYTES, as the forward pass does)."""
+    item = x.itemsize
+    if is_channels_last(x) and CP == C:
+        return x, tuple(x.strides[i] // item for i in (0, 2, 3, 4))
+    N, (D, H, W) = x.shape[0], x.shape[2:]
+    n = N * D * H * W * CP
+    out = workspace("xcl", n, x.dtype) if n * item <= KEEP_COPY_BYTES else np.empty(n, x.dtype)
+    _cpu.to_channels_last(geom, x, CP, out, nthreads)
     return out, (D * H * W * CP, H * W * CP, W * CP, CP)
 
 
@@ -106,14 +107,6 @@ def backward(g, gy, x, U, kept, nthreads, need_x=True, need_U=True):
     nk = int(kept.size)
     nchunks = num_chunks(g, item) if need_U else 1
     tb = tiles_per_block(nk, CV, KV, item)
-    x_cl = x.ndim == 5 and x.strides[1] == item and C > 1
-    gx_direct = need_x and x_cl and CV == C
-    nbytes = ((N * C * D * H * W if need_x else 0)  # grad_x
-              + (N * D * H * W * CV if need_x and not gx_direct else 0)  # its channels-last accumulator
-              + (N * D * H * W * CV if need_U and not (x_cl and CV == C) else 0)  # x channels-last
-              + (nchunks * nk * CV * KV if need_U else 0)) * item
-    check_memory("the gradients and the fused backward workspace", nbytes)
-
     x, xgeom = _x_geometry(g, x)
     if any(s % item for s in gy.strides):
         gy = np.ascontiguousarray(gy)
@@ -121,12 +114,21 @@ def backward(g, gy, x, U, kept, nthreads, need_x=True, need_U=True):
     pin = plan("input", g, g.ksize, dtype, kept)
     pout = plan("output", g, g.ksize, dtype, kept)
     stride = -(-_cpu.fused_scratch_bytes(pin, pout, tb, CV, KV) // 64) * 64
+    vol = N * D * H * W
+    cl_in_place = is_channels_last(x) and CV == C
+    gx_direct = need_x and cl_in_place
+    check_memory("the gradients and the fused backward workspace", item * (
+        (vol * C + nk * KV * CV if need_x else 0)  # grad_x, packed U
+        + (vol * CV if need_x and not gx_direct else 0)  # grad_x's channels-last accumulator
+        + (g.npos * K * C + nchunks * nk * CV * KV if need_U else 0)  # grad_U and its partials
+        + (vol * CV if need_U and not cl_in_place else 0))  # x channels-last
+        + nthreads * stride)
     buf = workspace("fused", nthreads * stride + 64, np.uint8)
     off = (-buf.ctypes.data) % 64
 
     xcl = xcs = parts = gUout = Ut = gxcl = gx = None
     if need_U:
-        xcl, xcs = _channels_last(x, xgeom, C, CV, nthreads, "xcl")
+        xcl, xcs = _channels_last(x, xgeom, C, CV, nthreads)
         parts = workspace("gU_parts", nchunks * nk * CV * KV, dtype)
         gUout = np.zeros((g.npos, K, C), dtype=dtype)
     if need_x:
@@ -136,7 +138,8 @@ def backward(g, gy, x, U, kept, nthreads, need_x=True, need_U=True):
             gxcl = np.empty((N, D, H, W, C), dtype=dtype)
             gx = gxcl.transpose(0, 4, 1, 2, 3)
         else:
-            gxcl = workspace("gxcl", N * D * H * W * CV, dtype)
+            n = vol * CV
+            gxcl = workspace("gxcl", n, dtype) if n * item <= KEEP_COPY_BYTES else np.empty(n, dtype)
             gx = np.empty((N, C, D, H, W), dtype=dtype)
     _cpu.fused_backward(xgeom, gy, gs, KV, xcl, xcs, CV, Ut, pin, pout, gxcl, parts, nchunks, gUout, tb,
                         buf[off:], stride, nthreads)

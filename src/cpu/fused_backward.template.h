@@ -7,13 +7,17 @@
  * backward pass with the block's values in its private scratch, channels in
  * SIMD lanes (one vector holds VL channels of one voxel):
  *
- *   output adjoint    grad_y (any strides)                -> gM[i][t][KV]
+ *   output adjoint    grad_y (any strides)                -> gM[t][i][KV]
  *   grad_U  (if asked)
- *     input transform x (channels-last, CV channels)     -> V[i][t][CV]
- *     weight product  P_j[i][c][:] += V[i][t][c] gM[i][t][:]  (tiles in order)
+ *     input transform x (channels-last, CV channels)     -> V[t][i][CV]
+ *     weight product  P_j[i][c][:] += V[t][i][c] gM[t][i][:]  (tiles in order)
  *   grad_x  (if asked)
- *     data product    gV[i][t][:] = gM[i][t][:K] @ Ut[i]      ([K] x [K][CV])
+ *     data product    gV[t][i][:] = gM[t][i][:K] @ Ut[i]      ([K] x [K][CV])
  *     input adjoint   gV -> alpha^3 patch, added into grad_x (channels-last)
+ *
+ * Like the forward pass, the blocks are tile-major (position i of tile t at a
+ * fixed vector stride), so the transforms write and read them in place; gV
+ * takes V's place once the weight product has used V.
  *
  * Determinism for any thread count
  * --------------------------------
@@ -194,50 +198,46 @@ static void FN(fb_block)(const wino_geom *g, const wino_index *tiles, wino_index
                          const REAL *gy, const wino_index gs[5], wino_index K, wino_index KV,
                          const REAL *xcl, const wino_index xcs[4], wino_index C, wino_index CV,
                          const REAL *Ut, const PLAN *pin, const PLAN *pout, REAL *gxcl, REAL *part,
-                         VEC *patch, VEC *col, VEC *t1, VEC *t2, REAL *V, REAL *gM)
+                         VEC *patch, VEC *t1, VEC *t2, REAL *V, REAL *gM)
 {
     const int nk = pin->nk;
-    /* output adjoint: grad_y -> gM[i][r][KV] */
+    (void)tb;
+    const wino_index ldv = (wino_index)nk * CV, ldm = (wino_index)nk * KV;
+    /* output adjoint: grad_y -> gM[r][i][KV] */
     for (wino_index r = 0; r < nt; ++r) {
         wino_index n, o[3];
         wino_geom_tile_origin(g, tiles[r], &n, o);
         for (wino_index kg = 0; kg < KV / VL; ++kg) {
             FN(fb_gather_out)(g, gy, gs, n, o, kg, pout->n, patch);
-            FN(expandv)(pout, patch, col, t1, t2);
-            REAL *dst = gM + r * KV + kg * VL;
-            for (int i = 0; i < nk; ++i) memcpy(dst + (wino_index)i * tb * KV, col + i, sizeof(VEC));
+            FN(expandv_strided)(pout, patch, (VEC *)(gM + r * ldm + kg * VL), KV / VL, t1, t2);
         }
     }
     if (part) {
-        /* input transform: x -> V[i][r][CV] */
+        /* input transform: x -> V[r][i][CV] */
         for (wino_index r = 0; r < nt; ++r) {
             wino_index n, o[3];
             wino_geom_tile_origin(g, tiles[r], &n, o);
             for (wino_index cg = 0; cg < CV / VL; ++cg) {
                 FN(fused_gather)(g, xcl, xcs, n, o, cg, pin->a, patch);
-                FN(expandv)(pin, patch, col, t1, t2);
-                REAL *dst = V + r * CV + cg * VL;
-                for (int i = 0; i < nk; ++i) memcpy(dst + (wino_index)i * tb * CV, col + i, sizeof(VEC));
+                FN(expandv_strided)(pin, patch, (VEC *)(V + r * ldv + cg * VL), CV / VL, t1, t2);
             }
         }
         /* P[i] (C x KV) += V[i]^T (C x nt) @ gM[i] (nt x KV), tiles in order */
         for (int i = 0; i < nk; ++i)
-            FN(fb_gemm)(C, KV, nt, V + (wino_index)i * tb * CV, 1, CV, gM + (wino_index)i * tb * KV, KV,
+            FN(fb_gemm)(C, KV, nt, V + (wino_index)i * CV, 1, ldv, gM + (wino_index)i * KV, ldm,
                         part + (wino_index)i * CV * KV, KV, 1);
     }
     if (gxcl) {
         /* gV[i] (nt x CV) = gM[i] (nt x K) @ Ut[i] (K x CV), into V's space */
         for (int i = 0; i < nk; ++i)
-            FN(fb_gemm)(nt, CV, K, gM + (wino_index)i * tb * KV, KV, 1, Ut + (wino_index)i * KV * CV, CV,
-                        V + (wino_index)i * tb * CV, CV, 0);
+            FN(fb_gemm)(nt, CV, K, gM + (wino_index)i * KV, ldm, 1, Ut + (wino_index)i * KV * CV, CV,
+                        V + (wino_index)i * CV, ldv, 0);
         /* input adjoint, tiles in order */
         for (wino_index r = 0; r < nt; ++r) {
             wino_index n, o[3];
             wino_geom_tile_origin(g, tiles[r], &n, o);
             for (wino_index cg = 0; cg < CV / VL; ++cg) {
-                const REAL *src = V + r * CV + cg * VL;
-                for (int i = 0; i < nk; ++i) memcpy(col + i, src + (wino_index)i * tb * CV, sizeof(VEC));
-                FN(contractv)(pin, col, patch, t1, t2);
+                FN(contractv_strided)(pin, (const VEC *)(V + r * ldv + cg * VL), CV / VL, patch, t1, t2);
                 FN(fb_scatter_in)(g, gxcl, CV, n, o, cg, pin->a, patch);
             }
         }
@@ -287,7 +287,6 @@ int FN(wino_fused_backward)(const wino_geom *g, const REAL *gy, const wino_index
         VEC *patch = (VEC *)s;
         VEC *t1 = (VEC *)(s + sz[0]);
         VEC *t2 = (VEC *)(s + sz[0] + sz[1]);
-        VEC *col = (VEC *)(s + sz[0] + sz[1] + sz[2]);
         REAL *V = (REAL *)(s + sz[0] + sz[1] + sz[2] + sz[3]);
         REAL *gM = (REAL *)(s + sz[0] + sz[1] + sz[2] + sz[3] + sz[4]);
         wino_index tiles[WINO_FUSED_BACKWARD_TB_MAX];
@@ -314,14 +313,14 @@ int FN(wino_fused_backward)(const wino_geom *g, const REAL *gy, const wino_index
                         tiles[nt++] = row * nt2 + tw;
                         if (nt == tb) {
                             FN(fb_block)(g, tiles, nt, tb, gy, gs, K, KV, xcl, xcs, C, CV, Ut, pin, pout,
-                                         gxcl, part, patch, col, t1, t2, V, gM);
+                                         gxcl, part, patch, t1, t2, V, gM);
                             nt = 0;
                         }
                     }
                 }
                 if (nt)
                     FN(fb_block)(g, tiles, nt, tb, gy, gs, K, KV, xcl, xcs, C, CV, Ut, pin, pout, gxcl,
-                                 part, patch, col, t1, t2, V, gM);
+                                 part, patch, t1, t2, V, gM);
             }
         }
         if (parts) {
