@@ -121,7 +121,16 @@ _lock = threading.RLock()
 _memory: dict = {}  # entry key (str) -> (Decision, frozenset of candidate names)
 _warned: set = set()  # (path, cause, file state) already warned about
 _unwritable: set = set()  # cache directories found unwritable in this process
-_file_memo: dict = {}  # path -> ((mtime_ns, size), entries)
+_file_memo: dict = {}  # path -> ((mtime_ns, size, inode), entries)
+
+
+def _after_fork():  # a lock held by another thread at fork time stays held in the child
+    global _lock
+    _lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def enabled():
@@ -250,6 +259,8 @@ def _plain_key(key, name="key"):
     """``key`` as nested JSON lists of ints, floats, strs, bools and None."""
     if key is None or isinstance(key, (str, bool)):
         return key
+    if type(key).__name__ == "bool_":  # numpy.bool_
+        return bool(key)
     if isinstance(key, (tuple, list)):
         return [_plain_key(k, name) for k in key]
     if hasattr(key, "__index__"):  # int, numpy integers
