@@ -47,10 +47,11 @@ def throughput(args):
                     channels=args.channels, repeat=args.repeat, memory_limit=args.memory_limit)
             r.update(chunks=chunks, workers=workers, threads_per_worker=args.threads_per_worker)
             rows.append(r)
-    print(f"\n{'chunks':>7} {'workers':>7} {'dask Mvox/s':>12} {'in-memory Mvox/s':>17} {'ratio':>6}")
+    print(f"\n{'chunks':>7} {'workers':>7} {'dask Mvox/s':>12} {'in-memory Mvox/s':>17} {'ratio':>6} "
+          f"{'pair ratio':>10}")
     for r in rows:
         print(f"{r['chunks']:>7} {r['workers']:>7} {r['voxels'] / r['dask_s'] / 1e6:>12.3f} "
-              f"{r['voxels'] / r['memory_s'] / 1e6:>17.3f} {r['ratio']:>6.2f}")
+              f"{r['voxels'] / r['memory_s'] / 1e6:>17.3f} {r['ratio']:>6.2f} {r['pair_ratio']:>10.2f}")
     return rows
 
 
