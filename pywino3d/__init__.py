@@ -15,6 +15,7 @@ column_importance, select_columns, select_columns_global, cubic_density
                             column pruning (pywino3d.pruning)
 prune_columns, refit_columns one-shot transform-aware pruning with least-squares refit
 pywino3d.torch              nn.Module layers (optional extra "torch")
+pywino3d.autotune           measured algorithm choice with an on-disk cache
 """
 from ._api import (
     conv3d,
@@ -37,6 +38,7 @@ from .pruning import (
     select_columns_global,
 )
 from . import testing  # noqa: E402  (public test helpers)
+from . import autotune  # noqa: E402  (measured algorithm choice)
 
 __version__ = "0.1.0"
 
@@ -49,6 +51,7 @@ __all__ = [
     "winograd_matrices",
     "show_versions",
     "testing",
+    "autotune",
     "available_backends",
     "get_backend",
     "set_backend",
