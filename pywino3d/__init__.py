@@ -13,7 +13,9 @@ use_backend / set_backend   choose "cpu", "cuda" or "auto" at runtime
 LowRankWinograd             U = P @ Q (+ U0) low-rank Winograd weights
 column_importance, select_columns, select_columns_global, cubic_density
                             column pruning (pywino3d.pruning)
+prune_columns, refit_columns one-shot transform-aware pruning with least-squares refit
 pywino3d.torch              nn.Module layers (optional extra "torch")
+pywino3d.autotune           measured algorithm choice with an on-disk cache
 """
 from ._api import (
     conv3d,
@@ -30,10 +32,13 @@ from .pruning import (
     column_importance,
     cubic_density,
     magnitude_mask,
+    prune_columns,
+    refit_columns,
     select_columns,
     select_columns_global,
 )
 from . import testing  # noqa: E402  (public test helpers)
+from . import autotune  # noqa: E402  (measured algorithm choice)
 
 __version__ = "0.1.0"
 
@@ -46,6 +51,7 @@ __all__ = [
     "winograd_matrices",
     "show_versions",
     "testing",
+    "autotune",
     "available_backends",
     "get_backend",
     "set_backend",
@@ -56,4 +62,6 @@ __all__ = [
     "select_columns_global",
     "cubic_density",
     "magnitude_mask",
+    "prune_columns",
+    "refit_columns",
 ]
