@@ -204,6 +204,22 @@ def interleaved_conv_times(models, x, *, rounds=10, seed=0):
     return times
 
 
+def conv_time(model, x, repeat=5):
+    """Median time of the Winograd conv layers of ``model`` on the clips ``x`` (one model alone).
+
+    To compare models, prefer :func:`interleaved_conv_times`.
+
+    Examples
+    --------
+    >>> from pywino3d.experiments.data import moving_digits
+    >>> from pywino3d.experiments.models import make_model
+    >>> from pywino3d.experiments.training import conv_time
+    >>> conv_time(make_model("vanilla"), moving_digits(2)[0], repeat=1) > 0
+    True
+    """
+    return float(np.median(interleaved_conv_times({"model": model}, x, rounds=repeat)["model"]))
+
+
 PRUNE_METHODS = ("lowrank-column", "column", "unstructured", "dense")
 
 
