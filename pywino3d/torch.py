@@ -286,3 +286,6 @@ def convert_model(model, tile=2, rank=None, mode="factor"):
         else:
             convert_model(child, tile=tile, rank=rank, mode=mode)
     return model
+
+
+from ._torch_pruning import prune_model  # noqa: F401,E402
