@@ -191,6 +191,11 @@ def forward(g, x, U, bias, kept, nthreads):
     """y = Winograd convolution of x with U at the kept positions (a
     non-empty problem with at least one kept position and channel; the
     trivial ones are answered in ``_api._forward``)."""
+    if g.tile == (1, 1, 1):  # the direct algorithm: its own kernel where faster (_cpu_direct.py)
+        from . import _cpu_direct
+
+        if _cpu_direct.prefer(g):
+            return _cpu_direct.forward(g, x, U, bias, kept, nthreads)
     dtype = x.dtype
     K, C = g.K, g.C
     y = np.empty((g.N, K, *g.out), dtype=dtype)
