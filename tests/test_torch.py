@@ -73,7 +73,7 @@ def test_convert_model_preserves_outputs(rank):
     )
     x = torch.randn(1, 3, 13, 13, 13)
     ref = m(x)
-    convert_model(m, tile=2, rank=rank)
+    convert_model(m, weights="winograd" if rank is None else "lowrank", tile=2, rank=rank)
     kinds = [type(mod).__name__ for mod in m.modules()]
     want = "WinogradConv3d" if rank is None else "LowRankWinogradConv3d"
     assert kinds.count(want) == 2 and kinds.count("Conv3d") == 2
