@@ -14,6 +14,7 @@ LowRankWinograd             U = P @ Q (+ U0) low-rank Winograd weights
 column_importance, select_columns, select_columns_global, cubic_density
                             column pruning (pywino3d.pruning)
 pywino3d.torch              nn.Module layers (optional extra "torch")
+pywino3d.autotune           measured algorithm choice with an on-disk cache
 """
 from ._api import (
     conv3d,
@@ -34,6 +35,7 @@ from .pruning import (
     select_columns_global,
 )
 from . import testing  # noqa: E402  (public test helpers)
+from . import autotune  # noqa: E402  (measured algorithm choice)
 
 __version__ = "0.1.0"
 
@@ -46,6 +48,7 @@ __all__ = [
     "winograd_matrices",
     "show_versions",
     "testing",
+    "autotune",
     "available_backends",
     "get_backend",
     "set_backend",

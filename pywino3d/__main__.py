@@ -71,7 +71,7 @@ def main(argv=None):
     if argv is None:
         argv = sys.argv[1:]
     if argv and argv[0] == "experiment":
-        from pywino3d.experiment import main as experiment_main
+        from pywino3d.experiments.cli import main as experiment_main
 
         return experiment_main(argv[1:])
     args = parser.parse_args(argv)

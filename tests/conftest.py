@@ -1,4 +1,7 @@
+import atexit
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -10,6 +13,13 @@ settings.register_profile("dev", max_examples=50, **_common)
 settings.register_profile("ci", max_examples=100, derandomize=True, database=None,
                           print_blob=True, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+# The autotune cache goes to a temporary directory for the whole session (and
+# its subprocesses), never to the user's ~/.cache.  Tuning stays on, as users
+# get it; tests that need bit-identical results pass explicit tiles.
+_AUTOTUNE_DIR = tempfile.mkdtemp(prefix="pywino3d-autotune-")
+os.environ["PYWINO3D_CACHE_DIR"] = _AUTOTUNE_DIR
+atexit.register(shutil.rmtree, _AUTOTUNE_DIR, True)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
-from pywino3d import experiment  # noqa: E402
+from pywino3d.experiments import data as experiment, reproduction  # noqa: E402
 
 
 def test_data_is_deterministic():
@@ -29,9 +29,18 @@ def test_label_needs_the_time_axis():
 
 
 def test_smoke_run(tmp_path):
-    res = experiment.run(quick=True, out_md=str(tmp_path / "e.md"), out_png=str(tmp_path / "e.png"))
+    res = reproduction.run(quick=True, out_md=str(tmp_path / "e.md"), out_png=str(tmp_path / "e.png"))
     assert {r["kind"] for r in res["train"]} == {"spatial", "vanilla", "lowrank", "residual"}
     assert all(0.0 <= r["acc"] <= 1.0 for r in res["train"] + res["prune"])
     assert {r["method"] for r in res["prune"]} == {"lowrank-column", "column", "unstructured"}
     assert (tmp_path / "e.md").read_text().startswith("# Experiment")
     assert (tmp_path / "e.png").stat().st_size > 1000
+
+
+def test_not_imported_by_the_library():
+    import subprocess
+    import sys
+
+    code = "import sys, pywino3d, pywino3d.torch; print(any(m.startswith('pywino3d.experiments') for m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"

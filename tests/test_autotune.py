@@ -1,0 +1,352 @@
+"""pywino3d.autotune: measured choice, memory and disk cache, and its failure modes."""
+import doctest
+import json
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+from pywino3d import autotune
+from pywino3d.autotune import AutotuneCacheWarning, Decision
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache(tmp_path, monkeypatch):
+    """Each test: tuning on, its own cache directory, empty memory cache."""
+    monkeypatch.setenv("PYWINO3D_AUTOTUNE", "1")
+    monkeypatch.setenv("PYWINO3D_CACHE_DIR", str(tmp_path / "cache"))
+    autotune.clear()
+    yield tmp_path / "cache"
+    autotune.clear()
+
+
+#: Sleep times far enough apart that a loaded machine cannot swap them.
+FAST, SLOW = 0.001, 0.030
+
+
+def sleeper(seconds, calls=None, name=None):
+    def run():
+        if calls is not None:
+            calls.append(name)
+        time.sleep(seconds)
+    return run
+
+
+def sleepers(times, calls=None):
+    return {n: sleeper(t, calls, n) for n, t in times.items()}
+
+
+def entries_on_disk():
+    doc = json.loads(autotune.cache_path().read_text())
+    return doc["entries"]
+
+
+def test_docstring_examples():
+    res = doctest.testmod(autotune, optionflags=doctest.ELLIPSIS)
+    assert res.attempted > 0 and res.failed == 0
+
+
+# ------------------------------------------------------------ the choice
+def test_fastest_of_controlled_sleeps_wins():
+    d = autotune.choose("t.sleep", (1, 2), sleepers({"slow": 0.060, "fast": 0.004, "mid": 0.025}),
+                        dtype="float32", threads=1)
+    assert isinstance(d, Decision) and d.best == "fast" and not d.cached
+    assert set(d.times) == {"slow", "fast", "mid"}
+    assert d.times["fast"] < d.times["mid"] < d.times["slow"]
+    assert d.times["slow"] >= 0.060
+
+
+def test_warm_up_interleaving_and_early_stop(monkeypatch):
+    monkeypatch.setattr(autotune, "SLOWER_FACTOR", 3.0)  # a and c (equal) never separate
+    calls = []
+    autotune.choose("t.order", (1,), sleepers({"a": 0.008, "b": 0.080, "c": 0.008}, calls),
+                    dtype="float32", threads=1, rounds=5)
+    # warm-up a b c, round 1 a b c, round 2 c b a; then b (10x slower) stops
+    assert calls[:9] == ["a", "b", "c", "a", "b", "c", "c", "b", "a"]
+    assert calls.count("b") == 3
+    assert calls.count("a") == calls.count("c") == 6  # 1 warm-up + 5 rounds
+
+
+def test_time_budget_bounds_the_decision(monkeypatch):
+    monkeypatch.setattr(autotune, "TIME_BUDGET", 0.2)
+    t0 = time.perf_counter()
+    d = autotune.choose("t.budget", (1,), sleepers({"a": 0.05, "b": 0.06}), dtype="float32",
+                        threads=1, rounds=50)
+    assert time.perf_counter() - t0 < 0.2 + 0.12  # warm-ups + 1 round minimum fit, then stop
+    assert d.best in ("a", "b")
+
+
+def test_single_candidate_is_not_timed():
+    calls = []
+    d = autotune.choose("t.one", (1,), sleepers({"only": 0.0}, calls), dtype="float32", threads=1)
+    assert d == Decision(best="only", times={}, cached=False)
+    assert calls == []
+
+
+def test_memory_error_candidates_are_dropped_others_propagate():
+    def oom():
+        raise MemoryError("no room")
+
+    d = autotune.choose("t.oom", (1,), {"big": oom, "ok": sleeper(0.001)}, dtype="float32", threads=1)
+    assert d.best == "ok" and "big" not in d.times
+    with pytest.raises(MemoryError, match="every candidate"):
+        autotune.choose("t.oom2", (1,), {"a": oom, "b": oom}, dtype="float32", threads=1)
+
+    def bad():
+        raise ValueError("broken candidate")
+
+    with pytest.raises(ValueError, match="broken candidate"):
+        autotune.choose("t.bad", (1,), {"a": bad, "b": sleeper(0)}, dtype="float32", threads=1)
+    assert autotune.lookup("t.bad", (1,), dtype="float32", threads=1) is None
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(candidates={}), ValueError, "candidates"),
+    (dict(candidates={"a": 1, "b": 2}), TypeError, "candidates"),
+    (dict(threads=0), ValueError, "threads"),
+    (dict(rounds=0), ValueError, "rounds"),
+    (dict(key=(1, object())), TypeError, "key"),
+    (dict(op=""), TypeError, "op"),
+])
+def test_bad_arguments_name_the_argument(kwargs, exc, match):
+    args = dict(op="t.args", key=(1,), candidates={"a": sleeper(0), "b": sleeper(0)}, dtype="float32",
+                threads=1)
+    args.update(kwargs)
+    op, key, cands = args.pop("op"), args.pop("key"), args.pop("candidates")
+    with pytest.raises(exc, match=match):
+        autotune.choose(op, key, cands, **args)
+
+
+# --------------------------------------------------------------- caching
+def test_memory_cache_returns_without_timing():
+    calls = []
+    d1 = autotune.choose("t.mem", (3,), sleepers({"a": SLOW, "b": FAST}, calls), dtype="float32", threads=2)
+    n = len(calls)
+    d2 = autotune.choose("t.mem", (3,), sleepers({"a": SLOW, "b": FAST}, calls), dtype="float32", threads=2)
+    assert len(calls) == n and d2.cached and d2.best == d1.best == "b" and d2.times == d1.times
+
+
+def test_disk_cache_survives_the_memory_cache():
+    d1 = autotune.choose("t.disk", (4, "x", None), sleepers({"a": FAST, "b": SLOW}), dtype=np.float64,
+                         threads=3)
+    assert autotune.cache_path().exists()
+    autotune.clear(memory=True)
+    calls = []
+    d2 = autotune.choose("t.disk", (4, "x", None), sleepers({"a": FAST, "b": SLOW}, calls),
+                         dtype="float64", threads=3)
+    assert calls == [] and d2.cached and d2.best == d1.best == "a"
+    assert d2.times == pytest.approx(d1.times)
+    autotune.clear(memory=True, disk=True)
+    assert not autotune.cache_path().exists()
+    assert autotune.lookup("t.disk", (4, "x", None), dtype="float64", threads=3) is None
+
+
+def test_changed_candidate_set_is_timed_again():
+    autotune.choose("t.set", (1,), sleepers({"a": FAST, "b": SLOW}), dtype="float32", threads=1)
+    calls = []
+    d = autotune.choose("t.set", (1,), sleepers({"a": 2 * SLOW, "b": SLOW, "c": FAST}, calls),
+                        dtype="float32", threads=1)
+    assert calls and d.best == "c" and not d.cached
+
+
+@pytest.mark.parametrize("change", ["cpu", "threads", "version", "dtype", "op", "key"])
+def test_key_includes_machine_threads_version_dtype(monkeypatch, change):
+    args = dict(op="t.fp", key=(8, 8), dtype="float32", threads=2)
+    autotune.choose(args["op"], args["key"], sleepers({"a": FAST, "b": SLOW}), dtype=args["dtype"],
+                    threads=args["threads"])
+    assert autotune.lookup(**args) is not None
+    autotune.clear(memory=True)  # the disk entry must not match either
+    if change == "cpu":
+        monkeypatch.setattr(autotune, "_cpu_model", lambda: "Some Other CPU 9000")
+    elif change == "version":
+        monkeypatch.setattr(autotune, "_version", lambda: "99.0")
+    else:
+        args[change] = {"threads": 3, "dtype": "float64", "op": "t.fp2", "key": (8, 9)}[change]
+    assert autotune.lookup(**args) is None
+    entry = next(iter(entries_on_disk().values()))
+    assert {"cpu", "threads", "version", "dtype"} <= set(entry)
+
+
+def test_dtype_spellings_share_an_entry():
+    torch = pytest.importorskip("torch")
+    autotune.choose("t.dt", (1,), sleepers({"a": FAST, "b": SLOW}), dtype=torch.float32, threads=1)
+    assert autotune.lookup("t.dt", (1,), dtype=np.float32, threads=1) is not None
+    assert autotune.lookup("t.dt", (1,), dtype="float32", threads=1) is not None
+    assert autotune.lookup("t.dt", (1,), dtype=torch.float64, threads=1) is None
+
+
+def test_disabled_times_nothing_and_touches_no_file(monkeypatch, fresh_cache):
+    autotune.choose("t.off", (1,), sleepers({"a": FAST, "b": SLOW}), dtype="float32", threads=1)
+    autotune.clear(memory=True)
+    monkeypatch.setenv("PYWINO3D_AUTOTUNE", "0")
+    assert not autotune.enabled()
+    opened = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
+    calls = []
+    assert autotune.choose("t.off", (1,), sleepers({"a": 0.0, "b": 0.0}, calls), dtype="float32",
+                           threads=1) is None
+    assert autotune.lookup("t.off", (1,), dtype="float32", threads=1) is None
+    assert calls == [] and opened == []
+
+
+# ------------------------------------------------------- a damaged file
+DAMAGED = {
+    "corrupted": b"\x00\xff garbage {{{",
+    "truncated": None,  # the first half of a valid file
+    "foreign-format": json.dumps({"library": "pywino3d", "format": 999, "entries": {}}).encode(),
+    "not-ours": json.dumps({"some": "other tool"}).encode(),
+    "entries-not-a-table": json.dumps({"library": "pywino3d", "format": 1, "entries": [1, 2]}).encode(),
+}
+
+
+@pytest.mark.parametrize("kind", list(DAMAGED))
+def test_damaged_file_warns_once_and_is_rewritten(kind):
+    path = autotune.cache_path()
+    autotune.choose("t.dmg", (0,), sleepers({"a": FAST, "b": SLOW}), dtype="float32", threads=1)
+    good = path.read_bytes()
+    path.write_bytes(DAMAGED[kind] if DAMAGED[kind] is not None else good[: len(good) // 2])
+    autotune.clear(memory=True)
+    with pytest.warns(AutotuneCacheWarning) as rec:
+        assert autotune.lookup("t.dmg", (0,), dtype="float32", threads=1) is None
+        autotune.choose("t.dmg", (1,), sleepers({"a": FAST, "b": SLOW}), dtype="float32", threads=1)
+        autotune.choose("t.dmg", (2,), sleepers({"a": SLOW, "b": FAST}), dtype="float32", threads=1)
+    assert len([w for w in rec if issubclass(w.category, AutotuneCacheWarning)]) == 1
+    assert "ignoring it" in str(rec[0].message)
+    entries = entries_on_disk()  # valid again, with the two new entries
+    assert sorted(e["key"] for e in entries.values()) == [[1], [2]]
+    autotune.clear(memory=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert autotune.lookup("t.dmg", (2,), dtype="float32", threads=1).best == "b"
+
+
+def test_entry_of_another_version_in_the_file_is_not_used(monkeypatch):
+    autotune.choose("t.ver", (0,), sleepers({"a": FAST, "b": SLOW}), dtype="float32", threads=1)
+    doc = json.loads(autotune.cache_path().read_text())
+    (k, e), = doc["entries"].items()
+    doc["entries"] = {k.replace(e["version"], "0.0.0-other"): {**e, "version": "0.0.0-other"}}
+    autotune.cache_path().write_text(json.dumps(doc))
+    autotune.clear(memory=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a valid file with foreign entries is no warning
+        assert autotune.lookup("t.ver", (0,), dtype="float32", threads=1) is None
+        autotune.choose("t.ver", (0,), sleepers({"a": FAST, "b": SLOW}), dtype="float32", threads=1)
+    assert len(entries_on_disk()) == 2  # the other version's entry is kept for that version
+
+
+# ----------------------------------------------------- several processes
+def _tune_many(args):
+    cache_dir, worker, n = args
+    import os
+
+    os.environ["PYWINO3D_CACHE_DIR"] = cache_dir
+    os.environ["PYWINO3D_AUTOTUNE"] = "1"
+    from pywino3d import autotune as at
+
+    for i in range(n):
+        at.choose("t.race", (worker, i), {"a": lambda: None, "b": lambda: None}, dtype="float32",
+                  threads=1, rounds=1)
+    return worker
+
+
+def test_processes_racing_keep_every_entry_and_valid_json(fresh_cache):
+    import multiprocessing as mp
+
+    nproc, n = 4, 20
+    ctx = mp.get_context("spawn" if "forkserver" not in mp.get_all_start_methods() else "forkserver")
+    with ctx.Pool(nproc) as pool:
+        assert sorted(pool.map(_tune_many, [(str(fresh_cache), w, n) for w in range(nproc)])) == \
+            list(range(nproc))
+    keys = sorted(tuple(e["key"]) for e in entries_on_disk().values())
+    assert keys == [(w, i) for w in range(nproc) for i in range(n)]
+    assert not list(fresh_cache.glob(".autotune-*.tmp"))  # no temporary file left behind
+
+
+# -------------------------------------------------------- unwritable dir
+def test_failed_rename_keeps_memory_cache_and_warns_once(monkeypatch, fresh_cache):
+    def deny(src, dst):
+        raise PermissionError(13, "Permission denied", str(dst))
+
+    monkeypatch.setattr(autotune.os, "replace", deny)
+    with pytest.warns(AutotuneCacheWarning, match="not writable") as rec:
+        d1 = autotune.choose("t.ro", (1,), sleepers({"a": FAST, "b": SLOW}), dtype="float32", threads=1)
+        d2 = autotune.choose("t.ro", (2,), sleepers({"a": SLOW, "b": FAST}), dtype="float32", threads=1)
+    assert len(rec) == 1 and (d1.best, d2.best) == ("a", "b")
+    assert not autotune.cache_path().exists()
+    assert not list(fresh_cache.glob(".autotune-*.tmp"))  # the temporary file was removed
+    calls = []
+    assert autotune.choose("t.ro", (1,), sleepers({"a": FAST, "b": SLOW}, calls), dtype="float32",
+                           threads=1).cached and calls == []
+
+
+def test_read_only_directory_really(fresh_cache):
+    import os
+    import stat
+
+    autotune.choose("t.chmod", (1,), sleepers({"a": FAST, "b": SLOW}), dtype="float32", threads=1)
+    before = autotune.cache_path().read_bytes()
+    autotune.clear(memory=True)
+    fresh_cache.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        probe = fresh_cache / "probe"
+        try:
+            probe.write_text("x")
+            writable = True  # root ignores the mode bits
+            probe.unlink()
+        except PermissionError:
+            writable = False
+        # the existing entry is still read from the read-only directory
+        assert autotune.lookup("t.chmod", (1,), dtype="float32", threads=1).best == "a"
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            d = autotune.choose("t.chmod", (2,), sleepers({"a": SLOW, "b": FAST}), dtype="float32", threads=1)
+        assert d.best == "b"
+        cache_warnings = [w for w in rec if issubclass(w.category, AutotuneCacheWarning)]
+        if writable:  # effective behaviour: the entry was written, no warning
+            assert not cache_warnings and len(entries_on_disk()) == 2
+        else:  # memory only, one warning, file untouched
+            assert len(cache_warnings) == 1 and autotune.cache_path().read_bytes() == before
+        assert autotune.lookup("t.chmod", (2,), dtype="float32", threads=1).best == "b"
+    finally:
+        fresh_cache.chmod(stat.S_IRWXU)
+        os.sync() if hasattr(os, "sync") else None
+
+
+# ---------------------------------------------------------------- Ctrl-C
+@pytest.mark.parametrize("when", [0, 1, 3])  # in the warm-up, the first round, a later round
+def test_keyboard_interrupt_leaves_no_entry(when, monkeypatch):
+    monkeypatch.setattr(autotune, "SLOWER_FACTOR", 1e9)  # both candidates run every round
+    autotune.choose("t.other", (0,), sleepers({"a": FAST, "b": SLOW}), dtype="float32", threads=1)
+    before = autotune.cache_path().read_bytes()
+    count = []
+
+    def interrupted():
+        count.append(1)
+        if len(count) > when:
+            raise KeyboardInterrupt
+        time.sleep(FAST)
+
+    with pytest.raises(KeyboardInterrupt):
+        autotune.choose("t.int", (1,), {"a": sleeper(FAST), "b": interrupted}, dtype="float32", threads=1)
+    assert autotune.lookup("t.int", (1,), dtype="float32", threads=1) is None
+    assert autotune.cache_path().read_bytes() == before
+    autotune.clear(memory=True)
+    assert autotune.lookup("t.int", (1,), dtype="float32", threads=1) is None
+    assert not list(autotune.cache_path().parent.glob(".autotune-*.tmp"))
+
+
+def test_keyboard_interrupt_while_writing_leaves_old_file(monkeypatch):
+    autotune.choose("t.other", (0,), sleepers({"a": FAST, "b": SLOW}), dtype="float32", threads=1)
+    before = autotune.cache_path().read_bytes()
+
+    def interrupt(fd):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as mp, pytest.raises(KeyboardInterrupt):
+        mp.setattr(autotune.os, "fsync", interrupt)
+        autotune.choose("t.int2", (1,), sleepers({"a": FAST, "b": SLOW}), dtype="float32", threads=1)
+    assert autotune.cache_path().read_bytes() == before
+    assert not list(autotune.cache_path().parent.glob(".autotune-*.tmp"))
+    assert autotune.lookup("t.int2", (1,), dtype="float32", threads=1) is None
