@@ -120,11 +120,13 @@ def _traced_plan(x_shape, K, ksize, pads, dtype_name, device_type, channels_last
 _traced_plan._dynamo_marked_constant = True
 
 
-def _plan(x, weight, bias, pads, tile):
-    """(Plan, whether gradients are needed) for an eligible problem (x is
-    5-D, padding already applied for non-zero padding modes)."""
-    grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                        or (bias is not None and bias.requires_grad))
+def _plan(x, weight, bias, pads, tile, training=True):
+    """(Plan, whether it is tuned for training) for an eligible problem (x is
+    5-D, padding already applied for non-zero padding modes).  Training
+    (forward + backward timed) means: gradients are needed and the module is
+    in training mode; otherwise the forward pass alone is timed."""
+    grad = training and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                                     or (bias is not None and bias.requires_grad))
     cl = x.dim() == 5 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d)
     shape, K, ks = tuple(int(s) for s in x.shape), int(weight.shape[0]), tuple(int(r) for r in weight.shape[2:])
     if _tracing():
@@ -320,7 +322,7 @@ class Conv3d(nn.Conv3d):
             return super().forward(input)
         if self.padding_mode != "zeros":
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-        p, grad = _plan(x, self.weight, self.bias, pads, self.tile)
+        p, grad = _plan(x, self.weight, self.bias, pads, self.tile, self.training)
         if not _tracing():
             self.plans[(tuple(x.shape), "train" if grad else "eval")] = p
         if p.algo == TORCH:
@@ -590,20 +592,21 @@ def _describe(x):
 
 
 def _run_example(model, example_inputs):
-    """One forward pass in eval mode without gradients (BatchNorm statistics
-    and the like are left untouched); returns {layer: input shape}."""
+    """One forward pass of the unconverted model in eval mode without
+    gradients (BatchNorm statistics and the like are left untouched);
+    returns {layer name: (input shape, dtype, device, channels_last)}.
+    Bad example inputs fail here, before anything is converted."""
     shapes, hooks = {}, []
     for name, m in model.named_modules():
-        if isinstance(m, Conv3d):
+        if isinstance(m, nn.Conv3d):
             hooks.append(m.register_forward_pre_hook(
-                lambda mod, args, name=name: shapes.setdefault(name, _describe(args[0]))))
+                lambda mod, args, name=name: shapes.setdefault(name, _describe(args[0])) and None))
     was = {m: m.training for m in model.modules()}
     plans_before = {m: dict(m.plans) for m in model.modules() if isinstance(m, Conv3d)}
-    inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     try:
         model.eval()
         with torch.no_grad(), plan_mod.recording():
-            model(*inputs)
+            model(*example_inputs)
     finally:
         for h in hooks:
             h.remove()
@@ -618,7 +621,7 @@ def _tune(model, shapes):
     from tqdm.auto import tqdm
 
     layers = dict(model.named_modules())
-    todo = list(shapes.items())
+    todo = [(name, d) for name, d in shapes.items() if isinstance(layers.get(name), Conv3d)]
     train = model.training
     with tqdm(todo, desc="pywino3d: tuning layers", unit="layer", delay=1.0, leave=False) as bar:
         for name, (shape, dtype, device, cl) in bar:
@@ -707,16 +710,18 @@ def convert_model(model, *, example_inputs=None, weights="spatial", tile="auto",
             raise ValueError(f"mode: expected 'factor' or 'residual', got {mode!r}")
     elif rank is not None:
         raise ValueError(f"rank: only used with weights='lowrank', got rank={rank!r} with weights={weights!r}")
-    if example_inputs is not None:
-        items = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-        if not all(isinstance(t, torch.Tensor) for t in items):
-            raise TypeError("example_inputs: expected a tensor or a tuple of tensors")
     if type(model) is nn.Conv3d:
         raise TypeError("model: is a bare nn.Conv3d, which cannot be replaced in place; use "
                         "pywino3d.torch.Conv3d.from_conv3d(conv) or wrap it in a module")
-    _replace(model, weights, tile, rank, mode)
+    shapes = None
     if example_inputs is not None:
-        _tune(model, _run_example(model, example_inputs))
+        items = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+        if not items or not all(isinstance(t, torch.Tensor) for t in items):
+            raise TypeError("example_inputs: expected a tensor or a tuple of tensors")
+        shapes = _run_example(model, items)
+    _replace(model, weights, tile, rank, mode)
+    if shapes is not None:
+        _tune(model, shapes)
     return model
 
 
@@ -756,10 +761,10 @@ def conversion_summary(model):
     >>> from pywino3d.torch import convert_model, conversion_summary
     >>> net = convert_model(torch.nn.Sequential(torch.nn.Conv3d(2, 4, 3, stride=2)))
     >>> _ = net(torch.randn(1, 2, 6, 6, 6))
-    >>> print(conversion_summary(net))  # doctest: +NORMALIZE_WHITESPACE
-    layer  input shape       mode  choice           ms  torch ms  speed-up
-    -----  ----------------  ----  ---------------  --  --------  --------
-    0      (1, 2, 6, 6, 6)   -     torch (stride)
+    >>> print(conversion_summary(net))
+    layer  input shape      mode  choice          ms  torch ms  speed-up
+    -----  ---------------  ----  --------------  --  --------  --------
+    0      (1, 2, 6, 6, 6)  -     torch (stride)
     """
     rows = ConversionSummary()
     for name, m in model.named_modules():
