@@ -13,6 +13,7 @@ use_backend / set_backend   choose "cpu", "cuda" or "auto" at runtime
 LowRankWinograd             U = P @ Q (+ U0) low-rank Winograd weights
 column_importance, select_columns, select_columns_global, cubic_density
                             column pruning (pywino3d.pruning)
+prune_columns, refit_columns one-shot transform-aware pruning with least-squares refit
 pywino3d.torch              nn.Module layers (optional extra "torch")
 pywino3d.autotune           measured algorithm choice with an on-disk cache
 """
@@ -31,6 +32,8 @@ from .pruning import (
     column_importance,
     cubic_density,
     magnitude_mask,
+    prune_columns,
+    refit_columns,
     select_columns,
     select_columns_global,
 )
@@ -59,4 +62,6 @@ __all__ = [
     "select_columns_global",
     "cubic_density",
     "magnitude_mask",
+    "prune_columns",
+    "refit_columns",
 ]

@@ -4,6 +4,16 @@ A *column* is one Winograd tile position p: the slice U[p] of all channel
 pairs.  Pruning a column removes position p from the input transform, the
 product and the output transform (``columns=`` of the kernels), so the work
 shrinks with the density -- unlike unstructured zeros inside U.
+
+Transform-aware pruning (``method="output"``, ``"obs"``, :func:`prune_columns`,
+:func:`refit_columns`, :func:`operator_error`) measures a position by what it
+contributes to the output.  Per tile and channel pair (k, c) the layer applies
+the operator ``M = A^T diag(U[:, k, c]) B^T = sum_p U[p, k, c] a_p b_p^T``
+(``a_p``: column p of ``A^T``, ``b_p``: row p of ``B^T``, both Kronecker
+products of the per-axis matrices).  ``||M||_F`` summed over the channel pairs
+is the expected output error for white-noise input; its Gram matrix
+``Kg[p, q] = (a_p . a_q)(b_p . b_q)`` is the Kronecker product of three small
+per-axis Gram matrices.  ``docs/lowrank.md`` has the derivation.
 """
 from __future__ import annotations
 
@@ -11,29 +21,44 @@ import math
 
 import numpy as np
 
+from functools import lru_cache
+
+from ._geometry import parse_kernel_size, parse_tile
+from ._transforms import winograd_matrices
 from .lowrank import LowRankWinograd
 
 __all__ = ["column_importance", "select_columns", "select_columns_global", "cubic_density",
-           "magnitude_mask"]
+           "magnitude_mask", "prune_columns", "refit_columns", "operator_error"]
 
-METHODS = ("l1", "l2", "taylor")
+METHODS = ("l1", "l2", "taylor", "output")
+#: Column choices of :func:`prune_columns`.
+PRUNE_METHODS = ("l1", "l2", "output", "obs")
 
 
 def _to_host(a):
     return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
 
 
-def column_importance(U, method="l2", *, grad=None):
+def column_importance(U, method="l2", *, grad=None, kernel_size=None, tile=None):
     """One importance score per Winograd position.
 
     Parameters
     ----------
     U : array (positions, C_out, C_in) or LowRankWinograd
-    method : {"l1", "l2", "taylor"}
+    method : {"l1", "l2", "taylor", "output"}
         ``"l1"``/``"l2"``: norm of the composed column U[p];
         ``"taylor"``: ``|sum(U[p] * grad[p])|``, the first-order change of the
-        loss when the column is removed (needs ``grad``, dL/dU).  For
-        low-rank weights ``"l2"`` is computed from the factors.
+        loss when the column is removed (needs ``grad``, dL/dU);
+        ``"output"``: ``||U[p]||_F ||a_p|| ||b_p||``, the Frobenius norm of
+        what position p contributes to the per-tile operators
+        ``A^T diag(U) B^T`` of all channel pairs -- the expected output error
+        of removing p alone for white-noise input (needs ``kernel_size`` and
+        ``tile``; a LowRankWinograd brings its own).  For low-rank weights
+        ``"l2"`` (and the norm inside ``"output"``) is computed from the factors.
+    grad : array, optional
+        dL/dU for ``"taylor"``.
+    kernel_size, tile : int or tuple of 3 ints, optional
+        The transform of ``U``, for ``"output"``.
 
     Returns
     -------
@@ -45,11 +70,20 @@ def column_importance(U, method="l2", *, grad=None):
     >>> U = np.zeros((8, 2, 2)); U[3] = 1.0
     >>> float(pywino3d.column_importance(U, "l1")[3])
     4.0
+    >>> U = pywino3d.filter_transform(np.ones((1, 1, 3, 3, 3)), 4)
+    >>> out = pywino3d.column_importance(U, "output", kernel_size=3, tile=4)
+    >>> mag = pywino3d.column_importance(U, "l2")
+    >>> int(np.argmax(mag)), int(np.argmax(out))  # the largest U[p] is not what matters most
+    (215, 129)
     """
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     if method == "taylor" and grad is None:
         raise ValueError("grad: the 'taylor' score needs grad (dL/dU, same shape as U)")
+    if method == "output":
+        U, ks, tl = _weights_and_transform(U, kernel_size, tile)
+        norms = column_importance(U, "l2")
+        return norms * np.sqrt(np.diag(tile_operator_gram(ks, tl)))
     if isinstance(U, LowRankWinograd):
         if method in ("l1", "l2"):
             return _to_host(U.column_norms(1 if method == "l1" else 2)).astype(np.float64)
@@ -177,3 +211,325 @@ def magnitude_mask(U, density):
     k = max(1, math.ceil(density * a.size - 1e-9))
     thresh = np.partition(a, a.size - k)[a.size - k]
     return (np.abs(_to_host(U)) >= thresh)
+
+
+# ---------------------------------------------------------------- transform-aware pruning
+@lru_cache(maxsize=None)
+def _axis_gram(m, r):
+    """Kg for one axis: ``(AT^T AT) * (BT BT^T)``, entry (i, j) = (a_i . a_j)(b_i . b_j)."""
+    AT, _, BT = winograd_matrices(m, r)
+    return (AT.T @ AT) * (BT @ BT.T)
+
+
+def _kron3(mats):
+    out = np.ones((1, 1))
+    for m in mats:
+        out = np.kron(out, m)
+    return out
+
+
+def tile_operator_gram(kernel_size, tile):
+    """Gram matrix of the per-position operators a_p b_p^T (positions x positions).
+
+    ``Kg[p, q] = <a_p b_p^T, a_q b_q^T>_F = (a_p . a_q)(b_p . b_q)``, the
+    Kronecker product of the per-axis Gram matrices (positions in C order over
+    (d, h, w), as in U).  ``||sum_p u_p a_p b_p^T||_F^2 = u^T Kg u``.
+
+    Examples
+    --------
+    >>> from pywino3d.pruning import tile_operator_gram
+    >>> tile_operator_gram(3, 2).shape
+    (64, 64)
+    """
+    ks, tl = parse_kernel_size(kernel_size), parse_tile(tile)
+    return _kron3([_axis_gram(m, r) for m, r in zip(tl, ks)])
+
+
+def _weights_and_transform(U, kernel_size, tile):
+    """(U, kernel_size, tile) checked against each other; U stays a LowRankWinograd."""
+    if isinstance(U, LowRankWinograd):
+        ks = U.kernel_size if kernel_size is None else parse_kernel_size(kernel_size)
+        tl = U.tile if tile is None else parse_tile(tile)
+        if (ks, tl) != (U.kernel_size, U.tile):
+            raise ValueError(f"kernel_size, tile: {ks}, {tl} differ from the LowRankWinograd's "
+                             f"{U.kernel_size}, {U.tile}")
+        return U, ks, tl
+    if kernel_size is None or tile is None:
+        raise ValueError("kernel_size, tile: the transform-aware methods need the kernel_size and tile "
+                         "U was made with")
+    ks, tl = parse_kernel_size(kernel_size), parse_tile(tile)
+    npos = math.prod(m + r - 1 for m, r in zip(tl, ks))
+    if getattr(U, "ndim", None) != 3 or U.shape[0] != npos:
+        raise ValueError(f"U: expected shape (positions={npos}, C_out, C_in) for tile {tl} and "
+                         f"kernel_size {ks}, got {getattr(U, 'shape', type(U).__name__)}")
+    return U, ks, tl
+
+
+@lru_cache(maxsize=None)
+def _scaled_axis_gram(m, r):
+    """(Kg / (d d^T), d) for one axis with d = sqrt(diag Kg): Jacobi scaling,
+    which brings the condition number of the F(4, 3) Gram matrix from 425 to 78
+    (F(6, 3): 3.0e4 to 145)."""
+    Kg = _axis_gram(m, r)
+    d = np.sqrt(np.diag(Kg))
+    return Kg / np.outer(d, d), d
+
+
+def _scaled_gram(ks, tl, inverse=False):
+    """Scaled Gram matrix (or its inverse) and the scale d, for the 3-D tile:
+    both are Kronecker products of the per-axis ones."""
+    parts = [_scaled_axis_gram(m, r) for m, r in zip(tl, ks)]
+    mats = [np.linalg.inv(K) if inverse else K for K, _ in parts]
+    d = _kron3([p[1][:, None] for p in parts]).ravel()
+    return _kron3(mats), d
+
+
+def _refit_matrix(ks, tl, keep):
+    """R (len(keep) x positions) with U'[keep] = R U the least-squares refit.
+
+    Minimises ``||sum_{p in keep} u'_p a_p b_p^T - sum_p u_p a_p b_p^T||_F``
+    for every channel pair at once: ``u'_S = u_S + Kg_SS^+ Kg_{S,~S} u_~S``,
+    solved in Jacobi-scaled coordinates.
+    """
+    Ks, d = _scaled_gram(ks, tl)
+    npos = d.size
+    drop = np.setdiff1d(np.arange(npos), keep)
+    R = np.zeros((keep.size, npos))
+    R[np.arange(keep.size), keep] = 1.0
+    if drop.size and keep.size:
+        corr = _psd_solve(Ks[np.ix_(keep, keep)], Ks[np.ix_(keep, drop)])
+        R[:, drop] = corr
+    # back from scaled coordinates: u~ = d u
+    return R * d[None, :] / d[keep, None]
+
+
+def _host64(a):
+    return _to_host(a).astype(np.float64)
+
+
+def _obs_order(X, ks, tl, k):
+    """Greedy backward elimination (Optimal Brain Surgeon with the Gram matrix
+    Kg as the Hessian): drop, one at a time, the position whose removal with
+    refit raises the operator error least, until ``k`` remain; returns the kept
+    positions.  X: host (positions, n).
+
+    With W the refitted weights (scaled coordinates) and H the inverse of the
+    kept positions' Gram matrix, removing q costs ``||W_q||^2 / H_qq`` and
+    updates ``W -= H[:, q] W_q / H_qq``, ``H -= H[:, q] H[q] / H_qq``.  Only
+    ``C = W W^T`` is needed, so the loop costs positions^2 per step whatever
+    the number of channel pairs.
+    """
+    H, d = _scaled_gram(ks, tl, inverse=True)
+    npos = d.size
+    Xs = X * d[:, None]
+    C = Xs @ Xs.T
+    alive = np.ones(npos, dtype=bool)
+    for _ in range(npos - k):
+        hq = np.diag(H)
+        sal = np.full(npos, np.inf)
+        sal[alive] = np.diag(C)[alive] / hq[alive]
+        q = int(np.argmin(sal))
+        h = H[:, q] / H[q, q]
+        c = C[:, q].copy()
+        # W' = L W with L = I - h e_q^T, so C' = L C L^T
+        C += np.outer(h, h) * c[q] - np.outer(h, c) - np.outer(c, h)
+        H -= np.outer(h, H[q])
+        alive[q] = False
+        C[q, :] = C[:, q] = 0.0
+        H[q, :] = H[:, q] = 0.0
+    return np.flatnonzero(alive).astype(np.int64)
+
+
+def _psd_solve(A, B):
+    """``A^+ B`` for a symmetric positive semi-definite A, by eigendecomposition
+    (eigenvalues below ``n eps max`` treated as zero)."""
+    lam, V = np.linalg.eigh(A)
+    cut = lam.size * np.finfo(np.float64).eps * max(lam.max(), 0.0)
+    inv = np.where(lam > cut, 1.0 / np.where(lam > cut, lam, 1.0), 0.0)
+    return V @ (inv[:, None] * (V.T @ B))
+
+
+def _apply_rows(R, keep, A):
+    """Array like A (positions, ...) with rows ``keep`` = R @ A and zeros elsewhere."""
+    xp = _xp_of(A)
+    flat = A.reshape(A.shape[0], -1)
+    out = xp.zeros(flat.shape, dtype=A.dtype)
+    Rx = xp.asarray(R)
+    out[xp.asarray(keep)] = (Rx @ flat.astype(xp.float64)).astype(A.dtype)
+    return out.reshape(A.shape)
+
+
+def _zero_rows(keep, A):
+    xp = _xp_of(A)
+    out = xp.zeros_like(A)
+    idx = xp.asarray(keep)
+    out[idx] = A[idx]
+    return out
+
+
+def _xp_of(a):
+    from .lowrank import _xp
+
+    return _xp(a)
+
+
+def refit_columns(U, columns, *, kernel_size=None, tile=None):
+    """Least-squares refit of the kept columns; zero at the others.
+
+    Returns the ``U'`` with ``U'[p] = 0`` outside ``columns`` that minimises
+    the Frobenius norm of the per-tile operator difference
+    ``sum_p (U'[p] - U[p]) a_p b_p^T`` for every channel pair, which is the
+    expected output error for white-noise input (:func:`operator_error`).
+    The operator is linear in U, so one matrix -- built from the
+    pseudo-inverse of the Gram matrix of the kept positions -- serves every
+    channel pair: ``U'[S] = U[S] + Kg_SS^+ Kg_{S,~S} U[~S]``.  With every
+    position kept ``U' = U``.
+
+    Parameters
+    ----------
+    U : array (positions, C_out, C_in) or LowRankWinograd
+        For low-rank weights the refit is exact in the factors:
+        ``U'[S] = R U`` with ``R`` acting on positions, so ``P' = R P`` (and
+        ``U0' = R U0`` in residual mode) and ``Q`` is unchanged; the rank is
+        kept.
+    columns : 1-D array of int
+        Kept positions.
+    kernel_size, tile : int or tuple of 3 ints
+        The transform of U (taken from a LowRankWinograd when omitted).
+
+    Returns
+    -------
+    U_refit : array like U (same type, device and dtype), or LowRankWinograd
+
+    Examples
+    --------
+    >>> import numpy as np, pywino3d
+    >>> from pywino3d.pruning import operator_error
+    >>> U = pywino3d.filter_transform(np.random.default_rng(0).standard_normal((2, 2, 3, 3, 3)), 2)
+    >>> keep = np.arange(0, 64, 2)
+    >>> plain = np.where(np.isin(np.arange(64), keep)[:, None, None], U, 0)
+    >>> fit = pywino3d.refit_columns(U, keep, kernel_size=3, tile=2)
+    >>> bool(operator_error(fit, U, kernel_size=3, tile=2) < operator_error(plain, U, kernel_size=3, tile=2))
+    True
+    """
+    from ._validation import as_columns
+
+    U, ks, tl = _weights_and_transform(U, kernel_size, tile)
+    npos = math.prod(m + r - 1 for m, r in zip(tl, ks))
+    keep = as_columns(columns, npos).astype(np.int64)
+    R = _refit_matrix(ks, tl, keep)
+    if isinstance(U, LowRankWinograd):
+        P = _apply_rows(R, keep, U.P)
+        U0 = None if U.U0 is None else _apply_rows(R, keep, U.U0)
+        return LowRankWinograd(P, U.Q.copy(), kernel_size=ks, tile=tl, U0=U0)
+    return _apply_rows(R, keep, U)
+
+
+def operator_error(U_new, U, *, kernel_size, tile):
+    """Frobenius norm of the per-tile operator difference over all channel pairs.
+
+    ``sqrt(sum_{k,c} ||A^T diag(U_new - U)[:, k, c] B^T||_F^2)``: the root
+    mean square output error per tile for white-noise input of unit
+    variance (the expectation of ``||M d||^2`` over ``d`` is ``||M||_F^2``).
+    Divide by ``operator_error(0 * U, U, ...)`` for a relative error.
+
+    Examples
+    --------
+    >>> import numpy as np, pywino3d
+    >>> from pywino3d.pruning import operator_error
+    >>> U = pywino3d.filter_transform(np.ones((1, 1, 3, 3, 3)), 2)
+    >>> float(operator_error(0 * U, U, kernel_size=3, tile=2) ** 2)  # 8 outputs x 27 taps of 1
+    216.0...
+    """
+    if isinstance(U_new, LowRankWinograd):
+        U_new = U_new.weights()
+    U, ks, tl = _weights_and_transform(U, kernel_size, tile)
+    if isinstance(U, LowRankWinograd):
+        U = U.weights()
+    if tuple(U_new.shape) != tuple(U.shape):
+        raise ValueError(f"U_new: expected shape {tuple(U.shape)} (U's), got {tuple(U_new.shape)}")
+    D = (_host64(U_new) - _host64(U)).reshape(U.shape[0], -1)
+    Kg = tile_operator_gram(ks, tl)
+    return float(np.sqrt(max(np.einsum("pn,pq,qn->", D, Kg, D), 0.0)))
+
+
+def _prune_scores(U, method, ks, tl):
+    """Per-position scores used to rank (and, across layers, to allocate) columns."""
+    if method in ("l1", "l2", "output"):
+        return column_importance(U, method, kernel_size=ks, tile=tl)
+    # obs: error of removing p alone with refit, ||u~_p|| / sqrt(Kg~^-1_pp)
+    Hinv, d = _scaled_gram(ks, tl, inverse=True)
+    return column_importance(U, "l2") * d / np.sqrt(np.diag(Hinv))
+
+
+def _choose(U, k, method, ks, tl):
+    if method == "obs":
+        X = _host64(U.weights() if isinstance(U, LowRankWinograd) else U)
+        return _obs_order(X.reshape(X.shape[0], -1), ks, tl, k)
+    s = _prune_scores(U, method, ks, tl)
+    return np.sort(np.argsort(-s, kind="stable")[:k]).astype(np.int64)
+
+
+def prune_columns(U, density, *, kernel_size=None, tile=None, method="output", refit=True):
+    """One-shot column pruning of Winograd-domain weights.
+
+    Keeps ``ceil(density * positions)`` positions (at least one), chosen by
+    ``method``, and with ``refit=True`` re-fits them by least squares
+    (:func:`refit_columns`) so that the pruned per-tile operator is as close
+    as possible, in the Frobenius norm, to the unpruned one.
+
+    Parameters
+    ----------
+    U : array (positions, C_out, C_in) or LowRankWinograd
+    density : float in (0, 1]
+        Fraction of positions kept.
+    kernel_size, tile : int or tuple of 3 ints
+        The transform of U (required for an array U).
+    method : {"output", "obs", "l2", "l1"}
+        ``"output"``: the transform-aware score of :func:`column_importance`;
+        ``"obs"``: greedy backward elimination that drops, one at a time,
+        the position whose removal *with refit* raises the operator error
+        least (Optimal Brain Surgeon with the Gram matrix of the per-tile
+        operator as Hessian; slower, best with ``refit=True``);
+        ``"l2"``/``"l1"``: magnitude of U[p].
+    refit : bool
+        Refit the kept columns (True) or only zero the pruned ones (False).
+
+    Returns
+    -------
+    U_pruned : like U, zero at the pruned positions (LowRankWinograd: zero
+        rows of P, and of U0 in residual mode)
+    columns : ndarray of int64, the sorted kept positions (for ``columns=``)
+
+    Examples
+    --------
+    >>> import numpy as np, pywino3d
+    >>> x = np.random.default_rng(0).standard_normal((1, 3, 8, 8, 8))
+    >>> w = np.random.default_rng(1).standard_normal((4, 3, 3, 3, 3))
+    >>> U = pywino3d.filter_transform(w, 4)
+    >>> Up, cols = pywino3d.prune_columns(U, 0.5, kernel_size=3, tile=4)
+    >>> cols.size, bool(np.all(np.delete(Up, cols, axis=0) == 0))
+    (108, True)
+    >>> ref = pywino3d.conv3d(x, w, padding=1, tile=4)
+    >>> y = pywino3d.winograd_conv3d(x, Up, kernel_size=3, tile=4, padding=1, columns=cols)
+    >>> bool(np.linalg.norm(y - ref) < np.linalg.norm(ref))
+    True
+    """
+    density = _check_density(density)
+    if method not in PRUNE_METHODS:
+        raise ValueError(f"method: expected one of {PRUNE_METHODS}, got {method!r}")
+    U, ks, tl = _weights_and_transform(U, kernel_size, tile)
+    npos = math.prod(m + r - 1 for m, r in zip(tl, ks))
+    k = max(1, math.ceil(density * npos - 1e-9))
+    return _prune_to(U, k, ks, tl, method, refit)
+
+
+def _prune_to(U, k, ks, tl, method, refit):
+    """Prune U (checked) to exactly k kept positions."""
+    keep = _choose(U, k, method, ks, tl)
+    if refit:
+        return refit_columns(U, keep, kernel_size=ks, tile=tl), keep
+    if isinstance(U, LowRankWinograd):
+        U0 = None if U.U0 is None else _zero_rows(keep, U.U0)
+        return LowRankWinograd(_zero_rows(keep, U.P), U.Q.copy(), kernel_size=ks, tile=tl, U0=U0), keep
+    return _zero_rows(keep, U), keep

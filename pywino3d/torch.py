@@ -781,3 +781,6 @@ def conversion_summary(model):
                          None if tms is None else tms * 1e3,
                          None if ms is None or tms is None else tms / ms))
     return rows
+
+
+from ._torch_pruning import prune_model  # noqa: F401,E402
