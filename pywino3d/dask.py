@@ -115,7 +115,7 @@ def task_threads(workers=None):
     >>> task_threads() >= 1
     True
     """
-    from ._validation import resolve_workers
+    from ._cpu_common import resolve_workers
 
     if workers is not None:
         return resolve_workers(workers)
