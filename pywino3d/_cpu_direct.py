@@ -5,9 +5,10 @@ and broadcasts the input, so a layer with one to three input channels costs
 ``27 * K / lanes`` FMAs per output position instead of a Winograd input and
 output transform per channel, and a tiny volume with large weights streams
 its weights once instead of a Winograd-domain copy ``alpha^3 / 27`` times as
-large.  It is what ``tile=1`` (``F(1, r)``, the direct algorithm) runs on the
-CPU in the forward pass; the backward pass of ``tile=1`` keeps the blocked
-``F(1, r)`` pipeline (the same arithmetic as a Winograd layer with G = I).
+large.  It is the CPU pipeline "direct" (``_cpu_backend.PIPELINES``): it serves
+``tile=1`` (``F(1, r)``, the direct algorithm) where it is the faster
+(``pywino3d._tiles.direct_preferred``) in the forward pass; its backward pass
+is the blocked ``F(1, r)`` pipeline's (the same gradients: F(1, r) has G = I).
 
 Two steps per call:
 
@@ -20,7 +21,7 @@ Two steps per call:
    (channel group, plane, chunk of positions) job runs register blocks of
    2 lane vectors x a few consecutive positions.
 
-Both buffers are per-thread workspaces (``_cpu_backend.workspace``); the
+Both buffers are per-thread workspaces (``_cpu_common.workspace``); the
 input slab is bounded by ``PYWINO3D_WORKSPACE_MB``.  Each output element is
 summed by one thread in a fixed order: results do not depend on ``workers``.
 """
@@ -28,7 +29,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _direct
+from . import _cpu_blocked, _direct
+from ._cpu_common import c_geometry, check_memory, run, workspace, workspace_budget
+
+NAME = "direct"
+#: Its own arithmetic: one chain of C * taps FMAs per output.
+ARITHMETIC = None
 
 
 def prefer(g):
@@ -39,19 +45,40 @@ def prefer(g):
     return direct_preferred(g.N, g.C, g.out)
 
 
-def _fields(g, x):
-    """(x, the wino_geom fields) with x's strides in elements."""
-    item = x.itemsize
-    if any(s % item for s in x.strides):
-        x = np.ascontiguousarray(x)
-    return x, g.c_fields(tuple(s // item for s in x.strides))
+def supports(g, kept, dtype):
+    """None when the direct kernel serves this problem, else why not."""
+    if tuple(g.tile) != (1, 1, 1):
+        return f"the direct kernel runs tile (1, 1, 1) only, not {tuple(g.tile)}"
+    if not prefer(g):
+        return "the blocked F(1, r) pipeline is the faster here (_tiles.direct_preferred)"
+    return None
+
+
+def _sizes(g, dtype):
+    """(slab planes, scratch elements, packed-weight elements)."""
+    fields = g.c_fields((0, 0, 0, 0, 0))
+    planes = _direct.slab_planes(fields, max(1, workspace_budget() // dtype.itemsize))
+    return planes, _direct.scratch_len(fields, planes), _direct.packed_len(fields, dtype.itemsize)
+
+
+def workspace_bytes(g, kept, dtype, nthreads, backward=False):
+    """Bytes of workspace one call uses: the input slab and the packed
+    weights (forward); the blocked pipeline's (backward)."""
+    dtype = np.dtype(dtype)
+    if backward:
+        return _cpu_blocked.workspace_bytes(g, kept, dtype, nthreads, backward=True)
+    _, nscratch, npacked = _sizes(g, dtype)
+    return (nscratch + npacked) * dtype.itemsize
+
+
+def backward(g, gy, x, U, kept, nthreads, need_x=True, need_U=True):
+    """(grad_x, grad_U): the blocked F(1, r) pipeline's."""
+    return _cpu_blocked.backward(g, gy, x, U, kept, nthreads, need_x, need_U)
 
 
 def pack_weights(fields, src, strides, tap_mask, nthreads):
     """Packed weights (a workspace view) of ``src`` read at element strides
     ``(k, c, tap)``; ``tap_mask`` (uint8, one per tap) or None."""
-    from ._cpu_backend import workspace
-
     Wp = workspace("direct_w", _direct.packed_len(fields, src.itemsize), src.dtype)
     _direct.pack_w(fields, src.reshape(-1), *strides, tap_mask, Wp, nthreads)
     return Wp
@@ -60,30 +87,24 @@ def pack_weights(fields, src, strides, tap_mask, nthreads):
 def forward(g, x, U, bias, kept, nthreads):
     """y = direct convolution of x with the tile-1 weights U (taps, K, C) at
     the kept taps; the problem is non-trivial (see ``_api._forward``)."""
-    from ._cpu_backend import _run, check_memory, workspace, workspace_budget
-
-    if g.tile != (1, 1, 1):
-        raise ValueError(f"tile: the direct kernel needs tile (1, 1, 1), got {g.tile}")
+    why = supports(g, kept, x.dtype)
+    if why is not None:
+        raise ValueError(f"pipeline: 'direct' cannot run this problem: {why}")
     dtype = x.dtype
     K, C = g.K, g.C
     T = g.npos
     y = np.empty((g.N, K, *g.out), dtype=dtype)
-    x, fields = _fields(g, x)
-    planes = _direct.slab_planes(fields, max(1, workspace_budget() // dtype.itemsize))
-    nscratch = _direct.scratch_len(fields, planes)
+    planes, nscratch, npacked = _sizes(g, dtype)
     check_memory("the output, the packed weights and the input slab",
-                 y.nbytes + (nscratch + _direct.packed_len(fields, dtype.itemsize)) * dtype.itemsize)
+                 y.nbytes + (nscratch + npacked) * dtype.itemsize)
+    x, cgeom = c_geometry(g, x)
+    fields = cgeom.fields()
     U = np.ascontiguousarray(U)
     mask = None
     if kept.size != T:
         mask = np.zeros(T, dtype=np.uint8)
         mask[kept] = 1
-    Wp = [None]
-
-    def pack():
-        Wp[0] = pack_weights(fields, U, (C, 1, K * C), mask, nthreads)
-
-    _run("pack", pack)
+    Wp = run("pack", pack_weights, fields, U, (C, 1, K * C), mask, nthreads)
     scratch = workspace("direct_x", nscratch, dtype)
-    _run("direct", _direct.forward, fields, x, Wp[0], bias, y, scratch, planes, nthreads)
+    run("direct", _direct.forward, fields, x, Wp, bias, y, scratch, planes, nthreads)
     return y

@@ -16,6 +16,10 @@
  * them fall in one cache set -- for a few bytes each.)  The adjoint reads
  * the same runs and transposes the contracted patches back.
  *
+ * Scratch: a thread's tile scratch and the values of one job's groups, in
+ * the caller's memory, sized by wino_filter_scratch_bytes(pl, nthreads)
+ * (scratch.h).
+ *
  * Template (see template_names.h): define WINO_REAL and WINO_SUFFIX; needs
  * tile_lanes.template.h of the same type.
  */
@@ -49,32 +53,34 @@ static void FN(filter_contractv)(const PLAN *pl, const VEC *in, VEC *out, VEC *t
     FN(contractv)(pl, in, out, t1, t2);
 }
 
+/* Bytes of one thread's scratch: tile scratch, then [group][kept position] vectors. */
+static size_t FN(filter_thread_bytes)(const PLAN *pl)
+{
+    return FN(tile_scratch_bytes)(pl) + sizeof(VEC) * WINO_FILTER_GROUPS * (size_t)(pl->nk > 0 ? pl->nk : 1);
+}
+
+size_t FN(wino_filter_scratch_bytes)(const PLAN *pl, int nthreads)
+{
+    return wino_scratch_total(FN(filter_thread_bytes)(pl), nthreads);
+}
+
 /* adjoint = 0: U[:, j] = expand(w[j]);  adjoint = 1: w[j] = contract(U[:, j]). */
 static int FN(filter_any)(const REAL *src, wino_index KC, const PLAN *pl, REAL *dst, int adjoint,
-                          int nthreads)
+                          void *scratch, size_t scratch_bytes, int nthreads)
 {
     const wino_index rsz = (wino_index)pl->n[0] * pl->n[1] * pl->n[2];
     const wino_index ng = (KC + VL - 1) / VL, nb = (ng + WINO_FILTER_GROUPS - 1) / WINO_FILTER_GROUPS;
     const int nk = pl->nk;
-    if (nthreads < 1) nthreads = 1;
-    /* per-thread values of a job's groups: [thread][group][position] */
-    const size_t per_thread = (size_t)WINO_FILTER_GROUPS * (size_t)(nk > 0 ? nk : 1);
-    VEC *vals = (VEC *)aligned_alloc(64, sizeof(VEC) * per_thread * (size_t)nthreads);
-    if (!vals) return -1;
-    int failed = 0;
-#pragma omp parallel num_threads(nthreads) reduction(|| : failed)
+    const size_t per_thread = FN(filter_thread_bytes)(pl);
+    if (!scratch || scratch_bytes < wino_scratch_total(per_thread, nthreads)) return WINO_ESCRATCH;
+#pragma omp parallel num_threads(nthreads)
     {
-        FN(tile_scratch) s;
-        const int ok = FN(scratch_alloc)(&s, pl) == 0;
-#ifdef _OPENMP
-        VEC *mine = vals + per_thread * (size_t)omp_get_thread_num();
-#else
-        VEC *mine = vals;
-#endif
+        char *mem = (char *)wino_scratch_slice(scratch, per_thread, wino_thread_num());
+        FN(tile_scratch) s = FN(tile_scratch_at)(mem, pl);
+        VEC *vals = (VEC *)(mem + FN(tile_scratch_bytes)(pl));
         REAL *patch = (REAL *)s.patch;
 #pragma omp for schedule(static)
         for (wino_index bi = 0; bi < nb; ++bi) {
-            if (!ok) { failed = 1; continue; }
             const wino_index g0 = bi * WINO_FILTER_GROUPS;
             const int ngb = ng - g0 < WINO_FILTER_GROUPS ? (int)(ng - g0) : WINO_FILTER_GROUPS;
             const wino_index j0 = g0 * VL;
@@ -88,13 +94,13 @@ static int FN(filter_any)(const REAL *src, wino_index KC, const PLAN *pl, REAL *
                         const REAL *wj = src + (j0 + b * VL + e) * rsz;
                         for (wino_index t = 0; t < rsz; ++t) patch[t * VL + e] = wj[t];
                     }
-                    FN(filter_expandv)(pl, s.patch, mine + (size_t)b * nk, s.t1, s.t2);
+                    FN(filter_expandv)(pl, s.patch, vals + (size_t)b * nk, s.t1, s.t2);
                 }
                 for (int i = 0; i < nk; ++i) {
                     REAL *row = dst + i * KC + j0;
                     for (int b = 0; b < ngb; ++b) {
                         const int lanes = len - b * VL < VL ? (int)(len - b * VL) : VL;
-                        STORE_LANES(row + b * VL, mine + (size_t)b * nk + i, lanes);
+                        STORE_LANES(row + b * VL, vals + (size_t)b * nk + i, lanes);
                     }
                 }
             } else {
@@ -102,12 +108,12 @@ static int FN(filter_any)(const REAL *src, wino_index KC, const PLAN *pl, REAL *
                     const REAL *row = src + i * KC + j0;
                     for (int b = 0; b < ngb; ++b) {
                         const int lanes = len - b * VL < VL ? (int)(len - b * VL) : VL;
-                        LOAD_LANES(mine + (size_t)b * nk + i, row + b * VL, lanes);
+                        LOAD_LANES(vals + (size_t)b * nk + i, row + b * VL, lanes);
                     }
                 }
                 for (int b = 0; b < ngb; ++b) {
                     const int lanes = len - b * VL < VL ? (int)(len - b * VL) : VL;
-                    FN(filter_contractv)(pl, mine + (size_t)b * nk, s.patch, s.t1, s.t2);
+                    FN(filter_contractv)(pl, vals + (size_t)b * nk, s.patch, s.t1, s.t2);
                     for (int e = 0; e < lanes; ++e) {
                         REAL *wj = dst + (j0 + b * VL + e) * rsz;
                         for (wino_index t = 0; t < rsz; ++t) wj[t] = patch[t * VL + e];
@@ -115,20 +121,20 @@ static int FN(filter_any)(const REAL *src, wino_index KC, const PLAN *pl, REAL *
                 }
             }
         }
-        free(s.patch);
     }
-    free(vals);
-    return failed ? -1 : 0;
+    return 0;
 }
 
-int FN(wino_filter)(const REAL *w, wino_index KC, const PLAN *pl, REAL *U, int nthreads)
+int FN(wino_filter)(const REAL *w, wino_index KC, const PLAN *pl, REAL *U,
+                    void *scratch, size_t scratch_bytes, int nthreads)
 {
-    return FN(filter_any)(w, KC, pl, U, 0, nthreads);
+    return FN(filter_any)(w, KC, pl, U, 0, scratch, scratch_bytes, nthreads);
 }
 
-int FN(wino_filter_adjoint)(const REAL *gU, wino_index KC, const PLAN *pl, REAL *gw, int nthreads)
+int FN(wino_filter_adjoint)(const REAL *gU, wino_index KC, const PLAN *pl, REAL *gw,
+                            void *scratch, size_t scratch_bytes, int nthreads)
 {
-    return FN(filter_any)(gU, KC, pl, gw, 1, nthreads);
+    return FN(filter_any)(gU, KC, pl, gw, 1, scratch, scratch_bytes, nthreads);
 }
 
 #undef WINO_FILTER_GROUPS
