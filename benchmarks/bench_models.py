@@ -197,10 +197,14 @@ def main(argv=None):
     ap.add_argument("--json", default=None)
     ap.add_argument("--plot", default=None)
     ap.add_argument("--summary", action="store_true", help="print each converted network's layer table")
+    ap.add_argument("--from-json", default=None, help="render --md/--plot from the rows of an earlier run")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = []
+    if args.from_json:
+        rows = json.loads(pathlib.Path(args.from_json).read_text())
+        args.nets = []
     for name in args.nets:
         for batch in args.batch:
             r, summary = bench(name, batch, args.modes, args.repeat, args.spatial)
