@@ -580,6 +580,12 @@ def render(path, args):
     with open(path) as f:
         data = json.load(f)
     results, peaks = data["results"], data["peaks"]
+    peaks.setdefault("measured_gemm_gflops", peaks["gemm_gflops"])
+    peaks.setdefault("measured_copy_gbs", peaks["copy_gbs"])
+    if args.peak_gflops:
+        peaks["gemm_gflops"] = args.peak_gflops
+    if args.peak_gbs:
+        peaks["copy_gbs"] = args.peak_gbs
     for r in results:
         for k in ("ksize", "spatial", "out", "pads"):
             r[k] = tuple(r[k])
@@ -588,7 +594,8 @@ def render(path, args):
         attach_rooflines(r, peaks)
     labels = list(results[0]["cols"]) if results else ["torch"]
     cols = [Column(lab, "torch" if lab.startswith("torch") else "pre") for lab in labels]
-    run = argparse.Namespace(**{**data["args"], **{k: v for k, v in vars(args).items() if k in ("md", "plot")}})
+    keep = ("md", "plot", "peak_gflops", "peak_gbs")
+    run = argparse.Namespace(**{**data["args"], **{k: v for k, v in vars(args).items() if k in keep}})
     text = report(results, peaks, cols, run)
     if data.get("filter"):
         text += "\n\n" + filter_report(data["filter"])
