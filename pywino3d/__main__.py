@@ -69,8 +69,8 @@ def _demo_layer(name, batch, cin, cout, size, repeat, workers, seed, out):
             else:
                 cols = np.sort(np.argsort(score)[::-1][: int(round(density * U.shape[0]))])
                 exact = pywino3d.winograd_conv3d(x64, U64, kernel_size=3, tile=m, padding=1, columns=cols)
-            nk = U.shape[0] if cols is None else len(cols)
-            pipeline = _cpu_backend.choose_pipeline(g, x.dtype, nk)
+            kept = np.arange(U.shape[0], dtype=np.int32) if cols is None else cols.astype(np.int32)
+            pipeline = _cpu_backend.choose_pipeline(g, kept, x.dtype).NAME
             f = lambda: pywino3d.winograd_conv3d(x, U, kernel_size=3, tile=m, padding=1,  # noqa: E731
                                                  columns=cols, workers=workers)
             t = _median_time(f, repeat)

@@ -78,7 +78,7 @@ def test_channels_last_input_is_read_in_place_and_kept(C, rng):
 
 
 def test_fused_block_size_does_not_change_bits(rng, monkeypatch):
-    from pywino3d import _fused_pipeline
+    from pywino3d import _cpu_fused
 
     x = rng.standard_normal((1, 16, 9, 11, 13)).astype(np.float32)
     w = rng.standard_normal((24, 16, 3, 3, 3)).astype(np.float32)
@@ -86,7 +86,7 @@ def test_fused_block_size_does_not_change_bits(rng, monkeypatch):
     kept = np.arange(U.shape[0], dtype=np.int32)
     outs = []
     for tb in (1, 5, 6, 13, 64):
-        monkeypatch.setattr(_fused_pipeline, "tiles_per_block", lambda *a, tb=tb: tb)
+        monkeypatch.setattr(_cpu_fused, "tiles_per_block", lambda *a, tb=tb: tb)
         outs.append(_run("fused", x, U, None, (3, 3, 3), (4, 4, 4), 1, kept, 2))
     for o in outs[1:]:
         np.testing.assert_array_equal(o, outs[0])

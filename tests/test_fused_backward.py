@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pywino3d
-from pywino3d import _cpu_backend, _fused_backward
+from pywino3d import _cpu, _cpu_backend, _cpu_common, _cpu_fused_backward as _fused_backward
 from pywino3d._geometry import make_geometry
 from pywino3d.testing import conv3d_backward_reference, conv_problems, rounding_terms, winograd_magnitudes
 
@@ -134,7 +134,7 @@ def test_channels_last_and_strided_inputs(C, rng):
     gx2, gU2 = _run("fused", g, gy, x_cl, U, kept, 2)
     np.testing.assert_array_equal(gx2, gx)
     np.testing.assert_array_equal(gU2, gU)
-    if C % _fused_backward.lanes(np.float32) == 0:
+    if C % _cpu.simd_lanes(np.float32) == 0:
         assert gx2.strides[1] == gx2.itemsize  # channels-last grad_x for channels-last x
     gy_cl = np.ascontiguousarray(gy.transpose(0, 2, 3, 4, 1)).transpose(0, 4, 1, 2, 3)
     gy_big = np.zeros(gy.shape[:4] + (2 * gy.shape[4],), gy.dtype)
@@ -187,7 +187,7 @@ def test_auto_and_bad_pipeline(rng):
     w = rng.standard_normal((4, 4, 3, 3, 3)).astype(np.float32)
     g, U, gy = _problem(x, w, (2, 2, 2), 1, rng)
     kept = np.arange(U.shape[0], dtype=np.int32)
-    assert _cpu_backend.choose_pipeline(g, x.dtype, kept.size) == "fused"
+    assert _cpu_backend.choose_pipeline(g, kept, x.dtype).NAME == "fused"
     auto = _run("auto", g, gy, x, U, kept, 2)
     fused = _run("fused", g, gy, x, U, kept, 2)
     assert all(a.tobytes() == b.tobytes() for a, b in zip(auto, fused))
@@ -199,7 +199,7 @@ def test_memory_error_is_clear(rng, monkeypatch):
     x = rng.standard_normal((1, 4, 6, 6, 6)).astype(np.float32)
     w = rng.standard_normal((4, 4, 3, 3, 3)).astype(np.float32)
     g, U, gy = _problem(x, w, (2, 2, 2), 1, rng)
-    monkeypatch.setattr(_cpu_backend, "available_memory", lambda: 1000)
+    monkeypatch.setattr(_cpu_common, "available_memory", lambda: 1000)
     with pytest.raises(MemoryError, match="fused backward"):
         _run("fused", g, gy, x, U, np.arange(U.shape[0], dtype=np.int32), 2)
 

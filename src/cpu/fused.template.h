@@ -55,15 +55,21 @@ static void FN(fused_sizes)(const PLAN *pin, const PLAN *pout, wino_index tb, wi
     sz[5] = FN(fused_round64)(sizeof(REAL) * (size_t)tb * nk * (size_t)KP); /* M */
 }
 
-/* Bytes of scratch one thread needs (the caller provides nthreads of them,
- * each 64-byte aligned, `stride` bytes apart). */
-size_t FN(wino_fused_scratch_bytes)(const PLAN *pin, const PLAN *pout, wino_index tb,
-                                    wino_index CP, wino_index KP)
+/* Bytes of scratch one thread needs. */
+static size_t FN(fused_thread_bytes)(const PLAN *pin, const PLAN *pout, wino_index tb,
+                                     wino_index CP, wino_index KP)
 {
     size_t sz[6], total = 0;
     FN(fused_sizes)(pin, pout, tb, CP, KP, sz);
     for (int i = 0; i < 6; ++i) total += sz[i];
     return total;
+}
+
+/* Bytes of scratch wino_fused_forward needs with nthreads threads. */
+size_t FN(wino_fused_scratch_bytes)(const PLAN *pin, const PLAN *pout, wino_index tb,
+                                    wino_index CP, wino_index KP, int nthreads)
+{
+    return wino_scratch_total(FN(fused_thread_bytes)(pin, pout, tb, CP, KP), nthreads);
 }
 
 /* x (any strides, C channels) -> xcl[n][d][h][w][CP], channels C..CP zero. */
@@ -168,15 +174,21 @@ static inline void FN(fused_gather)(const wino_geom *g, const REAL *xcl, const w
  *              strides (n, d, h, w), channel stride 1, padding lanes zero
  *   Up       : packed weights [nk][CP][KP], KP a multiple of 2 VL, zero padded
  *   y, ys    : output (N, K, Do, Ho, Wo) with element strides ys
- *   scratch  : nthreads buffers of `stride` bytes (wino_fused_scratch_bytes)
+ *   scratch  : caller-owned, sized by wino_fused_scratch_bytes (else
+ *              WINO_ESCRATCH before anything is touched)
  */
 int FN(wino_fused_forward)(const wino_geom *g, const REAL *xcl, const wino_index xcs[4], wino_index CP,
                            const REAL *Up, wino_index K, wino_index KP, const PLAN *pin,
                            const PLAN *pout, const REAL *bias, REAL *y, const wino_index ys[5],
-                           wino_index tb, char *scratch, size_t stride, int nthreads)
+                           wino_index t_begin, wino_index t_end, wino_index tb,
+                           void *scratch, size_t scratch_bytes, int nthreads)
 {
-    const wino_index T = g->N * g->nt[0] * g->nt[1] * g->nt[2];
-    const wino_index nblocks = (T + tb - 1) / tb;
+    const size_t per_thread = FN(fused_thread_bytes)(pin, pout, tb, CP, KP);
+    if (!scratch || scratch_bytes < wino_scratch_total(per_thread, nthreads)) return WINO_ESCRATCH;
+    if (CP % VL || KP % FUSED_NB || tb < 1 || K > KP || g->C > CP || pout->nk != pin->nk) return WINO_EARG;
+    const wino_index T = t_end;
+    if (t_begin < 0 || t_end > g->N * g->nt[0] * g->nt[1] * g->nt[2] || t_begin > t_end) return WINO_EARG;
+    const wino_index nblocks = (t_end - t_begin + tb - 1) / tb;
     const int nk = pin->nk;
     const int md = pout->n[0], mh = pout->n[1], mw = pout->n[2];
     const wino_index Do = g->od[0], Ho = g->od[1], Wo = g->od[2];
@@ -185,11 +197,7 @@ int FN(wino_fused_forward)(const wino_geom *g, const REAL *xcl, const wino_index
     FN(fused_sizes)(pin, pout, tb, CP, KP, sz);
 #pragma omp parallel num_threads(nthreads)
     {
-#ifdef _OPENMP
-        char *s = scratch + (size_t)omp_get_thread_num() * stride;
-#else
-        char *s = scratch;
-#endif
+        char *s = (char *)wino_scratch_slice(scratch, per_thread, wino_thread_num());
         VEC *patch = (VEC *)s;
         VEC *t1 = (VEC *)(s + sz[0]);
         VEC *t2 = (VEC *)(s + sz[0] + sz[1]);
@@ -197,7 +205,7 @@ int FN(wino_fused_forward)(const wino_geom *g, const REAL *xcl, const wino_index
         REAL *M = (REAL *)(s + sz[0] + sz[1] + sz[2] + sz[3] + sz[4]);
 #pragma omp for schedule(static)
         for (wino_index blk = 0; blk < nblocks; ++blk) {
-            const wino_index t0 = blk * tb;
+            const wino_index t0 = t_begin + blk * tb;
             const wino_index nt = T - t0 < tb ? T - t0 : tb;
             /* input transform, one channel vector at a time */
             for (wino_index r = 0; r < nt; ++r) {

@@ -193,6 +193,14 @@ static inline void FN(fb_scatter_in)(const wino_geom *g, REAL *gxcl, wino_index 
         }
 }
 
+/* Bytes of scratch wino_fused_backward needs with nthreads threads: the
+ * forward's per-thread layout (V holds V, then gV; M holds gM). */
+size_t FN(wino_fused_backward_scratch_bytes)(const PLAN *pin, const PLAN *pout, wino_index tb, wino_index CV,
+                                             wino_index KV, int nthreads)
+{
+    return wino_scratch_total(FN(fused_thread_bytes)(pin, pout, tb, CV, KV), nthreads);
+}
+
 /* One block of nt tiles (ids in `tiles`) through the backward stages. */
 static void FN(fb_block)(const wino_geom *g, const wino_index *tiles, wino_index nt, wino_index tb,
                          const REAL *gy, const wino_index gs[5], wino_index K, wino_index KV,
@@ -254,16 +262,21 @@ static void FN(fb_block)(const wino_geom *g, const wino_index *tiles, wino_index
  *   gxcl      : grad_x, contiguous [N][D][H][W][CV]; overwritten; NULL: no grad_x
  *   parts     : nchunks x [nk][CV][KV] partial sums; NULL: no grad_U
  *   gU        : (P, K, C) contiguous; rows kept[i] overwritten (others untouched)
- *   scratch   : nthreads buffers of `stride` bytes (wino_fused_scratch_bytes
- *               with CP = CV, KP = KV)
- * Returns -2 when tb exceeds WINO_FUSED_BACKWARD_TB_MAX.
+ *   scratch   : caller-owned, sized by wino_fused_backward_scratch_bytes
+ * Returns WINO_ESCRATCH when scratch is smaller than
+ * wino_fused_backward_scratch_bytes, WINO_EARG for operands it cannot take
+ * (tb above WINO_FUSED_BACKWARD_TB_MAX, unpadded channel counts, ...).
  */
 int FN(wino_fused_backward)(const wino_geom *g, const REAL *gy, const wino_index gs[5], wino_index KV,
                             const REAL *xcl, const wino_index xcs[4], wino_index CV, const REAL *Ut,
                             const PLAN *pin, const PLAN *pout, REAL *gxcl, REAL *parts, wino_index nchunks,
-                            REAL *gU, wino_index tb, char *scratch, size_t stride, int nthreads)
+                            REAL *gU, wino_index tb, void *scratch, size_t scratch_bytes, int nthreads)
 {
-    if (tb < 1 || tb > WINO_FUSED_BACKWARD_TB_MAX || nchunks < 1) return -2;
+    const size_t per_thread = FN(fused_thread_bytes)(pin, pout, tb, CV, KV);
+    if (!scratch || scratch_bytes < wino_scratch_total(per_thread, nthreads)) return WINO_ESCRATCH;
+    if (tb < 1 || tb > WINO_FUSED_BACKWARD_TB_MAX || nchunks < 1 || CV % VL || KV % VL || g->C > CV ||
+        g->K > KV || pout->nk != pin->nk || (parts && (!xcl || !gU)) || (gxcl && !Ut))
+        return WINO_EARG;
     const wino_index C = g->C, K = g->K;
     const wino_index nt0 = g->nt[0], nt1 = g->nt[1], nt2 = g->nt[2];
     const wino_index R = g->N * nt0 * nt1;
@@ -279,11 +292,7 @@ int FN(wino_fused_backward)(const wino_geom *g, const REAL *gy, const wino_index
     FN(fused_sizes)(pin, pout, tb, CV, KV, sz);
 #pragma omp parallel num_threads(nthreads)
     {
-#ifdef _OPENMP
-        char *s = scratch + (size_t)omp_get_thread_num() * stride;
-#else
-        char *s = scratch;
-#endif
+        char *s = (char *)wino_scratch_slice(scratch, per_thread, wino_thread_num());
         VEC *patch = (VEC *)s;
         VEC *t1 = (VEC *)(s + sz[0]);
         VEC *t2 = (VEC *)(s + sz[0] + sz[1]);

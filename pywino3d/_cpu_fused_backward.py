@@ -1,4 +1,5 @@
-"""The fused, cache-resident CPU backward pass (src/cpu/fused_backward.template.h).
+"""The fused pipeline's backward pass (src/cpu/fused_backward.template.h);
+``_cpu_fused.backward`` runs it.
 
 Per block of tiles, in one thread's scratch: the output adjoint of grad_y
 (read in place, any layout), then
@@ -19,9 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _cpu
-from ._cpu_backend import _x_geometry, check_memory, plan, workspace
-from ._fused_pipeline import KEEP_COPY_BYTES, is_channels_last, lanes
+from . import _cpu, _cpu_fused
+from ._cpu_common import c_geometry, check_memory, plan, run, scratch, workspace
 
 #: Most partial weight gradients (chunks of tile rows) grad_U is summed in.
 MAX_CHUNKS = 8
@@ -49,8 +49,7 @@ def num_chunks(g, itemsize):
     fewer than CHUNK_PHASE_TILES tiles, and all partials (P x CV x KV each,
     P all positions, so that pruning columns does not change the summation
     order) within PARTIALS_BUDGET."""
-    vl = _cpu.simd_bytes() // itemsize
-    CV, KV = -(-g.C // vl) * vl, -(-g.K // vl) * vl
+    CV, KV = padded_channels(g.C, g.K, itemsize)
     per_chunk = g.npos * CV * KV * itemsize
     qd, qh = phases(g)
     per_phase = g.ntiles / (qd * qh)
@@ -81,68 +80,87 @@ def tiles_per_block(nk, CV, KV, itemsize):
     return int(max(1, min(BLOCK_TILES, BLOCK_BUDGET // (nk * (CV + KV) * itemsize))))
 
 
-def _channels_last(x, geom, C, CP, nthreads):
-    """(array, strides (n, d, h, w)) of x in channels-last order with CP
-    channels, zero padded: x itself when it already is, else a copy (kept for
-    reuse up to KEEP_COPY_BYTES, as the forward pass does)."""
-    item = x.itemsize
-    if is_channels_last(x) and CP == C:
-        return x, tuple(x.strides[i] // item for i in (0, 2, 3, 4))
-    N, (D, H, W) = x.shape[0], x.shape[2:]
-    n = N * D * H * W * CP
-    out = workspace("xcl", n, x.dtype) if n * item <= KEEP_COPY_BYTES else np.empty(n, x.dtype)
-    _cpu.to_channels_last(geom, x, CP, out, nthreads)
-    return out, (D * H * W * CP, H * W * CP, W * CP, CP)
+def padded_channels(C, K, itemsize):
+    """(CV, KV): input and output channels rounded up to the SIMD width."""
+    vl = _cpu.simd_bytes() // itemsize
+    return -(-C // vl) * vl, -(-K // vl) * vl
+
+
+def _in_place(x, CV):
+    """x is channels-last with CV channels and reads as (N, D, H, W, CV)
+    C-contiguous."""
+    return _cpu_fused.is_channels_last(x) and CV == x.shape[1] and x.transpose(0, 2, 3, 4, 1).flags.c_contiguous
+
+
+def _layout(g, kept, dtype, nthreads, need_U):
+    dtype = np.dtype(dtype)
+    item = dtype.itemsize
+    nk = int(kept.size)
+    CV, KV = padded_channels(g.C, g.K, item)
+    tb = tiles_per_block(nk, CV, KV, item)
+    pin = plan("input", g.tile, g.ksize, dtype, kept)
+    pout = plan("output", g.tile, g.ksize, dtype, kept)
+    nchunks = num_chunks(g, item) if need_U else 1
+    return CV, KV, tb, nchunks, pin, pout, _cpu.fused_backward_scratch_bytes(pin, pout, tb, CV, KV, nthreads)
+
+
+def workspace_bytes(g, kept, dtype, nthreads, need_x=True, need_U=True, x_in_place=False):
+    """Bytes of workspace one backward call uses besides its results: the
+    channels-last accumulator of grad_x and copy of x (none when x is
+    channels-last), the packed U, the partials of grad_U, the scratch."""
+    item = np.dtype(dtype).itemsize
+    CV, KV, tb, nchunks, pin, pout, sbytes = _layout(g, kept, dtype, nthreads, need_U)
+    vol = g.N * int(np.prod(g.spatial))
+    nk = int(kept.size)
+    return sbytes + item * ((nk * KV * CV + (0 if x_in_place else vol * CV) if need_x else 0)
+                            + (nchunks * nk * CV * KV + (0 if x_in_place else vol * CV) if need_U else 0))
 
 
 def backward(g, gy, x, U, kept, nthreads, need_x=True, need_U=True):
-    """(grad_x, grad_U) by the fused pipeline; grad_x follows the memory
-    format of x (channels-last in, channels-last out)."""
+    """(grad_x, grad_U) of a non-trivial problem by the fused pipeline.
+
+    gy and x may have any strides.  grad_x follows the memory format of x
+    (channels-last in, channels-last out); grad_U is (P, K, C), zero at the
+    pruned positions.
+    """
     dtype = x.dtype
     item = dtype.itemsize
-    vl = lanes(dtype)
     N, C, K = g.N, g.C, g.K
     D, H, W = g.spatial
-    CV, KV = -(-C // vl) * vl, -(-K // vl) * vl
     nk = int(kept.size)
-    nchunks = num_chunks(g, item) if need_U else 1
-    tb = tiles_per_block(nk, CV, KV, item)
-    x, xgeom = _x_geometry(g, x)
+    CV, KV, tb, nchunks, pin, pout, sbytes = _layout(g, kept, dtype, nthreads, need_U)
+    x, xgeom = c_geometry(g, x)
     if any(s % item for s in gy.strides):
         gy = np.ascontiguousarray(gy)
-    gs = tuple(s // item for s in gy.strides)
-    pin = plan("input", g, g.ksize, dtype, kept)
-    pout = plan("output", g, g.ksize, dtype, kept)
-    stride = -(-_cpu.fused_scratch_bytes(pin, pout, tb, CV, KV) // 64) * 64
+    in_place = _in_place(x, CV)
     vol = N * D * H * W
-    cl_in_place = is_channels_last(x) and CV == C
-    gx_direct = need_x and cl_in_place
-    check_memory("the gradients and the fused backward workspace", item * (
-        (vol * C + nk * KV * CV if need_x else 0)  # grad_x, packed U
-        + (vol * CV if need_x and not gx_direct else 0)  # grad_x's channels-last accumulator
-        + (g.npos * K * C + nchunks * nk * CV * KV if need_U else 0)  # grad_U and its partials
-        + (vol * CV if need_U and not cl_in_place else 0))  # x channels-last
-        + nthreads * stride)
-    buf = workspace("fused", nthreads * stride + 64, np.uint8)
-    off = (-buf.ctypes.data) % 64
+    check_memory("the gradients and the fused backward workspace",
+                 workspace_bytes(g, kept, dtype, nthreads, need_x, need_U, in_place)
+                 + item * ((vol * C if need_x else 0) + (g.npos * K * C if need_U else 0)))
+    keep = vol * CV * item <= _cpu_fused.KEEP_COPY_BYTES
 
-    xcl = xcs = parts = gUout = Ut = gxcl = gx = None
+    xcl = parts = gU = Ut = gxcl = gx = None
     if need_U:
-        xcl, xcs = _channels_last(x, xgeom, C, CV, nthreads)
-        parts = workspace("gU_parts", nchunks * nk * CV * KV, dtype)
-        gUout = np.zeros((g.npos, K, C), dtype=dtype)
+        if in_place:
+            xcl = x.transpose(0, 2, 3, 4, 1)
+        else:
+            flat = workspace("xcl", vol * CV, dtype) if keep else np.empty(vol * CV, dtype)
+            xcl = flat.reshape(N, D, H, W, CV)
+            run("to_channels_last", _cpu.to_channels_last, xgeom, x, xcl, nthreads)
+        parts = workspace("fused_backward_partials", nchunks * nk * CV * KV, dtype)
+        gU = np.zeros((g.npos, K, C), dtype=dtype)
     if need_x:
         Ut = np.zeros((nk, KV, CV), dtype=dtype)
-        Ut[:, :K, :C] = U[kept]
-        if gx_direct:
+        Ut[:, :K, :C] = np.asarray(U)[kept]
+        if in_place:
             gxcl = np.empty((N, D, H, W, C), dtype=dtype)
             gx = gxcl.transpose(0, 4, 1, 2, 3)
         else:
-            n = vol * CV
-            gxcl = workspace("gxcl", n, dtype) if n * item <= KEEP_COPY_BYTES else np.empty(n, dtype)
+            flat = workspace("gxcl", vol * CV, dtype) if keep else np.empty(vol * CV, dtype)
+            gxcl = flat.reshape(N, D, H, W, CV)
             gx = np.empty((N, C, D, H, W), dtype=dtype)
-    _cpu.fused_backward(xgeom, gy, gs, KV, xcl, xcs, CV, Ut, pin, pout, gxcl, parts, nchunks, gUout, tb,
-                        buf[off:], stride, nthreads)
-    if need_x and not gx_direct:
-        _cpu.from_channels_last(xgeom, gxcl, CV, gx, tuple(s // item for s in gx.strides), nthreads)
-    return gx, gUout
+    run("fused_backward", _cpu.fused_backward, xgeom, gy, KV, xcl, Ut, pin, pout, gxcl, parts, nchunks, gU, tb,
+        scratch(sbytes), nthreads)
+    if need_x and not in_place:
+        run("from_channels_last", _cpu.from_channels_last, xgeom, gxcl, gx, nthreads)
+    return gx, gU
