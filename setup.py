@@ -24,7 +24,8 @@ from setuptools.command.build_py import build_py
 
 #: CUDA sources and the headers they share with the CPU build, shipped as
 #: package data in pywino3d/_kernels/ (loaded by pywino3d._cuda_sources).
-KERNEL_FILES = ["src/wino3d_common.h", "src/wino3d_tile.h", "src/wino3d_tile_types.h"] + sorted(glob.glob("src/cuda/*.cu"))
+KERNEL_FILES = ["src/wino3d_common.h", "src/wino3d_tile.h", "src/wino3d_tile.template.h"] + sorted(
+    glob.glob("src/cuda/*.cu"))
 
 OMP_TEST = textwrap.dedent(
     """
@@ -93,11 +94,11 @@ class BuildPy(build_py):
 extensions = [
     Extension(
         "pywino3d._cpu",
-        sources=["pywino3d/_cpu.pyx", "src/wino3d_cpu.c"],
-        include_dirs=["src", np.get_include()],
+        sources=["pywino3d/_cpu.pyx", "src/cpu/wino3d_cpu.c"],
+        include_dirs=["src", "src/cpu", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        depends=["src/wino3d_cpu.h", "src/wino3d_cpu_impl.h", "src/wino3d_tile.h", "src/wino3d_tile_types.h",
-                 "src/wino3d_common.h"],
+        depends=["pywino3d/_cpu.pxd", "src/wino3d_common.h", "src/wino3d_tile.h", "src/wino3d_tile.template.h",
+                 *sorted(glob.glob("src/cpu/*.h"))],
     )
 ]
 

@@ -401,6 +401,50 @@ def bench_layer(lay, N, cols, args, peaks):
     return res
 
 
+def bench_filter(K, C, tile, repeat, threads):
+    """filter_transform (and its adjoint) of a K x C x 3^3 kernel against its
+    memory-traffic bound: w read and U written at the copy bandwidth measured
+    alternately in the same rounds (a copy of U's size into an existing array),
+    and against a copy into a fresh array (page faults included, as for U)."""
+    import pywino3d
+
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((K, C, 3, 3, 3)).astype(np.float32)
+    U = pywino3d.filter_transform(w, tile, workers=threads)
+    dst = np.empty_like(U)
+    fns = {"filter": lambda: pywino3d.filter_transform(w, tile, workers=threads),
+           "adjoint": lambda: pywino3d.filter_transform_backward(U, 3, tile, workers=threads),
+           "copy": lambda: np.copyto(dst, U), "fresh copy": lambda: U.copy()}
+    times = {k: [] for k in fns}
+    for f in fns.values():
+        f()
+    for _ in range(repeat):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    bw = 2 * U.nbytes / med["copy"]
+    bound = (w.nbytes + U.nbytes) / bw
+    return {"K": K, "C": C, "tile": tile, "bytes": w.nbytes + U.nbytes, "copy_gbs": bw / 1e9,
+            "bound": bound, "fresh_bound": med["fresh copy"] + w.nbytes / bw, **med}
+
+
+def filter_report(rows):
+    L = ["Filter transform (float32, 3³ kernels) against its memory-traffic bound: w read and U "
+         "written at the copy bandwidth measured alternately in the same rounds; 'fresh' adds the "
+         "page faults of a new U (a copy into a freshly allocated array):", "",
+         "| K × C | tile | w + U MB | copy GB/s | bound ms | fresh bound ms | filter_transform ms | "
+         "× bound | × fresh | adjoint ms | × bound |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        L.append(f"| {r['K']} × {r['C']} | F({r['tile']}³) | {r['bytes'] / 1e6:.1f} | {r['copy_gbs']:.0f} | "
+                 f"{ms(r['bound'])} | {ms(r['fresh_bound'])} | {ms(r['filter'])} | "
+                 f"{r['filter'] / r['bound']:.1f}× | {r['filter'] / r['fresh_bound']:.1f}× | "
+                 f"{ms(r['adjoint'])} | {r['adjoint'] / r['bound']:.1f}× |")
+    return "\n".join(L)
+
+
 # ------------------------------------------------------------------ report
 
 def ms(t):
@@ -525,6 +569,32 @@ def plot(results, path):
     fig.savefig(path, dpi=110)
 
 
+def save_json(path, peaks, args, results, frows):
+    with open(path, "w") as f:
+        json.dump({"peaks": peaks, "args": vars(args), "results": results, "filter": frows}, f,
+                  indent=1, default=str)
+
+
+def render(path, args):
+    """Report and plot from a JSON file of this script (also a partial one)."""
+    with open(path) as f:
+        data = json.load(f)
+    results, peaks = data["results"], data["peaks"]
+    for r in results:
+        for k in ("ksize", "spatial", "out", "pads"):
+            r[k] = tuple(r[k])
+        if r.get("auto_tile"):
+            r["auto_tile"] = tuple(r["auto_tile"])
+        attach_rooflines(r, peaks)
+    labels = list(results[0]["cols"]) if results else ["torch"]
+    cols = [Column(lab, "torch" if lab.startswith("torch") else "pre") for lab in labels]
+    run = argparse.Namespace(**{**data["args"], **{k: v for k, v in vars(args).items() if k in ("md", "plot")}})
+    text = report(results, peaks, cols, run)
+    if data.get("filter"):
+        text += "\n\n" + filter_report(data["filter"])
+    return text, results
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nets", nargs="+", default=list(NETS), choices=NETS)
@@ -544,11 +614,26 @@ def main(argv=None):
     ap.add_argument("--peak-gflops", type=float,
                     help="GEMM rate for the rooflines instead of the measured one (a busy machine)")
     ap.add_argument("--peak-gbs", type=float, help="copy bandwidth for the rooflines instead of the measured one")
+    ap.add_argument("--filter", nargs="*", default=["256x256", "64x64"], metavar="KxC",
+                    help="filter_transform shapes timed against their memory-traffic bound "
+                         "(none: skip)")
+    ap.add_argument("--from-json", help="render the report and plot of an earlier (or interrupted) run")
     ap.add_argument("--list", action="store_true", help="print the layers and exit")
     ap.add_argument("--md", help="write the markdown report here")
     ap.add_argument("--json", help="write raw results here")
     ap.add_argument("--plot", help="write a PNG of the speed-ups against channels and volume here")
     args = ap.parse_args(argv)
+
+    if args.from_json:
+        text, results = render(args.from_json, args)
+        print(text)
+        if args.md:
+            with open(args.md, "w") as f:
+                f.write(f"<!-- generated by benchmarks/bench_layers.py --from-json on {time.strftime('%Y-%m-%d')} -->\n")
+                f.write(text + "\n")
+        if args.plot:
+            plot(results, args.plot)
+        return
 
     import torch
     from threadpoolctl import threadpool_limits
@@ -574,6 +659,8 @@ def main(argv=None):
                 summary = ", ".join(f"{k} {e['ratio']:.2f}x" for k, e in r["cols"].items()
                                     if "ratio" in e and k != "torch")
                 print(f"{lay.name} N={N}: torch {ms(r['cols']['torch']['time'])} ms; {summary}", flush=True)
+                if args.json:  # partial results survive an interrupted run (--from-json renders them)
+                    save_json(args.json, peaks, args, results, [])
         # peaks again at the end: on a shared machine the best of the two is
         # the better estimate of what the hardware can do (rooflines use it)
         end = measure_peaks(args.threads)
@@ -589,7 +676,16 @@ def main(argv=None):
             peaks["copy_gbs"] = args.peak_gbs
         for r in results:  # with the final peaks
             attach_rooflines(r, peaks)
+        frows = []
+        for shape in args.filter:
+            K, C = (int(v) for v in shape.split("x"))
+            for m in args.tiles:
+                frows.append(bench_filter(K, C, m, args.repeat, args.threads))
+                print(f"filter {shape} F({m}): {ms(frows[-1]['filter'])} ms, bound {ms(frows[-1]['bound'])} ms",
+                      flush=True)
     text = report(results, peaks, cols, args)
+    if frows:
+        text += "\n\n" + filter_report(frows)
     print(text)
     if args.md:
         with open(args.md, "w") as f:
@@ -597,8 +693,7 @@ def main(argv=None):
                     f"{' '.join(sys.argv[1:])} -->\n")
             f.write(text + "\n")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"peaks": peaks, "args": vars(args), "results": results}, f, indent=1, default=str)
+        save_json(args.json, peaks, args, results, frows)
     if args.plot:
         plot(results, args.plot)
 

@@ -68,12 +68,17 @@ def main(argv=None):
     d.add_argument("--workers", type=int, default=None)
     sub.add_parser("info", help="versions, OpenMP, threads, backends")
     sub.add_parser("experiment", help="low-rank training and column pruning experiment", add_help=False)
+    sub.add_parser("volume", help="three convolutions over a Zarr volume on dask.distributed", add_help=False)
     if argv is None:
         argv = sys.argv[1:]
     if argv and argv[0] == "experiment":
         from pywino3d.experiments.cli import main as experiment_main
 
         return experiment_main(argv[1:])
+    if argv and argv[0] == "volume":
+        from pywino3d._volume_demo import main as volume_main
+
+        return volume_main(argv[1:])
     args = parser.parse_args(argv)
     if args.cmd == "demo":
         demo(batch=args.batch, repeat=args.repeat, workers=args.workers)

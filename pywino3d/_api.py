@@ -5,7 +5,8 @@ import numpy as np
 
 from . import _backend
 from ._geometry import make_geometry, parse_kernel_size, parse_tile
-from ._tiles import choose_tile
+from . import autotune
+from ._tiles import candidates_to_time, choose_tile, conv3d_candidates
 from ._transforms import MAX_KERNEL
 from ._validation import as_columns, as_float_array
 
@@ -117,6 +118,41 @@ def _check_U(U, g, name="U"):
     return U
 
 
+def _layout(x):
+    """Memory layout of ``x`` (part of the autotune key)."""
+    if x.flags.c_contiguous:
+        return "ncdhw"
+    if x.transpose(0, 2, 3, 4, 1).flags.c_contiguous:
+        return "ndhwc"
+    return "strided"
+
+
+def _auto_tile(call, g, x, w, bias, padding, nthreads):
+    """``tile="auto"``: the cost model's tile, or -- where the model is unsure
+    and tuning is on (CPU backend) -- the fastest measured candidate, filter
+    transform included (``docs/autotune.md``)."""
+    ksize = g.ksize
+    cands = conv3d_candidates(g.out, ksize, g.N, g.C, g.K, x.dtype.itemsize)
+    timed = candidates_to_time(cands) if call.name == "cpu" else []
+    if not timed or not autotune.enabled():
+        return choose_tile(g.out, ksize, g.N, g.C, g.K, x.dtype.itemsize)
+    key = ("cpu", g.N, g.C, g.K, *g.spatial, *ksize, *(p for ab in g.pads for p in ab),
+           bias is not None, _layout(x))
+
+    def runner(tile):
+        gt = make_geometry(x.shape, g.K, ksize, padding, tile)
+        kept = as_columns(None, gt.npos)
+
+        def run():
+            U = call.impl.filter_transform(w, tile, kept, nthreads)
+            _forward(call, gt, x, U, bias, kept, nthreads)
+        return run
+
+    decision = autotune.choose("conv3d", key, {c.name: runner(c.tile) for c in timed},
+                               dtype=x.dtype, threads=nthreads)
+    return next(c.tile for c in timed if c.name == decision.best)
+
+
 def conv3d(x, w, bias=None, *, padding=0, tile="auto", workers=None, backend=None, coerce=False):
     """3-D cross-correlation (stride 1) computed with Winograd F(m^3, r^3).
 
@@ -135,7 +171,11 @@ def conv3d(x, w, bias=None, *, padding=0, tile="auto", workers=None, backend=Non
         spatial size (the extra element of an even kernel goes at the end).
     tile : int, tuple of 3 ints or "auto"
         Output tile size m per axis (1..8).  ``1`` is direct convolution.
-        ``"auto"`` picks a tile with the cost model of ``pywino3d._tiles``.
+        ``"auto"`` picks a tile with the cost model of ``pywino3d._tiles``
+        and, where the model is unsure, by timing the plausible tiles on this
+        problem once per machine (:mod:`pywino3d.autotune`; first call
+        slower, see ``docs/autotune.md``; ``PYWINO3D_AUTOTUNE=0`` turns it
+        off).  Only tiles with float32 relative error below 3e-5 qualify.
     workers : int, optional
         Threads, as in :func:`scipy.fft.fft`: None follows OMP_NUM_THREADS
         and threadpoolctl limits, -1 uses all cores.  The result does not
@@ -176,7 +216,7 @@ def conv3d(x, w, bias=None, *, padding=0, tile="auto", workers=None, backend=Non
     if isinstance(tile, str):
         if tile != "auto":
             raise ValueError(f"tile: expected an int, 3 ints or 'auto', got {tile!r}")
-        tile = choose_tile(g.out, ksize, g.N, g.C, K, x.dtype.itemsize)
+        tile = _auto_tile(call, g, x, w, bias, padding, nthreads)
     tile = parse_tile(tile)
     g = make_geometry(x.shape, K, ksize, padding, tile)
     kept = as_columns(None, g.npos)

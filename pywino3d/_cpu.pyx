@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""Thin Cython wrappers over the C kernels in ``src/wino3d_cpu.c``.
+"""Thin Cython wrappers over the C kernels in ``src/cpu/`` (declared in ``_cpu.pxd``).
 
 These functions trust their callers (``pywino3d._cpu_backend``): arrays are
 C-contiguous, of one floating dtype, and shaped as the kernels expect.  All
@@ -8,65 +8,8 @@ call releases the GIL while the kernel runs.
 """
 import numpy as np
 cimport numpy as cnp
-from libc.stdint cimport int64_t
 
 cnp.import_array()
-
-ctypedef int64_t wino_index
-
-cdef extern from "wino3d_cpu.h" nogil:
-    ctypedef struct wino_plan_f:
-        const float *X[3]
-        int a[3]
-        int n[3]
-        const int *kept
-        int nk
-        const unsigned char *need_w
-        const unsigned char *need_hw
-    ctypedef struct wino_plan_d:
-        const double *X[3]
-        int a[3]
-        int n[3]
-        const int *kept
-        int nk
-        const unsigned char *need_w
-        const unsigned char *need_hw
-    ctypedef struct wino_geom:
-        wino_index N, C, D, H, W
-        wino_index xs[5]
-        int pad[3]
-        wino_index od[3]
-        int m[3]
-        wino_index nt[3]
-
-    int wino_has_openmp()
-    void wino_tile_origin(const wino_geom *g, wino_index t, wino_index out[4])
-    int wino_max_threads()
-    int wino_num_procs()
-
-    int wino_input_block_f(const wino_geom *g, const float *x, const wino_plan_f *pl, wino_index t0, wino_index tb, float *V, int nthreads)
-    int wino_input_block_d(const wino_geom *g, const double *x, const wino_plan_d *pl, wino_index t0, wino_index tb, double *V, int nthreads)
-    int wino_output_block_f(const wino_geom *g, const float *M, wino_index K, wino_index ky, const wino_plan_f *pl, wino_index t0, wino_index tb, const float *bias, float *y, int nthreads)
-    int wino_output_block_d(const wino_geom *g, const double *M, wino_index K, wino_index ky, const wino_plan_d *pl, wino_index t0, wino_index tb, const double *bias, double *y, int nthreads)
-    int wino_output_adjoint_block_f(const wino_geom *g, const float *gy, wino_index K, const wino_plan_f *pl, wino_index t0, wino_index tb, float *gM, int nthreads)
-    int wino_output_adjoint_block_d(const wino_geom *g, const double *gy, wino_index K, const wino_plan_d *pl, wino_index t0, wino_index tb, double *gM, int nthreads)
-    int wino_input_adjoint_block_f(const wino_geom *g, const float *gV, const wino_plan_f *pl, wino_index t0, wino_index tb, float *gx, int nthreads)
-    int wino_input_adjoint_block_d(const wino_geom *g, const double *gV, const wino_plan_d *pl, wino_index t0, wino_index tb, double *gx, int nthreads)
-    int wino_filter_f(const float *w, wino_index KC, const wino_plan_f *pl, float *U, int nthreads)
-    int wino_filter_d(const double *w, wino_index KC, const wino_plan_d *pl, double *U, int nthreads)
-    int wino_filter_adjoint_f(const float *gU, wino_index KC, const wino_plan_f *pl, float *gw, int nthreads)
-    int wino_filter_adjoint_d(const double *gU, wino_index KC, const wino_plan_d *pl, double *gw, int nthreads)
-    int wino_gemm_batched_f(wino_index nb, wino_index M, wino_index N, wino_index K,
-                            const float *A, const int *aidx, wino_index sa, wino_index rsa, wino_index csa,
-                            const float *B, wino_index sb, wino_index rsb, wino_index csb,
-                            float *C, const int *cidx, wino_index sc, wino_index rsc,
-                            int accumulate, int nthreads)
-    int wino_gemm_batched_d(wino_index nb, wino_index M, wino_index N, wino_index K,
-                            const double *A, const int *aidx, wino_index sa, wino_index rsa, wino_index csa,
-                            const double *B, wino_index sb, wino_index rsb, wino_index csb,
-                            double *C, const int *cidx, wino_index sc, wino_index rsc,
-                            int accumulate, int nthreads)
-
 
 def has_openmp():
     """True when the extension was compiled with OpenMP."""
@@ -128,26 +71,57 @@ cdef class TilePlan:
         self.pf.need_hw = self.pd.need_hw = <const unsigned char *>cnp.PyArray_DATA(self.need_hw)
 
 
-cdef wino_geom _geom(tuple gt):
-    """Unpack the geometry tuple made by pywino3d._geometry.Geometry.as_c()."""
+cdef class CGeom:
+    """The C struct ``wino_geom`` filled by field name.
+
+    Parameters
+    ----------
+    fields : dict
+        ``pywino3d._geometry.Geometry.c_fields(x_strides)``; every field of
+        the struct must be present (Cython converts the dict by name and
+        raises on a missing or extra key).
+    """
     cdef wino_geom g
-    cdef int i
-    g.N, g.C, g.D, g.H, g.W = gt[0], gt[1], gt[2], gt[3], gt[4]
-    for i in range(5):
-        g.xs[i] = gt[5 + i]
-    for i in range(3):
-        g.pad[i] = gt[10 + i]
-        g.od[i] = gt[13 + i]
-        g.m[i] = gt[16 + i]
-        g.nt[i] = gt[19 + i]
-    return g
+
+    def __init__(self, dict fields):
+        self.g = fields
+
+    def fields(self):
+        """The struct back as a dict (for tests)."""
+        return self.g
 
 
-def tile_origin(tuple gt, wino_index t):
+def geom_layout():
+    """{field: byte offset} of ``wino_geom`` as compiled, plus its size under
+    the key ``"sizeof"`` (compared with ``_geometry.GEOM_DTYPE`` by a test)."""
+    cdef wino_geom g
+    cdef char *base = <char *>&g
+    return {
+        "N": <char *>&g.N - base, "C": <char *>&g.C - base, "K": <char *>&g.K - base,
+        "D": <char *>&g.D - base, "H": <char *>&g.H - base, "W": <char *>&g.W - base,
+        "xs": <char *>&g.xs[0] - base, "pad": <char *>&g.pad[0] - base,
+        "od": <char *>&g.od[0] - base, "m": <char *>&g.m[0] - base,
+        "r": <char *>&g.r[0] - base, "a": <char *>&g.a[0] - base,
+        "nt": <char *>&g.nt[0] - base, "sizeof": sizeof(wino_geom),
+    }
+
+
+def simd_bytes():
+    """Bytes of one SIMD vector the kernels were compiled for (32 or 64)."""
+    return wino_simd_bytes()
+
+
+def gemm_blocking(dtype):
+    """The GEMM blocking compiled for ``dtype``: a dict with ``mr``, ``nr``
+    (micro-tile rows and columns), ``kc`` (panel depth), ``mc`` and ``nc``
+    (rows of a packed A block, columns of a packed B block)."""
+    return wino_gemm_blocking(np.dtype(dtype).itemsize)
+
+
+def tile_origin(CGeom geom, wino_index t):
     """(n, o_d, o_h, o_w) of tile t, from the kernels' own 64-bit helper."""
-    cdef wino_geom g = _geom(gt)
     cdef wino_index out[4]
-    wino_tile_origin(&g, t, out)
+    wino_tile_origin(&geom.g, t, out)
     return (out[0], out[1], out[2], out[3])
 
 
@@ -155,28 +129,26 @@ cdef inline void *_ptr(cnp.ndarray a):
     return cnp.PyArray_DATA(a)
 
 
-def input_block(tuple gt, cnp.ndarray x, TilePlan plan, wino_index t0, wino_index tb,
+def input_block(CGeom geom, cnp.ndarray x, TilePlan plan, wino_index t0, wino_index tb,
                 cnp.ndarray V, int nthreads):
     """V[i, c, t] = input transform of tile t0 + t, channel c, kept position i.
-    x may have any strides (given in gt)."""
-    cdef wino_geom g = _geom(gt)
+    x may have any strides (given in geom)."""
     cdef int rc
     cdef void *px = _ptr(x)
     cdef void *pv = _ptr(V)
     if plan.dtype == np.float32:
         with nogil:
-            rc = wino_input_block_f(&g, <const float *>px, &plan.pf, t0, tb, <float *>pv, nthreads)
+            rc = wino_input_block_f(&geom.g, <const float *>px, &plan.pf, t0, tb, <float *>pv, nthreads)
     else:
         with nogil:
-            rc = wino_input_block_d(&g, <const double *>px, &plan.pd, t0, tb, <double *>pv, nthreads)
+            rc = wino_input_block_d(&geom.g, <const double *>px, &plan.pd, t0, tb, <double *>pv, nthreads)
     _check(rc, "input transform")
 
 
-def output_block(tuple gt, cnp.ndarray M, wino_index K, wino_index ky, TilePlan plan,
+def output_block(CGeom geom, cnp.ndarray M, wino_index K, wino_index ky, TilePlan plan,
                  wino_index t0, wino_index tb, bias, cnp.ndarray y, int nthreads):
     """y[tiles] = output transform of M[i, k, t] (+ bias[k]) for K channels of
     y (which has ky channels; y and bias may be views starting at a chunk)."""
-    cdef wino_geom g = _geom(gt)
     cdef int rc
     cdef void *pm = _ptr(M)
     cdef void *py = _ptr(y)
@@ -185,42 +157,40 @@ def output_block(tuple gt, cnp.ndarray M, wino_index K, wino_index ky, TilePlan 
         pb = _ptr(bias)
     if plan.dtype == np.float32:
         with nogil:
-            rc = wino_output_block_f(&g, <const float *>pm, K, ky, &plan.pf, t0, tb, <const float *>pb, <float *>py, nthreads)
+            rc = wino_output_block_f(&geom.g, <const float *>pm, K, ky, &plan.pf, t0, tb, <const float *>pb, <float *>py, nthreads)
     else:
         with nogil:
-            rc = wino_output_block_d(&g, <const double *>pm, K, ky, &plan.pd, t0, tb, <const double *>pb, <double *>py, nthreads)
+            rc = wino_output_block_d(&geom.g, <const double *>pm, K, ky, &plan.pd, t0, tb, <const double *>pb, <double *>py, nthreads)
     _check(rc, "output transform")
 
 
-def output_adjoint_block(tuple gt, cnp.ndarray gy, wino_index K, TilePlan plan, wino_index t0,
+def output_adjoint_block(CGeom geom, cnp.ndarray gy, wino_index K, TilePlan plan, wino_index t0,
                          wino_index tb, cnp.ndarray gM, int nthreads):
     """gM[i, k, t] = adjoint of the output transform applied to grad_y."""
-    cdef wino_geom g = _geom(gt)
     cdef int rc
     cdef void *pg = _ptr(gy)
     cdef void *pm = _ptr(gM)
     if plan.dtype == np.float32:
         with nogil:
-            rc = wino_output_adjoint_block_f(&g, <const float *>pg, K, &plan.pf, t0, tb, <float *>pm, nthreads)
+            rc = wino_output_adjoint_block_f(&geom.g, <const float *>pg, K, &plan.pf, t0, tb, <float *>pm, nthreads)
     else:
         with nogil:
-            rc = wino_output_adjoint_block_d(&g, <const double *>pg, K, &plan.pd, t0, tb, <double *>pm, nthreads)
+            rc = wino_output_adjoint_block_d(&geom.g, <const double *>pg, K, &plan.pd, t0, tb, <double *>pm, nthreads)
     _check(rc, "output-transform adjoint")
 
 
-def input_adjoint_block(tuple gt, cnp.ndarray gV, TilePlan plan, wino_index t0, wino_index tb,
+def input_adjoint_block(CGeom geom, cnp.ndarray gV, TilePlan plan, wino_index t0, wino_index tb,
                         cnp.ndarray gx, int nthreads):
     """gx += adjoint of the input transform applied to gV (gx contiguous)."""
-    cdef wino_geom g = _geom(gt)
     cdef int rc
     cdef void *pv = _ptr(gV)
     cdef void *px = _ptr(gx)
     if plan.dtype == np.float32:
         with nogil:
-            rc = wino_input_adjoint_block_f(&g, <const float *>pv, &plan.pf, t0, tb, <float *>px, nthreads)
+            rc = wino_input_adjoint_block_f(&geom.g, <const float *>pv, &plan.pf, t0, tb, <float *>px, nthreads)
     else:
         with nogil:
-            rc = wino_input_adjoint_block_d(&g, <const double *>pv, &plan.pd, t0, tb, <double *>px, nthreads)
+            rc = wino_input_adjoint_block_d(&geom.g, <const double *>pv, &plan.pd, t0, tb, <double *>px, nthreads)
     _check(rc, "input-transform adjoint")
 
 

@@ -153,7 +153,7 @@ def _x_geometry(g, x):
     item = x.itemsize
     if any(s % item for s in x.strides):
         x = np.ascontiguousarray(x)
-    return x, g.as_c(tuple(s // item for s in x.strides))
+    return x, _cpu.CGeom(g.c_fields(tuple(s // item for s in x.strides)))
 
 
 def filter_transform(w, tile, kept, nthreads):

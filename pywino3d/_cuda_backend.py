@@ -24,7 +24,7 @@ import numpy as np
 
 from . import _cuda_sources as srcs
 from ._backend import is_cupy_array
-from ._geometry import axis_matrices
+from ._geometry import axis_matrices, geom_record
 
 _lock = threading.Lock()
 _BLOCK = 256
@@ -259,8 +259,8 @@ class CudaBackend:
     def _geom(self, g, x):
         cp = _cp()
         x = cp.ascontiguousarray(x)  # arrays are contiguous before launch (a no-op when they are)
-        gt = g.as_c(tuple(s // x.itemsize for s in x.strides))
-        return x, cp.asarray(np.array(gt, dtype=np.int64))
+        # the struct wino_geom, passed to the kernels by value
+        return x, geom_record(g.c_fields(tuple(s // x.itemsize for s in x.strides)))
 
     @_on_device_of_first_array
     def forward(self, g, x, U, bias, kept, nthreads, product_mode="auto"):
@@ -271,7 +271,7 @@ class CudaBackend:
         nk = int(kept.size)  # >= 1: trivial problems are answered in _api._forward
         T = g.ntiles
         tb = int(max(1, min(T, GPU_WORKSPACE_BYTES // max(1, nk * (C + K) * dtype.itemsize))))
-        x, gdev = self._geom(g, x)
+        x, geom = self._geom(g, x)
         U = cp.ascontiguousarray(U)
         pin = plan("input", g.tile, g.ksize, dtype, kept)
         pout = plan("output", g.tile, g.ksize, dtype, kept)
@@ -281,10 +281,10 @@ class CudaBackend:
         for t0 in range(0, T, tb):
             n = min(tb, T - t0)
             _launch(_tile_kernel("input_transform", dtype, pin), C * n,
-                    (x, gdev, *pin.args(), _i64(t0), _i64(n), V))
+                    (x, geom, *pin.args(), _i64(t0), _i64(n), V))
             product(product_mode, U, pin.kept, kept, V, nk, K, C, n, M)
             _launch(_tile_kernel("output_transform", dtype, pout), K * n,
-                    (M, _i64(K), gdev, *pout.args(), _i64(t0), _i64(n), bias, y))
+                    (M, _i64(K), geom, *pout.args(), _i64(t0), _i64(n), bias, y))
         return y
 
     @_on_device_of_first_array
@@ -299,7 +299,7 @@ class CudaBackend:
         T = g.ntiles
         asz = P
         tb = int(max(1, min(T, GPU_WORKSPACE_BYTES // max(1, (nk * (2 * C + K) + C * asz) * dtype.itemsize))))
-        x, gdev = self._geom(g, x)
+        x, geom = self._geom(g, x)
         gy = cp.ascontiguousarray(gy)
         U = cp.ascontiguousarray(U)
         pin = plan("input", g.tile, g.ksize, dtype, kept)
@@ -313,14 +313,14 @@ class CudaBackend:
         for t0 in range(0, T, tb):
             n = min(tb, T - t0)
             _launch(_tile_kernel("output_adjoint", dtype, pout), K * n,
-                    (gy, _i64(K), gdev, *pout.args(), _i64(t0), _i64(n), gM))
+                    (gy, _i64(K), geom, *pout.args(), _i64(t0), _i64(n), gM))
             # gV[i] (C x n) = U[kept[i]]^T @ gM[i]
             _gemm_raw(nk, C, n, K, U, pin.kept, K * C, 1, C, gM, K * n, n, 1, gV, None, C * n, n, False)
             _launch(_tile_kernel("input_adjoint_patches", dtype, pin), C * n,
-                    (gV, gdev, *pin.args(), _i64(n), Pp))
-            _launch(f"input_adjoint_gather<{_ctype(dtype)}>", nx, (Pp, gdev, pin.dims, _i64(t0), _i64(n), gx))
+                    (gV, geom, *pin.args(), _i64(n), Pp))
+            _launch(f"input_adjoint_gather<{_ctype(dtype)}>", nx, (Pp, geom, _i64(t0), _i64(n), gx))
             _launch(_tile_kernel("input_transform", dtype, pin), C * n,
-                    (x, gdev, *pin.args(), _i64(t0), _i64(n), V))
+                    (x, geom, *pin.args(), _i64(t0), _i64(n), V))
             # gU[i] (K x C) += gM[i] (K x n) @ V[i]^T (n x C)
             _gemm_raw(nk, K, C, n, gM, None, K * n, n, 1, V, C * n, 1, n, gUk, None, K * C, C, True)
         gU[cp.asarray(kept)] = gUk

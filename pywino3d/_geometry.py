@@ -11,6 +11,16 @@ from ._validation import as_int, as_triple
 
 AXES = ("d", "h", "w")
 
+#: The C struct ``wino_geom`` of ``src/wino3d_common.h``, field by field (all
+#: 64-bit, no padding).  The CUDA kernels take a record of this dtype by
+#: value; a test compares it with the C layout the extension reports.
+GEOM_DTYPE = np.dtype(
+    [("N", "<i8"), ("C", "<i8"), ("K", "<i8"), ("D", "<i8"), ("H", "<i8"), ("W", "<i8"),
+     ("xs", "<i8", (5,)), ("pad", "<i8", (3,)), ("od", "<i8", (3,)), ("m", "<i8", (3,)),
+     ("r", "<i8", (3,)), ("a", "<i8", (3,)), ("nt", "<i8", (3,))],
+    align=True,
+)
+
 
 def parse_padding(padding, ksize):
     """Return ((front, back) per axis) for an int, a 3-tuple, 'same' or 'valid'.
@@ -73,12 +83,25 @@ class Geometry:
         t = self.ntiles_axis
         return self.N * t[0] * t[1] * t[2]
 
-    def as_c(self, x_strides_elems):
-        """The tuple unpacked by ``_cpu._geom``."""
-        return (
-            self.N, self.C, *self.spatial, *x_strides_elems,
-            *(p[0] for p in self.pads), *self.out, *self.tile, *self.ntiles_axis,
-        )
+    def c_fields(self, x_strides_elems):
+        """The fields of the C struct ``wino_geom``, by name, for an input
+        with these strides (in elements)."""
+        D, H, W = self.spatial
+        return {
+            "N": self.N, "C": self.C, "K": self.K, "D": D, "H": H, "W": W,
+            "xs": tuple(x_strides_elems), "pad": tuple(p[0] for p in self.pads),
+            "od": self.out, "m": self.tile, "r": self.ksize, "a": self.alpha,
+            "nt": self.ntiles_axis,
+        }
+
+
+def geom_record(fields):
+    """A NumPy record of :data:`GEOM_DTYPE` filled by field name (what the
+    CUDA kernels receive by value)."""
+    rec = np.zeros((), dtype=GEOM_DTYPE)
+    for name in GEOM_DTYPE.names:
+        rec[name] = fields[name]
+    return rec[()]
 
 
 def make_geometry(x_shape, K, ksize, padding, tile):

@@ -12,12 +12,20 @@ with ``T`` the number of tiles (edge tiles count whole, so tiles that overhang
 the output are penalised) rounded up to the GEMM micro-panel width of 16 (a
 batch-1 layer of 2x7x7 outputs has only 8 F(4^3) tiles: half a panel).  The rates are the ones measured on the development
 machine (``docs/benchmarks.md``); only their ratios matter.  Tiles whose float
-error would be large are excluded: per axis alpha <= 6 in float32 (F(4, 3)
-at most for 3-wide kernels) and alpha <= 8 in float64 (see ``docs/accuracy.md``).
+error would be large are excluded: per axis alpha <= 8 (F(6, 3) at most for
+3-wide kernels, F(4, 5) for 5-wide ones), measured at <= 1.7e-5 relative L2
+error in float32 on 32-channel layers, against >= 3.3e-4 for alpha = 9 (see
+``docs/accuracy.md``); the issue's limit is 3e-5.
+
+Where the model is unsure -- its best two tiles within :data:`UNSURE_FACTOR`
+of each other -- ``conv3d(tile="auto")`` measures instead:
+:func:`conv3d_candidates` lists the tiles worth timing and
+:mod:`pywino3d.autotune` times them (``docs/autotune.md``).
 """
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 #: Rates in units per second; only ratios matter.
 GEMM_FLOPS = 300e9
@@ -28,7 +36,8 @@ WEIGHT_BYTES_PER_S = 16e9
 #: Fixed cost per tile and channel (gather, bookkeeping), in seconds.
 PER_TILE_CHANNEL = 2e-9
 
-MAX_ALPHA = {4: 6, 8: 8}
+#: Largest alpha = m + r - 1 per axis, by itemsize (accuracy limit).
+MAX_ALPHA = {4: 8, 8: 8}
 
 
 def tile_cost(out, ksize, N, C, K, tile, itemsize=4):
@@ -65,3 +74,76 @@ def choose_tile(out, ksize, N, C, K, itemsize=4):
         if best is None or cost < best[0] * (1 - 1e-12):
             best = (cost, tile)
     return best[1]
+
+
+# --------------------------------------------------- measured choice
+#: The model is "unsure" when its second-best candidate costs less than this
+#: factor times its best; conv3d(tile="auto") then times the candidates.  The
+#: model's ratios were off by up to ~2x on the layers of docs/benchmarks.md
+#: (e.g. C256->256 at 4^3: model F(2) 6% ahead of direct, measured direct
+#: 1.7x faster), so closer calls are measured.
+UNSURE_FACTOR = 2.0
+#: Candidates whose model cost exceeds this factor times the best are not
+#: timed (their warm-up alone would cost more than it can save).
+CANDIDATE_FACTOR = 3.0
+#: At most this many Winograd tiles are timed (the model's best), plus direct.
+TIMED_TILES = 3
+#: Problems whose best model time is below this (seconds) are not timed.
+MIN_TUNED_SECONDS = 1e-3
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to run a layer: a pipeline and its output tile.
+
+    ``name`` is what the autotune cache records (``"direct"``,
+    ``"winograd:4x4x4"``; other pipelines prefix their own name, e.g.
+    ``"fused:4x4x4"``); ``cost`` is the model's estimate in seconds.
+    """
+
+    name: str
+    tile: tuple
+    pipeline: str = "winograd"
+    cost: float = 0.0
+
+
+def tile_name(tile, pipeline="winograd"):
+    """Cache name of a tile: ``"direct"`` for (1, 1, 1), else
+    ``"<pipeline>:<md>x<mh>x<mw>"``."""
+    tile = tuple(int(m) for m in tile)
+    if tile == (1, 1, 1) and pipeline == "winograd":
+        return "direct"
+    return f"{pipeline}:{tile[0]}x{tile[1]}x{tile[2]}"
+
+
+def conv3d_candidates(out, ksize, N, C, K, itemsize=4):
+    """Every accuracy-admissible candidate, cheapest model cost first.
+
+    Other pipelines extend this list (one Candidate per pipeline and tile);
+    the order only decides which few are timed.
+    """
+    ksize = tuple(ksize)
+    cands = [Candidate(tile_name(t), t, "winograd", tile_cost(out, ksize, N, C, K, t, itemsize))
+             for t in dict.fromkeys(candidate_tiles(ksize, itemsize))]
+    return sorted(cands, key=lambda c: (c.cost, c.tile))
+
+
+def candidates_to_time(cands):
+    """The candidates worth measuring, or [] when the model is sure.
+
+    ``cands`` as returned by :func:`conv3d_candidates`.  The model is sure
+    when it has a single candidate, when its runner-up costs at least
+    :data:`UNSURE_FACTOR` times its best, or when the best is below
+    :data:`MIN_TUNED_SECONDS`.  Otherwise: the best :data:`TIMED_TILES`
+    Winograd candidates and direct, each within :data:`CANDIDATE_FACTOR`
+    of the best model cost.
+    """
+    if len(cands) < 2:
+        return []
+    best = cands[0].cost
+    if best < MIN_TUNED_SECONDS or cands[1].cost >= UNSURE_FACTOR * best:
+        return []
+    near = [c for c in cands if c.cost <= CANDIDATE_FACTOR * best]
+    picked = [c for c in near if c.name != "direct"][:TIMED_TILES]
+    picked += [c for c in near if c.name == "direct"]
+    return picked if len(picked) > 1 else []

@@ -68,11 +68,11 @@ FILE_NAME = "autotune.json"
 #: Layout of the cache file; a file with another value is foreign.
 FORMAT = 1
 #: Timed rounds at most (``rounds=None``).
-ROUNDS = 5
+ROUNDS = 4
 #: After two rounds, candidates slower than this factor times the best stop.
 SLOWER_FACTOR = 1.5
 #: Seconds one decision may take, warm-ups included (at least one timed round).
-TIME_BUDGET = 3.0
+TIME_BUDGET = 2.0
 #: Entries kept in the file; the oldest go first beyond this.
 MAX_ENTRIES = 4096
 #: Seconds a writer waits for the lock file before merging without it.
@@ -121,7 +121,16 @@ _lock = threading.RLock()
 _memory: dict = {}  # entry key (str) -> (Decision, frozenset of candidate names)
 _warned: set = set()  # (path, cause, file state) already warned about
 _unwritable: set = set()  # cache directories found unwritable in this process
-_file_memo: dict = {}  # path -> ((mtime_ns, size), entries)
+_file_memo: dict = {}  # path -> ((mtime_ns, size, inode), entries)
+
+
+def _after_fork():  # a lock held by another thread at fork time stays held in the child
+    global _lock
+    _lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def enabled():
@@ -250,6 +259,8 @@ def _plain_key(key, name="key"):
     """``key`` as nested JSON lists of ints, floats, strs, bools and None."""
     if key is None or isinstance(key, (str, bool)):
         return key
+    if type(key).__name__ == "bool_":  # numpy.bool_
+        return bool(key)
     if isinstance(key, (tuple, list)):
         return [_plain_key(k, name) for k in key]
     if hasattr(key, "__index__"):  # int, numpy integers
@@ -382,6 +393,12 @@ def _atomic_write(path, text):
             os.close(dfd)
 
 
+def _dumps(entries):
+    """The file's text: valid JSON, one entry per line."""
+    lines = ",\n".join(f" {json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in entries.items())
+    return f'{{"library": "pywino3d", "format": {FORMAT}, "entries": {{\n{lines}\n}}}}\n'
+
+
 def _store_disk(ekey, entry):
     path = cache_path()
     folder = str(path.parent)
@@ -396,8 +413,7 @@ def _store_disk(ekey, entry):
             if len(entries) > MAX_ENTRIES:
                 for k in sorted(entries, key=lambda k: entries[k].get("created", 0))[:len(entries) - MAX_ENTRIES]:
                     del entries[k]
-            doc = {"library": "pywino3d", "format": FORMAT, "entries": entries}
-            _atomic_write(path, json.dumps(doc, indent=1, sort_keys=True))
+            _atomic_write(path, _dumps(entries))
             _file_memo.pop(str(path), None)
     except OSError as e:
         _unwritable.add(folder)

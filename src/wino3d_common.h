@@ -1,5 +1,6 @@
 /*
- * wino3d_common.h -- portability macros shared by the C and CUDA builds.
+ * wino3d_common.h -- what the C (src/cpu/) and CUDA (src/cuda/) builds share:
+ * portability macros, the index type and the geometry of one convolution.
  *
  * WINO_HD marks per-tile functions that run on the host and on the device:
  * __host__ __device__ under nvcc/NVRTC, nothing in the C build.
@@ -30,5 +31,39 @@ typedef int64_t wino_index;    /* 64-bit: element counts can exceed 2^31 */
 
 #define WINO_CAT_(a, b) a##b
 #define WINO_CAT(a, b) WINO_CAT_(a, b)
+
+/* Geometry of one convolution, by name in every language: filled field by
+ * field from pywino3d._geometry.Geometry.c_fields() (the Cython wrapper
+ * pywino3d._cpu.CGeom for the CPU; the NumPy record of GEOM_DTYPE passed by
+ * value to the CUDA kernels).  Every field is 64-bit, so the layout has no
+ * padding and is the same under C, C++ and NVRTC; a test compares it with
+ * GEOM_DTYPE field by field. */
+typedef struct {
+    wino_index N, C, K;         /* batch, input and output channels */
+    wino_index D, H, W;         /* input extent (unpadded) */
+    wino_index xs[5];           /* strides of x in elements (N, C, D, H, W) */
+    wino_index pad[3];          /* front padding per axis */
+    wino_index od[3];           /* output extent per axis */
+    wino_index m[3];            /* output tile per axis */
+    wino_index r[3];            /* kernel size per axis */
+    wino_index a[3];            /* alpha = m + r - 1 per axis */
+    wino_index nt[3];           /* tiles per axis */
+} wino_geom;
+
+/* Tile t -> batch index n and the first output index o[axis].  Tiles are
+ * numbered in C order over (n, tile_d, tile_h, tile_w). */
+WINO_HD WINO_INLINE void wino_geom_tile_origin(const wino_geom *g, wino_index t, wino_index *n,
+                                               wino_index o[3])
+{
+    const wino_index tw = t % g->nt[2];
+    t /= g->nt[2];
+    const wino_index th = t % g->nt[1];
+    t /= g->nt[1];
+    const wino_index td = t % g->nt[0];
+    *n = t / g->nt[0];
+    o[0] = td * g->m[0];
+    o[1] = th * g->m[1];
+    o[2] = tw * g->m[2];
+}
 
 #endif /* WINO3D_COMMON_H */

@@ -65,7 +65,7 @@ def test_warm_up_interleaving_and_early_stop(monkeypatch):
     # warm-up a b c, round 1 a b c, round 2 c b a; then b (10x slower) stops
     assert calls[:9] == ["a", "b", "c", "a", "b", "c", "c", "b", "a"]
     assert calls.count("b") == 3
-    assert calls.count("a") == calls.count("c") == 6  # 1 warm-up + 5 rounds
+    assert calls.count("a") == calls.count("c") == 1 + 5  # warm-up + rounds=5
 
 
 def test_time_budget_bounds_the_decision(monkeypatch):
@@ -350,3 +350,103 @@ def test_keyboard_interrupt_while_writing_leaves_old_file(monkeypatch):
     assert autotune.cache_path().read_bytes() == before
     assert not list(autotune.cache_path().parent.glob(".autotune-*.tmp"))
     assert autotune.lookup("t.int2", (1,), dtype="float32", threads=1) is None
+
+
+# --------------------------------------------------- conv3d(tile="auto")
+import pywino3d  # noqa: E402
+from pywino3d import _tiles  # noqa: E402
+
+
+@pytest.fixture
+def layer():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 8, 9, 10, 11)).astype(np.float32)
+    w = rng.standard_normal((6, 8, 3, 3, 3)).astype(np.float32)
+    return x, w
+
+
+def _timed_names(x, w, padding=1):
+    out = tuple(s + 2 * padding - 2 for s in x.shape[2:])
+    cands = _tiles.conv3d_candidates(out, w.shape[2:], x.shape[0], x.shape[1], w.shape[0], x.dtype.itemsize)
+    return [c for c in _tiles.candidates_to_time(cands)]
+
+
+@pytest.fixture
+def always_unsure(monkeypatch):
+    """Make the cost model unsure about every problem (tiny ones included)."""
+    monkeypatch.setattr(_tiles, "MIN_TUNED_SECONDS", 0.0)
+    monkeypatch.setattr(_tiles, "UNSURE_FACTOR", 1e9)
+    monkeypatch.setattr(_tiles, "CANDIDATE_FACTOR", 1e9)
+
+
+def test_conv3d_auto_tunes_once_and_uses_the_measured_tile(layer, always_unsure, monkeypatch):
+    x, w = layer
+    timed = _timed_names(x, w)
+    assert len(timed) >= 3 and "direct" in [c.name for c in timed]
+    y = pywino3d.conv3d(x, w, padding=1, workers=1)
+    (entry,) = entries_on_disk().values()
+    assert entry["op"] == "conv3d" and sorted(entry["candidates"]) == sorted(c.name for c in timed)
+    assert entry["threads"] == 1 and entry["dtype"] == "float32"
+    best = next(c.tile for c in timed if c.name == entry["best"])
+    assert y.tobytes() == pywino3d.conv3d(x, w, padding=1, tile=best, workers=1).tobytes()
+    # second call: no timing, same bits
+    monkeypatch.setattr(autotune, "_measure", lambda *a: pytest.fail("timed again"))
+    assert pywino3d.conv3d(x, w, padding=1, workers=1).tobytes() == y.tobytes()
+
+
+def test_conv3d_auto_uses_a_cached_decision(layer, always_unsure, monkeypatch):
+    """A decision in the cache file (as another process would leave it)
+    decides the tile, whatever the cost model says."""
+    x, w = layer
+    timed = _timed_names(x, w)
+    model = _tiles.choose_tile((9, 10, 11), (3, 3, 3), 1, 8, 6, 4)
+    planted = next(c for c in timed if c.tile != model)
+    pywino3d.conv3d(x, w, padding=1, workers=1)  # tunes and stores the real entry
+    path = autotune.cache_path()
+    doc = json.loads(path.read_text())
+    (k, e), = doc["entries"].items()
+    e["best"] = planted.name
+    path.write_text(json.dumps(doc))
+    autotune.clear(memory=True)
+    monkeypatch.setattr(autotune, "_measure", lambda *a: pytest.fail("timed although cached"))
+    y = pywino3d.conv3d(x, w, padding=1, workers=1)
+    assert y.tobytes() == pywino3d.conv3d(x, w, padding=1, tile=planted.tile, workers=1).tobytes()
+    assert y.tobytes() != pywino3d.conv3d(x, w, padding=1, tile=model, workers=1).tobytes()
+
+
+def test_conv3d_auto_without_tuning_is_the_cost_model(layer, always_unsure, monkeypatch, fresh_cache):
+    x, w = layer
+    monkeypatch.setenv("PYWINO3D_AUTOTUNE", "0")
+    monkeypatch.setattr(autotune, "_measure", lambda *a: pytest.fail("timed although disabled"))
+    model = _tiles.choose_tile((9, 10, 11), (3, 3, 3), 1, 8, 6, 4)
+    y1 = pywino3d.conv3d(x, w, padding=1, workers=1)
+    y2 = pywino3d.conv3d(x, w, padding=1, workers=2)
+    assert y1.tobytes() == y2.tobytes() == pywino3d.conv3d(x, w, padding=1, tile=model, workers=1).tobytes()
+    assert not fresh_cache.exists()
+
+
+def test_conv3d_auto_when_the_model_is_sure_times_nothing(layer, monkeypatch, fresh_cache):
+    x, w = layer  # a tiny problem: below MIN_TUNED_SECONDS
+    monkeypatch.setattr(autotune, "_measure", lambda *a: pytest.fail("timed a tiny problem"))
+    pywino3d.conv3d(x, w, padding=1)
+    assert not autotune.cache_path().exists()
+
+
+def test_tuned_tiles_respect_the_accuracy_rule():
+    """No candidate ever has alpha > 8 on an axis (float32 relative L2 error
+    <= 1.7e-5 measured, docs/accuracy.md), for any kernel size."""
+    for r in range(1, 8):
+        for ks in [(r, r, r), (1, r, r), (r, 1, 1)]:
+            for c in _tiles.conv3d_candidates((32, 32, 32), ks, 1, 16, 16, 4):
+                assert all(m + k - 1 <= 8 or m == 1 for m, k in zip(c.tile, ks)), (ks, c)
+
+
+def test_accuracy_of_the_largest_admitted_tile(rng):
+    """F(6^3, 3^3) (alpha 8), the largest tile tuning can pick for 3^3
+    kernels, stays below 3e-5 relative L2 error in float32."""
+    x = rng.standard_normal((1, 16, 14, 14, 14))
+    w = rng.standard_normal((16, 16, 3, 3, 3)) / np.sqrt(16 * 27)
+    ref = pywino3d.conv3d(x, w, padding=1, tile=1)
+    y = pywino3d.conv3d(x.astype(np.float32), w.astype(np.float32), padding=1, tile=6)
+    err = np.linalg.norm(y - ref) / np.linalg.norm(ref)
+    assert err < 3e-5

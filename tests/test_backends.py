@@ -204,7 +204,7 @@ def test_cuda_sources_are_found():
     for h in _cuda_sources.HEADERS:
         assert (d / h).is_file()
     src = _cuda_sources.kernel_source()
-    assert '#include "wino3d_tile_types.h"' in src
+    assert '#include "wino3d_tile.h"' in src
 
 
 def test_cuda_sources_installed_with_package():
@@ -249,7 +249,7 @@ def test_shared_header_in_cpu_build():
     """The CPU extension is compiled from the same per-tile header."""
     import pathlib
 
-    cpu_h = (pathlib.Path(_cuda_sources.kernel_dir()) / "wino3d_tile.h").read_text()
+    cpu_h = (pathlib.Path(_cuda_sources.kernel_dir()) / "wino3d_tile.template.h").read_text()
     assert "WINO_HD" in cpu_h and "wino_expand_dims_" in cpu_h
 
 

@@ -158,7 +158,7 @@ def test_index_arithmetic_is_64_bit():
     g = make_geometry((N, C, D, H, W), 5, (3, 3, 3), 1, (4, 4, 4))
     assert g.ntiles > 2**31 and N * C * D * H * W > 2**40
     strides = (C * D * H * W, D * H * W, H * W, W, 1)
-    gt = g.as_c(strides)
+    gt = _cpu.CGeom(g.c_fields(strides))
     nt = g.ntiles_axis
     for t in (0, 1, 2**31 - 1, 2**31, 2**31 + 12345, 2**33 + 7, g.ntiles - 1):
         n, rem = divmod(t, nt[0] * nt[1] * nt[2])

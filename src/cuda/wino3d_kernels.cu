@@ -2,8 +2,8 @@
  * wino3d_kernels.cu -- the CUDA kernels of pywino3d (loaded with
  * cupy.RawModule, compiled by NVRTC).
  *
- * The per-tile transform math is wino3d_tile.h, the same header the CPU
- * extension compiles, so both backends run one piece of transform code.
+ * The per-tile transform math is wino3d_tile.template.h, the same template
+ * the CPU extension compiles, so both backends run one piece of transform code.
  * Kernels are templates on the value type T and on AMAX, the largest
  * alpha (and n) over the three axes, which sizes the per-thread scratch.
  * Every (T, AMAX) pair used by the library is listed in kernel_names() of
@@ -11,10 +11,11 @@
  *
  * Integer arguments: 64-bit (long long) for sizes and offsets, 32-bit (int)
  * for the small counts; the Python side passes numpy.int64 / numpy.int32.
+ * The geometry is the struct wino_geom of wino3d_common.h, passed by value
+ * (a NumPy record of pywino3d._geometry.GEOM_DTYPE on the Python side).
  */
 #include "wino3d_common.h"
-
-#include "wino3d_tile_types.h"
+#include "wino3d_tile.h"
 
 /* C++ overloads over the C-style instantiations. */
 __device__ __forceinline__ void wino_expand(const wino_plan_f *p, const float *in, float *out,
@@ -34,10 +35,7 @@ template <typename T> struct plan_of;
 template <> struct plan_of<float> { typedef wino_plan_f type; };
 template <> struct plan_of<double> { typedef wino_plan_d type; };
 
-/* Geometry: a device array of 22 long longs in the order of
- * Geometry.as_c() on the Python side:
- * N C D H W, xs[5], pad[3], od[3], m[3], nt[3]. */
-#define GEOM const long long *__restrict__ g
+#define GEOM const wino_geom g
 
 /* Plan arguments travel as raw pointers + small ints and are rebuilt into
  * the shared plan struct on the device. */
@@ -57,39 +55,29 @@ __device__ __forceinline__ typename plan_of<T>::type make_plan(
                     int nk, const unsigned char *need_w, const unsigned char *need_hw
 #define PLAN_ARGS X0, X1, X2, dims, kept, nk, need_w, need_hw
 
-__device__ __forceinline__ void tile_origin(const long long *g, long long t, long long *n, long long o[3])
-{
-    const long long ntd = g[19], nth = g[20], ntw = g[21];
-    long long tw = t % ntw; t /= ntw;
-    long long th = t % nth; t /= nth;
-    long long td = t % ntd;
-    *n = t / ntd;
-    o[0] = td * g[16]; o[1] = th * g[17]; o[2] = tw * g[18];
-}
-
 /* V[i, c, t] for kept position i, channel c, tile t0 + t (t < tb). */
 template <typename T, int AMAX>
 __global__ void input_transform(const T *__restrict__ x, GEOM, PLAN_PARAMS,
                                 long long t0, long long tb, T *__restrict__ V)
 {
-    const long long C = g[1];
+    const long long C = g.C;
     const long long job = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (job >= C * tb) return;
     const long long c = job / tb, tt = job - c * tb;
     typename plan_of<T>::type pl = make_plan<T>(PLAN_ARGS);
     T patch[AMAX * AMAX * AMAX], t1[AMAX * AMAX * AMAX], t2[AMAX * AMAX * AMAX];
-    long long n, o[3];
-    tile_origin(g, t0 + tt, &n, o);
-    const T *xc = x + n * g[5] + c * g[6];
+    wino_index n, o[3];
+    wino_geom_tile_origin(&g, t0 + tt, &n, o);
+    const T *xc = x + n * g.xs[0] + c * g.xs[1];
     const int ad = pl.a[0], ah = pl.a[1], aw = pl.a[2];
     for (int a = 0; a < ad; ++a) {
-        const long long id = o[0] + a - g[10];
+        const long long id = o[0] + a - g.pad[0];
         for (int b = 0; b < ah; ++b) {
-            const long long ih = o[1] + b - g[11];
+            const long long ih = o[1] + b - g.pad[1];
             for (int e = 0; e < aw; ++e) {
-                const long long iw = o[2] + e - g[12];
-                const bool ok = id >= 0 && id < g[2] && ih >= 0 && ih < g[3] && iw >= 0 && iw < g[4];
-                patch[(a * ah + b) * aw + e] = ok ? xc[id * g[7] + ih * g[8] + iw * g[9]] : T(0);
+                const long long iw = o[2] + e - g.pad[2];
+                const bool ok = id >= 0 && id < g.D && ih >= 0 && ih < g.H && iw >= 0 && iw < g.W;
+                patch[(a * ah + b) * aw + e] = ok ? xc[id * g.xs[2] + ih * g.xs[3] + iw * g.xs[4]] : T(0);
             }
         }
     }
@@ -108,9 +96,9 @@ __global__ void output_transform(const T *__restrict__ M, long long K, GEOM, PLA
     typename plan_of<T>::type pl = make_plan<T>(PLAN_ARGS);
     T patch[AMAX * AMAX * AMAX], t1[AMAX * AMAX * AMAX], t2[AMAX * AMAX * AMAX];
     wino_contract(&pl, M + k * tb + tt, K * tb, patch, t1, t2);
-    long long n, o[3];
-    tile_origin(g, t0 + tt, &n, o);
-    const long long Do = g[13], Ho = g[14], Wo = g[15];
+    wino_index n, o[3];
+    wino_geom_tile_origin(&g, t0 + tt, &n, o);
+    const long long Do = g.od[0], Ho = g.od[1], Wo = g.od[2];
     const int md = pl.n[0], mh = pl.n[1], mw = pl.n[2];
     const T b = bias[k];
     T *yk = y + ((n * K + k) * Do) * Ho * Wo;
@@ -130,9 +118,9 @@ __global__ void output_adjoint(const T *__restrict__ gy, long long K, GEOM, PLAN
     const long long k = job / tb, tt = job - k * tb;
     typename plan_of<T>::type pl = make_plan<T>(PLAN_ARGS);
     T patch[AMAX * AMAX * AMAX], t1[AMAX * AMAX * AMAX], t2[AMAX * AMAX * AMAX];
-    long long n, o[3];
-    tile_origin(g, t0 + tt, &n, o);
-    const long long Do = g[13], Ho = g[14], Wo = g[15];
+    wino_index n, o[3];
+    wino_geom_tile_origin(&g, t0 + tt, &n, o);
+    const long long Do = g.od[0], Ho = g.od[1], Wo = g.od[2];
     const int md = pl.n[0], mh = pl.n[1], mw = pl.n[2];
     const T *gk = gy + ((n * K + k) * Do) * Ho * Wo;
     for (int a = 0; a < md; ++a)
@@ -151,7 +139,7 @@ template <typename T, int AMAX>
 __global__ void input_adjoint_patches(const T *__restrict__ gV, GEOM, PLAN_PARAMS,
                                       long long tb, T *__restrict__ P)
 {
-    const long long C = g[1];
+    const long long C = g.C;
     const long long job = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (job >= C * tb) return;
     const long long c = job / tb, tt = job - c * tb;
@@ -164,10 +152,10 @@ __global__ void input_adjoint_patches(const T *__restrict__ gV, GEOM, PLAN_PARAM
 /* grad_x[n, c, i, j, l] += sum over the block's tiles whose patch covers it,
  * in increasing tile order. One thread per input element. */
 template <typename T>
-__global__ void input_adjoint_gather(const T *__restrict__ P, GEOM, const int *dims,
-                                     long long t0, long long tb, T *__restrict__ gx)
+__global__ void input_adjoint_gather(const T *__restrict__ P, GEOM, long long t0, long long tb,
+                                     T *__restrict__ gx)
 {
-    const long long N = g[0], C = g[1], D = g[2], H = g[3], W = g[4];
+    const long long N = g.N, C = g.C, D = g.D, H = g.H, W = g.W;
     const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= N * C * D * H * W) return;
     long long r = idx;
@@ -176,9 +164,9 @@ __global__ void input_adjoint_gather(const T *__restrict__ P, GEOM, const int *d
     const long long i = r % D; r /= D;
     const long long c = r % C;
     const long long n = r / C;
-    const int a[3] = {dims[0], dims[1], dims[2]};
-    const long long m[3] = {g[16], g[17], g[18]}, nt[3] = {g[19], g[20], g[21]};
-    const long long pos[3] = {i + g[10], j + g[11], l + g[12]};  /* padded coordinates */
+    const long long a[3] = {g.a[0], g.a[1], g.a[2]};
+    const long long m[3] = {g.m[0], g.m[1], g.m[2]}, nt[3] = {g.nt[0], g.nt[1], g.nt[2]};
+    const long long pos[3] = {i + g.pad[0], j + g.pad[1], l + g.pad[2]};  /* padded coordinates */
     long long lo[3], hi[3];
     for (int ax = 0; ax < 3; ++ax) {
         /* tiles q with q*m <= pos < q*m + a */

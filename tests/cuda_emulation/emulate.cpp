@@ -1,5 +1,6 @@
 /* C entry points that launch the CUDA kernels on the host, one "thread" at a
- * time, with the block size of the real launches (256). */
+ * time, with the block size of the real launches (256).  The geometry comes
+ * in by pointer (ctypes) and goes to the kernels by value, as on the GPU. */
 #include "wino3d_kernels.cu"
 
 #include <thread>
@@ -46,27 +47,27 @@ static void launch_blocks(wino_dim3 grid, unsigned B, F &&body)
                int nk, const unsigned char *need_w, const unsigned char *need_hw
 
 #define TILE_ENTRY_POINTS(A)                                                                          \
-void emu_input_transform_##A(const float *x, const long long *g, PLAN_C, long long t0, long long tb,   \
+void emu_input_transform_##A(const float *x, const wino_geom *g, PLAN_C, long long t0, long long tb,   \
                              float *V)                                                                 \
 {                                                                                                      \
-    launch(g[1] * tb, [&] { input_transform<float, A>(x, g, X0, X1, X2, dims, kept, nk, need_w,        \
+    launch(g->C * tb, [&] { input_transform<float, A>(x, *g, X0, X1, X2, dims, kept, nk, need_w,        \
                                                       need_hw, t0, tb, V); });                         \
 }                                                                                                      \
-void emu_output_transform_##A(const float *M, long long K, const long long *g, PLAN_C, long long t0,   \
+void emu_output_transform_##A(const float *M, long long K, const wino_geom *g, PLAN_C, long long t0,   \
                               long long tb, const float *bias, float *y)                               \
 {                                                                                                      \
-    launch(K * tb, [&] { output_transform<float, A>(M, K, g, X0, X1, X2, dims, kept, nk, need_w,       \
+    launch(K * tb, [&] { output_transform<float, A>(M, K, *g, X0, X1, X2, dims, kept, nk, need_w,       \
                                                     need_hw, t0, tb, bias, y); });                     \
 }                                                                                                      \
-void emu_output_adjoint_##A(const float *gy, long long K, const long long *g, PLAN_C, long long t0,    \
+void emu_output_adjoint_##A(const float *gy, long long K, const wino_geom *g, PLAN_C, long long t0,    \
                             long long tb, float *gM)                                                   \
 {                                                                                                      \
-    launch(K * tb, [&] { output_adjoint<float, A>(gy, K, g, X0, X1, X2, dims, kept, nk, need_w,        \
+    launch(K * tb, [&] { output_adjoint<float, A>(gy, K, *g, X0, X1, X2, dims, kept, nk, need_w,        \
                                                   need_hw, t0, tb, gM); });                            \
 }                                                                                                      \
-void emu_input_adjoint_patches_##A(const float *gV, const long long *g, PLAN_C, long long tb, float *P) \
+void emu_input_adjoint_patches_##A(const float *gV, const wino_geom *g, PLAN_C, long long tb, float *P) \
 {                                                                                                      \
-    launch(g[1] * tb, [&] { input_adjoint_patches<float, A>(gV, g, X0, X1, X2, dims, kept, nk, need_w, \
+    launch(g->C * tb, [&] { input_adjoint_patches<float, A>(gV, *g, X0, X1, X2, dims, kept, nk, need_w, \
                                                             need_hw, tb, P); });                       \
 }                                                                                                      \
 void emu_filter_transform_##A(const float *src, long long KC, PLAN_C, int adjoint, float *dst)        \
@@ -78,10 +79,9 @@ void emu_filter_transform_##A(const float *src, long long KC, PLAN_C, int adjoin
 extern "C" {
 TILE_ENTRY_POINTS(4)
 TILE_ENTRY_POINTS(6)
-void emu_input_adjoint_gather(const float *P, const long long *g, const int *dims, long long t0, long long tb,
-                              float *gx)
+void emu_input_adjoint_gather(const float *P, const wino_geom *g, long long t0, long long tb, float *gx)
 {
-    launch(g[0] * g[1] * g[2] * g[3] * g[4], [&] { input_adjoint_gather<float>(P, g, dims, t0, tb, gx); });
+    launch(g->N * g->C * g->D * g->H * g->W, [&] { input_adjoint_gather<float>(P, *g, t0, tb, gx); });
 }
 void emu_sparse_gemm(long long nb, long long M, long long N, long long K, const float *A, const int *aidx,
                      long long sa, long long rsa, long long csa, const float *B, long long sb, long long rsb,

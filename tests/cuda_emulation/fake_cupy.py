@@ -97,7 +97,11 @@ cuda = types.SimpleNamespace(
 LIB = None
 
 
-def _marshal(a):
+def _marshal(a, keep):
+    if isinstance(a, np.void):  # a struct passed by value: the entry point takes its address
+        buf = np.array(a)
+        keep.append(buf)
+        return buf.ctypes.data_as(ctypes.c_void_p)
     if isinstance(a, np.ndarray):
         return a.ctypes.data_as(ctypes.c_void_p)
     if isinstance(a, np.int64):
@@ -119,7 +123,8 @@ class _Function:
         self.base = base
 
     def __call__(self, grid, block, args):
-        cargs = [_marshal(a) for a in args]
+        keep = []
+        cargs = [_marshal(a, keep) for a in args]
         if self.base == "sparse_gemm":
             cargs.insert(0, ctypes.c_longlong(grid[2]))
         self.fn(*cargs)

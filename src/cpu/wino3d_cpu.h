@@ -1,5 +1,6 @@
 /*
- * wino3d_cpu.h -- the CPU kernels of pywino3d (C99 + OpenMP).
+ * wino3d_cpu.h -- the CPU kernels of pywino3d (C99 + OpenMP): every entry
+ * point of src/cpu/, as called by pywino3d/_cpu.pyx.
  *
  * The convolution runs over blocks of tiles; for one block of `tb` tiles
  * starting at tile `t0` the stages are
@@ -21,18 +22,18 @@
 #define WINO3D_CPU_H
 
 #include "wino3d_common.h"
+#include "wino3d_tile.h"
 
-#include "wino3d_tile_types.h"
-
-/* Geometry of one convolution. */
-typedef struct {
-    wino_index N, C, D, H, W;   /* input (unpadded) */
-    wino_index xs[5];           /* strides of x in elements */
-    int pad[3];                 /* front padding per axis */
-    wino_index od[3];           /* output extent per axis */
-    int m[3];                   /* output tile per axis */
-    wino_index nt[3];           /* tiles per axis */
-} wino_geom;
+/* Layers (one file each):
+ *   wino3d_common.h          the geometry struct, shared with CUDA
+ *   wino3d_tile.template.h   the per-tile maths, shared with CUDA
+ *   simd.h                   vector types, lanes, per-tile maths on vectors
+ *   tile_lanes.template.h    per-thread tile scratch, patch gather
+ *   gemm.h, gemm.template.h  the batched GEMM and its blocking
+ *   filter.template.h        filter transform and adjoint
+ *   blocked.template.h       the blocked pipeline's stage kernels
+ *   wino3d_cpu.c             instantiation for float and double only
+ */
 
 int wino_has_openmp(void);
 /* Tile t -> batch index n and the first output index per axis (64-bit);
@@ -40,7 +41,15 @@ int wino_has_openmp(void);
 void wino_tile_origin(const wino_geom *g, wino_index t, wino_index out[4]);
 int wino_max_threads(void);
 int wino_num_procs(void);
-/* Largest scratch (elements) a plan of these alphas/ns needs. */
+/* Compile-time facts of the build, for Python (pywino3d._cpu.build_facts):
+ * the SIMD vector size, and per type (itemsize 4 or 8) the GEMM blocking. */
+typedef struct {
+    int mr, nr;     /* micro-tile of C in registers: mr rows x nr columns */
+    int kc;         /* depth of a packed panel */
+    int mc, nc;     /* rows of a packed A block, columns of a packed B block */
+} wino_gemm_blocking_t;
+int wino_simd_bytes(void);
+wino_gemm_blocking_t wino_gemm_blocking(int itemsize);
 
 #define WINO_DECLARE(S, R)                                                              \
 int  wino_input_block_##S(const wino_geom *g, const R *x, const wino_plan_##S *pl,     \

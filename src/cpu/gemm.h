@@ -1,0 +1,28 @@
+/*
+ * gemm.h -- the blocking of the CPU GEMM (gemm.template.h), in one place.
+ *
+ * Micro-kernel: MR rows x NR = 2 * VL columns of C in vector registers.
+ * With AVX-512 a float micro-tile is 12 x 32 (24 zmm accumulators);
+ * otherwise the vectors are 256-bit and the tile is 6 x 16 (12 ymm).
+ * Panels: KC deep; an A block is MC = 8 * MR rows, a B block NC = 8 * NR
+ * columns.  The extension exports these numbers (pywino3d._cpu.gemm_blocking)
+ * so Python never restates them.
+ */
+#ifndef WINO3D_GEMM_H
+#define WINO3D_GEMM_H
+
+#include "simd.h"
+
+#if defined(__AVX512F__)
+#define WINO_GEMM_MR 12
+#else
+#define WINO_GEMM_MR 6
+#endif
+#define WINO_GEMM_NR_f (2 * WINO_VL_f)
+#define WINO_GEMM_NR_d (2 * WINO_VL_d)
+#define WINO_GEMM_KC 256
+#define WINO_GEMM_MC (WINO_GEMM_MR * 8)
+#define WINO_GEMM_NC_f (WINO_GEMM_NR_f * 8)
+#define WINO_GEMM_NC_d (WINO_GEMM_NR_d * 8)
+
+#endif /* WINO3D_GEMM_H */

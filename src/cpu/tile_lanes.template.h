@@ -1,0 +1,110 @@
+/*
+ * tile_lanes.template.h -- the per-tile maths of wino3d_tile.template.h run
+ * on VL tiles at once (one SIMD lane a tile), with the pieces every CPU
+ * pipeline needs around it: the unrolled cubic cases, the per-thread tile
+ * scratch and the gather of an input patch.
+ *
+ * Template (see template_names.h): define WINO_REAL and WINO_SUFFIX.
+ */
+#include "template_names.h"
+
+/* Cubic tiles (same n and alpha on every axis) of the common sizes get a
+ * copy of the per-tile math with literal sizes, so the compiler unrolls it;
+ * everything else runs the generic loops.  (n, alpha): input transforms use
+ * (alpha, alpha), output transforms (m, alpha). */
+#define WINO_CUBIC_CASES(X) \
+    X(2, 4) X(4, 4) X(3, 5) X(5, 5) X(4, 6) X(6, 6) X(5, 7) X(7, 7) X(6, 8) X(8, 8) X(3, 3) X(2, 2)
+
+static void FN(expandv)(const PLAN *pl, const VEC *in, VEC *out, VEC *t1, VEC *t2)
+{
+    const int n = pl->n[0], a = pl->a[0];
+    if (pl->n[1] == n && pl->n[2] == n && pl->a[1] == a && pl->a[2] == a) {
+#define X(N_, A_) \
+        if (n == N_ && a == A_) { EXPAND_DIMS_V(pl, N_, N_, N_, A_, A_, in, out, 1, t1, t2); return; }
+        WINO_CUBIC_CASES(X)
+#undef X
+    }
+    EXPAND_DIMS_V(pl, pl->n[0], pl->n[1], pl->n[2], pl->a[1], pl->a[2], in, out, 1, t1, t2);
+}
+
+static void FN(contractv)(const PLAN *pl, const VEC *in, VEC *out, VEC *t1, VEC *t2)
+{
+    const int n = pl->n[0], a = pl->a[0];
+    if (pl->n[1] == n && pl->n[2] == n && pl->a[1] == a && pl->a[2] == a) {
+#define X(N_, A_) \
+        if (n == N_ && a == A_) { CONTRACT_DIMS_V(pl, N_, N_, N_, A_, A_, in, 1, out, t1, t2); return; }
+        WINO_CUBIC_CASES(X)
+#undef X
+    }
+    CONTRACT_DIMS_V(pl, pl->n[0], pl->n[1], pl->n[2], pl->a[1], pl->a[2], in, 1, out, t1, t2);
+}
+
+/* Per-thread scratch.  The block kernels process VL tiles at once: one SIMD
+ * lane per tile, so the per-tile transform math of wino3d_tile.template.h runs on
+ * vectors (patch, t1, t2 and the kept values `col` are arrays of VEC). */
+typedef struct {
+    VEC *patch, *t1, *t2, *col;
+} FN(tile_scratch);
+
+static int FN(scratch_alloc)(FN(tile_scratch) *s, const PLAN *pl)
+{
+    size_t patch = 1, alpha = 1;
+    for (int ax = 0; ax < 3; ++ax) {
+        patch *= (size_t)(pl->n[ax] > pl->a[ax] ? pl->n[ax] : pl->a[ax]);
+        alpha *= (size_t)pl->a[ax];
+    }
+    const size_t t = (size_t)SCRATCH_LEN(pl);
+    const size_t total = patch + 2 * t + (size_t)pl->nk + 1;
+    s->patch = (VEC *)aligned_alloc(64, sizeof(VEC) * total);
+    if (!s->patch) {
+        s->t1 = s->t2 = s->col = NULL;
+        return -1;
+    }
+    s->t1 = s->patch + patch;
+    s->t2 = s->t1 + t;
+    s->col = s->t2 + t;
+    return 0;
+}
+
+/* Gather the alpha_d x alpha_h x alpha_w input patch of tile t into lane j
+ * of `patch`, with zeros outside x (padding and overhang).  The valid range
+ * of each axis is computed once, so the copy loops carry no bounds checks. */
+static inline void FN(gather_patch)(const wino_geom *g, const REAL *x, wino_index c, wino_index t,
+                                    const int a[3], REAL *patch, int j)
+{
+    wino_index n, o[3];
+    wino_geom_tile_origin(g, t, &n, o);
+    const REAL *xc = x + n * g->xs[0] + c * g->xs[1];
+    const wino_index ext[3] = {g->D, g->H, g->W};
+    int lo[3], hi[3];
+    wino_index start[3];
+    for (int ax = 0; ax < 3; ++ax) {
+        start[ax] = o[ax] - g->pad[ax];
+        wino_index l = -start[ax], h = ext[ax] - start[ax];
+        lo[ax] = l < 0 ? 0 : (l > a[ax] ? a[ax] : (int)l);
+        hi[ax] = h < lo[ax] ? lo[ax] : (h > a[ax] ? a[ax] : (int)h);
+    }
+    const int ah = a[1], aw = a[2];
+    const wino_index sw = g->xs[4];
+    for (int p = 0; p < a[0]; ++p) {
+        const int okd = p >= lo[0] && p < hi[0];
+        for (int q = 0; q < ah; ++q) {
+            REAL *dst = patch + (size_t)((p * ah + q) * aw) * VL + j;
+            if (!okd || q < lo[1] || q >= hi[1]) {
+                for (int e = 0; e < aw; ++e) dst[(size_t)e * VL] = 0;
+                continue;
+            }
+            const REAL *src = xc + (start[0] + p) * g->xs[2] + (start[1] + q) * g->xs[3] + start[2] * sw;
+            int e = 0;
+            for (; e < lo[2]; ++e) dst[(size_t)e * VL] = 0;
+            if (sw == 1)
+                for (; e < hi[2]; ++e) dst[(size_t)e * VL] = src[e];
+            else
+                for (; e < hi[2]; ++e) dst[(size_t)e * VL] = src[e * sw];
+            for (; e < aw; ++e) dst[(size_t)e * VL] = 0;
+        }
+    }
+}
+
+#undef WINO_CUBIC_CASES
+#include "template_names_end.h"

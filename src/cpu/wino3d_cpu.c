@@ -1,0 +1,80 @@
+/*
+ * wino3d_cpu.c -- instantiates the CPU templates for float and double, and
+ * the few type-independent entry points (compiled once).
+ */
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "wino3d_cpu.h"
+#include "simd.h"
+#include "gemm.h"
+
+#define WINO_REAL float
+#define WINO_SUFFIX f
+#include "tile_lanes.template.h"
+#include "gemm.template.h"
+#include "filter.template.h"
+#include "blocked.template.h"
+#undef WINO_REAL
+#undef WINO_SUFFIX
+
+#define WINO_REAL double
+#define WINO_SUFFIX d
+#include "tile_lanes.template.h"
+#include "gemm.template.h"
+#include "filter.template.h"
+#include "blocked.template.h"
+#undef WINO_REAL
+#undef WINO_SUFFIX
+
+int wino_has_openmp(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int wino_max_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+int wino_num_procs(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_procs();
+#else
+    return 1;
+#endif
+}
+
+void wino_tile_origin(const wino_geom *g, wino_index t, wino_index out[4])
+{
+    wino_geom_tile_origin(g, t, &out[0], out + 1);
+}
+
+int wino_simd_bytes(void)
+{
+    return WINO_VBYTES;
+}
+
+wino_gemm_blocking_t wino_gemm_blocking(int itemsize)
+{
+    const int dbl = itemsize == 8;
+    wino_gemm_blocking_t b;
+    b.mr = WINO_GEMM_MR;
+    b.nr = dbl ? WINO_GEMM_NR_d : WINO_GEMM_NR_f;
+    b.kc = WINO_GEMM_KC;
+    b.mc = WINO_GEMM_MC;
+    b.nc = dbl ? WINO_GEMM_NC_d : WINO_GEMM_NC_f;
+    return b;
+}
