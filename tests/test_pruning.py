@@ -306,4 +306,4 @@ def test_pruning_study_helpers_docstring_examples():
     res = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert res.attempted > 0 and res.failed == 0
     m, s, h = mod.summarize([0.2, 0.4])
-    assert (m, round(s, 12), round(h, 9)) == (0.3, round(0.1 * 2 ** 0.5, 12), round(12.706 * 0.1, 9))
+    assert (m, s, h) == pytest.approx((0.3, 0.1 * 2 ** 0.5, 12.706 * 0.1))
