@@ -61,7 +61,7 @@ def out_of_core(args):
     from distributed import Client, LocalCluster, progress
     from distributed.diagnostics import MemorySampler
 
-    from pywino3d._volume_demo import stack_dask, stack_in_memory, stack_weights, write_volume
+    from pywino3d._volume_demo import layer_tiles, stack_dask, stack_in_memory, stack_weights, write_volume
 
     with tempfile.TemporaryDirectory(prefix="pywino3d-ooc-", dir=args.tmp) as tmp:
         src, dst = os.path.join(tmp, "in.zarr"), os.path.join(tmp, "out.zarr")
@@ -78,8 +78,9 @@ def out_of_core(args):
             write_volume(src, args.size, args.chunks, seed=1)
             print(f"input written in {time.perf_counter() - t0:.1f} s", flush=True)
             layers = stack_weights(args.channels, seed=2)
+            tiles = layer_tiles(layers, args.chunks)
             pids = client.run(os.getpid)
-            y = stack_dask(da.from_zarr(src), layers, tile=args.tile)
+            y = stack_dask(da.from_zarr(src), layers, tiles)
             ms = MemorySampler()
             t0 = time.perf_counter()
             with ms.sample("stack", interval=0.5):
@@ -100,7 +101,7 @@ def out_of_core(args):
                 lo = [int(rng.integers(0, args.size - 32)) for _ in range(3)]
                 m = [(max(0, a - 3), min(args.size, a + 32 + 3)) for a in lo]
                 sub = xin[(0, slice(0, 1)) + tuple(slice(a, b) for a, b in m)][None]
-                ref = stack_in_memory(sub, layers, tile=args.tile)
+                ref = stack_in_memory(sub, layers, tiles)
                 sl = tuple(slice(a - ma, a - ma + 32) for a, (ma, _) in zip(lo, m))
                 got = out[(slice(0, 1), slice(0, 1)) + tuple(slice(a, a + 32) for a in lo)]
                 worst = max(worst, float(np.abs(got - ref[(slice(None), slice(None)) + sl]).max()
@@ -133,7 +134,6 @@ def main(argv=None):
     o.add_argument("--chunks", type=int, default=96)
     o.add_argument("--channels", type=int, default=2)
     o.add_argument("--memory-limit", default="300MB")
-    o.add_argument("--tile", default="auto")
     o.add_argument("--check-blocks", type=int, default=3)
     o.add_argument("--tmp", default=None, help="folder for the Zarr stores (default: the system's temp)")
     p.add_argument("--json", default=None, help="also write the results here")

@@ -35,18 +35,28 @@ def stack_weights(channels, seed=0, dtype=np.float32):
     return out
 
 
-def stack_in_memory(x, layers, tile="auto", workers=None):
+def layer_tiles(layers, chunks):
+    """One tile per layer, the cost model's choice for a chunk (what
+    ``pywino3d.dask.conv3d(tile="auto")`` picks); both paths use these, so
+    they run the same arithmetic and nothing is autotuned while timing."""
+    from pywino3d._tiles import choose_tile
+
+    return [choose_tile((chunks,) * 3, w.shape[2:], 1, w.shape[1], w.shape[0], w.dtype.itemsize)
+            for w, _ in layers]
+
+
+def stack_in_memory(x, layers, tiles, workers=None):
     import pywino3d
 
-    for w, b in layers:
+    for (w, b), tile in zip(layers, tiles):
         x = pywino3d.conv3d(x, w, b, padding="same", tile=tile, workers=workers)
     return x
 
 
-def stack_dask(x, layers, tile="auto"):
+def stack_dask(x, layers, tiles):
     from pywino3d import dask as pwd
 
-    for w, b in layers:
+    for (w, b), tile in zip(layers, tiles):
         x = pwd.conv3d(x, w, b, padding="same", tile=tile)
     return x
 
@@ -69,13 +79,13 @@ def check_output(out):
     y = zarr.open_array(os.path.join(out, OUT_STORE), mode="r")[...]
     with np.load(os.path.join(out, WEIGHTS)) as f:
         layers = [(f[f"w{i}"], f[f"b{i}"]) for i in range(3)]
-        tile = tuple(int(t) for t in f["tile"]) if f["tile"].size else "auto"
-    ref = stack_in_memory(x, layers, tile=tile)
+        tiles = [tuple(int(m) for m in t) for t in f["tiles"]]
+    ref = stack_in_memory(x, layers, tiles)
     return float(np.abs(y - ref).max() / np.abs(ref).max())
 
 
 def run(size=256, chunks=128, workers=2, threads_per_worker=1, channels=4, scheduler=None, out=None,
-        repeat=3, memory_limit="auto", tile="auto", seed=0, stream=sys.stdout):
+        repeat=3, memory_limit="auto", seed=0, stream=sys.stdout):
     import dask.array as da
     from distributed import Client, LocalCluster, progress
 
@@ -86,7 +96,8 @@ def run(size=256, chunks=128, workers=2, threads_per_worker=1, channels=4, sched
     os.makedirs(out, exist_ok=True)
     src, dst = os.path.join(out, IN_STORE), os.path.join(out, OUT_STORE)
     layers = stack_weights(channels, seed)
-    np.savez(os.path.join(out, WEIGHTS), tile=np.array([] if tile == "auto" else tile),
+    tiles = layer_tiles(layers, min(chunks, size))
+    np.savez(os.path.join(out, WEIGHTS), tiles=np.array(tiles),
              **{f"w{i}": w for i, (w, _) in enumerate(layers)}, **{f"b{i}": b for i, (_, b) in enumerate(layers)})
     cluster = None
     if scheduler is None:
@@ -99,20 +110,21 @@ def run(size=256, chunks=128, workers=2, threads_per_worker=1, channels=4, sched
         info = client.scheduler_info(n_workers=-1)["workers"]
         nthreads = sum(w["nthreads"] for w in info.values())
         print(f"pywino3d volume: {size}^3 float32, chunks {chunks}^3, 3 convolutions 3x3x3 "
-              f"(1 -> {channels} -> {channels} -> 1, padding 'same'); cluster {client.scheduler.address}: "
-              f"{len(info)} workers, {nthreads} threads\nstores in {out}", file=stream, flush=True)
+              f"(1 -> {channels} -> {channels} -> 1, padding 'same', tiles {tiles});\n"
+              f"cluster {client.scheduler.address}: {len(info)} workers, {nthreads} threads; stores in {out}",
+              file=stream, flush=True)
         write_volume(src, size, chunks, seed)  # on the cluster (the client is the default scheduler)
         x_mem = da.from_zarr(src).compute()
         t_dask, t_mem = [], []
         for r in range(repeat):
-            y = stack_dask(da.from_zarr(src), layers, tile=tile)
+            y = stack_dask(da.from_zarr(src), layers, tiles)
             t0 = time.perf_counter()
             fut = client.compute(da.to_zarr(y, dst, overwrite=True, compute=False))
             progress(fut)
             fut.result()
             t_dask.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            stack_in_memory(x_mem, layers, tile=tile)
+            stack_in_memory(x_mem, layers, tiles)
             t_mem.append(time.perf_counter() - t0)
             print(f"\nrun {r + 1}: dask {t_dask[-1]:.2f} s, in-memory {t_mem[-1]:.2f} s", file=stream, flush=True)
         td, tm = float(np.median(t_dask)), float(np.median(t_mem))

@@ -115,7 +115,7 @@ def task_threads(workers=None):
     >>> task_threads() >= 1
     True
     """
-    from ._validation import resolve_workers
+    from ._cpu_common import resolve_workers
 
     if workers is not None:
         return resolve_workers(workers)
@@ -258,7 +258,8 @@ def conv3d(x, w, bias=None, *, padding=0, tile="auto", workers=None):
     padding : int, tuple of 3 ints, "same" or "valid"
         Zero padding at the volume's borders only.
     tile : int, tuple of 3 ints or "auto"
-        ``"auto"`` picks one tile for the largest output block.
+        ``"auto"``: one tile for the whole volume, the cost model's choice
+        (``pywino3d._tiles``) for the largest output block; nothing is timed.
     workers : int, optional
         Kernel threads per task; None follows :func:`task_threads`.
 
@@ -278,7 +279,7 @@ def conv3d(x, w, bias=None, *, padding=0, tile="auto", workers=None):
     >>> y.chunks[2:]
     ((5, 5, 2), (6, 6), (7, 5))
     >>> with dask.config.set(scheduler="threads"):
-    ...     bool(np.allclose(y.compute(), pywino3d.conv3d(x, w, padding=1), atol=1e-4))
+    ...     bool(np.allclose(y.compute(), pywino3d.conv3d(x, w, padding=1, tile=2), atol=1e-4))
     True
     """
     call, xinfo = _check_volume(x, None)
