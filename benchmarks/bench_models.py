@@ -123,7 +123,8 @@ def bench(name, batch, modes, repeat, spatial=None, log=print):
                    ours_ms=statistics.median(times["pywino3d"]) * 1e3,
                    speedup=statistics.median(ratios), spread=(min(ratios), max(ratios)),
                    layers=f"{on_ours}/{n_plans}", n_conv=n_conv, tune_s=tune_s, warm_s=warm_s,
-                   rel_l2=err, rounds=repeat)
+                   rel_l2=err, rounds=repeat, threads=torch.get_num_threads(),
+                   command="python benchmarks/bench_models.py " + " ".join(sys.argv[1:]))
         rows.append(row)
         log(f"{name:10s} {row['input']:18s} {mode:5s} torch {row['torch_ms']:9.1f} ms  converted "
             f"{row['ours_ms']:9.1f} ms  x{row['speedup']:.2f} [{row['spread'][0]:.2f}, {row['spread'][1]:.2f}]  "
@@ -133,14 +134,16 @@ def bench(name, batch, modes, repeat, spatial=None, log=print):
 
 
 def markdown(rows, args):
+    commands = sorted({r.get("command", "") for r in rows} - {""})
     head = ["network", "input", "mode", "torch ms", "converted ms", "speed-up [min, max]",
             "layers on pywino3d", "rel L2"]
     out = [START, "", f"Measured {time.strftime('%Y-%m-%d')} on {platform.processor() or platform.machine()}, "
-           f"{torch.get_num_threads()} threads, torch {torch.__version__}, float32, {args.repeat} alternating "
+           f"{rows[0].get('threads', torch.get_num_threads()) if rows else ''} threads, torch {torch.__version__}, "
+           f"float32, {rows[0]['rounds'] if rows else args.repeat} alternating "
            "rounds per cell (median; speed-up = median of per-round torch/converted ratios, min and max over "
            "rounds). `eval` = forward under `no_grad`; `train` = forward + backward + SGD step. "
            "\"layers on pywino3d\" counts the distinct (layer, shape) decisions that chose a pywino3d tile. "
-           f"Command: `python benchmarks/bench_models.py {' '.join(sys.argv[1:])}`.", "",
+           "Commands: " + "; ".join(f"`{c}`" for c in commands) + ".", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         out.append(f"| {r['net']} | {r['input']} | {r['mode']} | {r['torch_ms']:.0f} | {r['ours_ms']:.0f} | "
@@ -178,7 +181,7 @@ def plot(rows, path):
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("speed-up over torch (×)")
-    ax.set_title("convert_model: whole networks, CPU float32 (blue eval, orange train step)")
+    ax.set_title("convert_model, CPU float32\n(blue: eval forward, orange: training step)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -197,10 +200,14 @@ def main(argv=None):
     ap.add_argument("--json", default=None)
     ap.add_argument("--plot", default=None)
     ap.add_argument("--summary", action="store_true", help="print each converted network's layer table")
+    ap.add_argument("--from-json", default=None, help="render --md/--plot from the rows of an earlier run")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = []
+    if args.from_json:
+        rows = json.loads(pathlib.Path(args.from_json).read_text())
+        args.nets = []
     for name in args.nets:
         for batch in args.batch:
             r, summary = bench(name, batch, args.modes, args.repeat, args.spatial)

@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from . import _cpu, _cpu_blocked
+from . import _cpu, _cpu_blocked, _cpu_direct
 from ._cpu_common import (  # noqa: F401  (re-exported: tests and benchmarks use them here)
     available_memory, block_size, check_memory, plan, release_workspace, resolve_workers, scratch,
     stage_timer, workspace, workspace_budget,
@@ -65,6 +65,7 @@ def register_pipeline(module, before="blocked"):
 
 
 register_pipeline(_cpu_blocked, before=None)
+register_pipeline(_cpu_direct)  # tile 1 where the direct kernel is the faster
 
 _pipeline = contextvars.ContextVar("pywino3d_cpu_pipeline", default="auto")
 

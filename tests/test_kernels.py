@@ -274,6 +274,8 @@ def _problems(rng, dtype):
     out.append((x, w, b, 4, 1, None))
     out.append((x[:, :, ::-1], w, None, 2, 1, "sparse"))
     out.append((x[..., 1:], w[:, :, :2], b, (4, 2, 3), (0, 1, 2), None))
+    out.append((x, w, b, 1, 1, None))  # tile 1: the direct pipeline's problems
+    out.append((x[..., ::-1], w[:, :, 1:], None, 1, (2, 0, 1), "sparse"))
     return out
 
 
