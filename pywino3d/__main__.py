@@ -93,7 +93,7 @@ def _torch_time(x, w, repeat, workers):
         import torch
     except ImportError:
         return None
-    from pywino3d._validation import resolve_workers
+    from pywino3d._cpu_common import resolve_workers
 
     prev = torch.get_num_threads()
     torch.set_num_threads(resolve_workers(workers))

@@ -232,7 +232,7 @@ def test_cli_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
     res2 = json.loads((out / "experiment.json").read_text())
     assert set(res2["runs"]) == {k for k, _ in reproduction.plan(cfg)}
     # a pruning run whose start model is gone from the cache retrains the start model first
-    (tmp_path / "cache" / "prune-start-seed1.pt").unlink()
+    (tmp_path / "cache" / "prune-start-seed1.npz").unlink()
     del res2["runs"]["prune/dense/PQ/d=1/seed=1"]
     (out / "experiment.json").write_text(json.dumps(res2))
     done.clear()

@@ -154,13 +154,25 @@ def _threads(n):
 
 
 def _state_path(cache_dir, seed, what):
-    return os.path.join(cache_dir, f"{what}-seed{seed}.pt")
+    return os.path.join(cache_dir, f"{what}-seed{seed}.npz")
+
+
+def _save_state(model, path):
+    """A model's state as a NumPy archive (no pickle: safe to load from a shared temp folder)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.savez(path, **{k: v.detach().cpu().numpy() for k, v in model.state_dict().items()})
+
+
+def _load_state(model, path):
+    import torch
+
+    with np.load(path, allow_pickle=False) as z:
+        model.load_state_dict({k: torch.from_numpy(z[k].copy()) for k in z.files})
+    return model
 
 
 def run_job(cfg, spec, runs, cache_dir):
     """Run one job and return its record (a JSON-able dict)."""
-    import torch
-
     t0, c0 = time.perf_counter(), time.process_time()
     kind = spec.get("kind")
     if spec["type"] == "tune":
@@ -190,8 +202,7 @@ def run_job(cfg, spec, runs, cache_dir):
             rec["direction_acc"] = float((pred % 2 == test_y % 2).mean())
             rec["digit_acc"] = float((pred // 2 == test_y // 2).mean())
         if task == "digit-direction" and kind == "lowrank" and rank == cfg.prune_rank:
-            os.makedirs(cache_dir, exist_ok=True)
-            torch.save(model.state_dict(), _state_path(cache_dir, seed, "prune-start"))
+            _save_state(model, _state_path(cache_dir, seed, "prune-start"))
     elif spec["type"] == "prune":
         seed, task = spec["seed"], "digit-direction"
         train_data = _data(cfg, seed, "train", task, cfg.n_train)
@@ -201,7 +212,7 @@ def run_job(cfg, spec, runs, cache_dir):
         path = _state_path(cache_dir, seed, "prune-start")
         if not os.path.exists(path):
             raise RuntimeError(f"cache_dir: the start model {path} is missing; rerun with a fresh cache")
-        model.load_state_dict(torch.load(path))
+        _load_state(model, path)
         if spec["param"] == "U":
             model = to_vanilla(model)
         family = "lowrank" if spec["param"] == "PQ" else "vanilla"
@@ -213,8 +224,8 @@ def run_job(cfg, spec, runs, cache_dir):
                "start_acc": runs[f"train/{task}/lowrank-{cfg.prune_rank}/seed={seed}"]["acc"],
                "columns_density": float(np.mean([m.density for m in conv_layers(model)]))}
         if seed == cfg.seeds[0]:
-            torch.save(model.state_dict(), _state_path(
-                cache_dir, seed, f"pruned-{spec['method']}-{spec['param']}-{spec['density']:g}"))
+            name = f"pruned-{spec['method']}-{spec['param']}-{spec['density']:g}"
+            _save_state(model, _state_path(cache_dir, seed, name))
     else:
         raise ValueError(f"spec: unknown job type {spec['type']!r}")
     rec["wall_s"] = round(time.perf_counter() - t0, 2)
@@ -244,7 +255,7 @@ def _timing(cfg, runs, cache_dir):
             continue
         m = make_model("lowrank" if param == "PQ" else "vanilla", tile=cfg.tile, rank=cfg.prune_rank, seed=seed,
                        nclass=TASKS[task], channels=cfg.channels)
-        m.load_state_dict(torch.load(_state_path(cache_dir, seed, f"pruned-{method}-{param}-{density:g}")))
+        _load_state(m, _state_path(cache_dir, seed, f"pruned-{method}-{param}-{density:g}"))
         models[f"{method}/{param}/d={density:g}"] = to_vanilla(m).eval()
     times = interleaved_conv_times(models, x, rounds=cfg.timing_rounds, seed=seed)
     return {"seed": seed, "clips": len(x), "rounds": cfg.timing_rounds, "threads": torch.get_num_threads(),
