@@ -99,7 +99,15 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         depends=["pywino3d/_cpu.pxd", "src/wino3d_common.h", "src/wino3d_tile.h", "src/wino3d_tile.template.h",
                  *sorted(glob.glob("src/cpu/*.h"))],
-    )
+    ),
+    Extension(
+        "pywino3d._direct",
+        sources=["pywino3d/_direct.pyx", "src/cpu/direct.c"],
+        include_dirs=["src", "src/cpu", np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        depends=["pywino3d/_cpu.pxd", "src/wino3d_common.h", "src/cpu/simd.h", "src/cpu/direct.h",
+                 "src/cpu/direct.template.h", "src/cpu/template_names.h"],
+    ),
 ]
 
 setup(

@@ -51,6 +51,7 @@ LAYERS = {
     "r3d.layer2": (128, 128, (8, 28, 28)),
     "r3d.layer3": (256, 256, (4, 14, 14)),
     "r3d.layer4": (512, 512, (2, 7, 7)),
+    "small.c32": (32, 32, (32, 32, 32)),
 }
 
 
@@ -74,8 +75,9 @@ def machine_peaks(threads):
     b = np.random.rand(n, n).astype(np.float32)
     c = np.empty((n, n), np.float32)
     t_np = median_time(lambda: np.matmul(a, b, out=c), 5)
-    t_ours = median_time(lambda: _cpu.gemm_batched(1, n, n, n, a, None, 0, n, 1, b, 0, n, 1,
-                                                   c, None, 0, n, False, threads), 5)
+    scratch = np.empty(_cpu.gemm_scratch_bytes(np.float32, threads), np.uint8)
+    t_ours = median_time(lambda: _cpu.gemm_batched(a[None], b[None], c[None], scratch=scratch,
+                                                   nthreads=threads), 5)
     gemm = 2 * n**3 / min(t_np, t_ours) / 1e9
     src = np.ones(2**27, np.float32)  # 512 MiB
     dst = np.empty_like(src)

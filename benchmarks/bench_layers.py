@@ -69,59 +69,16 @@ import numpy as np  # noqa: E402
 NETS = ("basicunet", "unet", "c3d", "r3d", "r2plus1d")
 
 
-def _resnet3d(factorized):
-    """R3D-18 (factorized=False) or R(2+1)D-18 (True), as torchvision builds
-    them; only the convolutions and their shapes matter here."""
-    import torch.nn as nn
-
-    def conv(cin, cout, mid, stride):
-        if not factorized:
-            return nn.Conv3d(cin, cout, 3, stride=stride, padding=1, bias=False)
-        return nn.Sequential(
-            nn.Conv3d(cin, mid, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1), bias=False),
-            nn.ReLU(),
-            nn.Conv3d(mid, cout, (3, 1, 1), stride=(stride, 1, 1), padding=(1, 0, 0), bias=False))
-
-    if factorized:
-        stem = nn.Sequential(nn.Conv3d(3, 45, (1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False),
-                             nn.ReLU(), nn.Conv3d(45, 64, (3, 1, 1), padding=(1, 0, 0), bias=False))
-    else:
-        stem = nn.Conv3d(3, 64, (3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False)
-    layers, cin = [stem], 64
-    for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-        for b in range(2):
-            s = stride if b == 0 else 1
-            mid = (cin * planes * 27) // (cin * 9 + 3 * planes)  # torchvision's midplanes
-            layers += [conv(cin, planes, mid, s), nn.ReLU(), conv(planes, planes, mid, 1)]
-            cin = planes
-    return nn.Sequential(*layers)
-
-
 def build_net(name):
-    """(module, input shape) of one network, with random weights."""
-    import torch.nn as nn
+    """(module, input shape) of one network (``nets3d.py``: random weights,
+    nothing downloaded)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from nets3d import build
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if name == "basicunet":
-            from monai.networks.nets import BasicUNet
-
-            return BasicUNet(spatial_dims=3, in_channels=1, out_channels=2), (1, 1, 96, 96, 96)
-        if name == "unet":
-            from monai.networks.nets import UNet
-
-            return (UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=(16, 32, 64, 128, 256),
-                         strides=(2, 2, 2, 2), num_res_units=2), (1, 1, 96, 96, 96))
-        if name == "c3d":
-            seq = []
-            for c in ([3, 64], "p1", [64, 128], "p", [128, 256], [256, 256], "p", [256, 512], [512, 512],
-                      "p", [512, 512], [512, 512]):
-                seq.append(nn.MaxPool3d((1, 2, 2)) if c == "p1" else nn.MaxPool3d(2) if c == "p"
-                           else nn.Conv3d(*c, 3, padding=1))
-            return nn.Sequential(*seq), (1, 3, 16, 112, 112)
-        if name in ("r3d", "r2plus1d"):
-            return _resnet3d(name == "r2plus1d"), (1, 3, 16, 112, 112)
-    raise ValueError(f"--nets: unknown network {name!r}; expected some of {NETS}")
+        net, shape = build(name)
+    return net, (1, *shape)
 
 
 @dataclass
@@ -580,6 +537,12 @@ def render(path, args):
     with open(path) as f:
         data = json.load(f)
     results, peaks = data["results"], data["peaks"]
+    peaks.setdefault("measured_gemm_gflops", peaks["gemm_gflops"])
+    peaks.setdefault("measured_copy_gbs", peaks["copy_gbs"])
+    if args.peak_gflops:
+        peaks["gemm_gflops"] = args.peak_gflops
+    if args.peak_gbs:
+        peaks["copy_gbs"] = args.peak_gbs
     for r in results:
         for k in ("ksize", "spatial", "out", "pads"):
             r[k] = tuple(r[k])
@@ -588,7 +551,8 @@ def render(path, args):
         attach_rooflines(r, peaks)
     labels = list(results[0]["cols"]) if results else ["torch"]
     cols = [Column(lab, "torch" if lab.startswith("torch") else "pre") for lab in labels]
-    run = argparse.Namespace(**{**data["args"], **{k: v for k, v in vars(args).items() if k in ("md", "plot")}})
+    keep = ("md", "plot", "peak_gflops", "peak_gbs")
+    run = argparse.Namespace(**{**data["args"], **{k: v for k, v in vars(args).items() if k in keep}})
     text = report(results, peaks, cols, run)
     if data.get("filter"):
         text += "\n\n" + filter_report(data["filter"])

@@ -19,7 +19,7 @@ extensions = [
     "myst_parser",
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
-exclude_patterns = ["_build", "benchmarks_cpu.md"]
+exclude_patterns = ["_build", "benchmarks_cpu.md", "benchmarks_layers_table.md"]
 myst_heading_anchors = 3
 suppress_warnings = ["myst.header"]
 

@@ -132,10 +132,11 @@ def _auto_tile(call, g, x, w, bias, padding, nthreads):
     and tuning is on (CPU backend) -- the fastest measured candidate, filter
     transform included (``docs/autotune.md``)."""
     ksize = g.ksize
-    cands = conv3d_candidates(g.out, ksize, g.N, g.C, g.K, x.dtype.itemsize)
+    direct = call.name == "cpu"  # tile 1 runs the CPU's direct kernel (_cpu_direct.py)
+    cands = conv3d_candidates(g.out, ksize, g.N, g.C, g.K, x.dtype.itemsize, direct=direct)
     timed = candidates_to_time(cands) if call.name == "cpu" else []
     if not timed or not autotune.enabled():
-        return choose_tile(g.out, ksize, g.N, g.C, g.K, x.dtype.itemsize)
+        return choose_tile(g.out, ksize, g.N, g.C, g.K, x.dtype.itemsize, direct=direct)
     key = ("cpu", g.N, g.C, g.K, *g.spatial, *ksize, *(p for ab in g.pads for p in ab),
            bias is not None, _layout(x))
 

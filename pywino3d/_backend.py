@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+from typing import Any, Protocol, runtime_checkable
 
 NAMES = ("cpu", "cuda", "auto")
 
@@ -27,6 +28,63 @@ _global = None
 
 #: Backend implementations by name; tests may register a fake one.
 _REGISTRY = {}
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the public functions (``pywino3d._api``) need from a backend.
+
+    The API layer validates every argument, answers trivial problems (empty
+    output, nothing kept, no channel) and passes the backend only arrays that
+    already live on its device.
+    """
+
+    name: str
+    #: The array module of the device (numpy, cupy).
+    xp: Any
+
+    def owns(self, a) -> bool:
+        """True when ``a`` is an array of this backend's device."""
+
+    def asarray(self, name, a, coerce):
+        """``a`` on this device: TypeError naming ``name`` if it lives elsewhere,
+        unless ``coerce`` (then a copy)."""
+
+    def to_own(self, a):
+        """``a`` copied to this backend's array type (results under coerce)."""
+
+    def resolve_workers(self, workers) -> int:
+        """The thread count for ``workers=`` (validated)."""
+
+    def filter_transform(self, w, tile, kept, nthreads):
+        """U (npos, K, C) of the weights w (K, C, r_d, r_h, r_w)."""
+
+    def filter_transform_backward(self, grad_U, ksize, tile, nthreads):
+        """grad_w (K, C, *ksize) of grad_U (npos, K, C)."""
+
+    def forward(self, g, x, U, bias, kept, nthreads):
+        """y (N, K, *g.out) of a non-trivial problem of geometry g."""
+
+    def backward(self, g, gy, x, U, kept, nthreads):
+        """(grad_x, grad_U) of a non-trivial problem of geometry g."""
+
+
+#: Members every backend must have (checked by :func:`register`).
+BACKEND_MEMBERS = ("name", "xp", "owns", "asarray", "to_own", "resolve_workers", "filter_transform",
+                   "filter_transform_backward", "forward", "backward")
+
+
+def as_backend(impl):
+    """Return ``impl`` if it implements :class:`Backend`, else raise TypeError
+    naming what is missing."""
+    missing = [m for m in BACKEND_MEMBERS if not hasattr(impl, m)]
+    if missing or not isinstance(impl, Backend):
+        raise TypeError(f"backend: {type(impl).__name__} does not implement the backend protocol; "
+                        f"missing {', '.join(missing)}")
+    not_callable = [m for m in BACKEND_MEMBERS[2:] if not callable(getattr(impl, m))]
+    if not_callable:
+        raise TypeError(f"backend: {type(impl).__name__}.{not_callable[0]} must be callable")
+    return impl
 
 
 def _check_name(name, what="backend"):
@@ -154,8 +212,11 @@ def get_impl(name):
 
 
 def register(name, impl):
-    """Register a backend implementation (used by tests for a fake device)."""
-    _REGISTRY[name] = impl
+    """Register a backend implementation (used by tests for a fake device);
+    ``impl`` must implement :class:`Backend`."""
+    if not isinstance(name, str) or not name or name == "auto":
+        raise ValueError(f"name: expected a backend name other than 'auto', got {name!r}")
+    _REGISTRY[name] = as_backend(impl)
 
 
 def unregister(name):

@@ -1,5 +1,6 @@
 """C declarations of the CPU kernels (src/cpu/wino3d_cpu.h), shared by the
 Cython wrappers."""
+from libc.stddef cimport size_t
 from libc.stdint cimport int64_t
 
 ctypedef int64_t wino_index
@@ -33,6 +34,15 @@ cdef extern from "wino3d_cpu.h" nogil:
         wino_index nt[3]
     ctypedef struct wino_gemm_blocking_t:
         int mr, nr, kc, mc, nc
+    ctypedef struct wino_blocked_chunks_t:
+        int k_chunk, tile_multiple
+    ctypedef struct wino_batch:
+        void *data
+        const int *index
+        wino_index bstride, rstride, cstride
+    enum:
+        WINO_ESCRATCH
+        WINO_EARG
 
     int wino_has_openmp()
     void wino_tile_origin(const wino_geom *g, wino_index t, wino_index out[4])
@@ -40,26 +50,49 @@ cdef extern from "wino3d_cpu.h" nogil:
     int wino_num_procs()
     int wino_simd_bytes()
     wino_gemm_blocking_t wino_gemm_blocking(int itemsize)
+    wino_blocked_chunks_t wino_blocked_chunks()
 
-    int wino_input_block_f(const wino_geom *g, const float *x, const wino_plan_f *pl, wino_index t0, wino_index tb, float *V, int nthreads)
-    int wino_input_block_d(const wino_geom *g, const double *x, const wino_plan_d *pl, wino_index t0, wino_index tb, double *V, int nthreads)
-    int wino_output_block_f(const wino_geom *g, const float *M, wino_index K, wino_index ky, const wino_plan_f *pl, wino_index t0, wino_index tb, const float *bias, float *y, int nthreads)
-    int wino_output_block_d(const wino_geom *g, const double *M, wino_index K, wino_index ky, const wino_plan_d *pl, wino_index t0, wino_index tb, const double *bias, double *y, int nthreads)
-    int wino_output_adjoint_block_f(const wino_geom *g, const float *gy, wino_index K, const wino_plan_f *pl, wino_index t0, wino_index tb, float *gM, int nthreads)
-    int wino_output_adjoint_block_d(const wino_geom *g, const double *gy, wino_index K, const wino_plan_d *pl, wino_index t0, wino_index tb, double *gM, int nthreads)
-    int wino_input_adjoint_block_f(const wino_geom *g, const float *gV, const wino_plan_f *pl, wino_index t0, wino_index tb, float *gx, int nthreads)
-    int wino_input_adjoint_block_d(const wino_geom *g, const double *gV, const wino_plan_d *pl, wino_index t0, wino_index tb, double *gx, int nthreads)
-    int wino_filter_f(const float *w, wino_index KC, const wino_plan_f *pl, float *U, int nthreads)
-    int wino_filter_d(const double *w, wino_index KC, const wino_plan_d *pl, double *U, int nthreads)
-    int wino_filter_adjoint_f(const float *gU, wino_index KC, const wino_plan_f *pl, float *gw, int nthreads)
-    int wino_filter_adjoint_d(const double *gU, wino_index KC, const wino_plan_d *pl, double *gw, int nthreads)
+
+    size_t wino_blocked_scratch_bytes_f(const wino_plan_f *pl, int nthreads)
+    int wino_input_block_f(const wino_geom *g, const float *x, const wino_plan_f *pl, wino_index t0,
+                          wino_index tb, float *V, void *scratch, size_t scratch_bytes, int nthreads)
+    int wino_output_block_f(const wino_geom *g, const float *M, wino_index K, wino_index ky,
+                           const wino_plan_f *pl, wino_index t0, wino_index tb, const float *bias,
+                           float *y, void *scratch, size_t scratch_bytes, int nthreads)
+    int wino_output_adjoint_block_f(const wino_geom *g, const float *gy, wino_index K,
+                                   const wino_plan_f *pl, wino_index t0, wino_index tb, float *gM,
+                                   void *scratch, size_t scratch_bytes, int nthreads)
+    int wino_input_adjoint_block_f(const wino_geom *g, const float *gV, const wino_plan_f *pl,
+                                  wino_index t0, wino_index tb, float *gx,
+                                  void *scratch, size_t scratch_bytes, int nthreads)
+    size_t wino_filter_scratch_bytes_f(const wino_plan_f *pl, int nthreads)
+    int wino_filter_f(const float *w, wino_index KC, const wino_plan_f *pl, float *U,
+                     void *scratch, size_t scratch_bytes, int nthreads)
+    int wino_filter_adjoint_f(const float *gU, wino_index KC, const wino_plan_f *pl, float *gw,
+                             void *scratch, size_t scratch_bytes, int nthreads)
+    size_t wino_gemm_scratch_bytes_f(int nthreads)
     int wino_gemm_batched_f(wino_index nb, wino_index M, wino_index N, wino_index K,
-                            const float *A, const int *aidx, wino_index sa, wino_index rsa, wino_index csa,
-                            const float *B, wino_index sb, wino_index rsb, wino_index csb,
-                            float *C, const int *cidx, wino_index sc, wino_index rsc,
-                            int accumulate, int nthreads)
+                           const wino_batch *A, const wino_batch *B, const wino_batch *C,
+                           int accumulate, void *scratch, size_t scratch_bytes, int nthreads)
+
+    size_t wino_blocked_scratch_bytes_d(const wino_plan_d *pl, int nthreads)
+    int wino_input_block_d(const wino_geom *g, const double *x, const wino_plan_d *pl, wino_index t0,
+                          wino_index tb, double *V, void *scratch, size_t scratch_bytes, int nthreads)
+    int wino_output_block_d(const wino_geom *g, const double *M, wino_index K, wino_index ky,
+                           const wino_plan_d *pl, wino_index t0, wino_index tb, const double *bias,
+                           double *y, void *scratch, size_t scratch_bytes, int nthreads)
+    int wino_output_adjoint_block_d(const wino_geom *g, const double *gy, wino_index K,
+                                   const wino_plan_d *pl, wino_index t0, wino_index tb, double *gM,
+                                   void *scratch, size_t scratch_bytes, int nthreads)
+    int wino_input_adjoint_block_d(const wino_geom *g, const double *gV, const wino_plan_d *pl,
+                                  wino_index t0, wino_index tb, double *gx,
+                                  void *scratch, size_t scratch_bytes, int nthreads)
+    size_t wino_filter_scratch_bytes_d(const wino_plan_d *pl, int nthreads)
+    int wino_filter_d(const double *w, wino_index KC, const wino_plan_d *pl, double *U,
+                     void *scratch, size_t scratch_bytes, int nthreads)
+    int wino_filter_adjoint_d(const double *gU, wino_index KC, const wino_plan_d *pl, double *gw,
+                             void *scratch, size_t scratch_bytes, int nthreads)
+    size_t wino_gemm_scratch_bytes_d(int nthreads)
     int wino_gemm_batched_d(wino_index nb, wino_index M, wino_index N, wino_index K,
-                            const double *A, const int *aidx, wino_index sa, wino_index rsa, wino_index csa,
-                            const double *B, wino_index sb, wino_index rsb, wino_index csb,
-                            double *C, const int *cidx, wino_index sc, wino_index rsc,
-                            int accumulate, int nthreads)
+                           const wino_batch *A, const wino_batch *B, const wino_batch *C,
+                           int accumulate, void *scratch, size_t scratch_bytes, int nthreads)

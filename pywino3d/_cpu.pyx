@@ -1,15 +1,17 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """Thin Cython wrappers over the C kernels in ``src/cpu/`` (declared in ``_cpu.pxd``).
 
-These functions trust their callers (``pywino3d._cpu_backend``): arrays are
-C-contiguous, of one floating dtype, and shaped as the kernels expect.  All
-validation happens in Python before anything reaches this module.  Every
-call releases the GIL while the kernel runs.
+Arguments are typed memoryviews over one floating type (``floating``: float32
+or float64, one specialisation per wrapper), so dtype, dimensions and
+contiguity are checked on entry; the wrappers also check the extents the
+kernels will touch, so a wrong call raises instead of reading out of bounds.
+Argument validation for users happens earlier, in Python.  Scratch memory is
+the caller's (``scratch``: a uint8 buffer sized by the matching
+``*_scratch_bytes`` query).  Every call releases the GIL while the kernel runs.
 """
-import numpy as np
-cimport numpy as cnp
+from cython cimport floating
 
-cnp.import_array()
+import numpy as np
 
 def has_openmp():
     """True when the extension was compiled with OpenMP."""
@@ -26,49 +28,46 @@ def num_procs():
     return wino_num_procs()
 
 
-cdef inline void _check(int rc, str what) except *:
+
+
+cdef int _check(int rc, str what) except -1:
+    if rc == WINO_ESCRATCH:
+        raise ValueError(f"scratch: too small for {what}; size it with the matching *_scratch_bytes query")
+    if rc == WINO_EARG:
+        raise ValueError(f"{what}: an operand the kernel cannot take")
     if rc != 0:
-        raise MemoryError(f"pywino3d: could not allocate per-thread scratch in {what}")
+        raise RuntimeError(f"pywino3d: {what} failed (code {rc})")
+    return 0
 
 
-cdef class TilePlan:
-    """The three 1-D matrices of one transform and the kept positions.
+cdef int _need(str name, Py_ssize_t have, Py_ssize_t need) except -1:
+    if have < need:
+        raise ValueError(f"{name}: {have} elements, the kernel needs {need}")
+    return 0
 
-    Parameters
-    ----------
-    mats : sequence of 3 ndarrays
-        ``X[axis]`` of shape (alpha, n), C-contiguous, float32 or float64.
-    kept : ndarray of int32
-        Sorted kept positions in C order over (alpha_d, alpha_h, alpha_w).
-    """
-    cdef wino_plan_f pf
-    cdef wino_plan_d pd
-    cdef readonly object mats, kept, need_w, need_hw, dtype
 
-    def __init__(self, mats, kept):
-        self.mats = tuple(np.ascontiguousarray(m) for m in mats)
-        self.dtype = self.mats[0].dtype
-        a = [m.shape[0] for m in self.mats]
-        n = [m.shape[1] for m in self.mats]
-        self.kept = np.ascontiguousarray(kept, dtype=np.int32)
-        d, rem = np.divmod(self.kept, a[1] * a[2])
-        h, w = np.divmod(rem, a[2])
-        self.need_w = np.zeros(a[2], np.uint8)
-        self.need_w[w] = 1
-        self.need_hw = np.zeros(a[1] * a[2], np.uint8)
-        self.need_hw[rem] = 1
-        cdef int ax
-        for ax in range(3):
-            self.pf.a[ax] = a[ax]; self.pd.a[ax] = a[ax]
-            self.pf.n[ax] = n[ax]; self.pd.n[ax] = n[ax]
-            if self.dtype == np.float32:
-                self.pf.X[ax] = <const float *>cnp.PyArray_DATA(self.mats[ax])
-            else:
-                self.pd.X[ax] = <const double *>cnp.PyArray_DATA(self.mats[ax])
-        self.pf.nk = self.pd.nk = <int>self.kept.shape[0]
-        self.pf.kept = self.pd.kept = <const int *>cnp.PyArray_DATA(self.kept)
-        self.pf.need_w = self.pd.need_w = <const unsigned char *>cnp.PyArray_DATA(self.need_w)
-        self.pf.need_hw = self.pd.need_hw = <const unsigned char *>cnp.PyArray_DATA(self.need_hw)
+def simd_bytes():
+    """Bytes of one SIMD vector the kernels were compiled for (32 or 64)."""
+    return wino_simd_bytes()
+
+
+def simd_lanes(dtype):
+    """Values of ``dtype`` in one SIMD vector: tiles the transforms treat at once."""
+    return wino_simd_bytes() // np.dtype(dtype).itemsize
+
+
+def gemm_blocking(dtype):
+    """The GEMM blocking compiled for ``dtype``: a dict with ``mr``, ``nr``
+    (micro-tile rows and columns), ``kc`` (panel depth), ``mc`` and ``nc``
+    (rows of a packed A block, columns of a packed B block)."""
+    return wino_gemm_blocking(np.dtype(dtype).itemsize)
+
+
+def blocked_chunks():
+    """Chunk sizes of the blocked pipeline: ``k_chunk`` (output channels per
+    product and output transform) and ``tile_multiple`` (tiles per block are
+    rounded up to a multiple of it)."""
+    return wino_blocked_chunks()
 
 
 cdef class CGeom:
@@ -106,18 +105,6 @@ def geom_layout():
     }
 
 
-def simd_bytes():
-    """Bytes of one SIMD vector the kernels were compiled for (32 or 64)."""
-    return wino_simd_bytes()
-
-
-def gemm_blocking(dtype):
-    """The GEMM blocking compiled for ``dtype``: a dict with ``mr``, ``nr``
-    (micro-tile rows and columns), ``kc`` (panel depth), ``mc`` and ``nc``
-    (rows of a packed A block, columns of a packed B block)."""
-    return wino_gemm_blocking(np.dtype(dtype).itemsize)
-
-
 def tile_origin(CGeom geom, wino_index t):
     """(n, o_d, o_h, o_w) of tile t, from the kernels' own 64-bit helper."""
     cdef wino_index out[4]
@@ -125,127 +112,259 @@ def tile_origin(CGeom geom, wino_index t):
     return (out[0], out[1], out[2], out[3])
 
 
-cdef inline void *_ptr(cnp.ndarray a):
-    return cnp.PyArray_DATA(a)
+cdef class TilePlan:
+    """The C plan struct over the arrays of a ``pywino3d._plans.PlanArrays``
+    (kept alive by this object).  ``itemsize`` says which of the float and
+    double structs is filled."""
+    cdef wino_plan_f pf
+    cdef wino_plan_d pd
+    cdef readonly object arrays
+    cdef readonly int itemsize, nk
+
+    def __init__(self, arrays):
+        cdef const float[:, ::1] mf
+        cdef const double[:, ::1] md
+        cdef const int[::1] kept = arrays.kept
+        cdef const unsigned char[::1] need_w = arrays.need_w
+        cdef const unsigned char[::1] need_hw = arrays.need_hw
+        cdef int ax
+        a, n = arrays.a, arrays.n
+        if need_w.shape[0] != a[2] or need_hw.shape[0] != a[1] * a[2]:
+            raise ValueError("plan: masks do not match the matrices")
+        self.arrays = arrays
+        self.itemsize = np.dtype(arrays.dtype).itemsize
+        self.nk = kept.shape[0]
+        for ax in range(3):
+            self.pf.a[ax] = self.pd.a[ax] = a[ax]
+            self.pf.n[ax] = self.pd.n[ax] = n[ax]
+            if self.itemsize == 4:
+                mf = arrays.mats[ax]
+                self.pf.X[ax] = &mf[0, 0]
+            else:
+                md = arrays.mats[ax]
+                self.pd.X[ax] = &md[0, 0]
+        self.pf.nk = self.pd.nk = self.nk
+        self.pf.kept = self.pd.kept = &kept[0] if self.nk else NULL
+        self.pf.need_w = self.pd.need_w = &need_w[0]
+        self.pf.need_hw = self.pd.need_hw = &need_hw[0]
+
+    cdef int check(self, int itemsize) except -1:
+        if itemsize != self.itemsize:
+            raise TypeError(f"plan: built for itemsize {self.itemsize}, the arrays have {itemsize}")
+        return 0
+
+    @property
+    def patch_size(self):
+        """Elements of one dense tile (n_d n_h n_w) of this plan."""
+        return self.pf.n[0] * self.pf.n[1] * self.pf.n[2]
 
 
-def input_block(CGeom geom, cnp.ndarray x, TilePlan plan, wino_index t0, wino_index tb,
-                cnp.ndarray V, int nthreads):
-    """V[i, c, t] = input transform of tile t0 + t, channel c, kept position i.
-    x may have any strides (given in geom)."""
+# ------------------------------------------------------------- scratch sizes
+def blocked_scratch_bytes(TilePlan plan, int nthreads):
+    """Bytes of scratch the blocked stage kernels need with ``plan``."""
+    return (wino_blocked_scratch_bytes_f(&plan.pf, nthreads) if plan.itemsize == 4
+            else wino_blocked_scratch_bytes_d(&plan.pd, nthreads))
+
+
+def filter_scratch_bytes(TilePlan plan, int nthreads):
+    """Bytes of scratch the filter transform (and its adjoint) needs."""
+    return (wino_filter_scratch_bytes_f(&plan.pf, nthreads) if plan.itemsize == 4
+            else wino_filter_scratch_bytes_d(&plan.pd, nthreads))
+
+
+def gemm_scratch_bytes(dtype, int nthreads):
+    """Bytes of scratch (packing buffers) the GEMM needs."""
+    return (wino_gemm_scratch_bytes_f(nthreads) if np.dtype(dtype).itemsize == 4
+            else wino_gemm_scratch_bytes_d(nthreads))
+
+
+# ------------------------------------------------------------ block kernels
+cdef tuple _tuple(Py_ssize_t *v, int n):
+    return tuple([v[i] for i in range(n)])
+
+
+cdef int _check_x(wino_geom *g, Py_ssize_t *shape, Py_ssize_t *strides, size_t item) except -1:
+    cdef int i
+    want = (g.N, g.C, g.D, g.H, g.W)
+    for i in range(5):
+        if shape[i] != want[i]:
+            raise ValueError(f"x: shape {_tuple(shape, 5)} does not match the geometry {want}")
+        if strides[i] != g.xs[i] * <Py_ssize_t>item:
+            raise ValueError(f"x: strides {_tuple(strides, 5)} do not match the geometry {g.xs}")
+    return 0
+
+
+cdef int _check_out(str name, tuple shape, tuple want) except -1:
+    if shape != want:
+        raise ValueError(f"{name}: shape {shape} does not match the geometry {want}")
+    return 0
+
+
+def input_block(CGeom geom, const floating[:, :, :, :, :] x, TilePlan plan, wino_index t0,
+                wino_index tb, floating[::1] V, unsigned char[::1] scratch, int nthreads):
+    """V[i, c, t] = input transform of tile t0 + t, channel c, kept position i
+    (x: any strides, as recorded in geom)."""
     cdef int rc
-    cdef void *px = _ptr(x)
-    cdef void *pv = _ptr(V)
-    if plan.dtype == np.float32:
-        with nogil:
-            rc = wino_input_block_f(&geom.g, <const float *>px, &plan.pf, t0, tb, <float *>pv, nthreads)
-    else:
-        with nogil:
-            rc = wino_input_block_d(&geom.g, <const double *>px, &plan.pd, t0, tb, <double *>pv, nthreads)
+    plan.check(sizeof(floating))
+    _check_x(&geom.g, x.shape, x.strides, sizeof(floating))
+    _need("V", V.shape[0], plan.nk * geom.g.C * tb)
+    with nogil:
+        if floating is float:
+            rc = wino_input_block_f(&geom.g, &x[0, 0, 0, 0, 0], &plan.pf, t0, tb, &V[0],
+                                    &scratch[0], scratch.shape[0], nthreads)
+        else:
+            rc = wino_input_block_d(&geom.g, &x[0, 0, 0, 0, 0], &plan.pd, t0, tb, &V[0],
+                                    &scratch[0], scratch.shape[0], nthreads)
     _check(rc, "input transform")
 
 
-def output_block(CGeom geom, cnp.ndarray M, wino_index K, wino_index ky, TilePlan plan,
-                 wino_index t0, wino_index tb, bias, cnp.ndarray y, int nthreads):
-    """y[tiles] = output transform of M[i, k, t] (+ bias[k]) for K channels of
-    y (which has ky channels; y and bias may be views starting at a chunk)."""
+def output_block(CGeom geom, const floating[::1] M, wino_index k0, wino_index kc, TilePlan plan,
+                 wino_index t0, wino_index tb, const floating[::1] bias, floating[:, :, :, :, ::1] y,
+                 unsigned char[::1] scratch, int nthreads):
+    """y[:, k0:k0+kc] (tiles t0 .. t0+tb) = output transform of M[i, k, t]
+    (+ bias[k0 + k]); y is the whole C-contiguous output."""
     cdef int rc
-    cdef void *pm = _ptr(M)
-    cdef void *py = _ptr(y)
-    cdef void *pb = NULL
+    cdef const floating *pb = NULL
+    cdef wino_geom *g = &geom.g
+    plan.check(sizeof(floating))
+    _check_out("y", _tuple(y.shape, 5), (g.N, g.K, g.od[0], g.od[1], g.od[2]))
+    if k0 < 0 or kc < 0 or k0 + kc > g.K:
+        raise ValueError(f"k0, kc: channels {k0}..{k0 + kc} outside 0..{g.K}")
+    _need("M", M.shape[0], plan.nk * kc * tb)
     if bias is not None:
-        pb = _ptr(bias)
-    if plan.dtype == np.float32:
-        with nogil:
-            rc = wino_output_block_f(&geom.g, <const float *>pm, K, ky, &plan.pf, t0, tb, <const float *>pb, <float *>py, nthreads)
-    else:
-        with nogil:
-            rc = wino_output_block_d(&geom.g, <const double *>pm, K, ky, &plan.pd, t0, tb, <const double *>pb, <double *>py, nthreads)
+        _need("bias", bias.shape[0], g.K)
+        pb = &bias[k0]
+    with nogil:
+        if floating is float:
+            rc = wino_output_block_f(g, &M[0], kc, g.K, &plan.pf, t0, tb, pb, &y[0, k0, 0, 0, 0],
+                                     &scratch[0], scratch.shape[0], nthreads)
+        else:
+            rc = wino_output_block_d(g, &M[0], kc, g.K, &plan.pd, t0, tb, pb, &y[0, k0, 0, 0, 0],
+                                     &scratch[0], scratch.shape[0], nthreads)
     _check(rc, "output transform")
 
 
-def output_adjoint_block(CGeom geom, cnp.ndarray gy, wino_index K, TilePlan plan, wino_index t0,
-                         wino_index tb, cnp.ndarray gM, int nthreads):
+def output_adjoint_block(CGeom geom, const floating[:, :, :, :, ::1] gy, TilePlan plan, wino_index t0,
+                         wino_index tb, floating[::1] gM, unsigned char[::1] scratch, int nthreads):
     """gM[i, k, t] = adjoint of the output transform applied to grad_y."""
     cdef int rc
-    cdef void *pg = _ptr(gy)
-    cdef void *pm = _ptr(gM)
-    if plan.dtype == np.float32:
-        with nogil:
-            rc = wino_output_adjoint_block_f(&geom.g, <const float *>pg, K, &plan.pf, t0, tb, <float *>pm, nthreads)
-    else:
-        with nogil:
-            rc = wino_output_adjoint_block_d(&geom.g, <const double *>pg, K, &plan.pd, t0, tb, <double *>pm, nthreads)
+    cdef wino_geom *g = &geom.g
+    plan.check(sizeof(floating))
+    _check_out("grad_y", _tuple(gy.shape, 5), (g.N, g.K, g.od[0], g.od[1], g.od[2]))
+    _need("grad_M", gM.shape[0], plan.nk * g.K * tb)
+    with nogil:
+        if floating is float:
+            rc = wino_output_adjoint_block_f(g, &gy[0, 0, 0, 0, 0], g.K, &plan.pf, t0, tb, &gM[0],
+                                             &scratch[0], scratch.shape[0], nthreads)
+        else:
+            rc = wino_output_adjoint_block_d(g, &gy[0, 0, 0, 0, 0], g.K, &plan.pd, t0, tb, &gM[0],
+                                             &scratch[0], scratch.shape[0], nthreads)
     _check(rc, "output-transform adjoint")
 
 
-def input_adjoint_block(CGeom geom, cnp.ndarray gV, TilePlan plan, wino_index t0, wino_index tb,
-                        cnp.ndarray gx, int nthreads):
-    """gx += adjoint of the input transform applied to gV (gx contiguous)."""
+def input_adjoint_block(CGeom geom, const floating[::1] gV, TilePlan plan, wino_index t0, wino_index tb,
+                        floating[:, :, :, :, ::1] gx, unsigned char[::1] scratch, int nthreads):
+    """gx += adjoint of the input transform applied to gV (gx C-contiguous)."""
     cdef int rc
-    cdef void *pv = _ptr(gV)
-    cdef void *px = _ptr(gx)
-    if plan.dtype == np.float32:
-        with nogil:
-            rc = wino_input_adjoint_block_f(&geom.g, <const float *>pv, &plan.pf, t0, tb, <float *>px, nthreads)
-    else:
-        with nogil:
-            rc = wino_input_adjoint_block_d(&geom.g, <const double *>pv, &plan.pd, t0, tb, <double *>px, nthreads)
+    cdef wino_geom *g = &geom.g
+    plan.check(sizeof(floating))
+    _check_out("grad_x", _tuple(gx.shape, 5), (g.N, g.C, g.D, g.H, g.W))
+    _need("grad_V", gV.shape[0], plan.nk * g.C * tb)
+    with nogil:
+        if floating is float:
+            rc = wino_input_adjoint_block_f(g, &gV[0], &plan.pf, t0, tb, &gx[0, 0, 0, 0, 0],
+                                            &scratch[0], scratch.shape[0], nthreads)
+        else:
+            rc = wino_input_adjoint_block_d(g, &gV[0], &plan.pd, t0, tb, &gx[0, 0, 0, 0, 0],
+                                            &scratch[0], scratch.shape[0], nthreads)
     _check(rc, "input-transform adjoint")
 
 
-def filter_expand(cnp.ndarray w, wino_index KC, TilePlan plan, cnp.ndarray U, int nthreads):
-    """U[i, j] = filter transform of w[j] (w contiguous (KC, rd, rh, rw))."""
+# ------------------------------------------------------------------- filter
+def filter_expand(const floating[::1] w, wino_index KC, TilePlan plan, floating[::1] U,
+                  unsigned char[::1] scratch, int nthreads):
+    """U[i, j] = filter transform of w[j] (w: KC kernels, flattened; U: (nk, KC) flattened)."""
     cdef int rc
-    cdef void *pw = _ptr(w)
-    cdef void *pu = _ptr(U)
-    if plan.dtype == np.float32:
-        with nogil:
-            rc = wino_filter_f(<const float *>pw, KC, &plan.pf, <float *>pu, nthreads)
-    else:
-        with nogil:
-            rc = wino_filter_d(<const double *>pw, KC, &plan.pd, <double *>pu, nthreads)
+    plan.check(sizeof(floating))
+    _need("w", w.shape[0], KC * plan.patch_size)
+    _need("U", U.shape[0], KC * plan.nk)
+    with nogil:
+        if floating is float:
+            rc = wino_filter_f(&w[0], KC, &plan.pf, &U[0], &scratch[0], scratch.shape[0], nthreads)
+        else:
+            rc = wino_filter_d(&w[0], KC, &plan.pd, &U[0], &scratch[0], scratch.shape[0], nthreads)
     _check(rc, "filter transform")
 
 
-def filter_contract(cnp.ndarray gU, wino_index KC, TilePlan plan, cnp.ndarray gw, int nthreads):
-    """gw[j] = adjoint of the filter transform applied to gU[:, j]."""
+def filter_contract(const floating[::1] gU, wino_index KC, TilePlan plan, floating[::1] gw,
+                    unsigned char[::1] scratch, int nthreads):
+    """gw[j] = adjoint of the filter transform applied to gU[:, j] (all positions kept)."""
     cdef int rc
-    cdef void *pu = _ptr(gU)
-    cdef void *pw = _ptr(gw)
-    if plan.dtype == np.float32:
-        with nogil:
-            rc = wino_filter_adjoint_f(<const float *>pu, KC, &plan.pf, <float *>pw, nthreads)
-    else:
-        with nogil:
-            rc = wino_filter_adjoint_d(<const double *>pu, KC, &plan.pd, <double *>pw, nthreads)
+    plan.check(sizeof(floating))
+    _need("grad_U", gU.shape[0], KC * plan.nk)
+    _need("grad_w", gw.shape[0], KC * plan.patch_size)
+    with nogil:
+        if floating is float:
+            rc = wino_filter_adjoint_f(&gU[0], KC, &plan.pf, &gw[0], &scratch[0], scratch.shape[0], nthreads)
+        else:
+            rc = wino_filter_adjoint_d(&gU[0], KC, &plan.pd, &gw[0], &scratch[0], scratch.shape[0], nthreads)
     _check(rc, "filter-transform adjoint")
 
 
-def gemm_batched(wino_index nb, wino_index M, wino_index N, wino_index K,
-                 cnp.ndarray A, aidx, wino_index sa, wino_index rsa, wino_index csa,
-                 cnp.ndarray B, wino_index sb, wino_index rsb, wino_index csb,
-                 cnp.ndarray C, cidx, wino_index sc, wino_index rsc,
-                 bint accumulate, int nthreads):
-    """C[cidx[b]] (+)= A[aidx[b]] @ B[b]; strides in elements, C rows contiguous."""
+# --------------------------------------------------------------------- GEMM
+cdef int _index(str name, const int[::1] idx, Py_ssize_t nb, Py_ssize_t bound) except -1:
+    cdef Py_ssize_t b
+    if idx.shape[0] < nb:
+        raise ValueError(f"{name}: {idx.shape[0]} entries for a batch of {nb}")
+    for b in range(nb):
+        if idx[b] < 0 or idx[b] >= bound:
+            raise ValueError(f"{name}: entry {idx[b]} outside 0..{bound - 1}")
+    return 0
+
+
+def gemm_batched(const floating[:, :, :] A, const floating[:, :, :] B, floating[:, :, :] C,
+                 const int[::1] a_index=None, const int[::1] c_index=None, *, bint accumulate=False,
+                 unsigned char[::1] scratch, int nthreads):
+    """C[c(b)] (+)= A[a(b)] @ B[b] for b < len(B), with x(b) = x_index[b] (or
+    b without an index).  A (., M, K) and B (nb, K, N) take any strides (a
+    transpose is a view); C (., M, N) needs contiguous rows."""
+    cdef Py_ssize_t nb = B.shape[0], M = A.shape[1], K = A.shape[2], N = B.shape[2]
+    cdef Py_ssize_t item = sizeof(floating)
+    cdef wino_batch a, b, c
     cdef int rc
-    cdef const int *pai = NULL
-    cdef const int *pci = NULL
-    cdef void *pa = _ptr(A)
-    cdef void *pb = _ptr(B)
-    cdef void *pc = _ptr(C)
-    if aidx is not None:
-        pai = <const int *>_ptr(aidx)
-    if cidx is not None:
-        pci = <const int *>_ptr(cidx)
-    if A.dtype == np.float32:
-        with nogil:
-            rc = wino_gemm_batched_f(nb, M, N, K, <const float *>pa, pai, sa, rsa, csa,
-                                     <const float *>pb, sb, rsb, csb, <float *>pc, pci, sc, rsc,
-                                     accumulate, nthreads)
+    if B.shape[1] != K or C.shape[1] != M or C.shape[2] != N:
+        raise ValueError(f"gemm: shapes A {_tuple(A.shape, 3)} B {_tuple(B.shape, 3)} C {_tuple(C.shape, 3)} "
+                         "do not chain as (., M, K) @ (nb, K, N) -> (., M, N)")
+    if C.strides[2] != item and N > 1:
+        raise ValueError("C: rows must be contiguous")
+    if a_index is None:
+        if A.shape[0] < nb:
+            raise ValueError(f"A: {A.shape[0]} matrices for a batch of {nb}")
     else:
-        with nogil:
-            rc = wino_gemm_batched_d(nb, M, N, K, <const double *>pa, pai, sa, rsa, csa,
-                                     <const double *>pb, sb, rsb, csb, <double *>pc, pci, sc, rsc,
-                                     accumulate, nthreads)
+        _index("a_index", a_index, nb, A.shape[0])
+    if c_index is None:
+        if C.shape[0] < nb:
+            raise ValueError(f"C: {C.shape[0]} matrices for a batch of {nb}")
+    else:
+        _index("c_index", c_index, nb, C.shape[0])
+    for v in (A.strides[0], A.strides[1], A.strides[2], B.strides[0], B.strides[1], B.strides[2],
+              C.strides[0], C.strides[1]):
+        if v % item:
+            raise ValueError("gemm: strides must be whole elements")
+    if nb == 0 or M == 0 or N == 0:
+        return
+    a.data = <void *>&A[0, 0, 0]
+    a.index = &a_index[0] if a_index is not None else NULL
+    a.bstride, a.rstride, a.cstride = A.strides[0] // item, A.strides[1] // item, A.strides[2] // item
+    b.data = <void *>&B[0, 0, 0]
+    b.index = NULL
+    b.bstride, b.rstride, b.cstride = B.strides[0] // item, B.strides[1] // item, B.strides[2] // item
+    c.data = <void *>&C[0, 0, 0]
+    c.index = &c_index[0] if c_index is not None else NULL
+    c.bstride, c.rstride, c.cstride = C.strides[0] // item, C.strides[1] // item, 1
+    with nogil:
+        if floating is float:
+            rc = wino_gemm_batched_f(nb, M, N, K, &a, &b, &c, accumulate, &scratch[0], scratch.shape[0], nthreads)
+        else:
+            rc = wino_gemm_batched_d(nb, M, N, K, &a, &b, &c, accumulate, &scratch[0], scratch.shape[0], nthreads)
     _check(rc, "batched GEMM")

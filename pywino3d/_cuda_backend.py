@@ -24,7 +24,9 @@ import numpy as np
 
 from . import _cuda_sources as srcs
 from ._backend import is_cupy_array
-from ._geometry import axis_matrices, geom_record
+from ._geometry import geom_record
+from ._plans import tile_plan
+from ._validation import as_int
 
 _lock = threading.Lock()
 _BLOCK = 256
@@ -67,43 +69,32 @@ def _i32(v):
 
 
 class _DevicePlan:
-    """Device copies of one TilePlan (matrices, dims, kept, masks)."""
+    """Device copies of one tile plan (``pywino3d._plans.PlanArrays``, the
+    host arrays the CPU plan points into)."""
 
-    def __init__(self, mats, kept, dtype):
+    def __init__(self, arrays):
         cp = _cp()
-        a = [m.shape[0] for m in mats]
-        n = [m.shape[1] for m in mats]
+        a, n = arrays.a, arrays.n
         self.amax = max(a + n)
-        self.mats = [cp.asarray(np.ascontiguousarray(m, dtype=dtype)) for m in mats]
+        self.mats = [cp.asarray(m) for m in arrays.mats]
         self.dims = cp.asarray(np.array(a + n, dtype=np.int32))
-        kept = np.ascontiguousarray(kept, dtype=np.int32)
-        self.nk = int(kept.size)
-        self.kept = cp.asarray(kept if kept.size else np.zeros(1, np.int32))
-        d, rem = np.divmod(kept, a[1] * a[2])
-        h, w = np.divmod(rem, a[2])
-        need_w = np.zeros(a[2], np.uint8)
-        need_w[w] = 1
-        need_hw = np.zeros(a[1] * a[2], np.uint8)
-        need_hw[rem] = 1
-        self.need_w = cp.asarray(need_w)
-        self.need_hw = cp.asarray(need_hw)
+        self.nk = arrays.nk
+        self.kept = cp.asarray(arrays.kept if arrays.nk else np.zeros(1, np.int32))
+        self.need_w = cp.asarray(arrays.need_w)
+        self.need_hw = cp.asarray(arrays.need_hw)
 
     def args(self):
         return (*self.mats, self.dims, self.kept, _i32(self.nk), self.need_w, self.need_hw)
 
 
 @lru_cache(maxsize=256)
-def _plan(device_id, kind, tile, ksize, dtype_str, kept_bytes):
-    which = {"input": 0, "output": 1, "filter": 2}[kind]
-    mats = [axis_matrices(m, r, dtype_str)[which] for m, r in zip(tile, ksize)]
-    kept = np.frombuffer(kept_bytes, dtype=np.int32)
-    return _DevicePlan(mats, kept, np.dtype(dtype_str))
+def _plan(device_id, arrays):
+    return _DevicePlan(arrays)
 
 
 def plan(kind, tile, ksize, dtype, kept):
     cp = _cp()
-    return _plan(cp.cuda.Device().id, kind, tuple(tile), tuple(ksize), np.dtype(dtype).str,
-                 np.ascontiguousarray(kept, dtype=np.int32).tobytes())
+    return _plan(cp.cuda.Device().id, tile_plan(kind, tile, ksize, dtype, kept))
 
 
 def _launch(name, n, args):
@@ -217,8 +208,6 @@ class CudaBackend:
 
     @staticmethod
     def resolve_workers(workers):
-        from ._validation import as_int
-
         if workers is not None:
             as_int("workers", workers)
         return 1

@@ -39,6 +39,39 @@ PER_TILE_CHANNEL = 2e-9
 #: Largest alpha = m + r - 1 per axis, by itemsize (accuracy limit).
 MAX_ALPHA = {4: 8, 8: 8}
 
+#: Rate of the CPU's direct kernel (tile 1, ``pywino3d._cpu_direct``): output
+#: channels in SIMD lanes reach 0.4 to 0.85 of the SGEMM rate (measured 17 to
+#: 36 against 42 GFLOP/s on one busy core; writing y, modelled separately,
+#: is most of the difference on one input channel); 0.65 puts the crossover
+#: with F(4^3) where the layer benchmark measured it (32 channels at 48^3).
+DIRECT_FLOPS = 0.65 * GEMM_FLOPS
+#: The direct kernel runs tile 1 unless the layer has DIRECT_MIN_LARGE_C input
+#: channels or more on at most DIRECT_MAX_SMALL_VOLUME output positions (all
+#: samples); there the blocked F(1, r) pipeline -- 27 GEMMs of K x C by
+#: C x positions -- is as fast or faster.  Measured (ms, one thread, CPU time,
+#: blocked F(1, r) / direct): C1->32 at 64^3 719 / 26; C3->64 at 16x56x56
+#: 304 / 19; C32->32 at 32^3 307 / 56; C64->64 at 16^3 85 / 28; C128->128 at
+#: 6^3 12.5 / 7.3; C128->128 at 8x28x28 357 / 180; C256->256 at 4x14x14
+#: 120 / 105; C256->256 at 4^3 11.0 / 12.2; C512->512 at 2x7x7 54 / 87.
+DIRECT_MIN_LARGE_C = 256
+DIRECT_MAX_SMALL_VOLUME = 128
+
+
+def direct_preferred(N, C, out):
+    """Whether the CPU runs a tile-1 problem with its direct kernel."""
+    return C < DIRECT_MIN_LARGE_C or N * out[0] * out[1] * out[2] > DIRECT_MAX_SMALL_VOLUME
+
+
+def direct_cost(out, ksize, N, C, K, itemsize=4):
+    """Model time (s) of the CPU's direct kernel: its FLOPs over the positions
+    it computes (a plane's rows run on into the rw - 1 padding columns) and
+    writing y."""
+    rows = (out[1] - 1) * (out[2] + ksize[2] - 1) + out[2]
+    computed = N * out[0] * rows
+    taps = ksize[0] * ksize[1] * ksize[2]
+    return (2.0 * computed * K * C * taps / DIRECT_FLOPS
+            + N * out[0] * out[1] * out[2] * K * itemsize * 2 / BYTES_PER_S)
+
 
 def tile_cost(out, ksize, N, C, K, tile, itemsize=4):
     """Model time (s) of one forward call with this tile."""
@@ -66,11 +99,19 @@ def candidate_tiles(ksize, itemsize):
         yield tuple(pick[r] for r in ksize)
 
 
-def choose_tile(out, ksize, N, C, K, itemsize=4):
-    """Return the (m_d, m_h, m_w) with the lowest model cost."""
+def _model_cost(out, ksize, N, C, K, tile, itemsize, direct):
+    if direct and tuple(tile) == (1, 1, 1) and direct_preferred(N, C, out):
+        return direct_cost(out, ksize, N, C, K, itemsize)
+    return tile_cost(out, ksize, N, C, K, tile, itemsize)
+
+
+def choose_tile(out, ksize, N, C, K, itemsize=4, direct=False):
+    """Return the (m_d, m_h, m_w) with the lowest model cost.  ``direct``:
+    the backend runs tile (1, 1, 1) with a direct kernel where
+    :func:`direct_preferred` (the CPU does), and that tile is costed as such."""
     best = None
     for tile in candidate_tiles(ksize, itemsize):
-        cost = tile_cost(out, ksize, N, C, K, tile, itemsize)
+        cost = _model_cost(out, ksize, N, C, K, tile, itemsize, direct)
         if best is None or cost < best[0] * (1 - 1e-12):
             best = (cost, tile)
     return best[1]
@@ -116,14 +157,15 @@ def tile_name(tile, pipeline="winograd"):
     return f"{pipeline}:{tile[0]}x{tile[1]}x{tile[2]}"
 
 
-def conv3d_candidates(out, ksize, N, C, K, itemsize=4):
+def conv3d_candidates(out, ksize, N, C, K, itemsize=4, direct=False):
     """Every accuracy-admissible candidate, cheapest model cost first.
 
     Other pipelines extend this list (one Candidate per pipeline and tile);
-    the order only decides which few are timed.
+    the order only decides which few are timed.  ``direct`` as in
+    :func:`choose_tile`.
     """
     ksize = tuple(ksize)
-    cands = [Candidate(tile_name(t), t, "winograd", tile_cost(out, ksize, N, C, K, t, itemsize))
+    cands = [Candidate(tile_name(t), t, "winograd", _model_cost(out, ksize, N, C, K, t, itemsize, direct))
              for t in dict.fromkeys(candidate_tiles(ksize, itemsize))]
     return sorted(cands, key=lambda c: (c.cost, c.tile))
 

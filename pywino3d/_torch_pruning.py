@@ -106,7 +106,7 @@ def prune_model(model, density, *, method="output", refit=True, scope="global"):
     <torch._C.Generator object at ...>
     >>> net = torch.nn.Sequential(torch.nn.Conv3d(2, 4, 3, padding=1), torch.nn.ReLU(),
     ...                           torch.nn.Conv3d(4, 4, 3, padding=1))
-    >>> net = prune_model(convert_model(net, tile=4), 0.5, scope="layer")
+    >>> net = prune_model(convert_model(net, weights="winograd", tile=4), 0.5, scope="layer")
     >>> [round(m.density, 3) for m in (net[0], net[2])]
     [0.5, 0.5]
     >>> net(torch.randn(1, 2, 8, 8, 8)).shape
@@ -120,7 +120,7 @@ def prune_model(model, density, *, method="output", refit=True, scope="global"):
     layers = _winograd_layers(model)
     if not layers:
         raise ValueError("model: has no WinogradConv3d or LowRankWinogradConv3d layer "
-                         "(convert it with pywino3d.torch.convert_model first)")
+                         "(convert it with pywino3d.torch.convert_model(model, weights='winograd') first)")
     weights = [_layer_weights(layer) for _, layer in layers]
     if scope == "layer":
         counts = [max(1, math.ceil(density * layer.positions - 1e-9)) for _, layer in layers]

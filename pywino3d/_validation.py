@@ -2,6 +2,7 @@
 
 Each helper raises an exception whose message starts with the argument's
 name and says what was expected, so that bad input never reaches a kernel.
+This module imports nothing else of the package (no import circle).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def as_float_array(name, a, ndim=None, dtype=None, backend=None, coerce=False):
+def as_float_array(name, a, ndim=None, dtype=None, *, backend, coerce=False):
     """Convert ``a`` as NumPy (or CuPy) does and check it is float32/float64.
 
     Parameters
@@ -25,12 +26,10 @@ def as_float_array(name, a, ndim=None, dtype=None, backend=None, coerce=False):
         Required number of dimensions.
     dtype : dtype, optional
         Required dtype (for arguments that must match ``x``).
-    backend : backend object, optional
-        Where the array must live (default: the CPU); arrays of the other
-        device raise TypeError unless ``coerce``.
+    backend : backend object
+        Where the array must live (``pywino3d._backend.Backend``); arrays of
+        the other device raise TypeError unless ``coerce``.
     """
-    if backend is None:
-        from ._cpu_backend import BACKEND as backend
     if isinstance(a, (str, bytes)) or a is None:
         raise TypeError(f"{name}: expected a numeric array, got {type(a).__name__}")
     a = backend.asarray(name, a, coerce)
@@ -106,24 +105,3 @@ def as_columns(columns, npos):
     if uniq.size != arr.size:
         raise ValueError("columns: positions must not repeat")
     return uniq.astype(np.int32)
-
-
-def resolve_workers(workers):
-    """Map scipy.fft-style ``workers`` to a positive thread count.
-
-    None -> the OpenMP default (OMP_NUM_THREADS, threadpoolctl limits);
-    positive n -> n; -1 -> all cores, -2 -> all but one, ...
-    """
-    from . import _cpu
-
-    if workers is None:
-        return max(1, _cpu.max_threads())
-    w = as_int("workers", workers)
-    if w == 0:
-        raise ValueError("workers: must be a nonzero int (None, n > 0, or -1 for all cores)")
-    if w < 0:
-        n = _cpu.num_procs() + 1 + w
-        if n < 1:
-            raise ValueError(f"workers: {w} leaves no core (this machine has {_cpu.num_procs()})")
-        return n
-    return w

@@ -123,7 +123,7 @@ def task_threads(workers=None):
     >>> task_threads() >= 1
     True
     """
-    from ._validation import resolve_workers
+    from ._cpu_common import resolve_workers
 
     if workers is not None:
         return resolve_workers(workers)
@@ -301,7 +301,8 @@ def conv3d(x, w, bias=None, *, padding=0, tile="auto", workers=None):
         if tile != "auto":
             raise ValueError(f"tile: expected an int, 3 ints or 'auto', got {tile!r}")
         block = tuple(max(_output_chunks(c, o)) for c, o in zip(x.chunks[2:], g.out))
-        tile = choose_tile(block, ksize, max(x.chunks[0], default=0), x.shape[1], K, x.dtype.itemsize)
+        tile = choose_tile(block, ksize, max(x.chunks[0], default=0), x.shape[1], K, x.dtype.itemsize,
+                           direct=call.name == "cpu")
     tile = parse_tile(tile)
     U = _api.filter_transform(w, tile, workers=workers, backend=call.name)
     weights = _Weights(U, bias, None, ksize, tile, call.name)

@@ -138,6 +138,79 @@ try:  # the PyTorch layers, where torch is installed
 except ImportError:
     pass
 
+try:  # pywino3d.torch.Conv3d, the functional conv3d and convert_model
+    import torch
+
+    from pywino3d import torch as wtorch
+
+    _C3 = wtorch.Conv3d(3, 4, 3, padding=1, tile=2)
+    _XT = torch.randn(1, 3, 5, 5, 5)
+    _WT = torch.randn(4, 3, 3, 3, 3)
+
+    def tconv(x=_XT, layer=_C3):
+        return layer(x)
+
+    def tfun(**kw):
+        args = dict(input=_XT, weight=_WT, bias=None)
+        args.update(kw)
+        return wtorch.conv3d(**args)
+
+    def tconvert(model=None, **kw):
+        return wtorch.convert_model(torch.nn.Sequential(torch.nn.Conv3d(3, 4, 3)) if model is None else model,
+                                    **kw)
+
+    CASES += [
+        (tconv, dict(x=_XT[0, 0]), ValueError, r"^input: expected a 5-D \(N, C, D, H, W\) or 4-D"),
+        (tconv, dict(x=_XT[None]), ValueError, r"^input: expected a 5-D"),
+        (tconv, dict(x=_XT[:, :2]), ValueError, r"^input: expected 3 channels \(dim 1\)"),
+        (tconv, dict(x=_XT[0, :2]), ValueError, r"^input: expected 3 channels \(dim 0\)"),
+        (tconv, dict(x=_XT.to(torch.int64)), TypeError, r"^input: expected a floating-point tensor"),
+        (tconv, dict(x=_XT.to(torch.bool)), TypeError, r"^input: expected a floating-point tensor"),
+        (tconv, dict(x=_XT.to(torch.complex64)), TypeError, r"^input: dtype torch.complex64 does not match"),
+        (tconv, dict(x=_XT.double()), TypeError, r"^input: dtype torch.float64 does not match weight's"),
+        (tconv, dict(x=_XT.numpy()), TypeError, r"^input: expected a torch.Tensor, got ndarray"),
+        (tconv, dict(x=torch.empty(1, 3, 5, 5, 5, device="meta")), TypeError, r"^input: is on meta"),
+        (tconv, dict(x=torch.randn(1, 3, 1, 5, 5), layer=wtorch.Conv3d(3, 4, 3)), ValueError,
+         r"^input: padded size 1 along d is smaller than the kernel \(3\)"),
+        (tconv, dict(x=torch.randn(1, 3, 4, 5, 5), layer=wtorch.Conv3d(3, 4, 3, dilation=2)), ValueError,
+         r"^input: padded size 4 along d is smaller than the dilated kernel \(5\)"),
+        (wtorch.Conv3d, dict(in_channels=3, out_channels=4, kernel_size=3, tile="fast"), ValueError,
+         r"^tile: expected 'auto', an int or 3 ints"),
+        (wtorch.Conv3d, dict(in_channels=3, out_channels=4, kernel_size=3, tile=0), ValueError,
+         r"^tile: expected an int >= 1"),
+        (wtorch.Conv3d, dict(in_channels=3, out_channels=4, kernel_size=3, tile=(2, 2)), ValueError,
+         r"^tile: expected an int or 3 ints"),
+        (wtorch.Conv3d.from_conv3d, dict(conv=torch.nn.Conv2d(3, 4, 3)), TypeError, r"^conv: expected a torch.nn.Conv3d"),
+        (tfun, dict(weight=_WT[0]), ValueError, r"^weight: expected a 5-D tensor"),
+        (tfun, dict(weight=_WT.numpy()), TypeError, r"^weight: expected a torch.Tensor"),
+        (tfun, dict(weight=_WT[:, :2]), ValueError, r"^input: expected 2 channels"),
+        (tfun, dict(bias=torch.ones(3)), ValueError, r"^bias: expected shape \(4,\)"),
+        (tfun, dict(bias=[1.0] * 4), TypeError, r"^bias: expected a torch.Tensor or None"),
+        (tfun, dict(stride=0), ValueError, r"^stride: expected an int >= 1"),
+        (tfun, dict(stride=(1, 1)), ValueError, r"^stride: expected an int or 3 ints"),
+        (tfun, dict(dilation=1.5), TypeError, r"^dilation: expected an int"),
+        (tfun, dict(padding=-1), ValueError, r"^padding: expected an int >= 0"),
+        (tfun, dict(padding="full"), ValueError, r"^padding: expected an int, 3 ints, 'same' or 'valid'"),
+        (tfun, dict(padding="same", stride=2), ValueError, r"^padding: 'same' is not supported for strided"),
+        (tfun, dict(tile="fast"), ValueError, r"^tile: expected 'auto'"),
+        (tfun, dict(tile=9), ValueError, r"^tile: expected an int <= 8"),
+        (tconvert, dict(model="net"), TypeError, r"^model: expected a torch.nn.Module"),
+        (tconvert, dict(model=torch.nn.Conv3d(3, 4, 3)), TypeError, r"^model: is a bare nn.Conv3d"),
+        (tconvert, dict(weights="fp16"), ValueError, r"^weights: expected one of"),
+        (tconvert, dict(weights="lowrank"), ValueError, r"^rank: weights='lowrank' needs a rank"),
+        (tconvert, dict(weights="lowrank", rank=0), ValueError, r"^rank: expected an int >= 1"),
+        (tconvert, dict(weights="lowrank", rank=4, mode="lora"), ValueError, r"^mode: expected"),
+        (tconvert, dict(rank=4), ValueError, r"^rank: only used with weights='lowrank'"),
+        (tconvert, dict(tile="fast"), ValueError, r"^tile: expected 'auto'"),
+        (tconvert, dict(weights="winograd", tile=0), ValueError, r"^tile: expected an int >= 1"),
+        (tconvert, dict(weights="winograd", example_inputs=_XT), ValueError,
+         r"^example_inputs: only used with weights='spatial'"),
+        (tconvert, dict(example_inputs="x"), TypeError, r"^example_inputs: expected a tensor or a tuple"),
+        (tconvert, dict(example_inputs=()), TypeError, r"^example_inputs: expected a tensor or a tuple"),
+    ]
+except ImportError:
+    pass
+
 IDS = [f"{getattr(c[0], '__qualname__', c[0])}-{i}" for i, c in enumerate(CASES)]
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import pywino3d
-from pywino3d import _cpu_backend
+from pywino3d import _cpu_backend, _cpu_common
 from pywino3d._tiles import choose_tile
 from pywino3d.testing import conv3d_reference
 
@@ -122,7 +122,7 @@ def test_small_workspace_blocks_agree(xw, monkeypatch):
 
 
 def test_memory_guard(monkeypatch):
-    monkeypatch.setattr(_cpu_backend, "available_memory", lambda: 1 << 20)
+    monkeypatch.setattr(_cpu_common, "available_memory", lambda: 1 << 20)
     x = np.zeros((1, 1, 64, 64, 64), np.float32)
     w = np.zeros((8, 1, 3, 3, 3), np.float32)
     with pytest.raises(MemoryError, match="needs .* GiB but only"):

@@ -399,7 +399,7 @@ def test_conv3d_auto_uses_a_cached_decision(layer, always_unsure, monkeypatch):
     decides the tile, whatever the cost model says."""
     x, w = layer
     timed = _timed_names(x, w)
-    model = _tiles.choose_tile((9, 10, 11), (3, 3, 3), 1, 8, 6, 4)
+    model = _tiles.choose_tile((9, 10, 11), (3, 3, 3), 1, 8, 6, 4, direct=True)  # the CPU's model
     planted = next(c for c in timed if c.tile != model)
     pywino3d.conv3d(x, w, padding=1, workers=1)  # tunes and stores the real entry
     path = autotune.cache_path()
@@ -418,7 +418,7 @@ def test_conv3d_auto_without_tuning_is_the_cost_model(layer, always_unsure, monk
     x, w = layer
     monkeypatch.setenv("PYWINO3D_AUTOTUNE", "0")
     monkeypatch.setattr(autotune, "_measure", lambda *a: pytest.fail("timed although disabled"))
-    model = _tiles.choose_tile((9, 10, 11), (3, 3, 3), 1, 8, 6, 4)
+    model = _tiles.choose_tile((9, 10, 11), (3, 3, 3), 1, 8, 6, 4, direct=True)  # the CPU's model
     y1 = pywino3d.conv3d(x, w, padding=1, workers=1)
     y2 = pywino3d.conv3d(x, w, padding=1, workers=2)
     assert y1.tobytes() == y2.tobytes() == pywino3d.conv3d(x, w, padding=1, tile=model, workers=1).tobytes()

@@ -300,3 +300,38 @@ def test_cuda_output_follows_x_device_and_dtype(rng):
     assert isinstance(y, cp.ndarray) and y.dtype == x.dtype and y.device == x.device
     np.testing.assert_allclose(cp.asnumpy(y), pywino3d.conv3d(cp.asnumpy(x), cp.asnumpy(w), padding=1),
                                rtol=1e-10, atol=1e-10)
+
+
+# ------------------------------------------------------------ the protocol
+def test_register_checks_the_backend_protocol():
+    """register() accepts only objects with every member of
+    _backend.Backend and says which are missing."""
+    assert isinstance(CPU, _backend.Backend)
+    assert isinstance(FakeCuda(), _backend.Backend)
+
+    class Half:
+        name = "half"
+        xp = np
+
+        def owns(self, a):
+            return False
+
+    with pytest.raises(TypeError, match="missing asarray, to_own"):
+        _backend.register("half", Half())
+    assert "half" not in _backend._REGISTRY
+    with pytest.raises(ValueError, match="auto"):
+        _backend.register("auto", FakeCuda())
+
+
+def test_no_import_circle_through_validation():
+    """_validation, which the geometry and every backend use, imports nothing
+    of the package, so no import circle runs through it."""
+    import ast
+    import inspect
+
+    from pywino3d import _validation
+
+    tree = ast.parse(inspect.getsource(_validation))
+    relative = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and (n.level > 0 or
+                (n.module or "").startswith("pywino3d"))]
+    assert not relative, "pywino3d._validation must not import the package"

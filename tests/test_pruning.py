@@ -245,7 +245,7 @@ def _net():
 def test_prune_model_matches_prune_columns(scope, rank):
     from pywino3d.torch import convert_model, prune_model
 
-    net = convert_model(_net(), tile=4, rank=rank)
+    net = convert_model(_net(), weights="winograd" if rank is None else "lowrank", tile=4, rank=rank)
     layers = [net[0], net[2], net[4]]
     before = [(l.winograd_weights().detach().double().numpy(), l) for l in layers]
     prune_model(net, 0.5, scope=scope)
@@ -274,7 +274,7 @@ def test_prune_model_errors_and_refit_helps():
 
     with pytest.raises(ValueError, match="^model: has no WinogradConv3d"):
         prune_model(_net(), 0.5)
-    net = convert_model(_net(), tile=4)
+    net = convert_model(_net(), weights="winograd", tile=4)
     for kw, match in ((dict(density=0), "^density:"), (dict(density=0.5, scope="all"), "^scope:"),
                       (dict(density=0.5, method="random"), "^method:")):
         with pytest.raises(ValueError, match=match):
@@ -283,7 +283,7 @@ def test_prune_model_errors_and_refit_helps():
     ref = _net()(x).detach()
     errs = {}
     for refit in (False, True):
-        pruned = prune_model(convert_model(_net(), tile=4), 0.75, refit=refit, scope="layer")
+        pruned = prune_model(convert_model(_net(), weights="winograd", tile=4), 0.75, refit=refit, scope="layer")
         with torch.no_grad():
             errs[refit] = float((pruned(x) - ref).norm() / ref.norm())
     assert errs[True] < errs[False]

@@ -2,31 +2,42 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 
 def build_parser():
-    """The argument parser; studies add their options here.
+    """The argument parser; a new study adds its options here and a branch in :func:`main`.
 
     Examples
     --------
     >>> from pywino3d.experiments.cli import build_parser
-    >>> build_parser().parse_args(["--quick"]).quick
-    True
+    >>> a = build_parser().parse_args(["--quick", "--jobs", "2"])
+    >>> a.quick, a.jobs
+    (True, 2)
     """
     from . import reproduction
 
     ap = argparse.ArgumentParser(prog="python -m pywino3d experiment", description=reproduction.__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="a smoke run of a few steps")
-    ap.add_argument("--out", default=None, help="folder for experiments.md and experiment.png "
-                    "(default: docs/ when it exists, else nothing is written)")
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--quick", action="store_true", help="a smoke run with tiny sizes")
+    ap.add_argument("--out", default=None,
+                    help="folder for experiments.md, experiment.png and experiment.json (default: docs/ when it "
+                         "exists and the run is not --quick, else nothing is written and nothing is resumed)")
+    ap.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5; 2 with --quick)")
+    ap.add_argument("--epochs", type=int, default=None, help="training epochs (default 6)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs in parallel, one process each (default 1)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads per run (default: cores // jobs)")
+    ap.add_argument("--cache-dir", default=None,
+                    help="where pruning start models are kept between runs (default: a folder in the temp dir)")
+    ap.add_argument("--fresh", action="store_true", help="ignore finished runs in the JSON and start over")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     return ap
 
 
 def main(argv=None):
-    """Run the experiment named by ``argv`` (see ``--help``).
+    """Run the experiment selected by ``argv`` (see ``--help``); resumes from the JSON.
 
     Examples
     --------
@@ -36,10 +47,24 @@ def main(argv=None):
     from . import reproduction
 
     args = build_parser().parse_args(argv)
+    cfg = reproduction.Config.quick() if args.quick else reproduction.Config()
+    if args.seeds is not None:
+        if args.seeds < 2:
+            raise SystemExit("--seeds: need at least 2 seeds for intervals")
+        cfg = dataclasses.replace(cfg, seeds=tuple(range(args.seeds)))
+    if args.epochs is not None:
+        cfg = dataclasses.replace(cfg, epochs=args.epochs)
     out = args.out if args.out is not None else ("docs" if os.path.isdir("docs") and not args.quick else None)
-    kw = {}
+    out_json = os.path.join(out, "experiment.json") if out else None
+    if out_json and args.fresh and os.path.exists(out_json):
+        os.remove(out_json)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+    results = reproduction.run(cfg, out_json=out_json, cache_dir=args.cache_dir, jobs=args.jobs, threads=threads,
+                               progress=not args.no_progress)
+    text = reproduction.report(results)
+    print(text)
     if out:
-        kw = dict(out_md=os.path.join(out, "experiments.md"), out_png=os.path.join(out, "experiment.png"),
-                  out_json=os.path.join(out, "experiment.json"))
-    reproduction.run(quick=args.quick, epochs=args.epochs, **kw)
+        os.makedirs(out, exist_ok=True)
+        reproduction.write_markdown(os.path.join(out, "experiments.md"), text)
+        reproduction.plot(results, os.path.join(out, "experiment.png"))
     return 0

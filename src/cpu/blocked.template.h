@@ -7,26 +7,34 @@
  *   wino_output_adjoint_block  grad_y -> grad_M
  *   wino_input_adjoint_block   grad_V -> grad_x (accumulated)
  *
- * Jobs are (channel, group of VL tiles); the tile scratch is per thread.
+ * Jobs are (channel, group of VL tiles).  Scratch: each thread uses a tile
+ * scratch (tile_lanes.template.h) in its slice of the caller's buffer, sized
+ * by wino_blocked_scratch_bytes(pl, nthreads); a smaller buffer gives
+ * WINO_ESCRATCH.
  * Template (see template_names.h): define WINO_REAL and WINO_SUFFIX; needs
  * tile_lanes.template.h of the same type.
  */
 #include "template_names.h"
 
+size_t FN(wino_blocked_scratch_bytes)(const PLAN *pl, int nthreads)
+{
+    return wino_scratch_total(FN(tile_scratch_bytes)(pl), nthreads);
+}
+
 /* ---------------------------------------------------------------- input */
 int FN(wino_input_block)(const wino_geom *g, const REAL *x, const PLAN *pl,
-                         wino_index t0, wino_index tb, REAL *V, int nthreads)
+                         wino_index t0, wino_index tb, REAL *V,
+                         void *scratch, size_t scratch_bytes, int nthreads)
 {
     const wino_index C = g->C, ng = (tb + VL - 1) / VL;
     const int nk = pl->nk;
-    int failed = 0;
-#pragma omp parallel num_threads(nthreads) reduction(|| : failed)
+    const size_t per_thread = FN(tile_scratch_bytes)(pl);
+    if (!scratch || scratch_bytes < wino_scratch_total(per_thread, nthreads)) return WINO_ESCRATCH;
+#pragma omp parallel num_threads(nthreads)
     {
-        FN(tile_scratch) s;
-        const int ok = FN(scratch_alloc)(&s, pl) == 0;
+        const FN(tile_scratch) s = FN(tile_scratch_at)(wino_scratch_slice(scratch, per_thread, wino_thread_num()), pl);
 #pragma omp for schedule(static)
         for (wino_index job = 0; job < C * ng; ++job) {
-            if (!ok) { failed = 1; continue; }
             const wino_index c = job / ng, gi = job - c * ng, tt = gi * VL;
             const int lanes = tb - tt < VL ? (int)(tb - tt) : VL;
             REAL *patch = (REAL *)s.patch;
@@ -35,26 +43,25 @@ int FN(wino_input_block)(const wino_geom *g, const REAL *x, const PLAN *pl,
             FN(expandv)(pl, s.patch, s.col, s.t1, s.t2);
             for (int i = 0; i < nk; ++i) STORE_LANES(V + (i * C + c) * tb + tt, s.col + i, lanes);
         }
-        free(s.patch);
     }
-    return failed ? -1 : 0;
+    return 0;
 }
 
 /* --------------------------------------------------------------- output */
 int FN(wino_output_block)(const wino_geom *g, const REAL *M, wino_index K, wino_index ky,
                           const PLAN *pl, wino_index t0, wino_index tb,
-                          const REAL *bias, REAL *y, int nthreads)
+                          const REAL *bias, REAL *y,
+                          void *scratch, size_t scratch_bytes, int nthreads)
 {
     const int md = pl->n[0], mh = pl->n[1], mw = pl->n[2], nk = pl->nk;
     const wino_index Do = g->od[0], Ho = g->od[1], Wo = g->od[2], ng = (tb + VL - 1) / VL;
-    int failed = 0;
-#pragma omp parallel num_threads(nthreads) reduction(|| : failed)
+    const size_t per_thread = FN(tile_scratch_bytes)(pl);
+    if (!scratch || scratch_bytes < wino_scratch_total(per_thread, nthreads)) return WINO_ESCRATCH;
+#pragma omp parallel num_threads(nthreads)
     {
-        FN(tile_scratch) s;
-        const int ok = FN(scratch_alloc)(&s, pl) == 0;
+        const FN(tile_scratch) s = FN(tile_scratch_at)(wino_scratch_slice(scratch, per_thread, wino_thread_num()), pl);
 #pragma omp for schedule(static)
         for (wino_index job = 0; job < K * ng; ++job) {
-            if (!ok) { failed = 1; continue; }
             const wino_index k = job / ng, gi = job - k * ng, tt = gi * VL;
             const int lanes = tb - tt < VL ? (int)(tb - tt) : VL;
             for (int i = 0; i < nk; ++i) LOAD_LANES(s.col + i, M + (i * K + k) * tb + tt, lanes);
@@ -73,26 +80,24 @@ int FN(wino_output_block)(const wino_geom *g, const REAL *M, wino_index K, wino_
                     }
             }
         }
-        free(s.patch);
     }
-    return failed ? -1 : 0;
+    return 0;
 }
 
 /* ------------------------------------------------------- output adjoint */
 int FN(wino_output_adjoint_block)(const wino_geom *g, const REAL *gy, wino_index K,
                                   const PLAN *pl, wino_index t0, wino_index tb,
-                                  REAL *gM, int nthreads)
+                                  REAL *gM, void *scratch, size_t scratch_bytes, int nthreads)
 {
     const int md = pl->n[0], mh = pl->n[1], mw = pl->n[2], nk = pl->nk;
     const wino_index Do = g->od[0], Ho = g->od[1], Wo = g->od[2], ng = (tb + VL - 1) / VL;
-    int failed = 0;
-#pragma omp parallel num_threads(nthreads) reduction(|| : failed)
+    const size_t per_thread = FN(tile_scratch_bytes)(pl);
+    if (!scratch || scratch_bytes < wino_scratch_total(per_thread, nthreads)) return WINO_ESCRATCH;
+#pragma omp parallel num_threads(nthreads)
     {
-        FN(tile_scratch) s;
-        const int ok = FN(scratch_alloc)(&s, pl) == 0;
+        const FN(tile_scratch) s = FN(tile_scratch_at)(wino_scratch_slice(scratch, per_thread, wino_thread_num()), pl);
 #pragma omp for schedule(static)
         for (wino_index job = 0; job < K * ng; ++job) {
-            if (!ok) { failed = 1; continue; }
             const wino_index k = job / ng, gi = job - k * ng, tt = gi * VL;
             const int lanes = tb - tt < VL ? (int)(tb - tt) : VL;
             REAL *patch = (REAL *)s.patch;
@@ -111,9 +116,8 @@ int FN(wino_output_adjoint_block)(const wino_geom *g, const REAL *gy, wino_index
             FN(expandv)(pl, s.patch, s.col, s.t1, s.t2);
             for (int i = 0; i < nk; ++i) STORE_LANES(gM + (i * K + k) * tb + tt, s.col + i, lanes);
         }
-        free(s.patch);
     }
-    return failed ? -1 : 0;
+    return 0;
 }
 
 /* -------------------------------------------------------- input adjoint */
@@ -122,18 +126,17 @@ int FN(wino_output_adjoint_block)(const wino_geom *g, const REAL *gy, wino_index
  * summed in a fixed order whatever the number of threads. */
 int FN(wino_input_adjoint_block)(const wino_geom *g, const REAL *gV,
                                  const PLAN *pl, wino_index t0, wino_index tb,
-                                 REAL *gx, int nthreads)
+                                 REAL *gx, void *scratch, size_t scratch_bytes, int nthreads)
 {
     const wino_index C = g->C, D = g->D, H = g->H, W = g->W;
     const int ad = pl->a[0], ah = pl->a[1], aw = pl->a[2], nk = pl->nk;
-    int failed = 0;
-#pragma omp parallel num_threads(nthreads) reduction(|| : failed)
+    const size_t per_thread = FN(tile_scratch_bytes)(pl);
+    if (!scratch || scratch_bytes < wino_scratch_total(per_thread, nthreads)) return WINO_ESCRATCH;
+#pragma omp parallel num_threads(nthreads)
     {
-        FN(tile_scratch) s;
-        const int ok = FN(scratch_alloc)(&s, pl) == 0;
+        const FN(tile_scratch) s = FN(tile_scratch_at)(wino_scratch_slice(scratch, per_thread, wino_thread_num()), pl);
 #pragma omp for schedule(static)
         for (wino_index c = 0; c < C; ++c) {
-            if (!ok) { failed = 1; continue; }
             for (wino_index tt = 0; tt < tb; tt += VL) {
                 const int lanes = tb - tt < VL ? (int)(tb - tt) : VL;
                 for (int i = 0; i < nk; ++i) LOAD_LANES(s.col + i, gV + (i * C + c) * tb + tt, lanes);
@@ -160,9 +163,8 @@ int FN(wino_input_adjoint_block)(const wino_geom *g, const REAL *gV,
                 }
             }
         }
-        free(s.patch);
     }
-    return failed ? -1 : 0;
+    return 0;
 }
 
 #include "template_names_end.h"

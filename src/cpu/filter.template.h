@@ -1,41 +1,142 @@
 /*
- * filter.template.h -- the filter transform and its adjoint (K * C small
- * kernels, one a job, scalar per-tile maths).
+ * filter.template.h -- the filter transform and its adjoint, vectorized over
+ * (output channel, input channel) pairs.
  *
- * Template (see template_names.h): define WINO_REAL and WINO_SUFFIX.
+ * U is (positions, K * C): for a fixed position the K * C pairs are
+ * contiguous.  A group is VL consecutive pairs: their kernels are transposed
+ * into a patch of vectors (tap-major, one lane a pair) and the per-tile maths
+ * of wino3d_tile.template.h runs once on the vectors -- the same code,
+ * instantiated on vectors, as the blocked pipeline's transforms, with the
+ * common filter shapes (3-wide kernels to alpha 4..8) unrolled.  A job is
+ * WINO_FILTER_GROUPS groups: their transformed values are kept in a
+ * per-thread buffer and written position by position, each as one
+ * contiguous run of WINO_FILTER_GROUPS * VL values.  (Writing each group's
+ * VL values per position would touch every position's row -- K * C
+ * elements apart, a power of two for the usual channel counts, so all of
+ * them fall in one cache set -- for a few bytes each.)  The adjoint reads
+ * the same runs and transposes the contracted patches back.
+ *
+ * Scratch: a thread's tile scratch and the values of one job's groups, in
+ * the caller's memory, sized by wino_filter_scratch_bytes(pl, nthreads)
+ * (scratch.h).
+ *
+ * Template (see template_names.h): define WINO_REAL and WINO_SUFFIX; needs
+ * tile_lanes.template.h of the same type.
  */
 #include "template_names.h"
 
-/* Filter transforms are small (K * C kernels): one kernel per job, scalar.
- * adjoint = 0: U[:, j] = expand(w[j]);  adjoint = 1: w[j] = contract(U[:, j]). */
+#define WINO_FILTER_GROUPS 16
+/* (r, alpha) of the filter shapes with literal sizes: 3-wide kernels. */
+#define WINO_FILTER_CASES(X) X(3, 4) X(3, 5) X(3, 6) X(3, 7) X(3, 8)
+
+static void FN(filter_expandv)(const PLAN *pl, const VEC *in, VEC *out, VEC *t1, VEC *t2)
+{
+    const int n = pl->n[0], a = pl->a[0];
+    if (pl->n[1] == n && pl->n[2] == n && pl->a[1] == a && pl->a[2] == a) {
+#define X(N_, A_) \
+        if (n == N_ && a == A_) { EXPAND_DIMS_V(pl, N_, N_, N_, A_, A_, in, out, 1, t1, t2); return; }
+        WINO_FILTER_CASES(X)
+#undef X
+    }
+    FN(expandv)(pl, in, out, t1, t2);
+}
+
+static void FN(filter_contractv)(const PLAN *pl, const VEC *in, VEC *out, VEC *t1, VEC *t2)
+{
+    const int n = pl->n[0], a = pl->a[0];
+    if (pl->n[1] == n && pl->n[2] == n && pl->a[1] == a && pl->a[2] == a) {
+#define X(N_, A_) \
+        if (n == N_ && a == A_) { CONTRACT_DIMS_V(pl, N_, N_, N_, A_, A_, in, 1, out, t1, t2); return; }
+        WINO_FILTER_CASES(X)
+#undef X
+    }
+    FN(contractv)(pl, in, out, t1, t2);
+}
+
+/* Bytes of one thread's scratch: tile scratch, then [group][kept position] vectors. */
+static size_t FN(filter_thread_bytes)(const PLAN *pl)
+{
+    return FN(tile_scratch_bytes)(pl) + sizeof(VEC) * WINO_FILTER_GROUPS * (size_t)(pl->nk > 0 ? pl->nk : 1);
+}
+
+size_t FN(wino_filter_scratch_bytes)(const PLAN *pl, int nthreads)
+{
+    return wino_scratch_total(FN(filter_thread_bytes)(pl), nthreads);
+}
+
+/* adjoint = 0: U[:, j] = expand(w[j]);  adjoint = 1: w[j] = contract(U[:, j]). */
 static int FN(filter_any)(const REAL *src, wino_index KC, const PLAN *pl, REAL *dst, int adjoint,
-                          int nthreads)
+                          void *scratch, size_t scratch_bytes, int nthreads)
 {
     const wino_index rsz = (wino_index)pl->n[0] * pl->n[1] * pl->n[2];
-    const size_t t = (size_t)SCRATCH_LEN(pl);
-    int failed = 0;
-#pragma omp parallel num_threads(nthreads) reduction(|| : failed)
+    const wino_index ng = (KC + VL - 1) / VL, nb = (ng + WINO_FILTER_GROUPS - 1) / WINO_FILTER_GROUPS;
+    const int nk = pl->nk;
+    const size_t per_thread = FN(filter_thread_bytes)(pl);
+    if (!scratch || scratch_bytes < wino_scratch_total(per_thread, nthreads)) return WINO_ESCRATCH;
+#pragma omp parallel num_threads(nthreads)
     {
-        REAL *t1 = (REAL *)malloc(sizeof(REAL) * 2 * t);
+        char *mem = (char *)wino_scratch_slice(scratch, per_thread, wino_thread_num());
+        FN(tile_scratch) s = FN(tile_scratch_at)(mem, pl);
+        VEC *vals = (VEC *)(mem + FN(tile_scratch_bytes)(pl));
+        REAL *patch = (REAL *)s.patch;
 #pragma omp for schedule(static)
-        for (wino_index j = 0; j < KC; ++j) {
-            if (!t1) { failed = 1; continue; }
-            if (adjoint) CONTRACT(pl, src + j, KC, dst + j * rsz, t1, t1 + t);
-            else EXPAND(pl, src + j * rsz, dst + j, KC, t1, t1 + t);
+        for (wino_index bi = 0; bi < nb; ++bi) {
+            const wino_index g0 = bi * WINO_FILTER_GROUPS;
+            const int ngb = ng - g0 < WINO_FILTER_GROUPS ? (int)(ng - g0) : WINO_FILTER_GROUPS;
+            const wino_index j0 = g0 * VL;
+            /* pairs [j0, j0 + len): full groups, the last one maybe partial */
+            const wino_index len = KC - j0 < (wino_index)ngb * VL ? KC - j0 : (wino_index)ngb * VL;
+            if (!adjoint) {
+                for (int b = 0; b < ngb; ++b) {
+                    const int lanes = len - b * VL < VL ? (int)(len - b * VL) : VL;
+                    if (lanes < VL) memset(patch, 0, sizeof(VEC) * (size_t)rsz);
+                    for (int e = 0; e < lanes; ++e) {
+                        const REAL *wj = src + (j0 + b * VL + e) * rsz;
+                        for (wino_index t = 0; t < rsz; ++t) patch[t * VL + e] = wj[t];
+                    }
+                    FN(filter_expandv)(pl, s.patch, vals + (size_t)b * nk, s.t1, s.t2);
+                }
+                for (int i = 0; i < nk; ++i) {
+                    REAL *row = dst + i * KC + j0;
+                    for (int b = 0; b < ngb; ++b) {
+                        const int lanes = len - b * VL < VL ? (int)(len - b * VL) : VL;
+                        STORE_LANES(row + b * VL, vals + (size_t)b * nk + i, lanes);
+                    }
+                }
+            } else {
+                for (int i = 0; i < nk; ++i) {
+                    const REAL *row = src + i * KC + j0;
+                    for (int b = 0; b < ngb; ++b) {
+                        const int lanes = len - b * VL < VL ? (int)(len - b * VL) : VL;
+                        LOAD_LANES(vals + (size_t)b * nk + i, row + b * VL, lanes);
+                    }
+                }
+                for (int b = 0; b < ngb; ++b) {
+                    const int lanes = len - b * VL < VL ? (int)(len - b * VL) : VL;
+                    FN(filter_contractv)(pl, vals + (size_t)b * nk, s.patch, s.t1, s.t2);
+                    for (int e = 0; e < lanes; ++e) {
+                        REAL *wj = dst + (j0 + b * VL + e) * rsz;
+                        for (wino_index t = 0; t < rsz; ++t) wj[t] = patch[t * VL + e];
+                    }
+                }
+            }
         }
-        free(t1);
     }
-    return failed ? -1 : 0;
+    return 0;
 }
 
-int FN(wino_filter)(const REAL *w, wino_index KC, const PLAN *pl, REAL *U, int nthreads)
+int FN(wino_filter)(const REAL *w, wino_index KC, const PLAN *pl, REAL *U,
+                    void *scratch, size_t scratch_bytes, int nthreads)
 {
-    return FN(filter_any)(w, KC, pl, U, 0, nthreads);
+    return FN(filter_any)(w, KC, pl, U, 0, scratch, scratch_bytes, nthreads);
 }
 
-int FN(wino_filter_adjoint)(const REAL *gU, wino_index KC, const PLAN *pl, REAL *gw, int nthreads)
+int FN(wino_filter_adjoint)(const REAL *gU, wino_index KC, const PLAN *pl, REAL *gw,
+                            void *scratch, size_t scratch_bytes, int nthreads)
 {
-    return FN(filter_any)(gU, KC, pl, gw, 1, nthreads);
+    return FN(filter_any)(gU, KC, pl, gw, 1, scratch, scratch_bytes, nthreads);
 }
 
+#undef WINO_FILTER_GROUPS
+#undef WINO_FILTER_CASES
 #include "template_names_end.h"

@@ -2,6 +2,9 @@
  * gemm.template.h -- the batched, strided, indexed GEMM of the product stage
  * (blocking in gemm.h).
  *
+ * Scratch: the packing buffers of each thread, in the caller's memory, sized
+ * by wino_gemm_scratch_bytes(nthreads) (scratch.h).
+ *
  * Template (see template_names.h): define WINO_REAL and WINO_SUFFIX.
  */
 #include "template_names.h"
@@ -150,38 +153,47 @@ static void FN(gemm_block)(wino_index M, wino_index j0, int nc, wino_index K,
             for (int j = 0; j < nc; ++j) C[i * rsc + j0 + j] = 0;
 }
 
-/* C[cidx[b]] (+)= A[aidx[b]] @ B[b] for b < nb; aidx/cidx may be NULL
- * (identity).  Jobs are (batch, column block) pairs. Returns -1 when the
- * packing buffers cannot be allocated. */
-int FN(wino_gemm_batched)(wino_index nb, wino_index M, wino_index N, wino_index K,
-                          const REAL *A, const int *aidx, wino_index sa,
-                          wino_index rsa, wino_index csa,
-                          const REAL *B, wino_index sb, wino_index rsb, wino_index csb,
-                          REAL *C, const int *cidx, wino_index sc, wino_index rsc,
-                          int accumulate, int nthreads)
+/* Per-thread packing buffers: an MC x KC block of A and a KC x NC block of B. */
+#define PACK_BYTES (sizeof(REAL) * ((size_t)MC_BLK * KC_BLK + (size_t)KC_BLK * NC_BLK))
+
+size_t FN(wino_gemm_scratch_bytes)(int nthreads)
 {
-    const wino_index ncb = (N + NC_BLK - 1) / NC_BLK;
-    int failed = 0;
-#pragma omp parallel num_threads(nthreads) reduction(|| : failed)
-    {
-        REAL *Ap = (REAL *)aligned_alloc(64, sizeof(REAL) * MC_BLK * KC_BLK);
-        REAL *Bp = (REAL *)aligned_alloc(64, sizeof(REAL) * KC_BLK * NC_BLK);
-#pragma omp for schedule(static)
-            for (wino_index job = 0; job < nb * ncb; ++job) {
-                if (!Ap || !Bp) { failed = 1; continue; }
-                const wino_index b = job / ncb, jb = job - b * ncb;
-                const wino_index j0 = jb * NC_BLK;
-                const int nc = N - j0 < NC_BLK ? (int)(N - j0) : NC_BLK;
-                const wino_index ia = aidx ? aidx[b] : b, ic = cidx ? cidx[b] : b;
-                FN(gemm_block)(M, j0, nc, K, A + ia * sa, rsa, csa, B + b * sb, rsb, csb,
-                               C + ic * sc, rsc, accumulate, Ap, Bp);
-            }
-        free(Ap);
-        free(Bp);
-    }
-    return failed ? -1 : 0;
+    return wino_scratch_total(PACK_BYTES, nthreads);
 }
 
+/* C[c(b)] (+)= A[a(b)] @ B[b(b)] for b < nb, where x(b) is x->index[b], or b
+ * when the index is NULL (wino_batch in gemm.h).  C's columns must be
+ * contiguous (C->cstride == 1).  Jobs are (batch, column block) pairs. */
+int FN(wino_gemm_batched)(wino_index nb, wino_index M, wino_index N, wino_index K,
+                          const wino_batch *A, const wino_batch *B, const wino_batch *C,
+                          int accumulate, void *scratch, size_t scratch_bytes, int nthreads)
+{
+    if (C->cstride != 1) return WINO_EARG;
+    if (!scratch || scratch_bytes < wino_scratch_total(PACK_BYTES, nthreads)) return WINO_ESCRATCH;
+    const wino_index ncb = (N + NC_BLK - 1) / NC_BLK;
+    const REAL *a = (const REAL *)A->data, *bm = (const REAL *)B->data;
+    REAL *c = (REAL *)C->data;
+#pragma omp parallel num_threads(nthreads)
+    {
+        REAL *Ap = (REAL *)wino_scratch_slice(scratch, PACK_BYTES, wino_thread_num());
+        REAL *Bp = Ap + (size_t)MC_BLK * KC_BLK;
+#pragma omp for schedule(static)
+        for (wino_index job = 0; job < nb * ncb; ++job) {
+            const wino_index b = job / ncb, jb = job - b * ncb;
+            const wino_index j0 = jb * NC_BLK;
+            const int nc = N - j0 < NC_BLK ? (int)(N - j0) : NC_BLK;
+            const wino_index ia = A->index ? A->index[b] : b;
+            const wino_index ib = B->index ? B->index[b] : b;
+            const wino_index ic = C->index ? C->index[b] : b;
+            FN(gemm_block)(M, j0, nc, K, a + ia * A->bstride, A->rstride, A->cstride,
+                           bm + ib * B->bstride, B->rstride, B->cstride,
+                           c + ic * C->bstride, C->rstride, accumulate, Ap, Bp);
+        }
+    }
+    return 0;
+}
+
+#undef PACK_BYTES
 #undef MR
 #undef NR
 #undef KC_BLK

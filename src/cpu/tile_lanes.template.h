@@ -2,7 +2,8 @@
  * tile_lanes.template.h -- the per-tile maths of wino3d_tile.template.h run
  * on VL tiles at once (one SIMD lane a tile), with the pieces every CPU
  * pipeline needs around it: the unrolled cubic cases, the per-thread tile
- * scratch and the gather of an input patch.
+ * scratch (laid out in the caller's memory) and the gather of an input
+ * patch.
  *
  * Template (see template_names.h): define WINO_REAL and WINO_SUFFIX.
  */
@@ -39,31 +40,35 @@ static void FN(contractv)(const PLAN *pl, const VEC *in, VEC *out, VEC *t1, VEC 
     CONTRACT_DIMS_V(pl, pl->n[0], pl->n[1], pl->n[2], pl->a[1], pl->a[2], in, 1, out, t1, t2);
 }
 
-/* Per-thread scratch.  The block kernels process VL tiles at once: one SIMD
- * lane per tile, so the per-tile transform math of wino3d_tile.template.h runs on
- * vectors (patch, t1, t2 and the kept values `col` are arrays of VEC). */
+/* Per-thread tile scratch.  The block kernels process VL tiles at once: one
+ * SIMD lane per tile, so the per-tile transform math of
+ * wino3d_tile.template.h runs on vectors (patch, t1, t2 and the kept values
+ * `col` are arrays of VEC).  The memory is the caller's (scratch.h). */
 typedef struct {
     VEC *patch, *t1, *t2, *col;
 } FN(tile_scratch);
 
-static int FN(scratch_alloc)(FN(tile_scratch) *s, const PLAN *pl)
+/* Bytes of one thread's tile scratch for plan pl. */
+static size_t FN(tile_scratch_bytes)(const PLAN *pl)
 {
-    size_t patch = 1, alpha = 1;
-    for (int ax = 0; ax < 3; ++ax) {
-        patch *= (size_t)(pl->n[ax] > pl->a[ax] ? pl->n[ax] : pl->a[ax]);
-        alpha *= (size_t)pl->a[ax];
-    }
+    size_t patch = 1;
+    for (int ax = 0; ax < 3; ++ax) patch *= (size_t)(pl->n[ax] > pl->a[ax] ? pl->n[ax] : pl->a[ax]);
     const size_t t = (size_t)SCRATCH_LEN(pl);
-    const size_t total = patch + 2 * t + (size_t)pl->nk + 1;
-    s->patch = (VEC *)aligned_alloc(64, sizeof(VEC) * total);
-    if (!s->patch) {
-        s->t1 = s->t2 = s->col = NULL;
-        return -1;
-    }
-    s->t1 = s->patch + patch;
-    s->t2 = s->t1 + t;
-    s->col = s->t2 + t;
-    return 0;
+    return sizeof(VEC) * (patch + 2 * t + (size_t)pl->nk + 1);
+}
+
+/* Lay the tile scratch out in `mem` (tile_scratch_bytes(pl) bytes, aligned). */
+static FN(tile_scratch) FN(tile_scratch_at)(void *mem, const PLAN *pl)
+{
+    size_t patch = 1;
+    for (int ax = 0; ax < 3; ++ax) patch *= (size_t)(pl->n[ax] > pl->a[ax] ? pl->n[ax] : pl->a[ax]);
+    const size_t t = (size_t)SCRATCH_LEN(pl);
+    FN(tile_scratch) s;
+    s.patch = (VEC *)mem;
+    s.t1 = s.patch + patch;
+    s.t2 = s.t1 + t;
+    s.col = s.t2 + t;
+    return s;
 }
 
 /* Gather the alpha_d x alpha_h x alpha_w input patch of tile t into lane j

@@ -10,7 +10,9 @@
 
 #include "wino3d_cpu.h"
 #include "simd.h"
+#include "scratch.h"
 #include "gemm.h"
+#include "blocked.h"
 
 #define WINO_REAL float
 #define WINO_SUFFIX f
@@ -77,4 +79,12 @@ wino_gemm_blocking_t wino_gemm_blocking(int itemsize)
     b.mc = WINO_GEMM_MC;
     b.nc = dbl ? WINO_GEMM_NC_d : WINO_GEMM_NC_f;
     return b;
+}
+
+wino_blocked_chunks_t wino_blocked_chunks(void)
+{
+    wino_blocked_chunks_t c;
+    c.k_chunk = WINO_BLOCKED_K_CHUNK;
+    c.tile_multiple = WINO_BLOCKED_TILE_MULTIPLE;
+    return c;
 }

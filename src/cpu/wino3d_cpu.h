@@ -21,6 +21,8 @@
 #ifndef WINO3D_CPU_H
 #define WINO3D_CPU_H
 
+#include <stddef.h>
+
 #include "wino3d_common.h"
 #include "wino3d_tile.h"
 
@@ -29,9 +31,10 @@
  *   wino3d_tile.template.h   the per-tile maths, shared with CUDA
  *   simd.h                   vector types, lanes, per-tile maths on vectors
  *   tile_lanes.template.h    per-thread tile scratch, patch gather
+ *   scratch.h                caller-owned scratch: sizes, per-thread slices
  *   gemm.h, gemm.template.h  the batched GEMM and its blocking
  *   filter.template.h        filter transform and adjoint
- *   blocked.template.h       the blocked pipeline's stage kernels
+ *   blocked.h, blocked.template.h  the blocked pipeline: chunk sizes, stage kernels
  *   wino3d_cpu.c             instantiation for float and double only
  */
 
@@ -48,31 +51,56 @@ typedef struct {
     int kc;         /* depth of a packed panel */
     int mc, nc;     /* rows of a packed A block, columns of a packed B block */
 } wino_gemm_blocking_t;
+typedef struct {
+    int k_chunk;        /* output channels per product + output chunk */
+    int tile_multiple;  /* tiles per block are rounded to a multiple of it */
+} wino_blocked_chunks_t;
 int wino_simd_bytes(void);
 wino_gemm_blocking_t wino_gemm_blocking(int itemsize);
+wino_blocked_chunks_t wino_blocked_chunks(void);
 
-#define WINO_DECLARE(S, R)                                                              \
-int  wino_input_block_##S(const wino_geom *g, const R *x, const wino_plan_##S *pl,     \
-                          wino_index t0, wino_index tb, R *V, int nthreads);           \
-int  wino_output_block_##S(const wino_geom *g, const R *M, wino_index K, wino_index ky,  \
-                           const wino_plan_##S *pl, wino_index t0, wino_index tb,      \
-                           const R *bias, R *y, int nthreads);                         \
-int  wino_output_adjoint_block_##S(const wino_geom *g, const R *gy, wino_index K,      \
-                                   const wino_plan_##S *pl, wino_index t0,             \
-                                   wino_index tb, R *gM, int nthreads);                \
-int  wino_input_adjoint_block_##S(const wino_geom *g, const R *gV,                     \
-                                  const wino_plan_##S *pl, wino_index t0,              \
-                                  wino_index tb, R *gx, int nthreads);                 \
-int  wino_filter_##S(const R *w, wino_index KC, const wino_plan_##S *pl, R *U,         \
-                     int nthreads);                                                    \
-int  wino_filter_adjoint_##S(const R *gU, wino_index KC, const wino_plan_##S *pl,      \
-                             R *gw, int nthreads);                                     \
-int wino_gemm_batched_##S(wino_index nb, wino_index M, wino_index N, wino_index K,     \
-                          const R *A, const int *aidx, wino_index sa,                  \
-                          wino_index rsa, wino_index csa,                              \
-                          const R *B, wino_index sb, wino_index rsb, wino_index csb,   \
-                          R *C, const int *cidx, wino_index sc, wino_index rsc,        \
-                          int accumulate, int nthreads);
+/* Return codes of the kernels: 0, or */
+#define WINO_ESCRATCH (-2)  /* scratch smaller than its *_scratch_bytes query */
+#define WINO_EARG (-3)      /* an operand the kernel cannot take */
+
+/* Scratch: every kernel takes `scratch` (any address, caller-owned, reused
+ * between calls) and its size; the *_scratch_bytes(..., nthreads) queries
+ * say how much (scratch.h).  No kernel allocates memory. */
+
+/* One batch of matrices X[b] (b < nb) of the GEMM, by strides in elements:
+ * X[b][i][j] = data[x(b) * bstride + i * rstride + j * cstride] with
+ * x(b) = index[b], or b when index is NULL.  Transposes and gathers of kept
+ * positions are free. */
+typedef struct {
+    void *data;
+    const int *index;
+    wino_index bstride, rstride, cstride;
+} wino_batch;
+
+#define WINO_DECLARE(S, R)                                                                 \
+size_t wino_blocked_scratch_bytes_##S(const wino_plan_##S *pl, int nthreads);              \
+int wino_input_block_##S(const wino_geom *g, const R *x, const wino_plan_##S *pl,          \
+                         wino_index t0, wino_index tb, R *V,                               \
+                         void *scratch, size_t scratch_bytes, int nthreads);               \
+int wino_output_block_##S(const wino_geom *g, const R *M, wino_index K, wino_index ky,     \
+                          const wino_plan_##S *pl, wino_index t0, wino_index tb,           \
+                          const R *bias, R *y,                                             \
+                          void *scratch, size_t scratch_bytes, int nthreads);              \
+int wino_output_adjoint_block_##S(const wino_geom *g, const R *gy, wino_index K,           \
+                                  const wino_plan_##S *pl, wino_index t0, wino_index tb,   \
+                                  R *gM, void *scratch, size_t scratch_bytes, int nthreads); \
+int wino_input_adjoint_block_##S(const wino_geom *g, const R *gV,                          \
+                                 const wino_plan_##S *pl, wino_index t0, wino_index tb,    \
+                                 R *gx, void *scratch, size_t scratch_bytes, int nthreads); \
+size_t wino_filter_scratch_bytes_##S(const wino_plan_##S *pl, int nthreads);               \
+int wino_filter_##S(const R *w, wino_index KC, const wino_plan_##S *pl, R *U,              \
+                    void *scratch, size_t scratch_bytes, int nthreads);                    \
+int wino_filter_adjoint_##S(const R *gU, wino_index KC, const wino_plan_##S *pl, R *gw,    \
+                            void *scratch, size_t scratch_bytes, int nthreads);            \
+size_t wino_gemm_scratch_bytes_##S(int nthreads);                                          \
+int wino_gemm_batched_##S(wino_index nb, wino_index M, wino_index N, wino_index K,         \
+                          const wino_batch *A, const wino_batch *B, const wino_batch *C,   \
+                          int accumulate, void *scratch, size_t scratch_bytes, int nthreads);
 
 WINO_DECLARE(f, float)
 WINO_DECLARE(d, double)

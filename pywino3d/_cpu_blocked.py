@@ -1,0 +1,140 @@
+"""The blocked CPU pipeline: each stage runs over a whole block of tiles.
+
+For a block of ``tb`` tiles the forward pass runs
+
+    V = input_transform(x)          # (nk, C, tb)   kept positions only
+    M[i] = U[kept[i]] @ V[i]        # (nk, kc, tb)  batched GEMM, kc-channel chunks
+    y   <- output_transform(M)      # written straight into y
+
+so the workspace is ``(C + kc) * nk * tb`` elements whatever the volume, plus
+the kernels' scratch.  The block size comes from a workspace budget
+(``PYWINO3D_WORKSPACE_MB``, default 48); ``kc`` and the rounding of ``tb``
+are the extension's ``blocked_chunks()``.  Kernels: ``src/cpu/blocked.template.h``
+and ``src/cpu/gemm.template.h``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _cpu
+from ._cpu_common import block_size, c_geometry, check_memory, plan, run, scratch, workspace
+
+NAME = "blocked"
+#: Same arithmetic as this pipeline (bit-for-bit agreement expected).
+ARITHMETIC = "blocked"
+
+
+def supports(g, kept, dtype):
+    """None: the blocked pipeline serves every problem."""
+    return None
+
+
+def _k_chunk(K):
+    return min(K, _cpu.blocked_chunks()["k_chunk"])
+
+
+def _scratch_bytes(pin, pout, dtype, nthreads):
+    return max(_cpu.blocked_scratch_bytes(pin, nthreads), _cpu.blocked_scratch_bytes(pout, nthreads),
+               _cpu.gemm_scratch_bytes(dtype, nthreads))
+
+
+def _plans(g, dtype, kept):
+    return (plan("input", g.tile, g.ksize, dtype, kept), plan("output", g.tile, g.ksize, dtype, kept))
+
+
+def forward_layout(g, nk, dtype):
+    """(tiles per block, output-channel chunk) of the forward pass."""
+    dtype = np.dtype(dtype)
+    kc = _k_chunk(g.K)
+    return block_size(g.ntiles, nk * (g.C + kc), dtype.itemsize), kc
+
+
+def backward_layout(g, nk, dtype):
+    """Tiles per block of the backward pass."""
+    return block_size(g.ntiles, nk * (2 * g.C + g.K), np.dtype(dtype).itemsize)
+
+
+def workspace_bytes(g, kept, dtype, nthreads, backward=False):
+    """Bytes of workspace (tile buffers and kernel scratch) one call uses."""
+    dtype = np.dtype(dtype)
+    nk = int(kept.size)
+    pin, pout = _plans(g, dtype, kept)
+    if backward:
+        tb = backward_layout(g, nk, dtype)
+        elems = tb * nk * (2 * g.C + g.K)
+    else:
+        tb, kc = forward_layout(g, nk, dtype)
+        elems = tb * nk * (g.C + kc)
+    return elems * dtype.itemsize + _scratch_bytes(pin, pout, dtype, nthreads)
+
+
+def forward(g, x, U, bias, kept, nthreads):
+    """y = Winograd convolution of x with U at the kept positions (a
+    non-empty problem with at least one kept position and channel; the
+    trivial ones are answered in ``_api._forward``)."""
+    dtype = x.dtype
+    K, C = g.K, g.C
+    y = np.empty((g.N, K, *g.out), dtype=dtype)
+    nk = int(kept.size)
+    T = g.ntiles
+    tb, kc = forward_layout(g, nk, dtype)
+    check_memory("the output and the tile workspace", y.nbytes + workspace_bytes(g, kept, dtype, nthreads))
+    x, geom = c_geometry(g, x)
+    U = np.ascontiguousarray(U)
+    bias = None if bias is None else np.ascontiguousarray(bias)
+    pin, pout = _plans(g, dtype, kept)
+    V = workspace("V", nk * C * tb, dtype)
+    M = workspace("M", nk * kc * tb, dtype)
+    sc = scratch(_scratch_bytes(pin, pout, dtype, nthreads))
+    for t0 in range(0, T, tb):
+        n = min(tb, T - t0)
+        run("input", _cpu.input_block, geom, x, pin, t0, n, V, sc, nthreads)
+        Vb = V[:nk * C * n].reshape(nk, C, n)
+        for k0 in range(0, K, kc):
+            k1 = min(K, k0 + kc)
+            # M[i] (kc x n) = U[kept[i], k0:k1] (kc x C) @ V[i] (C x n)
+            run("product", _cpu.gemm_batched, U[:, k0:k1], Vb, M[:nk * (k1 - k0) * n].reshape(nk, k1 - k0, n),
+                kept, None, accumulate=False, scratch=sc, nthreads=nthreads)
+            run("output", _cpu.output_block, geom, M, k0, k1 - k0, pout, t0, n, bias, y, sc, nthreads)
+    return y
+
+
+def backward(g, gy, x, U, kept, nthreads, need_x=True, need_U=True):
+    """(grad_x, grad_U) of the Winograd convolution (non-trivial problems;
+    see ``_api._backward``)."""
+    dtype = x.dtype
+    K, C = g.K, g.C
+    P = g.npos
+    gx = np.zeros((g.N, C, *g.spatial), dtype=dtype) if need_x else None
+    gU = np.zeros((P, K, C), dtype=dtype) if need_U else None
+    nk = int(kept.size)
+    T = g.ntiles
+    tb = backward_layout(g, nk, dtype)
+    check_memory("the gradients and the tile workspace",
+                 (gx.nbytes if need_x else 0) + workspace_bytes(g, kept, dtype, nthreads, backward=True))
+    x, geom = c_geometry(g, x)
+    gy = np.ascontiguousarray(gy)
+    U = np.ascontiguousarray(U)
+    pin, pout = _plans(g, dtype, kept)
+    gM = workspace("M", nk * K * tb, dtype)
+    V = workspace("V", nk * C * tb, dtype) if need_U else None
+    gV = workspace("gV", nk * C * tb, dtype) if need_x else None
+    gUk = np.zeros((nk, K, C), dtype=dtype) if need_U else None
+    sc = scratch(_scratch_bytes(pin, pout, dtype, nthreads))
+    for t0 in range(0, T, tb):
+        n = min(tb, T - t0)
+        run("output_adjoint", _cpu.output_adjoint_block, geom, gy, pout, t0, n, gM, sc, nthreads)
+        gMb = gM[:nk * K * n].reshape(nk, K, n)
+        if need_x:
+            # gV[i] (C x n) = U[kept[i]]^T (C x K) @ gM[i] (K x n)
+            run("product_x", _cpu.gemm_batched, U.transpose(0, 2, 1), gMb, gV[:nk * C * n].reshape(nk, C, n),
+                kept, None, accumulate=False, scratch=sc, nthreads=nthreads)
+            run("input_adjoint", _cpu.input_adjoint_block, geom, gV, pin, t0, n, gx, sc, nthreads)
+        if need_U:
+            run("input", _cpu.input_block, geom, x, pin, t0, n, V, sc, nthreads)
+            # gU[i] (K x C) += gM[i] (K x n) @ V[i]^T (n x C)
+            run("product_U", _cpu.gemm_batched, gMb, V[:nk * C * n].reshape(nk, C, n).transpose(0, 2, 1), gUk,
+                None, None, accumulate=True, scratch=sc, nthreads=nthreads)
+    if need_U:
+        gU[kept] = gUk
+    return gx, gU

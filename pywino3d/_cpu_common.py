@@ -1,0 +1,168 @@
+"""What every CPU pipeline shares: reusable workspace, block sizing, the
+memory guard, tile plans and the benchmarks' stage timer.
+
+Memory ownership: the kernels in ``src/cpu/`` allocate nothing.  The Python
+side owns every buffer -- the tensors a call returns, and the per-thread
+workspace (:func:`workspace`: tile buffers and the kernels' scratch, sized
+by the extension's ``*_scratch_bytes`` queries) that is kept between calls.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from contextlib import contextmanager
+from functools import lru_cache
+
+import numpy as np
+
+from . import _cpu
+from ._plans import tile_plan
+from ._validation import as_int
+
+#: When a dict, stage times (seconds) are accumulated into it (benchmarks).
+_stage_times = None
+
+
+@contextmanager
+def stage_timer():
+    """Collect per-stage wall time of the calls made inside the block.
+
+    Yields a dict {stage: seconds}.  Used by the benchmarks only.
+    """
+    global _stage_times
+    prev, _stage_times = _stage_times, {}
+    try:
+        yield _stage_times
+    finally:
+        _stage_times = prev
+
+
+def run(stage, fn, *args, **kw):
+    """``fn(*args, **kw)``, timed as ``stage`` inside :func:`stage_timer`."""
+    if _stage_times is None:
+        return fn(*args, **kw)
+    t0 = time.perf_counter()
+    out = fn(*args, **kw)
+    _stage_times[stage] = _stage_times.get(stage, 0.0) + time.perf_counter() - t0
+    return out
+
+
+_tls = threading.local()
+
+
+def workspace(slot, n, dtype):
+    """A reusable 1-D scratch array of ``n`` elements, one per thread and slot.
+
+    Reusing the tile workspace between calls avoids faulting in fresh pages
+    on every call (tens of MB).  The memory kept is bounded by the workspace
+    budget per slot and thread; ``release_workspace()`` frees it.
+    """
+    dtype = np.dtype(dtype)
+    cache = getattr(_tls, "buffers", None)
+    if cache is None:
+        cache = _tls.buffers = {}
+    buf = cache.get(slot)
+    need = n * dtype.itemsize
+    if buf is None or buf.nbytes < need:
+        cache[slot] = buf = np.empty(max(need, 64), dtype=np.uint8)
+    return buf[:need].view(dtype)
+
+
+def scratch(nbytes):
+    """This thread's reusable kernel scratch of ``nbytes`` bytes (uint8)."""
+    return workspace("scratch", int(nbytes), np.uint8)
+
+
+def release_workspace():
+    """Free this thread's cached tile workspace."""
+    _tls.buffers = {}
+
+
+def workspace_budget():
+    """Bytes of workspace one call may use (``PYWINO3D_WORKSPACE_MB``)."""
+    return int(float(os.environ.get("PYWINO3D_WORKSPACE_MB", "48")) * 2**20)
+
+
+def available_memory():
+    """Bytes of memory available to this process (best effort)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def check_memory(what, nbytes):
+    """Raise MemoryError if ``nbytes`` cannot fit in the available memory."""
+    avail = available_memory()
+    if nbytes > avail:
+        raise MemoryError(
+            f"pywino3d: {what} needs {nbytes / 2**30:.2f} GiB but only "
+            f"{avail / 2**30:.2f} GiB is available; reduce the batch or the volume, "
+            "or lower PYWINO3D_WORKSPACE_MB"
+        )
+
+
+def block_size(ntiles, per_tile_elems, itemsize, multiple=None):
+    """Tiles per block for a workspace of ``per_tile_elems`` elements a tile.
+
+    The blocks are balanced (a 98-tile layer with room for 64 runs as 2 x 49,
+    not 64 + 34) and rounded up to ``multiple`` (default: the blocked
+    pipeline's ``tile_multiple``, whole SIMD tile groups) where that stays in
+    budget.
+    """
+    if multiple is None:
+        multiple = _cpu.blocked_chunks()["tile_multiple"]
+    per_tile = max(1, per_tile_elems) * itemsize
+    tbmax = int(max(1, workspace_budget() // per_tile))
+    ntiles = max(1, ntiles)
+    if tbmax >= ntiles:
+        return ntiles
+    nblocks = -(-ntiles // tbmax)
+    tb = -(-ntiles // nblocks)
+    rounded = -(-tb // multiple) * multiple
+    return int(rounded if rounded <= tbmax else tb)
+
+
+@lru_cache(maxsize=256)
+def _c_plan(arrays):
+    return _cpu.TilePlan(arrays)
+
+
+def plan(kind, tile, ksize, dtype, kept):
+    """The C tile plan (``_cpu.TilePlan``) of transform ``kind``, memoized."""
+    return _c_plan(tile_plan(kind, tile, ksize, dtype, kept))
+
+
+def c_geometry(g, x):
+    """(x, ``_cpu.CGeom``) for input ``x`` of any element-aligned strides."""
+    item = x.itemsize
+    if any(s % item for s in x.strides):
+        x = np.ascontiguousarray(x)
+    return x, _cpu.CGeom(g.c_fields(tuple(s // item for s in x.strides)))
+
+
+def resolve_workers(workers):
+    """Map scipy.fft-style ``workers`` to a positive thread count.
+
+    None -> the OpenMP default (OMP_NUM_THREADS, threadpoolctl limits);
+    positive n -> n; -1 -> all cores, -2 -> all but one, ...
+    """
+    if workers is None:
+        return max(1, _cpu.max_threads())
+    w = as_int("workers", workers)
+    if w == 0:
+        raise ValueError("workers: must be a nonzero int (None, n > 0, or -1 for all cores)")
+    if w < 0:
+        n = _cpu.num_procs() + 1 + w
+        if n < 1:
+            raise ValueError(f"workers: {w} leaves no core (this machine has {_cpu.num_procs()})")
+        return n
+    return w

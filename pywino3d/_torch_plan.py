@@ -1,0 +1,281 @@
+"""Which algorithm runs one 3-D convolution of :mod:`pywino3d.torch`.
+
+A layer runs pywino3d only where that can pay and is exact to float32
+Winograd error: stride 1, dilation 1, groups 1, kernel extents <= 7, float32
+or float64 on the CPU (or CUDA with CuPy), no autocast.  Everything else goes
+to ``torch.nn.functional.conv3d`` -- so float16/bfloat16 and autocast behave
+exactly as in ``nn.Conv3d``.
+
+For an eligible problem with ``tile="auto"`` the choice between torch and a
+few pywino3d tiles is *measured* by :func:`pywino3d.autotune.choose` on
+random data of the problem's shape (once per shape, machine, thread count
+and dtype; cached on disk), timing the forward pass with U precomputed for
+inference, and forward + backward (filter transform included) when gradients
+are needed.  The candidate tiles are the cost model's three best
+(:mod:`pywino3d._tiles`, which also bounds float32 error) plus the direct
+tile 1.  With tuning off (``PYWINO3D_AUTOTUNE=0``) the cost model's tile is
+used, as in :func:`pywino3d.conv3d`'s ``tile="auto"``.  Under
+``torch.compile``/``torch.export`` nothing is timed: a decision already made
+in this process or on disk is reused, otherwise the cost model decides.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+from ._geometry import parse_tile
+from ._tiles import candidate_tiles, choose_tile, tile_cost
+from ._transforms import MAX_KERNEL
+
+TORCH = "torch"
+#: Operation name of the decisions in the autotune cache.
+OP = "torch.conv3d"
+#: Cost-model tiles timed per problem (plus the direct tile 1).
+N_TILES = 3
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The algorithm for one problem.
+
+    ``algo`` is ``"torch"`` or ``"pywino3d"``; ``tile`` the output tile for
+    pywino3d; ``times`` the measured median seconds per candidate name
+    (empty when nothing was measured); ``source`` says how it was decided.
+    """
+
+    algo: str
+    tile: tuple | None = None
+    times: dict = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def name(self):
+        return TORCH if self.algo == TORCH else tile_name(self.tile)
+
+
+def tile_name(tile):
+    """Candidate name of a tile: ``"direct"`` for 1x1x1, else ``"winograd:2x2x2"``."""
+    tile = tuple(tile)
+    return "direct" if tile == (1, 1, 1) else "winograd:" + "x".join(map(str, tile))
+
+
+def parse_name(name):
+    """Inverse of :func:`tile_name` (``"torch"`` gives None)."""
+    if name == TORCH:
+        return None
+    if name == "direct":
+        return (1, 1, 1)
+    return tuple(int(v) for v in name.split(":", 1)[1].split("x"))
+
+
+def pads6(padding, kernel_size):
+    """nn.Conv3d padding (ints, tuple, "same", "valid") -> (front, back) * 3."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0,) * 6
+        out = []
+        for r in kernel_size:
+            out += [(r - 1) // 2, (r - 1) - (r - 1) // 2]
+        return tuple(out)
+    p = (padding,) * 3 if isinstance(padding, int) else tuple(padding)
+    return (p[0], p[0], p[1], p[1], p[2], p[2])
+
+
+def torch_padding(pads):
+    """Six ints back to what F.conv3d takes (a 3-tuple, or "same" for the split)."""
+    if all(pads[2 * i] == pads[2 * i + 1] for i in range(3)):
+        return (pads[0], pads[2], pads[4])
+    return "same"
+
+
+def ineligible(x, weight, stride, dilation, groups):
+    """Why pywino3d cannot run this problem (a short reason), or None."""
+    if any(s != 1 for s in stride):
+        return "stride"
+    if any(d != 1 for d in dilation):
+        return "dilation"
+    if groups != 1:
+        return "groups"
+    if not all(1 <= r <= MAX_KERNEL for r in weight.shape[2:]):
+        return f"kernel > {MAX_KERNEL}"
+    if x.dtype not in (torch.float32, torch.float64) or weight.dtype != x.dtype:
+        return f"dtype {str(x.dtype).replace('torch.', '')}"
+    if x.device.type not in ("cpu", "cuda"):
+        return f"device {x.device.type}"
+    if torch.is_autocast_enabled(x.device.type):
+        return "autocast"
+    if x.device.type == "cuda" and not _cupy_ok():
+        return "no CuPy"
+    if x.numel() == 0 or weight.numel() == 0:
+        return "empty"
+    if x.is_complex() or x.layout != torch.strided:
+        return "layout"
+    return None
+
+
+def _cupy_ok():
+    from ._backend import cuda_status
+
+    return cuda_status()[0]
+
+
+def problem_key(x_shape, K, kernel_size, pads, channels_last, grad, device_type):
+    """The autotune key of one problem (plain ints, strs and bools)."""
+    return (tuple(int(s) for s in x_shape), int(K), tuple(int(r) for r in kernel_size), tuple(pads),
+            bool(channels_last), "train" if grad else "eval", device_type)
+
+
+def _threads(device_type):
+    return 1 if device_type == "cuda" else torch.get_num_threads()
+
+
+def _out_extent(x_shape, kernel_size, pads):
+    return tuple(s + pads[2 * i] + pads[2 * i + 1] - r + 1 for i, (s, r) in enumerate(zip(x_shape[2:], kernel_size)))
+
+
+@lru_cache(maxsize=1024)
+def cost_model_tile(x_shape, K, kernel_size, pads, dtype):
+    """The NumPy API's ``tile="auto"`` choice for this problem."""
+    out = _out_extent(x_shape, kernel_size, pads)
+    return choose_tile(out, tuple(kernel_size), x_shape[0], x_shape[1], K, torch.finfo(dtype).bits // 8)
+
+
+def candidate_set(x_shape, K, kernel_size, pads, dtype):
+    """The tiles worth timing: the cost model's best few plus direct."""
+    out = _out_extent(x_shape, kernel_size, pads)
+    item = torch.finfo(dtype).bits // 8
+    ksize = tuple(kernel_size)
+    tiles = sorted(set(candidate_tiles(ksize, item)),
+                   key=lambda t: (tile_cost(out, ksize, x_shape[0], x_shape[1], K, t, item), t))
+    picked = tiles[:N_TILES]
+    if (1, 1, 1) not in picked:
+        picked.append((1, 1, 1))
+    return picked
+
+
+def _candidates(x_shape, K, kernel_size, pads, dtype, device, channels_last, grad, bias, tiles):
+    """name -> callable running that algorithm once on random data."""
+    from ._torch_ops import filter_transform_op, winograd_conv3d_op
+
+    gen = torch.Generator(device="cpu").manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen, dtype=dtype).to(device)
+
+    x = rand(*x_shape)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    w = rand(K, x_shape[1], *kernel_size)
+    b = rand(K) if bias else None
+    out = _out_extent(x_shape, kernel_size, pads)
+    gy = rand(x_shape[0], K, *out)
+    tpad = torch_padding(pads)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    ks, pl = list(kernel_size), list(pads)
+
+    def run_torch():
+        if grad:
+            xg, wg = x.detach().requires_grad_(), w.detach().requires_grad_()
+            y = F.conv3d(xg, wg, b, padding=tpad)
+            torch.autograd.grad(y, (xg, wg), gy)
+        else:
+            with torch.no_grad():
+                F.conv3d(x, w, b, padding=tpad)
+        sync()
+
+    cands = {TORCH: run_torch}
+    for tile in tiles:
+        tl = list(tile)
+        if grad:
+            def run(tl=tl):
+                xg, wg = x.detach().requires_grad_(), w.detach().requires_grad_()
+                y = winograd_conv3d_op(xg, filter_transform_op(wg, tl), b, ks, tl, pl, None)
+                torch.autograd.grad(y, (xg, wg), gy)
+                sync()
+        else:
+            with torch.no_grad():
+                U = filter_transform_op(w, tl)
+
+            def run(tl=tl, U=U):
+                with torch.no_grad():
+                    winograd_conv3d_op(x, U, b, ks, tl, pl, None)
+                sync()
+        cands[tile_name(tile)] = run
+    return cands
+
+
+def _autotune():
+    try:
+        from . import autotune
+    except ImportError:  # pragma: no cover - the tuner is part of the package
+        return None
+    return autotune
+
+
+#: Decisions made in this process: (key, dtype, threads) -> Plan.
+_PLANS: dict = {}
+
+
+def _from_decision(d, source):
+    tile = parse_name(d.best)
+    return Plan(TORCH if tile is None else "pywino3d", tile, dict(d.times), source)
+
+
+def decide(x_shape, K, kernel_size, pads, dtype, device, channels_last, grad, bias, tile="auto",
+           measure=True):
+    """The :class:`Plan` for an eligible problem.
+
+    ``tile`` other than ``"auto"`` is used as given.  With ``measure=False``
+    (under tracing) nothing is timed: an earlier decision, else the cost model.
+    """
+    if not (isinstance(tile, str) and tile == "auto"):
+        return Plan("pywino3d", parse_tile(tile), {}, "fixed")
+    if _recording.get():
+        return Plan(TORCH, None, {}, "recording")
+    key = problem_key(x_shape, K, kernel_size, pads, channels_last, grad, device.type)
+    threads = _threads(device.type)
+    dname = str(dtype).replace("torch.", "")
+    mkey = (key, dname, threads)
+    hit = _PLANS.get(mkey)
+    if hit is not None:
+        return hit
+    at = _autotune()
+    plan = None
+    if at is not None and at.enabled():
+        if measure:
+            tiles = candidate_set(x_shape, K, kernel_size, pads, dtype)
+            d = at.choose(OP, key, _candidates(x_shape, K, kernel_size, pads, dtype, device, channels_last,
+                                               grad, bias, tiles), dtype=dname, threads=threads)
+            plan = None if d is None else _from_decision(d, "cached" if d.cached else "measured")
+        else:
+            d = at.lookup(OP, key, dtype=dname, threads=threads)
+            plan = None if d is None else _from_decision(d, "cached")
+    if plan is None:  # tuning off, or nothing known while tracing
+        return Plan("pywino3d", cost_model_tile(tuple(x_shape), int(K), tuple(kernel_size), tuple(pads), dtype),
+                    {}, "cost model")
+    _PLANS[mkey] = plan
+    return plan
+
+
+_recording = contextvars.ContextVar("pywino3d_torch_recording", default=False)
+
+
+@contextlib.contextmanager
+def recording():
+    """Inside: eligible problems run torch without deciding anything (the
+    shape-recording pass of ``convert_model``)."""
+    token = _recording.set(True)
+    try:
+        yield
+    finally:
+        _recording.reset(token)
+
+
+def clear():
+    """Forget the decisions made in this process (not the autotune cache)."""
+    _PLANS.clear()

@@ -1,0 +1,121 @@
+"""The direct convolution kernel (tile=1 on the CPU; src/cpu/direct.h)
+against the float64 reference: kernel shapes, paddings, channel counts that
+are not multiples of the SIMD lanes, input strides (NCDHW, channels-last,
+sliced views), thread counts, slabs, pruned taps, float32 and float64."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import pywino3d
+from pywino3d import _direct
+from pywino3d.testing import conv3d_reference
+
+TOL = {np.float32: 2e-5, np.float64: 1e-12}
+
+
+def _layout(x, how):
+    """x with the same values and other strides."""
+    if how == "channels_last":
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 4, 1)).transpose(0, 4, 1, 2, 3)
+    if how == "sliced":  # every other element along w of a wider array
+        wide = np.zeros(x.shape[:4] + (2 * x.shape[4],), dtype=x.dtype)
+        wide[..., ::2] = x
+        return wide[..., ::2]
+    return x
+
+
+def _rel_err(y, ref):
+    return np.abs(y - ref).max() / max(1.0, np.abs(ref).max())
+
+
+@st.composite
+def problems(draw):
+    r = tuple(draw(st.integers(1, 5)) for _ in range(3))
+    spatial = tuple(draw(st.integers(max(1, ri - 2), ri + 7)) for ri in r)
+    pads = tuple(draw(st.integers(0, ri)) for ri in r)
+    # keep the output non-empty
+    pads = tuple(max(p, -(-(ri - s) // 2)) for p, ri, s in zip(pads, r, spatial))
+    return dict(N=draw(st.integers(1, 2)), C=draw(st.integers(1, 7)), K=draw(st.integers(1, 37)),
+                r=r, spatial=spatial, pads=pads,
+                dtype=draw(st.sampled_from([np.float32, np.float64])),
+                layout=draw(st.sampled_from(["ncdhw", "channels_last", "sliced"])),
+                bias=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
+
+
+@given(problems())
+def test_direct_matches_reference(p):
+    rng = np.random.default_rng(p["seed"])
+    x = rng.standard_normal((p["N"], p["C"], *p["spatial"])).astype(p["dtype"])
+    w = rng.standard_normal((p["K"], p["C"], *p["r"])).astype(p["dtype"])
+    b = rng.standard_normal(p["K"]).astype(p["dtype"]) if p["bias"] else None
+    xl = _layout(x, p["layout"])
+    before = xl.copy()
+    y = pywino3d.conv3d(xl, w, b, padding=p["pads"], tile=1, workers=2)
+    ref = conv3d_reference(x, w, b, padding=p["pads"])
+    assert y.shape == ref.shape and y.dtype == p["dtype"]
+    assert _rel_err(y, ref) < TOL[p["dtype"]]
+    np.testing.assert_array_equal(xl, before)  # input untouched
+    # the layout changes only where values are read, not the arithmetic
+    np.testing.assert_array_equal(pywino3d.conv3d(x, w, b, padding=p["pads"], tile=1, workers=1), y)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("C,K", [(1, 32), (3, 17), (5, 1), (2, 48)])
+def test_bit_identical_for_any_workers_and_slab(monkeypatch, dtype, C, K):
+    rng = np.random.default_rng(C * 100 + K)
+    x = rng.standard_normal((2, C, 7, 9, 11)).astype(dtype)
+    w = rng.standard_normal((K, C, 3, 3, 3)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    ys = [pywino3d.conv3d(x, w, b, padding=1, tile=1, workers=n) for n in (1, 2, 3, 4)]
+    # a workspace budget of a few KB splits the input into one-plane slabs
+    monkeypatch.setenv("PYWINO3D_WORKSPACE_MB", "0.001")
+    ys.append(pywino3d.conv3d(x, w, b, padding=1, tile=1, workers=3))
+    for y in ys[1:]:
+        np.testing.assert_array_equal(y, ys[0])
+    assert _rel_err(ys[0], conv3d_reference(x, w, b, padding=1)) < TOL[dtype]
+
+
+def test_slab_planes_and_scratch_queries():
+    g = pywino3d._geometry.make_geometry((1, 4, 10, 6, 5), 8, (3, 3, 3), 1, (1, 1, 1))
+    fields = g.c_fields((1200, 300, 30, 5, 1))
+    plane = (6 + 2) * (5 + 2)
+    assert _direct.slab_planes(fields, 10**9) == 10  # everything fits: all output planes
+    assert _direct.slab_planes(fields, 1) == 1  # never less than one plane
+    nd = _direct.slab_planes(fields, 4 * plane * 6)  # room for 6 input planes: 4 output planes
+    assert nd == 4
+    assert _direct.scratch_len(fields, nd) == 4 * plane * (nd + 2)
+    lanes = _direct.lanes(4)
+    assert lanes in (4, 8, 16) and _direct.lanes(8) == lanes // 2
+    assert _direct.packed_len(fields, 4) == -(-8 // lanes) * lanes * 4 * 27
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pruned_taps_equal_zeroed_weights(dtype):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 3, 6, 7, 8)).astype(dtype)
+    U = pywino3d.filter_transform(rng.standard_normal((20, 3, 3, 3, 3)).astype(dtype), 1)
+    cols = np.array([0, 4, 5, 13, 26])
+    y = pywino3d.winograd_conv3d(x, U, kernel_size=3, tile=1, padding=1, columns=cols)
+    U0 = np.zeros_like(U)
+    U0[cols] = U[cols]
+    np.testing.assert_array_equal(y, pywino3d.winograd_conv3d(x, U0, kernel_size=3, tile=1, padding=1))
+
+
+def test_tile_one_weights_are_the_spatial_weights():
+    """F(1, r) has G = I: U[tap, k, c] = w[k, c, tap], which the direct kernel
+    packs straight from U."""
+    w = np.random.default_rng(4).standard_normal((5, 2, 3, 2, 4))
+    U = pywino3d.filter_transform(w, 1)
+    np.testing.assert_array_equal(U, w.reshape(5, 2, -1).transpose(2, 0, 1))
+
+
+def test_first_layer_shape_and_tiny_volume():
+    """The two regimes the kernel is for: one input channel on a volume, and
+    a small volume with many channels (odd sizes, K not a lane multiple)."""
+    rng = np.random.default_rng(5)
+    for shape, K in (((1, 1, 12, 13, 14), 32), ((2, 40, 3, 4, 2), 45)):
+        x = rng.standard_normal(shape).astype(np.float32)
+        w = rng.standard_normal((K, shape[1], 3, 3, 3)).astype(np.float32)
+        y = pywino3d.conv3d(x, w, padding=1, tile=1)
+        assert _rel_err(y, conv3d_reference(x, w, padding=1)) < TOL[np.float32]
