@@ -96,3 +96,19 @@ cdef extern from "wino3d_cpu.h" nogil:
     int wino_gemm_batched_d(wino_index nb, wino_index M, wino_index N, wino_index K,
                            const wino_batch *A, const wino_batch *B, const wino_batch *C,
                            int accumulate, void *scratch, size_t scratch_bytes, int nthreads)
+
+    # the fused pipeline (src/cpu/fused.template.h)
+    size_t wino_fused_scratch_bytes_f(const wino_plan_f *pin, const wino_plan_f *pout, wino_index tb,
+                                      wino_index CP, wino_index KP, int nthreads)
+    size_t wino_fused_scratch_bytes_d(const wino_plan_d *pin, const wino_plan_d *pout, wino_index tb,
+                                      wino_index CP, wino_index KP, int nthreads)
+    int wino_to_channels_last_f(const wino_geom *g, const float *x, wino_index CP, float *xcl, int nthreads)
+    int wino_to_channels_last_d(const wino_geom *g, const double *x, wino_index CP, double *xcl, int nthreads)
+    int wino_fused_forward_f(const wino_geom *g, const float *xcl, const wino_index xcs[4], wino_index CP,
+                             const float *Up, wino_index K, wino_index KP, const wino_plan_f *pin,
+                             const wino_plan_f *pout, const float *bias, float *y, const wino_index ys[5],
+                             wino_index t_begin, wino_index t_end, wino_index tb, void *scratch, size_t scratch_bytes, int nthreads)
+    int wino_fused_forward_d(const wino_geom *g, const double *xcl, const wino_index xcs[4], wino_index CP,
+                             const double *Up, wino_index K, wino_index KP, const wino_plan_d *pin,
+                             const wino_plan_d *pout, const double *bias, double *y, const wino_index ys[5],
+                             wino_index t_begin, wino_index t_end, wino_index tb, void *scratch, size_t scratch_bytes, int nthreads)

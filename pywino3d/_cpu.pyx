@@ -368,3 +368,4 @@ def gemm_batched(const floating[:, :, :] A, const floating[:, :, :] B, floating[
         else:
             rc = wino_gemm_batched_d(nb, M, N, K, &a, &b, &c, accumulate, &scratch[0], scratch.shape[0], nthreads)
     _check(rc, "batched GEMM")
+include "_cpu_fused.pxi"

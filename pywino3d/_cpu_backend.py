@@ -188,3 +188,10 @@ class CpuBackend:
 
 
 BACKEND = CpuBackend()
+
+
+# The fused pipeline registers last so that it may import this module's
+# helpers; "auto" tries it before "blocked".
+from . import _cpu_fused  # noqa: E402
+
+register_pipeline(_cpu_fused, before="blocked")

@@ -76,12 +76,60 @@ WINO_HD WINO_INLINE int WINO_CAT(wino_scratch_len_, WINO_SUFFIX)(const WINO_PLAN
 
 /* expand: in is dense (n_d, n_h, n_w) C-order; out[i * ostride] receives the
  * value at kept position i.  t1, t2: scratch of wino_scratch_len each. */
+#ifdef WINO_VALUE
+/* SIMD schedule (CPU, one vector of channels or tiles per value): each loop
+ * nest keeps the alpha outputs of one line in independent accumulators so the
+ * FMA chains overlap; every output is still summed over its inputs in the
+ * same order as the scalar schedule below, so both give identical results.
+ * Dense plans (every position kept) take the same route in stage 3. */
+#define WINO_ACC_MAX 16
+#endif
+
 WINO_HD WINO_INLINE void WINO_CAT(wino_expand_dims_, WINO_SUFFIX)(
-    const WINO_PLAN *pl, const int nd, const int nh, const int nw, const int ah, const int aw,
-    const WINO_V *WINO_RESTRICT in, WINO_V *WINO_RESTRICT out, wino_index ostride,
+    const WINO_PLAN *pl, const int nd, const int nh, const int nw, const int ad, const int ah,
+    const int aw, const WINO_V *WINO_RESTRICT in, WINO_V *WINO_RESTRICT out, wino_index ostride,
     WINO_V *WINO_RESTRICT t1, WINO_V *WINO_RESTRICT t2)
 {
     const WINO_REAL *Xd = pl->X[0], *Xh = pl->X[1], *Xw = pl->X[2];
+    const int ahw = ah * aw;
+#ifdef WINO_VALUE
+    WINO_V acc[WINO_ACC_MAX];
+    /* stage 1: along w -> t1[a][b][w'] (all w': the pruned ones are cheap) */
+    for (int ab = 0; ab < nd * nh; ++ab) {
+        const WINO_V *row = in + ab * nw;
+        for (int w = 0; w < aw; ++w) acc[w] = WINO_VZERO;
+        for (int c = 0; c < nw; ++c) {
+            const WINO_V v = row[c];
+            for (int w = 0; w < aw; ++w) acc[w] += Xw[w * nw + c] * v;
+        }
+        for (int w = 0; w < aw; ++w) t1[ab * aw + w] = acc[w];
+    }
+    /* stage 2: along h -> t2[a][h'][w'] */
+    for (int a = 0; a < nd; ++a) {
+        for (int w = 0; w < aw; ++w) {
+            if (!pl->need_w[w]) continue;
+            for (int h = 0; h < ah; ++h) acc[h] = WINO_VZERO;
+            for (int b = 0; b < nh; ++b) {
+                const WINO_V v = t1[(a * nh + b) * aw + w];
+                for (int h = 0; h < ah; ++h) acc[h] += Xh[h * nh + b] * v;
+            }
+            for (int h = 0; h < ah; ++h) t2[(a * ah + h) * aw + w] = acc[h];
+        }
+    }
+    /* stage 3: along d */
+    if (pl->nk == ad * ahw) {
+        for (int hw = 0; hw < ahw; ++hw) {
+            for (int d = 0; d < ad; ++d) acc[d] = WINO_VZERO;
+            for (int a = 0; a < nd; ++a) {
+                const WINO_V v = t2[a * ahw + hw];
+                for (int d = 0; d < ad; ++d) acc[d] += Xd[d * nd + a] * v;
+            }
+            for (int d = 0; d < ad; ++d) out[(d * ahw + hw) * ostride] = acc[d];
+        }
+        return;
+    }
+#else
+    (void)ad;
     /* stage 1: along w -> t1[a][b][w'] */
     for (int ab = 0; ab < nd * nh; ++ab) {
         const WINO_V *row = in + ab * nw;
@@ -103,8 +151,8 @@ WINO_HD WINO_INLINE void WINO_CAT(wino_expand_dims_, WINO_SUFFIX)(
             }
         }
     }
+#endif
     /* stage 3: along d, kept positions only */
-    const int ahw = ah * aw;
     for (int i = 0; i < pl->nk; ++i) {
         const int p = pl->kept[i];
         const int d = p / ahw, hw = p - d * ahw;
@@ -117,22 +165,65 @@ WINO_HD WINO_INLINE void WINO_CAT(wino_expand_dims_, WINO_SUFFIX)(
 /* contract: in[i * istride] holds the value at kept position i; out is dense
  * (n_d, n_h, n_w) C-order and is overwritten. */
 WINO_HD WINO_INLINE void WINO_CAT(wino_contract_dims_, WINO_SUFFIX)(
-    const WINO_PLAN *pl, const int nd, const int nh, const int nw, const int ah, const int aw,
-    const WINO_V *WINO_RESTRICT in, wino_index istride, WINO_V *WINO_RESTRICT out,
+    const WINO_PLAN *pl, const int nd, const int nh, const int nw, const int ad, const int ah,
+    const int aw, const WINO_V *WINO_RESTRICT in, wino_index istride, WINO_V *WINO_RESTRICT out,
     WINO_V *WINO_RESTRICT t1, WINO_V *WINO_RESTRICT t2)
 {
     const int ahw = ah * aw;
     const WINO_REAL *Xd = pl->X[0], *Xh = pl->X[1], *Xw = pl->X[2];
-    /* stage 3^T: t2[a][h][w] = sum over kept (d,h,w) of Xd[d][a] in_p */
-    for (int a = 0; a < nd; ++a)
-        for (int hw = 0; hw < ahw; ++hw)
-            if (pl->need_hw[hw]) t2[a * ahw + hw] = WINO_VZERO;
-    for (int i = 0; i < pl->nk; ++i) {
-        const int p = pl->kept[i];
-        const int d = p / ahw, hw = p - d * ahw;
-        const WINO_V v = in[i * istride];
-        for (int a = 0; a < nd; ++a) t2[a * ahw + hw] += Xd[d * nd + a] * v;
+#ifdef WINO_VALUE
+    WINO_V acc[WINO_ACC_MAX];
+    if (pl->nk == ad * ahw) {
+        /* stage 3^T, dense: t2[a][hw] = sum_d Xd[d][a] in[d][hw] (d in order) */
+        for (int hw = 0; hw < ahw; ++hw) {
+            for (int a = 0; a < nd; ++a) acc[a] = WINO_VZERO;
+            for (int d = 0; d < ad; ++d) {
+                const WINO_V v = in[(d * ahw + hw) * istride];
+                for (int a = 0; a < nd; ++a) acc[a] += Xd[d * nd + a] * v;
+            }
+            for (int a = 0; a < nd; ++a) t2[a * ahw + hw] = acc[a];
+        }
+    } else
+#else
+    (void)ad;
+#endif
+    {
+        /* stage 3^T: t2[a][h][w] = sum over kept (d,h,w) of Xd[d][a] in_p */
+        for (int a = 0; a < nd; ++a)
+            for (int hw = 0; hw < ahw; ++hw)
+                if (pl->need_hw[hw]) t2[a * ahw + hw] = WINO_VZERO;
+        for (int i = 0; i < pl->nk; ++i) {
+            const int p = pl->kept[i];
+            const int d = p / ahw, hw = p - d * ahw;
+            const WINO_V v = in[i * istride];
+            for (int a = 0; a < nd; ++a) t2[a * ahw + hw] += Xd[d * nd + a] * v;
+        }
     }
+#ifdef WINO_VALUE
+    /* stage 2^T: t1[a][b][w] = sum_h Xh[h][b] t2[a][h][w] (kept h only) */
+    for (int a = 0; a < nd; ++a) {
+        for (int w = 0; w < aw; ++w) {
+            if (!pl->need_w[w]) continue;
+            for (int b = 0; b < nh; ++b) acc[b] = WINO_VZERO;
+            for (int h = 0; h < ah; ++h) {
+                if (!pl->need_hw[h * aw + w]) continue;
+                const WINO_V v = t2[(a * ah + h) * aw + w];
+                for (int b = 0; b < nh; ++b) acc[b] += Xh[h * nh + b] * v;
+            }
+            for (int b = 0; b < nh; ++b) t1[(a * nh + b) * aw + w] = acc[b];
+        }
+    }
+    /* stage 1^T: out[a][b][c] = sum_w Xw[w][c] t1[a][b][w] (kept w only) */
+    for (int ab = 0; ab < nd * nh; ++ab) {
+        for (int c = 0; c < nw; ++c) acc[c] = WINO_VZERO;
+        for (int w = 0; w < aw; ++w) {
+            if (!pl->need_w[w]) continue;
+            const WINO_V v = t1[ab * aw + w];
+            for (int c = 0; c < nw; ++c) acc[c] += Xw[w * nw + c] * v;
+        }
+        for (int c = 0; c < nw; ++c) out[ab * nw + c] = acc[c];
+    }
+#else
     /* stage 2^T: t1[a][b][w] = sum_h Xh[h][b] t2[a][h][w] */
     for (int a = 0; a < nd; ++a) {
         for (int b = 0; b < nh; ++b) {
@@ -154,22 +245,23 @@ WINO_HD WINO_INLINE void WINO_CAT(wino_contract_dims_, WINO_SUFFIX)(
             out[ab * nw + c] = s;
         }
     }
+#endif
 }
 
 WINO_HD WINO_INLINE void WINO_CAT(wino_expand_, WINO_SUFFIX)(
     const WINO_PLAN *pl, const WINO_V *WINO_RESTRICT in, WINO_V *WINO_RESTRICT out,
     wino_index ostride, WINO_V *WINO_RESTRICT t1, WINO_V *WINO_RESTRICT t2)
 {
-    WINO_CAT(wino_expand_dims_, WINO_SUFFIX)(pl, pl->n[0], pl->n[1], pl->n[2], pl->a[1], pl->a[2],
-                                             in, out, ostride, t1, t2);
+    WINO_CAT(wino_expand_dims_, WINO_SUFFIX)(pl, pl->n[0], pl->n[1], pl->n[2], pl->a[0], pl->a[1],
+                                             pl->a[2], in, out, ostride, t1, t2);
 }
 
 WINO_HD WINO_INLINE void WINO_CAT(wino_contract_, WINO_SUFFIX)(
     const WINO_PLAN *pl, const WINO_V *WINO_RESTRICT in, wino_index istride,
     WINO_V *WINO_RESTRICT out, WINO_V *WINO_RESTRICT t1, WINO_V *WINO_RESTRICT t2)
 {
-    WINO_CAT(wino_contract_dims_, WINO_SUFFIX)(pl, pl->n[0], pl->n[1], pl->n[2], pl->a[1],
-                                               pl->a[2], in, istride, out, t1, t2);
+    WINO_CAT(wino_contract_dims_, WINO_SUFFIX)(pl, pl->n[0], pl->n[1], pl->n[2], pl->a[0],
+                                               pl->a[1], pl->a[2], in, istride, out, t1, t2);
 }
 
 #undef WINO_PLAN

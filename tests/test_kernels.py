@@ -321,7 +321,10 @@ def test_every_pipeline_agrees_with_blocked(rng, name, dtype, monkeypatch):
 def test_pipeline_choice(rng):
     g = make_geometry((1, 2, 5, 5, 5), 3, (3, 3, 3), 1, (2, 2, 2))
     kept = np.arange(g.npos, dtype=np.int32)
-    assert _cpu_backend.choose_pipeline(g, kept, np.dtype(np.float32)) is _cpu_backend.PIPELINES["blocked"]
+    # few channels: fused; many channels: blocked
+    assert _cpu_backend.choose_pipeline(g, kept, np.dtype(np.float32)) is _cpu_backend.PIPELINES["fused"]
+    big = make_geometry((1, 128, 5, 5, 5), 128, (3, 3, 3), 1, (2, 2, 2))
+    assert _cpu_backend.choose_pipeline(big, kept, np.dtype(np.float32)) is _cpu_backend.PIPELINES["blocked"]
     assert _cpu_backend.ORDER[-1] == "blocked"
     with _cpu_backend.use_pipeline("blocked"):
         assert _cpu_backend.choose_pipeline(g, kept, np.dtype(np.float32)).NAME == "blocked"

@@ -294,3 +294,16 @@ def test_prune_model_docstring_example():
 
     res = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert res.attempted > 0 and res.failed == 0
+
+
+def test_pruning_study_helpers_docstring_examples():
+    """Statistics, report and the section writer of the experiment (the run
+    itself is exercised by ``python -m pywino3d experiment --pruning --quick``)."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("tqdm")
+    import pywino3d.experiments.pruning_study as mod
+
+    res = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert res.attempted > 0 and res.failed == 0
+    m, s, h = mod.summarize([0.2, 0.4])
+    assert (m, s, h) == pytest.approx((0.3, 0.1 * 2 ** 0.5, 12.706 * 0.1))

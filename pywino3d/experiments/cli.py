@@ -33,6 +33,8 @@ def build_parser():
                     help="where pruning start models are kept between runs (default: a folder in the temp dir)")
     ap.add_argument("--fresh", action="store_true", help="ignore finished runs in the JSON and start over")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument("--pruning", action="store_true",
+                    help="one-shot pruning study of a trained network (pywino3d.experiments.pruning_study)")
     return ap
 
 
@@ -55,6 +57,15 @@ def main(argv=None):
     if args.epochs is not None:
         cfg = dataclasses.replace(cfg, epochs=args.epochs)
     out = args.out if args.out is not None else ("docs" if os.path.isdir("docs") and not args.quick else None)
+    if args.pruning:
+        from . import pruning_study
+
+        kw = {} if not out else dict(out_md=os.path.join(out, "experiments.md"),
+                                     out_png=os.path.join(out, "experiment_pruning.png"),
+                                     out_json=os.path.join(out, "experiment_pruning.json"))
+        pruning_study.run(quick=args.quick, **({} if args.epochs is None else {"epochs": args.epochs}),
+                          threads=args.threads, **kw)
+        return 0
     out_json = os.path.join(out, "experiment.json") if out else None
     if out_json and args.fresh and os.path.exists(out_json):
         os.remove(out_json)

@@ -34,7 +34,7 @@ static void FN(filter_expandv)(const PLAN *pl, const VEC *in, VEC *out, VEC *t1,
     const int n = pl->n[0], a = pl->a[0];
     if (pl->n[1] == n && pl->n[2] == n && pl->a[1] == a && pl->a[2] == a) {
 #define X(N_, A_) \
-        if (n == N_ && a == A_) { EXPAND_DIMS_V(pl, N_, N_, N_, A_, A_, in, out, 1, t1, t2); return; }
+        if (n == N_ && a == A_) { EXPAND_DIMS_V(pl, N_, N_, N_, A_, A_, A_, in, out, 1, t1, t2); return; }
         WINO_FILTER_CASES(X)
 #undef X
     }
@@ -46,7 +46,7 @@ static void FN(filter_contractv)(const PLAN *pl, const VEC *in, VEC *out, VEC *t
     const int n = pl->n[0], a = pl->a[0];
     if (pl->n[1] == n && pl->n[2] == n && pl->a[1] == a && pl->a[2] == a) {
 #define X(N_, A_) \
-        if (n == N_ && a == A_) { CONTRACT_DIMS_V(pl, N_, N_, N_, A_, A_, in, 1, out, t1, t2); return; }
+        if (n == N_ && a == A_) { CONTRACT_DIMS_V(pl, N_, N_, N_, A_, A_, A_, in, 1, out, t1, t2); return; }
         WINO_FILTER_CASES(X)
 #undef X
     }

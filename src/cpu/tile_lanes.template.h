@@ -16,28 +16,42 @@
 #define WINO_CUBIC_CASES(X) \
     X(2, 4) X(4, 4) X(3, 5) X(5, 5) X(4, 6) X(6, 6) X(5, 7) X(7, 7) X(6, 8) X(8, 8) X(3, 3) X(2, 2)
 
-static void FN(expandv)(const PLAN *pl, const VEC *in, VEC *out, VEC *t1, VEC *t2)
+/* expand with the kept values written to out[i * ostride] */
+static void FN(expandv_strided)(const PLAN *pl, const VEC *in, VEC *out, wino_index ostride,
+                                VEC *t1, VEC *t2)
 {
     const int n = pl->n[0], a = pl->a[0];
     if (pl->n[1] == n && pl->n[2] == n && pl->a[1] == a && pl->a[2] == a) {
 #define X(N_, A_) \
-        if (n == N_ && a == A_) { EXPAND_DIMS_V(pl, N_, N_, N_, A_, A_, in, out, 1, t1, t2); return; }
+        if (n == N_ && a == A_) { EXPAND_DIMS_V(pl, N_, N_, N_, A_, A_, A_, in, out, ostride, t1, t2); return; }
         WINO_CUBIC_CASES(X)
 #undef X
     }
-    EXPAND_DIMS_V(pl, pl->n[0], pl->n[1], pl->n[2], pl->a[1], pl->a[2], in, out, 1, t1, t2);
+    EXPAND_DIMS_V(pl, pl->n[0], pl->n[1], pl->n[2], pl->a[0], pl->a[1], pl->a[2], in, out, ostride, t1, t2);
 }
 
-static void FN(contractv)(const PLAN *pl, const VEC *in, VEC *out, VEC *t1, VEC *t2)
+/* contract with the kept values read from in[i * istride] */
+static void FN(contractv_strided)(const PLAN *pl, const VEC *in, wino_index istride, VEC *out,
+                                  VEC *t1, VEC *t2)
 {
     const int n = pl->n[0], a = pl->a[0];
     if (pl->n[1] == n && pl->n[2] == n && pl->a[1] == a && pl->a[2] == a) {
 #define X(N_, A_) \
-        if (n == N_ && a == A_) { CONTRACT_DIMS_V(pl, N_, N_, N_, A_, A_, in, 1, out, t1, t2); return; }
+        if (n == N_ && a == A_) { CONTRACT_DIMS_V(pl, N_, N_, N_, A_, A_, A_, in, istride, out, t1, t2); return; }
         WINO_CUBIC_CASES(X)
 #undef X
     }
-    CONTRACT_DIMS_V(pl, pl->n[0], pl->n[1], pl->n[2], pl->a[1], pl->a[2], in, 1, out, t1, t2);
+    CONTRACT_DIMS_V(pl, pl->n[0], pl->n[1], pl->n[2], pl->a[0], pl->a[1], pl->a[2], in, istride, out, t1, t2);
+}
+
+static inline void FN(expandv)(const PLAN *pl, const VEC *in, VEC *out, VEC *t1, VEC *t2)
+{
+    FN(expandv_strided)(pl, in, out, 1, t1, t2);
+}
+
+static inline void FN(contractv)(const PLAN *pl, const VEC *in, VEC *out, VEC *t1, VEC *t2)
+{
+    FN(contractv_strided)(pl, in, 1, out, t1, t2);
 }
 
 /* Per-thread tile scratch.  The block kernels process VL tiles at once: one

@@ -20,6 +20,7 @@
 #include "gemm.template.h"
 #include "filter.template.h"
 #include "blocked.template.h"
+#include "fused.template.h"
 #undef WINO_REAL
 #undef WINO_SUFFIX
 
@@ -29,6 +30,7 @@
 #include "gemm.template.h"
 #include "filter.template.h"
 #include "blocked.template.h"
+#include "fused.template.h"
 #undef WINO_REAL
 #undef WINO_SUFFIX
 

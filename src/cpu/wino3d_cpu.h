@@ -102,6 +102,23 @@ int wino_gemm_batched_##S(wino_index nb, wino_index M, wino_index N, wino_index 
                           const wino_batch *A, const wino_batch *B, const wino_batch *C,   \
                           int accumulate, void *scratch, size_t scratch_bytes, int nthreads);
 
+#include <stddef.h>
+#define WINO_DECLARE_FUSED(S, R)                                                        \
+size_t wino_fused_scratch_bytes_##S(const wino_plan_##S *pin, const wino_plan_##S *pout, \
+                                    wino_index tb, wino_index CP, wino_index KP,       \
+                                    int nthreads);                                     \
+int wino_to_channels_last_##S(const wino_geom *g, const R *x, wino_index CP, R *xcl,   \
+                              int nthreads);                                           \
+int wino_fused_forward_##S(const wino_geom *g, const R *xcl, const wino_index xcs[4],  \
+                           wino_index CP, const R *Up, wino_index K, wino_index KP,    \
+                           const wino_plan_##S *pin, const wino_plan_##S *pout,        \
+                           const R *bias, R *y, const wino_index ys[5],               \
+                           wino_index t_begin, wino_index t_end, wino_index tb,        \
+                           void *scratch, size_t scratch_bytes, int nthreads);
+WINO_DECLARE_FUSED(f, float)
+WINO_DECLARE_FUSED(d, double)
+#undef WINO_DECLARE_FUSED
+
 WINO_DECLARE(f, float)
 WINO_DECLARE(d, double)
 #undef WINO_DECLARE

@@ -1,0 +1,164 @@
+"""The fused CPU pipeline: each thread carries a small block of tiles through
+input transform, product and output transform with the block in its L2.
+
+Few channels on large volumes make the blocked pipeline memory-bound: V and
+M of a whole block round-trip through DRAM between its three stages.  Here a
+thread keeps ``tiles_per_block`` tiles' V and M in ``L2_BUDGET`` bytes of
+its scratch, and transforms run across channels (one SIMD vector holds
+``lanes`` channels of a voxel).  Kernels: ``src/cpu/fused.template.h``;
+design notes: ``docs/design.md``.
+
+The arithmetic repeats the blocked pipeline's exactly (same per-tile maths,
+the product summed over input channels in order), so both give the same
+bits; ``tests/test_kernels.py`` and ``tests/test_fused.py`` check it.
+Gradients run the blocked pipeline's kernels.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _cpu, _cpu_blocked
+from ._cpu_common import c_geometry, check_memory, plan, run, scratch, workspace
+
+NAME = "fused"
+#: Same arithmetic as the blocked pipeline (bit-for-bit agreement expected).
+ARITHMETIC = "blocked"
+
+#: Bytes of a thread's V + M block: half of a 1 MiB L2, as oneDNN budgets.
+L2_BUDGET = 512 * 1024
+
+#: Above this many channels the blocked pipeline's packed GEMM wins (measured:
+#: C3D conv2a 64->128 fused 2.3x slower; C64->64 at 32^3 fused 1.3x faster).
+MAX_CHANNELS = 64
+
+#: Tiles per micro-kernel call (rows of its register block).
+MICRO_ROWS = 6
+
+#: Channels-last copies of x up to this size are kept for reuse between calls.
+KEEP_COPY_BYTES = 256 * 2**20
+
+
+def lanes(dtype):
+    """Channels per SIMD vector of the compiled kernels."""
+    return _cpu.simd_lanes(dtype)
+
+
+def padded_channels(C, K, dtype):
+    """(CP, KP): input channels padded to the vector width, output channels
+    to the micro-kernel's two vectors."""
+    vl = lanes(dtype)
+    return -(-C // vl) * vl, -(-K // (2 * vl)) * (2 * vl)
+
+
+def _per_tile_bytes(g, nk, dtype):
+    CP, KP = padded_channels(g.C, g.K, dtype)
+    return nk * (CP + KP) * np.dtype(dtype).itemsize
+
+
+def supports(g, kept, dtype):
+    """None when the fused pipeline should serve the problem, else why not."""
+    if max(g.C, g.K) > MAX_CHANNELS:
+        return f"more than {MAX_CHANNELS} channels (C={g.C}, K={g.K}): the blocked GEMM is faster"
+    if 2 * _per_tile_bytes(g, int(kept.size), dtype) > L2_BUDGET:
+        return "fewer than 2 tiles fit the L2 budget"
+    return None
+
+
+def tiles_per_block(g, nk, CP, KP, itemsize, nthreads):
+    """Tiles a thread carries through the three stages at once: as many as
+    fit V and M in ``L2_BUDGET``, at most an even share of the tiles and 64,
+    rounded down to the micro-kernel's rows."""
+    per_tile = nk * (CP + KP) * itemsize
+    tb = max(1, L2_BUDGET // per_tile)
+    per_thread = -(-g.ntiles // max(1, nthreads))
+    tb = int(max(1, min(tb, per_thread, 64)))
+    return tb - tb % MICRO_ROWS if tb > MICRO_ROWS else tb
+
+
+#: Multiply-adds of the product per kernel call (about 10-50 ms of work):
+#: long convolutions are split into calls so that Ctrl-C is seen promptly.
+CALL_MACS = 2**29
+
+
+def call_tiles(g, nk, CP, KP, tb, nthreads):
+    """Tiles per kernel call: whole blocks for every thread, about
+    ``CALL_MACS`` multiply-adds of product."""
+    blocks = max(1, CALL_MACS // max(1, nk * CP * KP * tb * nthreads))
+    return int(blocks * tb * nthreads)
+
+
+def pack_weights(U, kept, CP, KP):
+    """Up[i, c, k] = U[kept[i], k, c], zero padded to (nk, CP, KP)."""
+    P, K, C = U.shape
+    Up = np.zeros((kept.size, CP, KP), dtype=U.dtype)
+    Up[:, :C, :K] = U[kept].transpose(0, 2, 1)
+    return Up
+
+
+def is_channels_last(x):
+    """True when x (N, C, D, H, W) has unit channel stride (NDHWC memory)."""
+    return x.shape[1] > 1 and x.strides[1] == x.itemsize
+
+
+def _layout(g, kept, dtype, nthreads):
+    dtype = np.dtype(dtype)
+    nk = int(kept.size)
+    CP, KP = padded_channels(g.C, g.K, dtype)
+    tb = tiles_per_block(g, nk, CP, KP, dtype.itemsize, nthreads)
+    pin = plan("input", g.tile, g.ksize, dtype, kept)
+    pout = plan("output", g.tile, g.ksize, dtype, kept)
+    return CP, KP, tb, pin, pout, _cpu.fused_scratch_bytes(pin, pout, tb, CP, KP, nthreads)
+
+
+def workspace_bytes(g, kept, dtype, nthreads, backward=False):
+    """Bytes of workspace (channels-last copy, packed weights, per-thread
+    blocks) one forward call uses; the backward pass is the blocked one's."""
+    if backward:
+        return _cpu_blocked.workspace_bytes(g, kept, dtype, nthreads, backward=True)
+    item = np.dtype(dtype).itemsize
+    CP, KP, tb, pin, pout, sbytes = _layout(g, kept, dtype, nthreads)
+    copy = g.N * int(np.prod(g.spatial)) * CP * item
+    return copy + int(kept.size) * CP * KP * item + sbytes
+
+
+def forward(g, x, U, bias, kept, nthreads):
+    """y of a non-trivial problem.
+
+    x may have any strides: channels-last x whose channel count is a
+    multiple of the SIMD width is read in place, any other layout is first
+    copied to channels-last (one pass).  y is C-contiguous NCDHW, or
+    channels-last when x is (as torch's ``channels_last_3d`` propagates).
+    """
+    dtype = x.dtype
+    item = dtype.itemsize
+    K = g.K
+    CP, KP, tb, pin, pout, sbytes = _layout(g, kept, dtype, nthreads)
+    x, geom = c_geometry(g, x)
+    in_place = is_channels_last(x) and CP == g.C
+    copy_bytes = 0 if in_place else g.N * int(np.prod(g.spatial)) * CP * item
+    out_bytes = g.N * K * int(np.prod(g.out)) * item
+    check_memory("the output and the fused pipeline's buffers",
+                 out_bytes + copy_bytes + sbytes + int(kept.size) * CP * KP * item)
+    Up = pack_weights(np.asarray(U), kept, CP, KP)
+    if in_place:
+        xcl = x.transpose(0, 2, 3, 4, 1)
+    else:
+        n = copy_bytes // item
+        flat = workspace("xcl", n, dtype) if copy_bytes <= KEEP_COPY_BYTES else np.empty(n, dtype)
+        xcl = flat.reshape(g.N, *g.spatial, CP)
+        run("to_channels_last", _cpu.to_channels_last, geom, x, xcl, nthreads)
+    if is_channels_last(x):
+        y = np.empty((g.N, *g.out, K), dtype=dtype).transpose(0, 4, 1, 2, 3)
+    else:
+        y = np.empty((g.N, K, *g.out), dtype=dtype)
+    sc = scratch(sbytes)
+    step = call_tiles(g, int(kept.size), CP, KP, tb, nthreads)
+    for t0 in range(0, g.ntiles, step):  # Python sees Ctrl-C between calls
+        run("fused", _cpu.fused_forward, geom, xcl, Up, pin, pout, bias, y, t0, min(g.ntiles, t0 + step),
+            tb, sc, nthreads)
+    return y
+
+
+def backward(g, gy, x, U, kept, nthreads, need_x=True, need_U=True):
+    """(grad_x, grad_U): the blocked pipeline's kernels."""
+    return _cpu_blocked.backward(g, gy, x, U, kept, nthreads, need_x, need_U)

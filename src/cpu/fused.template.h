@@ -1,0 +1,258 @@
+/*
+ * fused.template.h -- the fused, cache-resident forward pipeline.
+ *
+ * For small and mid channel counts the three stages of the blocked pipeline
+ * are memory-bound: V and M of a whole volume are hundreds of MB, and every
+ * trip through DRAM between stages costs more than the arithmetic.  Here each
+ * thread carries one block of `tb` tiles through all three stages with the
+ * block's V and M in its private scratch (sized to stay in L2):
+ *
+ *   input transform   x (channels-last, CP channels)  ->  V[t][i][CP]
+ *   product           M[t][i][:] = V[t][i][:] @ Up[i]     ([CP] x [CP][KP])
+ *   output transform  M[t][i][k-vector] -> y (any strides) + bias
+ *
+ * V and M are tile-major, so the transforms write and read them in place
+ * (position i of tile t at a fixed vector stride) with no copy.
+ *
+ * Transforms are vectorised across channels: one SIMD vector holds VL
+ * channels of one voxel, so a tile's patch is whole-vector loads and the
+ * per-tile math of wino3d_tile.h runs lane-wise on channel vectors.  The
+ * product micro-kernel broadcasts V[i][t][c] and streams rows of the packed
+ * weights Up[i][c][k0 : k0 + 2 VL]; it needs no packing of V.
+ *
+ * Determinism: a tile's arithmetic does not depend on which block or thread
+ * processes it (every M element is summed over c in order from zero), so
+ * results are bit-identical for any number of threads.
+ *
+ * Template (see template_names.h): define WINO_REAL and WINO_SUFFIX; it is
+ * included after tile_lanes.template.h, whose expandv/contractv it uses.
+ */
+#include "template_names.h"
+
+#define FUSED_NB (2 * VL) /* output channels per micro-tile */
+#define FUSED_MR 6        /* tiles per micro-tile */
+
+/* Scratch of one thread, carved from the caller's buffer in this order. */
+static size_t FN(fused_round64)(size_t b) { return (b + 63) & ~(size_t)63; }
+
+static void FN(fused_sizes)(const PLAN *pin, const PLAN *pout, wino_index tb, wino_index CP,
+                            wino_index KP, size_t sz[6])
+{
+    size_t patch = 1, po = 1;
+    for (int ax = 0; ax < 3; ++ax) {
+        patch *= (size_t)(pin->n[ax] > pin->a[ax] ? pin->n[ax] : pin->a[ax]);
+        po *= (size_t)(pout->n[ax] > pout->a[ax] ? pout->n[ax] : pout->a[ax]);
+    }
+    if (po > patch) patch = po;
+    size_t t = (size_t)SCRATCH_LEN(pin);
+    if ((size_t)SCRATCH_LEN(pout) > t) t = (size_t)SCRATCH_LEN(pout);
+    const size_t nk = (size_t)pin->nk;
+    sz[0] = FN(fused_round64)(sizeof(VEC) * patch);          /* patch */
+    sz[1] = FN(fused_round64)(sizeof(VEC) * t);              /* t1 */
+    sz[2] = FN(fused_round64)(sizeof(VEC) * t);              /* t2 */
+    sz[3] = 0;                                               /* (unused) */
+    sz[4] = FN(fused_round64)(sizeof(REAL) * (size_t)tb * nk * (size_t)CP); /* V */
+    sz[5] = FN(fused_round64)(sizeof(REAL) * (size_t)tb * nk * (size_t)KP); /* M */
+}
+
+/* Bytes of scratch one thread needs. */
+static size_t FN(fused_thread_bytes)(const PLAN *pin, const PLAN *pout, wino_index tb,
+                                     wino_index CP, wino_index KP)
+{
+    size_t sz[6], total = 0;
+    FN(fused_sizes)(pin, pout, tb, CP, KP, sz);
+    for (int i = 0; i < 6; ++i) total += sz[i];
+    return total;
+}
+
+/* Bytes of scratch wino_fused_forward needs with nthreads threads. */
+size_t FN(wino_fused_scratch_bytes)(const PLAN *pin, const PLAN *pout, wino_index tb,
+                                    wino_index CP, wino_index KP, int nthreads)
+{
+    return wino_scratch_total(FN(fused_thread_bytes)(pin, pout, tb, CP, KP), nthreads);
+}
+
+/* x (any strides, C channels) -> xcl[n][d][h][w][CP], channels C..CP zero. */
+int FN(wino_to_channels_last)(const wino_geom *g, const REAL *x, wino_index CP, REAL *xcl, int nthreads)
+{
+    const wino_index rows = g->N * g->D * g->H, W = g->W, C = g->C;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (wino_index row = 0; row < rows; ++row) {
+        const wino_index h = row % g->H, nd = row / g->H, d = nd % g->D, n = nd / g->D;
+        const REAL *src = x + n * g->xs[0] + d * g->xs[2] + h * g->xs[3];
+        REAL *dst = xcl + row * W * CP;
+        for (wino_index c = 0; c < C; ++c) {
+            const REAL *s = src + c * g->xs[1];
+            for (wino_index w = 0; w < W; ++w) dst[w * CP + c] = s[w * g->xs[4]];
+        }
+        if (CP > C)
+            for (wino_index w = 0; w < W; ++w)
+                for (wino_index c = C; c < CP; ++c) dst[w * CP + c] = 0;
+    }
+    return 0;
+}
+
+/* M rows [0, ROWS) x columns [0, FUSED_NB):  Cm[r][:] = sum_c A[r][c] * B[c][:]
+ * A: rows of CP values (stride lda), B: rows of KP values (stride ldb). */
+WINO_INLINE void FN(fused_ukernel)(const int ROWS, wino_index CP, const REAL *A, wino_index lda,
+                                   const REAL *B, wino_index ldb, REAL *Cm, wino_index ldc)
+{
+    VEC acc0[FUSED_MR], acc1[FUSED_MR];
+    for (int r = 0; r < ROWS; ++r) {
+        acc0[r] = (VEC){0};
+        acc1[r] = (VEC){0};
+    }
+    for (wino_index c = 0; c < CP; ++c) {
+        VEC b0, b1;
+        memcpy(&b0, B + c * ldb, sizeof b0);
+        memcpy(&b1, B + c * ldb + VL, sizeof b1);
+        for (int r = 0; r < ROWS; ++r) {
+            const REAL a = A[r * lda + c];
+            acc0[r] += a * b0;
+            acc1[r] += a * b1;
+        }
+    }
+    for (int r = 0; r < ROWS; ++r) {
+        memcpy(Cm + r * ldc, &acc0[r], sizeof(VEC));
+        memcpy(Cm + r * ldc + VL, &acc1[r], sizeof(VEC));
+    }
+}
+
+/* M (n x KP, row stride ldm) = V (n x CP, row stride ldv) @ Up (CP x KP). */
+static void FN(fused_product)(wino_index n, wino_index CP, wino_index KP, const REAL *V,
+                              wino_index ldv, const REAL *Up, REAL *M, wino_index ldm)
+{
+    for (wino_index k0 = 0; k0 < KP; k0 += FUSED_NB) {
+        wino_index r0 = 0;
+        for (; r0 + FUSED_MR <= n; r0 += FUSED_MR)
+            FN(fused_ukernel)(FUSED_MR, CP, V + r0 * ldv, ldv, Up + k0, KP, M + r0 * ldm + k0, ldm);
+        switch (n - r0) {
+#define X(R_) case R_: FN(fused_ukernel)(R_, CP, V + r0 * ldv, ldv, Up + k0, KP, M + r0 * ldm + k0, ldm); break;
+            X(1) X(2) X(3) X(4) X(5)
+#undef X
+            default: break;
+        }
+    }
+}
+
+/* Gather the alpha^3 patch of channel vector cg of tile (n, o) from xcl,
+ * zeros outside the volume. */
+static inline void FN(fused_gather)(const wino_geom *g, const REAL *xcl, const wino_index xcs[4],
+                                    wino_index n, const wino_index o[3], wino_index cg,
+                                    const int a[3], VEC *patch)
+{
+    const wino_index ext[3] = {g->D, g->H, g->W};
+    int lo[3], hi[3];
+    wino_index start[3];
+    for (int ax = 0; ax < 3; ++ax) {
+        start[ax] = o[ax] - g->pad[ax];
+        wino_index l = -start[ax], h = ext[ax] - start[ax];
+        lo[ax] = l < 0 ? 0 : (l > a[ax] ? a[ax] : (int)l);
+        hi[ax] = h < lo[ax] ? lo[ax] : (h > a[ax] ? a[ax] : (int)h);
+    }
+    const int ah = a[1], aw = a[2];
+    const REAL *base = xcl + n * xcs[0] + cg * VL;
+    for (int p = 0; p < a[0]; ++p) {
+        const int okd = p >= lo[0] && p < hi[0];
+        for (int q = 0; q < ah; ++q) {
+            VEC *dst = patch + (p * ah + q) * aw;
+            if (!okd || q < lo[1] || q >= hi[1]) {
+                for (int e = 0; e < aw; ++e) dst[e] = (VEC){0};
+                continue;
+            }
+            const REAL *src = base + (start[0] + p) * xcs[1] + (start[1] + q) * xcs[2] + start[2] * xcs[3];
+            int e = 0;
+            for (; e < lo[2]; ++e) dst[e] = (VEC){0};
+            for (; e < hi[2]; ++e) memcpy(dst + e, src + e * xcs[3], sizeof(VEC));
+            for (; e < aw; ++e) dst[e] = (VEC){0};
+        }
+    }
+}
+
+/* The fused forward pass over all tiles.
+ *   xcl, xcs : channels-last input with CP (multiple of VL) channels, element
+ *              strides (n, d, h, w), channel stride 1, padding lanes zero
+ *   Up       : packed weights [nk][CP][KP], KP a multiple of 2 VL, zero padded
+ *   y, ys    : output (N, K, Do, Ho, Wo) with element strides ys
+ *   scratch  : caller-owned, sized by wino_fused_scratch_bytes (else
+ *              WINO_ESCRATCH before anything is touched)
+ */
+int FN(wino_fused_forward)(const wino_geom *g, const REAL *xcl, const wino_index xcs[4], wino_index CP,
+                           const REAL *Up, wino_index K, wino_index KP, const PLAN *pin,
+                           const PLAN *pout, const REAL *bias, REAL *y, const wino_index ys[5],
+                           wino_index t_begin, wino_index t_end, wino_index tb,
+                           void *scratch, size_t scratch_bytes, int nthreads)
+{
+    const size_t per_thread = FN(fused_thread_bytes)(pin, pout, tb, CP, KP);
+    if (!scratch || scratch_bytes < wino_scratch_total(per_thread, nthreads)) return WINO_ESCRATCH;
+    if (CP % VL || KP % FUSED_NB || tb < 1 || K > KP || g->C > CP || pout->nk != pin->nk) return WINO_EARG;
+    const wino_index T = t_end;
+    if (t_begin < 0 || t_end > g->N * g->nt[0] * g->nt[1] * g->nt[2] || t_begin > t_end) return WINO_EARG;
+    const wino_index nblocks = (t_end - t_begin + tb - 1) / tb;
+    const int nk = pin->nk;
+    const int md = pout->n[0], mh = pout->n[1], mw = pout->n[2];
+    const wino_index Do = g->od[0], Ho = g->od[1], Wo = g->od[2];
+    const wino_index ys0 = ys[0], ys1 = ys[1], ys2 = ys[2], ys3 = ys[3], ys4 = ys[4];
+    size_t sz[6];
+    FN(fused_sizes)(pin, pout, tb, CP, KP, sz);
+#pragma omp parallel num_threads(nthreads)
+    {
+        char *s = (char *)wino_scratch_slice(scratch, per_thread, wino_thread_num());
+        VEC *patch = (VEC *)s;
+        VEC *t1 = (VEC *)(s + sz[0]);
+        VEC *t2 = (VEC *)(s + sz[0] + sz[1]);
+        REAL *V = (REAL *)(s + sz[0] + sz[1] + sz[2] + sz[3]);
+        REAL *M = (REAL *)(s + sz[0] + sz[1] + sz[2] + sz[3] + sz[4]);
+#pragma omp for schedule(static)
+        for (wino_index blk = 0; blk < nblocks; ++blk) {
+            const wino_index t0 = t_begin + blk * tb;
+            const wino_index nt = T - t0 < tb ? T - t0 : tb;
+            /* input transform, one channel vector at a time */
+            for (wino_index r = 0; r < nt; ++r) {
+                wino_index n, o[3];
+                wino_geom_tile_origin(g, t0 + r, &n, o);
+                for (wino_index cg = 0; cg < CP / VL; ++cg) {
+                    FN(fused_gather)(g, xcl, xcs, n, o, cg, pin->a, patch);
+                    FN(expandv_strided)(pin, patch, (VEC *)(V + r * nk * CP + cg * VL), CP / VL, t1, t2);
+                }
+            }
+            /* product, one kept position at a time */
+            for (int i = 0; i < nk; ++i)
+                FN(fused_product)(nt, CP, KP, V + (wino_index)i * CP, (wino_index)nk * CP,
+                                  Up + (wino_index)i * CP * KP, M + (wino_index)i * KP, (wino_index)nk * KP);
+            /* output transform, one channel vector at a time */
+            for (wino_index r = 0; r < nt; ++r) {
+                wino_index n, o[3];
+                wino_geom_tile_origin(g, t0 + r, &n, o);
+                const int ed = Do - o[0] < md ? (int)(Do - o[0]) : md;
+                const int eh = Ho - o[1] < mh ? (int)(Ho - o[1]) : mh;
+                const int ew = Wo - o[2] < mw ? (int)(Wo - o[2]) : mw;
+                REAL *yt = y + n * ys0 + o[0] * ys2 + o[1] * ys3 + o[2] * ys4;
+                for (wino_index k0 = 0; k0 < K; k0 += VL) {
+                    FN(contractv_strided)(pout, (const VEC *)(M + r * nk * KP + k0), KP / VL, patch, t1, t2);
+                    const int lanes = K - k0 < VL ? (int)(K - k0) : VL;
+                    const REAL *pr = (const REAL *)patch;
+                    for (int l = 0; l < lanes; ++l) {
+                        const REAL b = bias ? bias[k0 + l] : (REAL)0;
+                        REAL *yk = yt + (k0 + l) * ys1;
+                        for (int a = 0; a < ed; ++a)
+                            for (int c = 0; c < eh; ++c) {
+                                const REAL *pv = pr + (size_t)((a * mh + c) * mw) * VL + l;
+                                REAL *dst = yk + a * ys2 + c * ys3;
+                                if (ys4 == 1)
+                                    for (int e = 0; e < ew; ++e) dst[e] = pv[(size_t)e * VL] + b;
+                                else
+                                    for (int e = 0; e < ew; ++e) dst[e * ys4] = pv[(size_t)e * VL] + b;
+                            }
+                    }
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+#undef FUSED_NB
+#undef FUSED_MR
+
+#include "template_names_end.h"

@@ -1,0 +1,104 @@
+"""The fused cache-resident pipeline against the blocked one and the oracle.
+
+Both pipelines run the same per-tile arithmetic in the same order (the
+product sums over input channels from zero, in order), so they must agree
+bit for bit, whatever the layout of x, the block size or the thread count.
+"""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pywino3d
+from pywino3d import _cpu_backend
+from pywino3d._geometry import make_geometry
+from pywino3d.testing import conv3d_reference, conv_problems, error_bound
+
+
+def _run(pipeline, x, U, bias, ksize, tile, padding, kept, workers):
+    g = make_geometry(x.shape, U.shape[1], ksize, padding, tile)
+    return _cpu_backend.forward(g, x, U, bias, kept, workers, pipeline=pipeline)
+
+
+def _kept(rng, npos, sparse):
+    if not sparse:
+        return np.arange(npos, dtype=np.int32)
+    k = max(1, npos // 2)
+    return np.sort(rng.choice(npos, k, replace=False)).astype(np.int32)
+
+
+@settings(max_examples=40)
+@given(prob=conv_problems(max_batch=2), sparse=st.booleans(), workers=st.sampled_from([1, 2, 3]),
+       seed=st.integers(0, 2**16))
+def test_fused_equals_blocked_bitwise(prob, sparse, workers, seed):
+    x, w, b = prob["x"], prob["w"], prob["bias"]
+    tile = prob["tile"] if isinstance(prob["tile"], tuple) else (prob["tile"],) * 3
+    ksize = w.shape[2:]
+    U = pywino3d.filter_transform(w, tile)
+    kept = _kept(np.random.default_rng(seed), U.shape[0], sparse)
+    ref = _run("blocked", x, U, b, ksize, tile, prob["padding"], kept, 1)
+    y = _run("fused", x, U, b, ksize, tile, prob["padding"], kept, workers)
+    np.testing.assert_array_equal(y, ref)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ksize,tile", [((3, 3, 3), (4, 4, 4)), ((1, 3, 3), (1, 4, 4)),
+                                        ((3, 1, 1), (4, 1, 1)), ((5, 5, 5), (2, 2, 2)),
+                                        ((3, 3, 3), (6, 6, 6)), ((3, 3, 3), (2, 3, 4))])
+@pytest.mark.parametrize("C,K", [(1, 3), (8, 8), (13, 21), (32, 16)])
+def test_fused_against_oracle(dtype, ksize, tile, C, K, rng):
+    x = rng.standard_normal((2, C, 7, 10, 9)).astype(dtype)
+    w = rng.standard_normal((K, C, *ksize)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    U = pywino3d.filter_transform(w, tile)
+    kept = np.arange(U.shape[0], dtype=np.int32)
+    pad = tuple(r // 2 for r in ksize)
+    y = _run("fused", x, U, b, ksize, tile, pad, kept, 2)
+    ref = conv3d_reference(x, w, b, padding=pad)
+    bound = error_bound(x, w, tile, dtype, padding=pad) + np.finfo(dtype).eps * np.abs(b).reshape(1, -1, 1, 1, 1)
+    assert np.all(np.abs(y - ref) <= bound)
+
+
+@pytest.mark.parametrize("C", [8, 5])
+def test_channels_last_input_is_read_in_place_and_kept(C, rng):
+    """NDHWC strides (torch.channels_last_3d) give the same bits, and the
+    output follows the input's memory format."""
+    base = rng.standard_normal((2, 6, 7, 9, C)).astype(np.float32)
+    x_cl = base.transpose(0, 4, 1, 2, 3)  # shape (N, C, D, H, W), channels-last strides
+    x = np.ascontiguousarray(x_cl)
+    w = rng.standard_normal((12, C, 3, 3, 3)).astype(np.float32)
+    U = pywino3d.filter_transform(w, 4)
+    kept = np.arange(U.shape[0], dtype=np.int32)
+    ref = _run("blocked", x, U, None, (3, 3, 3), (4, 4, 4), 1, kept, 2)
+    y = _run("fused", x_cl, U, None, (3, 3, 3), (4, 4, 4), 1, kept, 2)
+    np.testing.assert_array_equal(y, ref)
+    assert y.strides[1] == y.itemsize  # channels-last output for channels-last input
+    y2 = _run("fused", x, U, None, (3, 3, 3), (4, 4, 4), 1, kept, 2)
+    assert y2.flags.c_contiguous
+
+
+def test_fused_block_size_does_not_change_bits(rng, monkeypatch):
+    from pywino3d import _cpu_fused
+
+    x = rng.standard_normal((1, 16, 9, 11, 13)).astype(np.float32)
+    w = rng.standard_normal((24, 16, 3, 3, 3)).astype(np.float32)
+    U = pywino3d.filter_transform(w, 4)
+    kept = np.arange(U.shape[0], dtype=np.int32)
+    outs = []
+    for tb in (1, 5, 6, 13, 64):
+        monkeypatch.setattr(_cpu_fused, "tiles_per_block", lambda *a, tb=tb: tb)
+        outs.append(_run("fused", x, U, None, (3, 3, 3), (4, 4, 4), 1, kept, 2))
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+
+
+def test_fused_does_not_mutate_inputs(rng):
+    x = rng.standard_normal((1, 4, 6, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 4, 3, 3, 3)).astype(np.float32)
+    U = pywino3d.filter_transform(w, 2)
+    xs, Us = x.copy(), U.copy()
+    for a in (x, U):
+        a.flags.writeable = False
+    _run("fused", x, U, None, (3, 3, 3), (2, 2, 2), 1, np.arange(64, dtype=np.int32), 2)
+    np.testing.assert_array_equal(x, xs)
+    np.testing.assert_array_equal(U, Us)
