@@ -91,7 +91,8 @@ def out_of_core(args):
             after = client.run(os.getpid)
             removed = [e for _, e in client.get_events("all") if isinstance(e, dict)
                        and e.get("action") in ("remove-worker", "worker-restart", "kill-worker")]
-            peak = float(ms.to_pandas()["stack"].max()) if ms.samples["stack"] else float("nan")
+            samples = ms.samples["stack"]  # (time, cluster process memory in bytes)
+            peak = max((b for _, b in samples), default=float("nan"))
             # compare sampled blocks with the in-memory stack on the sub-volume plus a 3-voxel margin
             xin = zarr.open_array(src, mode="r")
             out = zarr.open_array(dst, mode="r")
@@ -110,7 +111,7 @@ def out_of_core(args):
                    "memory_limit_total": limit, "ratio_to_limit": nbytes / limit, "seconds": elapsed,
                    "voxels_per_s": args.size ** 3 / elapsed, "peak_cluster_process_memory": peak,
                    "workers_restarted": sorted(set(pids.values()) - set(after.values())),
-                   "worker_events": removed, "max_rel_err_sampled": worst}
+                   "worker_events": removed, "max_rel_err_sampled": worst, "memory_samples": len(samples)}
             print(json.dumps(res, indent=1, default=str))
             return res
         finally:

@@ -32,6 +32,7 @@ import math
 import operator
 import sys
 import threading
+import weakref
 from types import SimpleNamespace
 
 import dask.array as da
@@ -80,6 +81,13 @@ def _dask_threads_here():
     thread = threading.current_thread()
     if thread is threading.main_thread():
         return 1  # a plain call, or dask's synchronous scheduler
+    # a thread pool: the threaded scheduler's (a concurrent.futures worker
+    # thread holds a weak reference to its executor while it runs)
+    args = getattr(thread, "_args", None)
+    if args and isinstance(args[0], weakref.ref):
+        size = getattr(args[0](), "_max_workers", None)
+        if isinstance(size, int) and size > 0:
+            return size
     threaded = sys.modules.get("dask.threaded")
     if threaded is not None:
         pools = [threaded.default_pool]
