@@ -66,4 +66,19 @@ WINO_HD WINO_INLINE void wino_geom_tile_origin(const wino_geom *g, wino_index t,
     o[2] = tw * g->m[2];
 }
 
+/* The input patch (a[ax] voxels per axis) of the tile whose output origin is
+ * o: start[ax] is the input index of its first voxel (o - pad), and patch
+ * indices [lo[ax], hi[ax]) lie inside the volume (the rest is padding). */
+WINO_HD WINO_INLINE void wino_geom_patch_window(const wino_geom *g, const wino_index o[3], const int a[3],
+                                                wino_index start[3], int lo[3], int hi[3])
+{
+    const wino_index ext[3] = {g->D, g->H, g->W};
+    for (int ax = 0; ax < 3; ++ax) {
+        start[ax] = o[ax] - g->pad[ax];
+        const wino_index l = -start[ax], h = ext[ax] - start[ax];
+        lo[ax] = l < 0 ? 0 : (l > a[ax] ? a[ax] : (int)l);
+        hi[ax] = h < lo[ax] ? lo[ax] : (h > a[ax] ? a[ax] : (int)h);
+    }
+}
+
 #endif /* WINO3D_COMMON_H */

@@ -55,6 +55,24 @@ static void FN(fused_sizes)(const PLAN *pin, const PLAN *pout, wino_index tb, wi
     sz[5] = FN(fused_round64)(sizeof(REAL) * (size_t)tb * nk * (size_t)KP); /* M */
 }
 
+/* One thread's scratch, carved from its slice in the order of fused_sizes:
+ * the per-tile transform buffers, then the block's V and M. */
+typedef struct {
+    VEC *patch, *t1, *t2;
+    REAL *V, *M;
+} FN(fused_scratch);
+
+static FN(fused_scratch) FN(fused_scratch_at)(char *s, const size_t sz[6])
+{
+    FN(fused_scratch) f;
+    f.patch = (VEC *)s;
+    f.t1 = (VEC *)(s + sz[0]);
+    f.t2 = (VEC *)(s + sz[0] + sz[1]);
+    f.V = (REAL *)(s + sz[0] + sz[1] + sz[2] + sz[3]);
+    f.M = (REAL *)(s + sz[0] + sz[1] + sz[2] + sz[3] + sz[4]);
+    return f;
+}
+
 /* Bytes of scratch one thread needs. */
 static size_t FN(fused_thread_bytes)(const PLAN *pin, const PLAN *pout, wino_index tb,
                                      wino_index CP, wino_index KP)
@@ -141,15 +159,9 @@ static inline void FN(fused_gather)(const wino_geom *g, const REAL *xcl, const w
                                     wino_index n, const wino_index o[3], wino_index cg,
                                     const int a[3], VEC *patch)
 {
-    const wino_index ext[3] = {g->D, g->H, g->W};
     int lo[3], hi[3];
     wino_index start[3];
-    for (int ax = 0; ax < 3; ++ax) {
-        start[ax] = o[ax] - g->pad[ax];
-        wino_index l = -start[ax], h = ext[ax] - start[ax];
-        lo[ax] = l < 0 ? 0 : (l > a[ax] ? a[ax] : (int)l);
-        hi[ax] = h < lo[ax] ? lo[ax] : (h > a[ax] ? a[ax] : (int)h);
-    }
+    wino_geom_patch_window(g, o, a, start, lo, hi);
     const int ah = a[1], aw = a[2];
     const REAL *base = xcl + n * xcs[0] + cg * VL;
     for (int p = 0; p < a[0]; ++p) {
@@ -197,12 +209,9 @@ int FN(wino_fused_forward)(const wino_geom *g, const REAL *xcl, const wino_index
     FN(fused_sizes)(pin, pout, tb, CP, KP, sz);
 #pragma omp parallel num_threads(nthreads)
     {
-        char *s = (char *)wino_scratch_slice(scratch, per_thread, wino_thread_num());
-        VEC *patch = (VEC *)s;
-        VEC *t1 = (VEC *)(s + sz[0]);
-        VEC *t2 = (VEC *)(s + sz[0] + sz[1]);
-        REAL *V = (REAL *)(s + sz[0] + sz[1] + sz[2] + sz[3]);
-        REAL *M = (REAL *)(s + sz[0] + sz[1] + sz[2] + sz[3] + sz[4]);
+        const FN(fused_scratch) f = FN(fused_scratch_at)((char *)wino_scratch_slice(scratch, per_thread, wino_thread_num()), sz);
+        VEC *patch = f.patch, *t1 = f.t1, *t2 = f.t2;
+        REAL *V = f.V, *M = f.M;
 #pragma omp for schedule(static)
         for (wino_index blk = 0; blk < nblocks; ++blk) {
             const wino_index t0 = t_begin + blk * tb;

@@ -169,15 +169,9 @@ static inline void FN(fb_gather_out)(const wino_geom *g, const REAL *gy, const w
 static inline void FN(fb_scatter_in)(const wino_geom *g, REAL *gxcl, wino_index CV, wino_index n,
                                      const wino_index o[3], wino_index cg, const int a[3], const VEC *patch)
 {
-    const wino_index ext[3] = {g->D, g->H, g->W};
     int lo[3], hi[3];
     wino_index start[3];
-    for (int ax = 0; ax < 3; ++ax) {
-        start[ax] = o[ax] - g->pad[ax];
-        wino_index l = -start[ax], h = ext[ax] - start[ax];
-        lo[ax] = l < 0 ? 0 : (l > a[ax] ? a[ax] : (int)l);
-        hi[ax] = h < lo[ax] ? lo[ax] : (h > a[ax] ? a[ax] : (int)h);
-    }
+    wino_geom_patch_window(g, o, a, start, lo, hi);
     const wino_index s2 = g->W * CV, s1 = g->H * s2, s0 = g->D * s1;
     REAL *base = gxcl + n * s0 + cg * VL;
     for (int p = lo[0]; p < hi[0]; ++p)
@@ -292,12 +286,9 @@ int FN(wino_fused_backward)(const wino_geom *g, const REAL *gy, const wino_index
     FN(fused_sizes)(pin, pout, tb, CV, KV, sz);
 #pragma omp parallel num_threads(nthreads)
     {
-        char *s = (char *)wino_scratch_slice(scratch, per_thread, wino_thread_num());
-        VEC *patch = (VEC *)s;
-        VEC *t1 = (VEC *)(s + sz[0]);
-        VEC *t2 = (VEC *)(s + sz[0] + sz[1]);
-        REAL *V = (REAL *)(s + sz[0] + sz[1] + sz[2] + sz[3]);
-        REAL *gM = (REAL *)(s + sz[0] + sz[1] + sz[2] + sz[3] + sz[4]);
+        const FN(fused_scratch) f = FN(fused_scratch_at)((char *)wino_scratch_slice(scratch, per_thread, wino_thread_num()), sz);
+        VEC *patch = f.patch, *t1 = f.t1, *t2 = f.t2;
+        REAL *V = f.V, *gM = f.M;
         wino_index tiles[WINO_FUSED_BACKWARD_TB_MAX];
         if (gxcl) {
             const wino_index rows = g->N * g->D * g->H, len = g->W * CV;

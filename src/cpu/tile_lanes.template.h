@@ -94,15 +94,9 @@ static inline void FN(gather_patch)(const wino_geom *g, const REAL *x, wino_inde
     wino_index n, o[3];
     wino_geom_tile_origin(g, t, &n, o);
     const REAL *xc = x + n * g->xs[0] + c * g->xs[1];
-    const wino_index ext[3] = {g->D, g->H, g->W};
     int lo[3], hi[3];
     wino_index start[3];
-    for (int ax = 0; ax < 3; ++ax) {
-        start[ax] = o[ax] - g->pad[ax];
-        wino_index l = -start[ax], h = ext[ax] - start[ax];
-        lo[ax] = l < 0 ? 0 : (l > a[ax] ? a[ax] : (int)l);
-        hi[ax] = h < lo[ax] ? lo[ax] : (h > a[ax] ? a[ax] : (int)h);
-    }
+    wino_geom_patch_window(g, o, a, start, lo, hi);
     const int ah = a[1], aw = a[2];
     const wino_index sw = g->xs[4];
     for (int p = 0; p < a[0]; ++p) {
