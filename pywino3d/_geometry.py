@@ -95,6 +95,20 @@ class Geometry:
         }
 
 
+def tile_patches(a, pads, tile, alpha, nt):
+    """(N, C, tD, tH, tW, ad, ah, aw) view of the input tiles of ``a`` (N, C, D, H, W):
+    the zero-padded input (``pads`` in front, as much as the tiles need behind),
+    one alpha-patch per output tile (a view with overlapping windows; NumPy
+    reference code and calibration statistics read it, the kernels never do)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    need = [t * m + al - m for t, m, al in zip(nt, tile, alpha)]
+    full = [(p0, max(0, nd - s - p0)) for (p0, _), nd, s in zip(pads, need, a.shape[2:])]
+    ap = np.pad(a, ((0, 0), (0, 0), *full))[:, :, :need[0], :need[1], :need[2]]
+    win = sliding_window_view(ap, tuple(alpha), axis=(2, 3, 4))
+    return win[:, :, ::tile[0], ::tile[1], ::tile[2]]
+
+
 def geom_record(fields):
     """A NumPy record of :data:`GEOM_DTYPE` filled by field name (what the
     CUDA kernels receive by value)."""

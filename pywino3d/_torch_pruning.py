@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from .lowrank import LowRankWinograd
-from .pruning import PRUNE_METHODS, _check_density, _prune_scores, _prune_to, select_columns_global
+from . import _calibration
+from .pruning import PRUNE_METHODS, _check_density, _dense, _prune_scores, _prune_to, select_columns_global
 
 __all__ = ["prune_model"]
 
@@ -63,7 +64,32 @@ def _store(layer, pruned, keep):
     layer.set_columns(keep)
 
 
-def prune_model(model, density, *, method="output", refit=True, scope="global"):
+def _layer_inputs(model, layers, example_inputs):
+    """Inputs (float64 NumPy) of the given layers for one forward pass in eval mode."""
+    store = {}
+
+    def hook(name):
+        def f(module, args, output):
+            store[name] = args[0].detach().cpu().numpy().astype(np.float64)
+        return f
+
+    handles = [layer.register_forward_hook(hook(name)) for name, layer in layers]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(*example_inputs)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    missing = [name for name, _ in layers if name not in store]
+    if missing:
+        raise ValueError(f"example_inputs: the forward pass did not reach the layers {missing}")
+    return [store[name] for name, _ in layers]
+
+
+def prune_model(model, density, *, method="output", refit=True, scope="global", example_inputs=None):
     """One-shot column pruning of every Winograd layer of a converted network.
 
     Each :class:`WinogradConv3d` and :class:`LowRankWinogradConv3d` of
@@ -86,6 +112,19 @@ def prune_model(model, density, *, method="output", refit=True, scope="global"):
         Column choice, as in :func:`pywino3d.prune_columns`.
     refit : bool
         Least-squares refit of the kept columns.
+    example_inputs : tensor or tuple of tensors, optional
+        A calibration batch for ``model`` (a few dozen training examples).
+        The layers are then pruned one after another, in the order of
+        ``named_modules``: each layer's inputs are recorded (eval mode) in the
+        network as pruned so far and in the unpruned network, ``"output"``
+        scores positions by the output error on those inputs, and the refit
+        fits the pruned layer on the pruned network's inputs to the unpruned
+        layer on the unpruned network's inputs, so that every layer also
+        compensates the error of the layers before it
+        (:func:`pywino3d.refit_columns` with ``reference_inputs``).  Without
+        it, the white-noise criteria are used.  Low-rank layers accept it
+        only with ``refit=False`` (the data-aware refit couples input
+        channels, which the factors cannot express).
     scope : {"global", "layer"}
         ``"layer"``: every layer keeps ``ceil(density * positions)``.
         ``"global"``: the number each layer keeps comes from one threshold on
@@ -122,6 +161,8 @@ def prune_model(model, density, *, method="output", refit=True, scope="global"):
         raise ValueError("model: has no WinogradConv3d or LowRankWinogradConv3d layer "
                          "(convert it with pywino3d.torch.convert_model(model, weights='winograd') first)")
     weights = [_layer_weights(layer) for _, layer in layers]
+    if example_inputs is not None:
+        return _prune_model_data(model, layers, weights, density, method, refit, scope, example_inputs)
     if scope == "layer":
         counts = [max(1, math.ceil(density * layer.positions - 1e-9)) for _, layer in layers]
     else:
@@ -129,5 +170,35 @@ def prune_model(model, density, *, method="output", refit=True, scope="global"):
         counts = [k.size for k in select_columns_global(scores, density)]
     for W, (_, layer), k in zip(weights, layers, counts):
         pruned, keep = _prune_to(W, k, layer.kernel_size, layer.tile, method, refit)
+        _store(layer, pruned, keep)
+    return model
+
+
+def _prune_model_data(model, layers, weights, density, method, refit, scope, example_inputs):
+    """Sequential data-aware pruning (see :func:`prune_model`, ``example_inputs``)."""
+    if not isinstance(example_inputs, (tuple, list)):
+        example_inputs = (example_inputs,)
+    if method == "obs":
+        raise ValueError("method: 'obs' uses the white-noise operator; with example_inputs use 'output'")
+    if refit and any(isinstance(W, LowRankWinograd) for W in weights):
+        raise ValueError("example_inputs: the data-aware refit cannot keep low-rank layers in factored form; "
+                         "pass refit=False, or prune without example_inputs (white-noise refit)")
+    reference = _layer_inputs(model, layers, example_inputs)
+    moments = [_calibration.input_moments(x, kernel_size=layer.kernel_size, tile=layer.tile, padding=layer.padding)
+               for x, (_, layer) in zip(reference, layers)]
+
+    def scores(W, mom):
+        return _calibration.scores(_dense(W), mom) if method == "output" else _prune_scores(W, method, None, None)
+
+    if scope == "layer":
+        counts = [max(1, math.ceil(density * layer.positions - 1e-9)) for _, layer in layers]
+    else:
+        counts = [k.size for k in select_columns_global([scores(W, m) for W, m in zip(weights, moments)], density)]
+    for i, (W, (name, layer), k) in enumerate(zip(weights, layers, counts)):
+        if i > 0:  # this layer's inputs in the network pruned so far
+            seen = _layer_inputs(model, [(name, layer)], example_inputs)[0]
+            moments[i] = _calibration.input_moments(seen, kernel_size=layer.kernel_size, tile=layer.tile,
+                                                    padding=layer.padding, reference=reference[i])
+        pruned, keep = _prune_to(W, k, layer.kernel_size, layer.tile, method, refit, moments[i])
         _store(layer, pruned, keep)
     return model

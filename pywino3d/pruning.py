@@ -25,6 +25,7 @@ from functools import lru_cache
 
 from ._geometry import parse_kernel_size, parse_tile
 from ._transforms import winograd_matrices
+from . import _calibration
 from .lowrank import LowRankWinograd
 
 __all__ = ["column_importance", "select_columns", "select_columns_global", "cubic_density",
@@ -39,7 +40,7 @@ def _to_host(a):
     return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
 
 
-def column_importance(U, method="l2", *, grad=None, kernel_size=None, tile=None):
+def column_importance(U, method="l2", *, grad=None, kernel_size=None, tile=None, inputs=None, padding=0):
     """One importance score per Winograd position.
 
     Parameters
@@ -59,6 +60,13 @@ def column_importance(U, method="l2", *, grad=None, kernel_size=None, tile=None)
         dL/dU for ``"taylor"``.
     kernel_size, tile : int or tuple of 3 ints, optional
         The transform of ``U``, for ``"output"``.
+    inputs : array (N, C_in, D, H, W), optional
+        Calibration inputs of the layer, for ``"output"``: the score is then
+        the output error of removing p alone measured on these inputs (root
+        mean square per tile, summed over output channels) instead of for
+        white noise; see :mod:`pywino3d._calibration` and ``docs/lowrank.md``.
+    padding : int, tuple or str
+        The layer's padding, with ``inputs``.
 
     Returns
     -------
@@ -82,6 +90,8 @@ def column_importance(U, method="l2", *, grad=None, kernel_size=None, tile=None)
         raise ValueError("grad: the 'taylor' score needs grad (dL/dU, same shape as U)")
     if method == "output":
         U, ks, tl = _weights_and_transform(U, kernel_size, tile)
+        if inputs is not None:
+            return _calibration.scores(_dense(U), _moments(inputs, ks, tl, padding))
         norms = column_importance(U, "l2")
         return norms * np.sqrt(np.diag(tile_operator_gram(ks, tl)))
     if isinstance(U, LowRankWinograd):
@@ -307,6 +317,24 @@ def _host64(a):
     return _to_host(a).astype(np.float64)
 
 
+def _dense(U):
+    """U as a float64 host array (a LowRankWinograd composed)."""
+    return _host64(U.weights() if isinstance(U, LowRankWinograd) else U)
+
+
+def _moments(inputs, ks, tl, padding, reference=None):
+    """Calibration moments; ``inputs`` may already be :class:`_calibration.InputMoments`."""
+    if isinstance(inputs, _calibration.InputMoments):
+        return inputs
+    return _calibration.input_moments(_host64(inputs), kernel_size=ks, tile=tl, padding=padding,
+                                      reference=None if reference is None else _host64(reference))
+
+
+def _like(U, A):
+    """A (float64 host) as an array of U's type, device and dtype."""
+    return _xp_of(U).asarray(A.astype(U.dtype))
+
+
 def _obs_order(X, ks, tl, k):
     """Greedy backward elimination (Optimal Brain Surgeon with the Gram matrix
     Kg as the Hessian): drop, one at a time, the position whose removal with
@@ -373,7 +401,7 @@ def _xp_of(a):
     return _xp(a)
 
 
-def refit_columns(U, columns, *, kernel_size=None, tile=None):
+def refit_columns(U, columns, *, kernel_size=None, tile=None, inputs=None, padding=0, reference_inputs=None):
     """Least-squares refit of the kept columns; zero at the others.
 
     Returns the ``U'`` with ``U'[p] = 0`` outside ``columns`` that minimises
@@ -396,6 +424,20 @@ def refit_columns(U, columns, *, kernel_size=None, tile=None):
         Kept positions.
     kernel_size, tile : int or tuple of 3 ints
         The transform of U (taken from a LowRankWinograd when omitted).
+    inputs : array (N, C_in, D, H, W), optional
+        Calibration inputs of the layer.  The refit then minimises the
+        output error on these inputs (plus a small damping of the change,
+        ``1e-6`` of the mean diagonal) instead of the white-noise operator
+        norm; input channels are coupled, so the refit is a full least-squares
+        solve over (kept position, input channel) per layer rather than one
+        matrix on positions (see :mod:`pywino3d._calibration`).  Array U only.
+    padding : int, tuple or str
+        The layer's padding, with ``inputs``.
+    reference_inputs : array like ``inputs``, optional
+        The same layer's inputs in the unpruned network, when ``inputs`` come
+        from a network whose earlier layers are already pruned: the target is
+        then the unpruned layer on these, so the refit also compensates the
+        earlier layers' error.
 
     Returns
     -------
@@ -417,6 +459,15 @@ def refit_columns(U, columns, *, kernel_size=None, tile=None):
     U, ks, tl = _weights_and_transform(U, kernel_size, tile)
     npos = math.prod(m + r - 1 for m, r in zip(tl, ks))
     keep = as_columns(columns, npos).astype(np.int64)
+    if inputs is not None:
+        if isinstance(U, LowRankWinograd):
+            raise ValueError("inputs: the data-aware refit couples input channels, which the factors P, Q of "
+                             "a LowRankWinograd cannot express; refit it without inputs (white-noise refit, "
+                             "P' = R P) or refit U.weights()")
+        mom = _moments(inputs, ks, tl, padding, reference_inputs)
+        return _like(U, _calibration.refit(_host64(U), keep, mom))
+    if reference_inputs is not None:
+        raise ValueError("reference_inputs: needs inputs (the calibration inputs of the pruned network)")
     R = _refit_matrix(ks, tl, keep)
     if isinstance(U, LowRankWinograd):
         P = _apply_rows(R, keep, U.P)
@@ -425,13 +476,16 @@ def refit_columns(U, columns, *, kernel_size=None, tile=None):
     return _apply_rows(R, keep, U)
 
 
-def operator_error(U_new, U, *, kernel_size, tile):
+def operator_error(U_new, U, *, kernel_size, tile, inputs=None, padding=0):
     """Frobenius norm of the per-tile operator difference over all channel pairs.
 
     ``sqrt(sum_{k,c} ||A^T diag(U_new - U)[:, k, c] B^T||_F^2)``: the root
     mean square output error per tile for white-noise input of unit
     variance (the expectation of ``||M d||^2`` over ``d`` is ``||M||_F^2``).
     Divide by ``operator_error(0 * U, U, ...)`` for a relative error.
+    With calibration ``inputs`` (N, C_in, D, H, W) and the layer's
+    ``padding``, the root mean square output error per tile on those inputs
+    instead (the norm the data-aware refit minimises).
 
     Examples
     --------
@@ -448,6 +502,8 @@ def operator_error(U_new, U, *, kernel_size, tile):
         U = U.weights()
     if tuple(U_new.shape) != tuple(U.shape):
         raise ValueError(f"U_new: expected shape {tuple(U.shape)} (U's), got {tuple(U_new.shape)}")
+    if inputs is not None:
+        return _calibration.output_error(_host64(U_new), _host64(U), _moments(inputs, ks, tl, padding))
     D = (_host64(U_new) - _host64(U)).reshape(U.shape[0], -1)
     Kg = tile_operator_gram(ks, tl)
     return float(np.sqrt(max(np.einsum("pn,pq,qn->", D, Kg, D), 0.0)))
@@ -470,7 +526,8 @@ def _choose(U, k, method, ks, tl):
     return np.sort(np.argsort(-s, kind="stable")[:k]).astype(np.int64)
 
 
-def prune_columns(U, density, *, kernel_size=None, tile=None, method="output", refit=True):
+def prune_columns(U, density, *, kernel_size=None, tile=None, method="output", refit=True, inputs=None, padding=0,
+                  reference_inputs=None):
     """One-shot column pruning of Winograd-domain weights.
 
     Keeps ``ceil(density * positions)`` positions (at least one), chosen by
@@ -494,6 +551,17 @@ def prune_columns(U, density, *, kernel_size=None, tile=None, method="output", r
         ``"l2"``/``"l1"``: magnitude of U[p].
     refit : bool
         Refit the kept columns (True) or only zero the pruned ones (False).
+    inputs : array (N, C_in, D, H, W), optional
+        Calibration inputs of the layer (a few dozen examples are enough):
+        ``"output"`` then scores each position by the output error of
+        removing it measured on these inputs, and the refit minimises the
+        output error on them (:func:`refit_columns`).  Recommended for a
+        trained network, whose activations are far from white noise.
+        ``"obs"`` works with the white-noise operator only.
+    padding : int, tuple or str
+        The layer's padding, with ``inputs``.
+    reference_inputs : array like ``inputs``, optional
+        The unpruned network's inputs of this layer (see :func:`refit_columns`).
 
     Returns
     -------
@@ -521,12 +589,23 @@ def prune_columns(U, density, *, kernel_size=None, tile=None, method="output", r
     U, ks, tl = _weights_and_transform(U, kernel_size, tile)
     npos = math.prod(m + r - 1 for m, r in zip(tl, ks))
     k = max(1, math.ceil(density * npos - 1e-9))
-    return _prune_to(U, k, ks, tl, method, refit)
+    mom = None if inputs is None else _moments(inputs, ks, tl, padding, reference_inputs)
+    if mom is None and reference_inputs is not None:
+        raise ValueError("reference_inputs: needs inputs (the calibration inputs of the pruned network)")
+    return _prune_to(U, k, ks, tl, method, refit, mom)
 
 
-def _prune_to(U, k, ks, tl, method, refit):
-    """Prune U (checked) to exactly k kept positions."""
-    keep = _choose(U, k, method, ks, tl)
+def _prune_to(U, k, ks, tl, method, refit, moments=None):
+    """Prune U (checked) to exactly k kept positions; ``moments``: calibration statistics or None."""
+    if moments is not None and method == "obs":
+        raise ValueError("method: 'obs' uses the white-noise operator; with calibration inputs use 'output'")
+    if moments is not None and method == "output":
+        s = _calibration.scores(_dense(U), moments)
+        keep = np.sort(np.argsort(-s, kind="stable")[:k]).astype(np.int64)
+    else:
+        keep = _choose(U, k, method, ks, tl)
+    if refit and moments is not None:
+        return refit_columns(U, keep, kernel_size=ks, tile=tl, inputs=moments), keep
     if refit:
         return refit_columns(U, keep, kernel_size=ks, tile=tl), keep
     if isinstance(U, LowRankWinograd):

@@ -119,17 +119,6 @@ def _abs_mats(tile, ksize):
     return [tuple(np.abs(M) for M in winograd_matrices(m, r)) for m, r in zip(tile, ksize)]
 
 
-def _tile_patches(a, pads, tile, alpha, nt):
-    """(N, C, tD, tH, tW, ad, ah, aw) view of the zero-padded input's tiles."""
-    from numpy.lib.stride_tricks import sliding_window_view
-
-    need = [t * m + al - m for t, m, al in zip(nt, tile, alpha)]
-    full = [(p0, max(0, nd - s - p0)) for (p0, _), nd, s in zip(pads, need, a.shape[2:])]
-    ap = np.pad(a, ((0, 0), (0, 0), *full))[:, :, :need[0], :need[1], :need[2]]
-    win = sliding_window_view(ap, tuple(alpha), axis=(2, 3, 4))
-    return win[:, :, ::tile[0], ::tile[1], ::tile[2]]
-
-
 def winograd_magnitudes(x, w, tile, *, padding=0, grad_y=None):
     """Componentwise magnitudes of the Winograd algorithm in float64.
 
@@ -148,7 +137,7 @@ def winograd_magnitudes(x, w, tile, *, padding=0, grad_y=None):
     >>> bool((mag >= conv3d_reference(x, w)).all())
     True
     """
-    from ._geometry import make_geometry, parse_tile
+    from ._geometry import make_geometry, parse_tile, tile_patches
 
     x = np.abs(np.asarray(x, np.float64))
     w = np.abs(np.asarray(w, np.float64))
@@ -157,7 +146,7 @@ def winograd_magnitudes(x, w, tile, *, padding=0, grad_y=None):
     g = make_geometry(x.shape, w.shape[0], ksize, padding, tile)
     nt, alpha = g.ntiles_axis, g.alpha
     (ATd, Gd, BTd), (ATh, Gh, BTh), (ATw, Gw, BTw) = _abs_mats(tile, ksize)
-    patches = _tile_patches(x, g.pads, tile, alpha, nt)
+    patches = tile_patches(x, g.pads, tile, alpha, nt)
     V = np.einsum("ia,jb,kc,nCdhwabc->nCdhwijk", BTd, BTh, BTw, patches, optimize=True)
     U = np.einsum("ia,jb,kc,KCabc->KCijk", Gd, Gh, Gw, w, optimize=True)
     M = np.einsum("KCijk,nCdhwijk->nKdhwijk", U, V, optimize=True)

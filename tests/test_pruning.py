@@ -1,4 +1,5 @@
 """Transform-aware column pruning: importance, least-squares refit, prune_model."""
+import copy
 import doctest
 import math
 
@@ -103,6 +104,118 @@ def test_refit_solves_the_normal_equations(rng):
     res = K[keep] @ (Up - U).reshape(216, -1)
     scale = np.abs(K[keep]).max() * np.abs(U).max()
     assert np.abs(res).max() < 1e-9 * scale
+
+
+# ------------------------------------------------------------ calibration (data-aware) criteria
+def smooth_inputs(rng, shape):
+    """Positive, spatially correlated activations (like a ReLU network's), not white noise."""
+    from scipy.ndimage import uniform_filter
+
+    x = np.maximum(rng.standard_normal(shape), 0)
+    return uniform_filter(x, size=(1, 1, 3, 3, 3)) + 0.2
+
+
+@pytest.mark.parametrize("ks,tile,C", [((3, 3, 3), (2, 2, 2), 3), ((1, 3, 3), (1, 2, 4), 2),
+                                       ((3, 1, 1), (2, 1, 1), 4), ((3, 3, 3), (2, 2, 2), 40)])
+def test_calibrated_error_is_the_kernels_output_error(rng, ks, tile, C):
+    """operator_error(..., inputs=x) is the RMS per-tile output error of the
+    kernels on x (every tile full: the output extents are multiples of the
+    tile).  C=40 takes the channel-diagonal moments (positions * C > FULL_LIMIT),
+    which drop the cross-channel terms: exact when only one input channel changes."""
+    from pywino3d import _calibration
+
+    x = smooth_inputs(rng, (2, C, 4, 4, 4))
+    w = rng.standard_normal((3, C, *ks))
+    U = pywino3d.filter_transform(w, tile)
+    D = rng.standard_normal(U.shape)
+    if U.shape[0] * C > _calibration.FULL_LIMIT:
+        D[:, :, 1:] = 0
+    pad = tuple(r // 2 for r in ks)
+    y0 = pywino3d.winograd_conv3d(x, U, kernel_size=ks, tile=tile, padding=pad)
+    y1 = pywino3d.winograd_conv3d(x, U + D, kernel_size=ks, tile=tile, padding=pad)
+    ntiles = 2 * math.prod(4 // m for m in tile)
+    want = np.linalg.norm(y1 - y0) / math.sqrt(ntiles)
+    got = operator_error(U + D, U, kernel_size=ks, tile=tile, inputs=x, padding=pad)
+    assert got == pytest.approx(want, rel=1e-9)
+    mom = _calibration.input_moments(x, kernel_size=ks, tile=tile, padding=pad)
+    assert mom.full == (U.shape[0] * C <= _calibration.FULL_LIMIT)
+    # the data-aware score of p is the error of removing p alone
+    s = column_importance(U, "output", kernel_size=ks, tile=tile, inputs=x, padding=pad)
+    for p in (0, U.shape[0] // 2, U.shape[0] - 1):
+        Up = U.copy()
+        Up[p] = 0
+        if mom.full:
+            assert s[p] == pytest.approx(operator_error(Up, U, kernel_size=ks, tile=tile, inputs=x, padding=pad),
+                                         rel=1e-9)
+
+
+@settings(max_examples=12)
+@given(ks=st.sampled_from(KERNELS[:3]), tile=st.tuples(*[st.integers(1, 3)] * 3), C=st.sampled_from([1, 3, 40]),
+       seed=st.integers(0, 2 ** 16))
+def test_calibrated_refit_exact_and_never_worse(ks, tile, C, seed):
+    """Exact with nothing pruned; never a larger calibrated error than zeroing
+    the same columns; for the full and the channel-diagonal moments."""
+    rng = np.random.default_rng(seed)
+    x = smooth_inputs(rng, (1, C, 4, 5, 3))
+    U = pywino3d.filter_transform(rng.standard_normal((2, C, *ks)), tile)
+    npos = U.shape[0]
+    kw = dict(kernel_size=ks, tile=tile, inputs=x, padding="same")
+    np.testing.assert_allclose(refit_columns(U, np.arange(npos), **kw), U, rtol=0, atol=1e-12 * np.abs(U).max())
+    keep = np.sort(rng.permutation(npos)[: rng.integers(1, npos + 1)])
+    fit = refit_columns(U, keep, **kw)
+    assert np.all(np.delete(fit, keep, axis=0) == 0)
+    e_fit = operator_error(fit, U, **kw)
+    e_plain = operator_error(plain(U, keep), U, **kw)
+    assert e_fit <= e_plain * (1 + 1e-9) + 1e-12
+
+
+def test_calibrated_pruning_beats_white_noise_on_smooth_inputs(rng):
+    """On smooth positive activations the calibrated score + refit has a much
+    smaller output error (held-out inputs) than magnitude or white-noise pruning."""
+    x = smooth_inputs(rng, (6, 4, 8, 8, 8))
+    calib, test = x[:3], x[3:]
+    w = rng.standard_normal((5, 4, 3, 3, 3))
+    for tile in (2, 4):
+        U = pywino3d.filter_transform(w, tile)
+        errs = {}
+        for name, kw in (("l2", dict(method="l2", refit=False)), ("white", dict(method="output", refit=True)),
+                         ("data", dict(method="output", refit=True, inputs=calib, padding=1))):
+            Up, cols = prune_columns(U, 0.5, kernel_size=3, tile=tile, **kw)
+            errs[name] = relative_output_error(test, U, Up, cols, tile)
+        assert errs["data"] < 0.5 * min(errs["l2"], errs["white"]), errs
+
+
+def test_reference_inputs_compensate_an_earlier_error(rng):
+    """Fitting on perturbed inputs to the unpruned layer on the clean inputs
+    undoes part of the perturbation; the plain data refit cannot."""
+    x = smooth_inputs(rng, (2, 3, 6, 6, 6))
+    xp = x * (1 + 0.2 * rng.standard_normal(x.shape[:2])[:, :, None, None, None])  # an earlier layer's error
+    U = pywino3d.filter_transform(rng.standard_normal((4, 3, 3, 3, 3)), 2)
+    keep = np.arange(U.shape[0])
+    target = pywino3d.winograd_conv3d(x, U, kernel_size=3, tile=2, padding=1)
+    fit_ref = refit_columns(U, keep, kernel_size=3, tile=2, inputs=xp, padding=1, reference_inputs=x)
+    fit_own = refit_columns(U, keep, kernel_size=3, tile=2, inputs=xp, padding=1)
+    err = lambda V: np.linalg.norm(pywino3d.winograd_conv3d(xp, V, kernel_size=3, tile=2, padding=1) - target)
+    assert err(fit_ref) < 0.7 * err(fit_own)
+
+
+def test_calibrated_bad_arguments(rng):
+    U = pywino3d.filter_transform(rng.standard_normal((2, 3, 3, 3, 3)), 2)
+    x = rng.standard_normal((1, 3, 4, 4, 4))
+    kw = dict(kernel_size=3, tile=2, padding=1)
+    with pytest.raises(ValueError, match="^inputs: .* does not match U"):
+        prune_columns(U, 0.5, inputs=x[:, :2], **kw)
+    with pytest.raises(ValueError, match="^inputs: expected shape"):
+        prune_columns(U, 0.5, inputs=x[0], **kw)
+    with pytest.raises(ValueError, match="^method: 'obs'"):
+        prune_columns(U, 0.5, method="obs", inputs=x, **kw)
+    with pytest.raises(ValueError, match="^reference_inputs: needs inputs"):
+        refit_columns(U, [0, 1], reference_inputs=x, **kw)
+    with pytest.raises(ValueError, match="^reference_inputs: expected the shape"):
+        refit_columns(U, [0, 1], inputs=x, reference_inputs=x[:, :, :3], **kw)
+    lr = LowRankWinograd.from_filter(rng.standard_normal((2, 3, 3, 3, 3)), 4, 2)
+    with pytest.raises(ValueError, match="^inputs: the data-aware refit"):
+        refit_columns(lr, [0, 1], inputs=x, padding=1)
 
 
 # ------------------------------------------------------------ properties
@@ -305,5 +418,36 @@ def test_pruning_study_helpers_docstring_examples():
 
     res = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert res.attempted > 0 and res.failed == 0
-    m, s, h = mod.summarize([0.2, 0.4])
-    assert (m, s, h) == pytest.approx((0.3, 0.1 * 2 ** 0.5, 12.706 * 0.1))
+    words = mod.verdict("(c)", "(a)", [0.5, 0.6, 0.7], [0.1, 0.1, 0.1])
+    assert words.startswith("(c) higher than (a) by 50.0 points")
+
+
+def test_prune_model_with_example_inputs_is_sequential_and_better():
+    from pywino3d.torch import convert_model, prune_model
+
+    def make():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Conv3d(2, 6, 3, padding=1), torch.nn.ReLU(),
+                                   torch.nn.Conv3d(6, 6, 3, padding=1), torch.nn.ReLU(),
+                                   torch.nn.Conv3d(6, 3, 3, padding=1))
+
+    x = torch.nn.functional.avg_pool3d(torch.rand(12, 2, 8, 8, 8), 3, 1, 1)
+    conv = convert_model(make(), weights="winograd", tile=2).eval()
+    with torch.no_grad():
+        ref = conv(x[6:])
+    errs = {}
+    for name, kw in (("white", {}), ("data", {"example_inputs": x[:6]})):
+        pruned = prune_model(copy.deepcopy(conv), 0.5, scope="layer", **kw)
+        assert [int(l.columns_mask.sum()) for l in (pruned[0], pruned[2], pruned[4])] == [32, 32, 32]
+        with torch.no_grad():
+            errs[name] = float((pruned(x[6:]) - ref).norm() / ref.norm())
+    assert errs["data"] < 0.5 * errs["white"], errs
+    # global scope with data keeps the overall fraction
+    g = prune_model(copy.deepcopy(conv), 0.5, scope="global", example_inputs=x[:6])
+    assert abs(sum(int(l.columns_mask.sum()) for l in (g[0], g[2], g[4])) - 96) <= 3
+    with pytest.raises(ValueError, match="^method: 'obs'"):
+        prune_model(copy.deepcopy(conv), 0.5, method="obs", example_inputs=x[:6])
+    low = convert_model(make(), weights="lowrank", tile=2, rank=4)
+    with pytest.raises(ValueError, match="^example_inputs: the data-aware refit"):
+        prune_model(low, 0.5, example_inputs=x[:6])
+    prune_model(low, 0.5, refit=False, example_inputs=x[:6])  # scores from data, factors kept

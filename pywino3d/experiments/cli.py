@@ -63,8 +63,8 @@ def main(argv=None):
         kw = {} if not out else dict(out_md=os.path.join(out, "experiments.md"),
                                      out_png=os.path.join(out, "experiment_pruning.png"),
                                      out_json=os.path.join(out, "experiment_pruning.json"))
-        pruning_study.run(quick=args.quick, **({} if args.epochs is None else {"epochs": args.epochs}),
-                          threads=args.threads, **kw)
+        pruning_study.run(quick=args.quick, jobs=args.jobs, threads=args.threads, fresh=args.fresh,
+                          progress=not args.no_progress, **kw)
         return 0
     out_json = os.path.join(out, "experiment.json") if out else None
     if out_json and args.fresh and os.path.exists(out_json):
