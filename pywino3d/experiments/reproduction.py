@@ -54,7 +54,7 @@ class Config:
     batch: int = 32
     channels: tuple = CHANNELS
     tile: int = 2
-    lr_grid: tuple = (1e-3, 3e-3, 1e-2)
+    lr_grid: tuple = (3e-3, 1e-2, 3e-2, 1e-1)
     tune_rank: int = 16
     ranks: tuple = (16,)
     residual_ranks: tuple = ()
@@ -435,9 +435,16 @@ def report(results):
     L.append("| family | " + " | ".join(f"lr {lr:g}" for lr in cfg["lr_grid"]) + " | chosen |")
     L.append("|---|" + "---|" * (len(cfg["lr_grid"]) + 1))
     cfg_obj = Config.from_json(cfg)
+    edge = []
     for fam in families(cfg_obj):
-        L.append(f"| {fam} | " + " | ".join(_pct(runs[f"tune/{fam}/lr={lr:g}"]["val_acc"]) for lr in cfg["lr_grid"])
-                 + f" | {chosen_lr(cfg_obj, runs, fam):g} |")
+        lr = chosen_lr(cfg_obj, runs, fam)
+        if len(cfg["lr_grid"]) > 1 and lr in (min(cfg["lr_grid"]), max(cfg["lr_grid"])):
+            edge.append(fam)
+        L.append(f"| {fam} | " + " | ".join(_pct(runs[f"tune/{fam}/lr={g:g}"]["val_acc"]) for g in cfg["lr_grid"])
+                 + f" | {lr:g} |")
+    L.append("")
+    L.append(f"At the edge of the grid (the optimum may lie outside it): {', '.join(edge)}." if edge else
+             "Every chosen rate lies inside the grid (both neighbours score lower on validation).")
     L.append("")
 
     def train_table(task, models, extra):
