@@ -59,6 +59,25 @@ def test_fused_against_oracle(dtype, ksize, tile, C, K, rng):
     assert np.all(np.abs(y - ref) <= bound)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("tile", [(2, 2, 2), (4, 4, 4), (3, 5, 8)])
+def test_register_transposes_at_block_edges(dtype, tile, rng):
+    """The channels-last copy and the output stores transpose whole VL x VL
+    blocks in registers and copy the edges one value at a time: channel and
+    width counts around the vector width (full blocks plus remainders), a
+    strided x, with bias, bit-equal to the blocked pipeline."""
+    x = rng.standard_normal((1, 19, 5, 6, 21)).astype(dtype)
+    w = rng.standard_normal((20, 19, 3, 3, 3)).astype(dtype)
+    b = rng.standard_normal(20).astype(dtype)
+    U = pywino3d.filter_transform(w, tile)
+    kept = np.arange(U.shape[0], dtype=np.int32)
+    for xx in (x, x[:, :, :, :, ::-1], x[:, ::-1]):
+        ref = _run("blocked", xx, U, b, (3, 3, 3), tile, 1, kept, 1)
+        np.testing.assert_array_equal(_run("fused", xx, U, b, (3, 3, 3), tile, 1, kept, 2), ref)
+        np.testing.assert_array_equal(_run("fused", xx, U, None, (3, 3, 3), tile, 1, kept, 1),
+                                      _run("blocked", xx, U, None, (3, 3, 3), tile, 1, kept, 1))
+
+
 @pytest.mark.parametrize("C", [8, 5])
 def test_channels_last_input_is_read_in_place_and_kept(C, rng):
     """NDHWC strides (torch.channels_last_3d) give the same bits, and the

@@ -90,24 +90,70 @@ size_t FN(wino_fused_scratch_bytes)(const PLAN *pin, const PLAN *pout, wino_inde
     return wino_scratch_total(FN(fused_thread_bytes)(pin, pout, tb, CP, KP), nthreads);
 }
 
-/* x (any strides, C channels) -> xcl[n][d][h][w][CP], channels C..CP zero. */
+/* x (any strides, C channels) -> xcl[n][d][h][w][CP], channels C..CP zero.
+ * With unit w stride, whole VL x VL blocks (VL channels x VL voxels) go
+ * through a register transpose; the edges are copied one value at a time. */
 int FN(wino_to_channels_last)(const wino_geom *g, const REAL *x, wino_index CP, REAL *xcl, int nthreads)
 {
     const wino_index rows = g->N * g->D * g->H, W = g->W, C = g->C;
+    const wino_index cs = g->xs[1], ws = g->xs[4];
+    const wino_index Cv = ws == 1 ? C - C % VL : 0, Wv = ws == 1 ? W - W % VL : 0;
 #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (wino_index row = 0; row < rows; ++row) {
         const wino_index h = row % g->H, nd = row / g->H, d = nd % g->D, n = nd / g->D;
         const REAL *src = x + n * g->xs[0] + d * g->xs[2] + h * g->xs[3];
         REAL *dst = xcl + row * W * CP;
-        for (wino_index c = 0; c < C; ++c) {
-            const REAL *s = src + c * g->xs[1];
-            for (wino_index w = 0; w < W; ++w) dst[w * CP + c] = s[w * g->xs[4]];
+        VEC in[VL], out[VL];
+        for (wino_index c0 = 0; c0 < Cv; c0 += VL) {
+            for (wino_index w0 = 0; w0 < Wv; w0 += VL) {
+                for (int i = 0; i < VL; ++i) memcpy(in + i, src + (c0 + i) * cs + w0, sizeof(VEC));
+                TRANSPOSE(in, out);
+                for (int j = 0; j < VL; ++j) memcpy(dst + (w0 + j) * CP + c0, out + j, sizeof(VEC));
+            }
+            for (wino_index c = c0; c < c0 + VL; ++c)
+                for (wino_index w = Wv; w < W; ++w) dst[w * CP + c] = src[c * cs + w];
+        }
+        for (wino_index c = Cv; c < C; ++c) {
+            const REAL *s = src + c * cs;
+            for (wino_index w = 0; w < W; ++w) dst[w * CP + c] = s[w * ws];
         }
         if (CP > C)
             for (wino_index w = 0; w < W; ++w)
                 for (wino_index c = C; c < CP; ++c) dst[w * CP + c] = 0;
     }
     return 0;
+}
+
+/* Store one output row of a tile: ew voxels along w, each a vector of VL
+ * channels (k0 .. k0 + lanes) in `row`, plus the bias, to y at yk (channel
+ * k0's first voxel) with channel stride ks and voxel stride ws.  Unit voxel
+ * stride with a full vector of channels goes through a register transpose
+ * and stores ew contiguous values per channel. */
+static inline void FN(fused_store_row)(const VEC *row, int ew, int lanes, const REAL *bias, REAL *yk,
+                                       wino_index ks, wino_index ws)
+{
+    if (ws == 1 && lanes == VL && ew <= VL) {
+        VEC in[VL], out[VL], b = (VEC){0};
+        if (bias) memcpy(&b, bias, sizeof b);
+        for (int e = 0; e < ew; ++e) in[e] = row[e] + b;
+        for (int e = ew; e < VL; ++e) in[e] = (VEC){0};
+        TRANSPOSE(in, out);
+        for (int l = 0; l < VL; ++l) {
+            REAL *dst = yk + l * ks;
+            switch (ew) {
+                case 2: memcpy(dst, out + l, 2 * sizeof(REAL)); break;
+                case 4: memcpy(dst, out + l, 4 * sizeof(REAL)); break;
+                default: for (int e = 0; e < ew; ++e) dst[e] = out[l][e]; break;
+            }
+        }
+        return;
+    }
+    const REAL *pr = (const REAL *)row;
+    for (int l = 0; l < lanes; ++l) {
+        const REAL b = bias ? bias[l] : (REAL)0;
+        REAL *dst = yk + l * ks;
+        for (int e = 0; e < ew; ++e) dst[e * ws] = pr[(size_t)e * VL + l] + b;
+    }
 }
 
 /* M rows [0, ROWS) x columns [0, FUSED_NB):  Cm[r][:] = sum_c A[r][c] * B[c][:]
@@ -240,20 +286,10 @@ int FN(wino_fused_forward)(const wino_geom *g, const REAL *xcl, const wino_index
                 for (wino_index k0 = 0; k0 < K; k0 += VL) {
                     FN(contractv_strided)(pout, (const VEC *)(M + r * nk * KP + k0), KP / VL, patch, t1, t2);
                     const int lanes = K - k0 < VL ? (int)(K - k0) : VL;
-                    const REAL *pr = (const REAL *)patch;
-                    for (int l = 0; l < lanes; ++l) {
-                        const REAL b = bias ? bias[k0 + l] : (REAL)0;
-                        REAL *yk = yt + (k0 + l) * ys1;
-                        for (int a = 0; a < ed; ++a)
-                            for (int c = 0; c < eh; ++c) {
-                                const REAL *pv = pr + (size_t)((a * mh + c) * mw) * VL + l;
-                                REAL *dst = yk + a * ys2 + c * ys3;
-                                if (ys4 == 1)
-                                    for (int e = 0; e < ew; ++e) dst[e] = pv[(size_t)e * VL] + b;
-                                else
-                                    for (int e = 0; e < ew; ++e) dst[e * ys4] = pv[(size_t)e * VL] + b;
-                            }
-                    }
+                    for (int a = 0; a < ed; ++a)
+                        for (int c = 0; c < eh; ++c)
+                            FN(fused_store_row)(patch + (a * mh + c) * mw, ew, lanes, bias ? bias + k0 : NULL,
+                                                yt + k0 * ys1 + a * ys2 + c * ys3, ys1, ys4);
                 }
             }
         }

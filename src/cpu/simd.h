@@ -49,6 +49,61 @@ WINO_LANE_HELPERS(f, float)
 WINO_LANE_HELPERS(d, double)
 #undef WINO_LANE_HELPERS
 
+/* Transpose a VL x VL block held as VL vectors: out[j] lane i = in[i] lane j.
+ * With 256-bit vectors this is the three-stage unpack / shuffle / permute
+ * network (24 shuffles for float, 8 for double), written with the compiler's
+ * generic two-vector shuffle so that it lowers to whatever the target has;
+ * other widths take the plain loop.  Used where channels-in-lanes data meets
+ * a channels-first array (the channels-last copy, the output stores). */
+#if defined(__clang__)
+#define WINO_SHUFFLE2(T, a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+typedef int wino_vi32x8 __attribute__((vector_size(32)));
+typedef long long wino_vi64x4 __attribute__((vector_size(32)));
+#define WINO_SHUFFLE2(T, a, b, ...) __builtin_shuffle(a, b, (T){__VA_ARGS__})
+#endif
+
+static inline void wino_transpose_f(const wino_vf *in, wino_vf *out)
+{
+#if WINO_VBYTES == 32
+    wino_vf a[8], b[8];
+    for (int i = 0; i < 4; ++i) {
+        a[2 * i] = WINO_SHUFFLE2(wino_vi32x8, in[2 * i], in[2 * i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+        a[2 * i + 1] = WINO_SHUFFLE2(wino_vi32x8, in[2 * i], in[2 * i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+    }
+    for (int h = 0; h < 8; h += 4) {
+        b[h] = WINO_SHUFFLE2(wino_vi32x8, a[h], a[h + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+        b[h + 1] = WINO_SHUFFLE2(wino_vi32x8, a[h], a[h + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+        b[h + 2] = WINO_SHUFFLE2(wino_vi32x8, a[h + 1], a[h + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+        b[h + 3] = WINO_SHUFFLE2(wino_vi32x8, a[h + 1], a[h + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+    for (int j = 0; j < 4; ++j) {
+        out[j] = WINO_SHUFFLE2(wino_vi32x8, b[j], b[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+        out[j + 4] = WINO_SHUFFLE2(wino_vi32x8, b[j], b[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+    }
+#else
+    for (int j = 0; j < WINO_VL_f; ++j)
+        for (int i = 0; i < WINO_VL_f; ++i) out[j][i] = in[i][j];
+#endif
+}
+
+static inline void wino_transpose_d(const wino_vd *in, wino_vd *out)
+{
+#if WINO_VBYTES == 32
+    const wino_vd a0 = WINO_SHUFFLE2(wino_vi64x4, in[0], in[1], 0, 4, 2, 6);
+    const wino_vd a1 = WINO_SHUFFLE2(wino_vi64x4, in[0], in[1], 1, 5, 3, 7);
+    const wino_vd a2 = WINO_SHUFFLE2(wino_vi64x4, in[2], in[3], 0, 4, 2, 6);
+    const wino_vd a3 = WINO_SHUFFLE2(wino_vi64x4, in[2], in[3], 1, 5, 3, 7);
+    out[0] = WINO_SHUFFLE2(wino_vi64x4, a0, a2, 0, 1, 4, 5);
+    out[1] = WINO_SHUFFLE2(wino_vi64x4, a1, a3, 0, 1, 4, 5);
+    out[2] = WINO_SHUFFLE2(wino_vi64x4, a0, a2, 2, 3, 6, 7);
+    out[3] = WINO_SHUFFLE2(wino_vi64x4, a1, a3, 2, 3, 6, 7);
+#else
+    for (int j = 0; j < WINO_VL_d; ++j)
+        for (int i = 0; i < WINO_VL_d; ++i) out[j][i] = in[i][j];
+#endif
+}
+
 /* The per-tile maths on vectors (suffixes fv and dv, scalar plans f and d). */
 #define WINO_REAL float
 #define WINO_VALUE wino_vf

@@ -25,3 +25,4 @@
 #define CONTRACT_DIMS_V WINO_CAT(WINO_CAT(wino_contract_dims_, WINO_SUFFIX), v)
 #define LOAD_LANES WINO_CAT(wino_load_lanes_, WINO_SUFFIX)
 #define STORE_LANES WINO_CAT(wino_store_lanes_, WINO_SUFFIX)
+#define TRANSPOSE WINO_CAT(wino_transpose_, WINO_SUFFIX)      /* VL x VL block transpose */

@@ -11,3 +11,4 @@
 #undef CONTRACT_DIMS_V
 #undef LOAD_LANES
 #undef STORE_LANES
+#undef TRANSPOSE
