@@ -52,7 +52,7 @@ TASK = "digit-direction"
 class StudyConfig:
     """Sizes of the pruning study on top of the reproduction's :class:`~.reproduction.Config`."""
 
-    lr: float = 3e-3
+    lr: float = None  # None: the rate the reproduction chose for "spatial" (its JSON), else 1e-2
     densities: tuple = (0.75, 0.5, 0.25)
     calib_clips: int = 64
     n_finetune: int = 256
@@ -69,6 +69,30 @@ def _configs(quick):
     from .reproduction import Config
 
     return (Config.quick(), StudyConfig.quick()) if quick else (Config(), StudyConfig())
+
+
+def spatial_lr(cfg, reproduction_json):
+    """(learning rate, where it came from): the reproduction's choice for the
+    spatial family when ``reproduction_json`` holds a run of the same
+    configuration, else 1e-2.
+
+    Examples
+    --------
+    >>> from pywino3d.experiments.pruning_study import spatial_lr, _configs
+    >>> spatial_lr(_configs(True)[0], None)
+    (0.01, 'default (no reproduction results found)')
+    """
+    from .reproduction import chosen_lr
+
+    if reproduction_json and os.path.exists(reproduction_json):
+        with open(reproduction_json) as f:
+            rep = json.load(f)
+        try:
+            if rep.get("config") == cfg.to_json():
+                return chosen_lr(cfg, rep["runs"], "spatial"), "chosen for spatial by the reproduction's search"
+        except KeyError:
+            pass
+    return 1e-2, "default (no reproduction results found)"
 
 
 def run_seed(cfg, study, seed, threads=1, progress=None):
@@ -137,8 +161,13 @@ def run(*, quick=False, jobs=1, threads=None, out_md=None, out_png=None, out_jso
     from tqdm import tqdm
 
     cfg, study = _configs(quick)
+    if study.lr is None:
+        lr, source = spatial_lr(cfg, os.path.join(os.path.dirname(out_json), "experiment.json") if out_json else None)
+        study = dataclasses.replace(study, lr=lr)
+    else:
+        source = "given"
     config = {"protocol": cfg.to_json(), "study": json.loads(json.dumps(dataclasses.asdict(study))),
-              "quick": quick}
+              "quick": quick, "lr_source": source}
     results = {"config": config, "seeds": {}}
     if out_json and os.path.exists(out_json) and not fresh:
         with open(out_json) as f:
@@ -253,7 +282,7 @@ def report(results):
     >>> rec = lambda s: {"spatial_acc": 0.5, "converted_acc": 0.5,
     ...     "runs": [{"density": 0.5, "method": m[0], "before": 0.1 + s / 100, "after": 0.2} for m in METHODS],
     ...     "timing": [{"density": 0.5, "dense_s": 2.0, "pruned_s": 1.0, "speedup": 2.0, "speedup_iqr": [1.9, 2.1]}]}
-    >>> res = {"config": {"protocol": cfg.to_json(), "study": dataclasses.asdict(study), "quick": True},
+    >>> res = {"config": {"protocol": cfg.to_json(), "study": dict(dataclasses.asdict(study), lr=0.01), "quick": True},
     ...        "seeds": {"0": rec(0), "1": rec(1)}}
     >>> "## One-shot pruning of a trained network" in report(res)
     True
@@ -269,7 +298,7 @@ def report(results):
     L.append(f"Protocol of the reproduction above: per seed a fresh image split, {cfg['n_train']} training "
              f"clips of 1×{FRAMES}×{SIZE}×{SIZE} and initialisation; the spatial network {tuple(cfg['channels'])} "
              f"(3×3×3 convolutions, batch norm, ReLU) trained {cfg['epochs']} epochs (Adam {study['lr']:g}, "
-             f"cosine); converted to F({cfg['tile']}³) `WinogradConv3d` layers and pruned one-shot by "
+             f"{results['config'].get('lr_source', 'given')}; cosine); converted to F({cfg['tile']}³) `WinogradConv3d` layers and pruned one-shot by "
              "`pywino3d.torch.prune_model(..., scope=\"layer\")` (every layer keeps the same fraction of its "
              f"{(cfg['tile'] + 2) ** 3} positions, so every method does the same work). (b) and (c) use "
              f"`example_inputs=` {study['calib_clips']} training clips (calibration); (w) is (c) with the "
