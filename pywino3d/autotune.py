@@ -22,8 +22,9 @@ What :func:`choose` does for a problem not seen before:
    machine fingerprint are stored.
 
 Cache entries are keyed by the operation, the problem key, the CPU model,
-the thread count, the pywino3d version and the dtype, so a cache file copied
-to another machine or left over from another version is never trusted.
+the thread count, the pywino3d version, a digest of the compiled kernels and
+the dtype, so a cache file copied to another machine or left over from
+another version or build is never trusted.
 ``PYWINO3D_AUTOTUNE=0`` turns tuning off (nothing is read or written; the
 callers fall back to their cost models); ``PYWINO3D_CACHE_DIR`` moves the
 cache file.  Failure modes are listed in ``docs/failure_modes.md``.
@@ -237,6 +238,27 @@ def _version():
     return __version__
 
 
+@lru_cache(maxsize=1)
+def _build():
+    """A digest of the compiled kernels (the extension modules' bytes), so that
+    a rebuild with changed kernels -- same version string, e.g. a development
+    checkout -- does not reuse decisions measured on the old kernels."""
+    import hashlib
+    import importlib.util
+
+    h = hashlib.sha1()
+    for name in ("pywino3d._cpu", "pywino3d._direct"):
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.origin:
+            continue
+        try:
+            with open(spec.origin, "rb") as f:
+                h.update(f.read())
+        except OSError:
+            continue
+    return h.hexdigest()[:12]
+
+
 def _dtype_name(dtype):
     s = str(dtype)
     if s.startswith("torch."):
@@ -252,7 +274,7 @@ def _dtype_name(dtype):
 def _fingerprint(threads, dtype):
     """What, besides op and key, a decision depends on."""
     return {"cpu": _cpu_model(), "threads": int(threads), "version": _version(),
-            "dtype": _dtype_name(dtype)}
+            "build": _build(), "dtype": _dtype_name(dtype)}
 
 
 def _plain_key(key, name="key"):
@@ -277,7 +299,7 @@ def _entry_key(op, key, threads, dtype):
     if isinstance(threads, bool) or not hasattr(threads, "__index__") or int(threads) < 1:
         raise ValueError(f"threads: expected a positive int, got {threads!r}")
     fp = _fingerprint(threads, dtype)
-    return json.dumps([op, _plain_key(key), fp["cpu"], fp["threads"], fp["version"], fp["dtype"]],
+    return json.dumps([op, _plain_key(key), fp["cpu"], fp["threads"], fp["version"], fp["build"], fp["dtype"]],
                       separators=(",", ":")), fp
 
 

@@ -150,7 +150,7 @@ def test_changed_candidate_set_is_timed_again():
     assert calls and d.best == "c" and not d.cached
 
 
-@pytest.mark.parametrize("change", ["cpu", "threads", "version", "dtype", "op", "key"])
+@pytest.mark.parametrize("change", ["cpu", "threads", "version", "build", "dtype", "op", "key"])
 def test_key_includes_machine_threads_version_dtype(monkeypatch, change):
     args = dict(op="t.fp", key=(8, 8), dtype="float32", threads=2)
     autotune.choose(args["op"], args["key"], sleepers({"a": FAST, "b": SLOW}), dtype=args["dtype"],
@@ -161,11 +161,13 @@ def test_key_includes_machine_threads_version_dtype(monkeypatch, change):
         monkeypatch.setattr(autotune, "_cpu_model", lambda: "Some Other CPU 9000")
     elif change == "version":
         monkeypatch.setattr(autotune, "_version", lambda: "99.0")
+    elif change == "build":
+        monkeypatch.setattr(autotune, "_build", lambda: "rebuilt-kernels")
     else:
         args[change] = {"threads": 3, "dtype": "float64", "op": "t.fp2", "key": (8, 9)}[change]
     assert autotune.lookup(**args) is None
     entry = next(iter(entries_on_disk().values()))
-    assert {"cpu", "threads", "version", "dtype"} <= set(entry)
+    assert {"cpu", "threads", "version", "build", "dtype"} <= set(entry)
 
 
 def test_dtype_spellings_share_an_entry():
