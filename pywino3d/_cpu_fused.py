@@ -91,11 +91,33 @@ def call_tiles(g, nk, CP, KP, tb, nthreads):
     return int(blocks * tb * nthreads)
 
 
-def pack_weights(U, kept, CP, KP):
-    """Up[i, c, k] = U[kept[i], k, c], zero padded to (nk, CP, KP)."""
+#: Column-sparse calls keeping at least this fraction of the positions run the
+#: dense kernel with the pruned positions' weights zero: measured on 2 threads
+#: (F(2^3) and F(4^3), 16-32 channels), the sparse plans ran 0.87-0.92x of
+#: dense at density 0.9 and 0.97-1.10x at 0.75 (their unrolled dense loops are
+#: faster than the kept-position loops), 1.12-1.34x at 0.5; at 0.75 it is a
+#: wash (0.93-1.10x over two runs), so from 0.75 up the dense kernel runs.
+DENSE_ABOVE = 0.75
+
+
+def run_positions(g, kept):
+    """The positions the kernel computes: ``kept``, or all of them when that
+    is cheaper (:data:`DENSE_ABOVE`); the results are the same."""
+    if kept.size < g.npos and kept.size >= DENSE_ABOVE * g.npos:
+        return np.arange(g.npos, dtype=kept.dtype)
+    return kept
+
+
+def pack_weights(U, kept, CP, KP, run=None):
+    """Up[i, c, k] = U[run[i], k, c] for run[i] in kept, zero elsewhere, zero
+    padded to (len(run), CP, KP); ``run`` defaults to ``kept``."""
     P, K, C = U.shape
-    Up = np.zeros((kept.size, CP, KP), dtype=U.dtype)
-    Up[:, :C, :K] = U[kept].transpose(0, 2, 1)
+    if run is None or run.size == kept.size:
+        Up = np.zeros((kept.size, CP, KP), dtype=U.dtype)
+        Up[:, :C, :K] = U[kept].transpose(0, 2, 1)
+        return Up
+    Up = np.zeros((run.size, CP, KP), dtype=U.dtype)
+    Up[np.searchsorted(run, kept), :C, :K] = U[kept].transpose(0, 2, 1)
     return Up
 
 
@@ -136,14 +158,15 @@ def forward(g, x, U, bias, kept, nthreads):
     dtype = x.dtype
     item = dtype.itemsize
     K = g.K
-    CP, KP, tb, pin, pout, sbytes = _layout(g, kept, dtype, nthreads)
+    run_pos = run_positions(g, kept)
+    CP, KP, tb, pin, pout, sbytes = _layout(g, run_pos, dtype, nthreads)
     x, geom = c_geometry(g, x)
     in_place = is_channels_last(x) and CP == g.C
     copy_bytes = 0 if in_place else g.N * int(np.prod(g.spatial)) * CP * item
     out_bytes = g.N * K * int(np.prod(g.out)) * item
     check_memory("the output and the fused pipeline's buffers",
-                 out_bytes + copy_bytes + sbytes + int(kept.size) * CP * KP * item)
-    Up = pack_weights(np.asarray(U), kept, CP, KP)
+                 out_bytes + copy_bytes + sbytes + int(run_pos.size) * CP * KP * item)
+    Up = pack_weights(np.asarray(U), kept, CP, KP, run_pos)
     if in_place:
         xcl = x.transpose(0, 2, 3, 4, 1)
     else:
@@ -156,7 +179,7 @@ def forward(g, x, U, bias, kept, nthreads):
     else:
         y = np.empty((g.N, K, *g.out), dtype=dtype)
     sc = scratch(sbytes)
-    step = call_tiles(g, int(kept.size), CP, KP, tb, nthreads)
+    step = call_tiles(g, int(run_pos.size), CP, KP, tb, nthreads)
     for t0 in range(0, g.ntiles, step):  # Python sees Ctrl-C between calls
         run("fused", _cpu.fused_forward, geom, xcl, Up, pin, pout, bias, y, t0, min(g.ntiles, t0 + step),
             tb, sc, nthreads)

@@ -121,3 +121,25 @@ def test_fused_does_not_mutate_inputs(rng):
     _run("fused", x, U, None, (3, 3, 3), (2, 2, 2), 1, np.arange(64, dtype=np.int32), 2)
     np.testing.assert_array_equal(x, xs)
     np.testing.assert_array_equal(U, Us)
+
+
+@pytest.mark.parametrize("density", [0.75, 0.9, 0.5])
+def test_high_density_runs_dense_with_the_same_bits(density, rng):
+    """Above DENSE_ABOVE the fused pipeline computes every position with the
+    pruned ones' weights zero (cheaper than the kept-position loops there);
+    the result is bit-equal to the blocked pipeline's sparse one, and the
+    pruned positions' values of U (here NaN) are never read."""
+    from pywino3d import _cpu_fused
+
+    x = rng.standard_normal((1, 8, 9, 10, 11)).astype(np.float32)
+    w = rng.standard_normal((16, 8, 3, 3, 3)).astype(np.float32)
+    U = pywino3d.filter_transform(w, 2)
+    npos = U.shape[0]
+    kept = np.sort(rng.choice(npos, int(density * npos), replace=False)).astype(np.int32)
+    g = make_geometry(x.shape, 16, (3, 3, 3), 1, (2, 2, 2))
+    dense = _cpu_fused.run_positions(g, kept).size == npos
+    assert dense == (kept.size >= _cpu_fused.DENSE_ABOVE * npos)
+    Un = U.copy()
+    Un[np.setdiff1d(np.arange(npos), kept)] = np.nan
+    ref = _run("blocked", x, U, None, (3, 3, 3), (2, 2, 2), 1, kept, 1)
+    np.testing.assert_array_equal(_run("fused", x, Un, None, (3, 3, 3), (2, 2, 2), 1, kept, 2), ref)
