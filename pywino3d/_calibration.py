@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._geometry import make_geometry, parse_kernel_size, parse_tile, tile_patches
-from ._transforms import winograd_matrices
+from ._transforms import kron3, winograd_matrices
 
 #: Largest ``positions * C_in`` for which the channel-coupled moments are used.
 FULL_LIMIT = 2048
@@ -62,13 +62,6 @@ class InputMoments:
     tiles: int
 
 
-def _kron3(mats):
-    out = np.ones((1, 1))
-    for m in mats:
-        out = np.kron(out, m)
-    return out
-
-
 def input_tiles(x, kernel_size, tile, padding):
     """Transformed input tiles ``V`` (tiles, positions, C) in float64, full tiles only."""
     x = np.asarray(x, dtype=np.float64)
@@ -89,7 +82,8 @@ def input_tiles(x, kernel_size, tile, padding):
 def output_gram(kernel_size, tile):
     """``Ga[p, q] = a_p . a_q``: Gram matrix of the output transform's columns (positions x positions)."""
     ks, tl = parse_kernel_size(kernel_size), parse_tile(tile)
-    return _kron3([winograd_matrices(m, r)[0].T @ winograd_matrices(m, r)[0] for m, r in zip(tl, ks)])
+    ATs = [winograd_matrices(m, r)[0] for m, r in zip(tl, ks)]
+    return kron3([AT.T @ AT for AT in ATs])
 
 
 def input_moments(inputs, *, kernel_size, tile, padding=0, reference=None):

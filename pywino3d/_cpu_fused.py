@@ -112,10 +112,7 @@ def pack_weights(U, kept, CP, KP, run=None):
     """Up[i, c, k] = U[run[i], k, c] for run[i] in kept, zero elsewhere, zero
     padded to (len(run), CP, KP); ``run`` defaults to ``kept``."""
     P, K, C = U.shape
-    if run is None or run.size == kept.size:
-        Up = np.zeros((kept.size, CP, KP), dtype=U.dtype)
-        Up[:, :C, :K] = U[kept].transpose(0, 2, 1)
-        return Up
+    run = kept if run is None else run
     Up = np.zeros((run.size, CP, KP), dtype=U.dtype)
     Up[np.searchsorted(run, kept), :C, :K] = U[kept].transpose(0, 2, 1)
     return Up

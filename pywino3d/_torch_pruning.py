@@ -184,21 +184,22 @@ def _prune_model_data(model, layers, weights, density, method, refit, scope, exa
         raise ValueError("example_inputs: the data-aware refit cannot keep low-rank layers in factored form; "
                          "pass refit=False, or prune without example_inputs (white-noise refit)")
     reference = _layer_inputs(model, layers, example_inputs)
-    moments = [_calibration.input_moments(x, kernel_size=layer.kernel_size, tile=layer.tile, padding=layer.padding)
-               for x, (_, layer) in zip(reference, layers)]
 
-    def scores(W, mom):
-        return _calibration.scores(_dense(W), mom) if method == "output" else _prune_scores(W, method, None, None)
+    def moments(i, seen=None):
+        layer = layers[i][1]
+        return _calibration.input_moments(reference[i] if seen is None else seen, kernel_size=layer.kernel_size,
+                                          tile=layer.tile, padding=layer.padding,
+                                          reference=None if seen is None else reference[i])
 
     if scope == "layer":
         counts = [max(1, math.ceil(density * layer.positions - 1e-9)) for _, layer in layers]
-    else:
-        counts = [k.size for k in select_columns_global([scores(W, m) for W, m in zip(weights, moments)], density)]
+    else:  # allocate by the scores on the unpruned network's inputs
+        scores = [_calibration.scores(_dense(W), moments(i)) if method == "output"
+                  else _prune_scores(W, method, None, None) for i, W in enumerate(weights)]
+        counts = [k.size for k in select_columns_global(scores, density)]
     for i, (W, (name, layer), k) in enumerate(zip(weights, layers, counts)):
-        if i > 0:  # this layer's inputs in the network pruned so far
-            seen = _layer_inputs(model, [(name, layer)], example_inputs)[0]
-            moments[i] = _calibration.input_moments(seen, kernel_size=layer.kernel_size, tile=layer.tile,
-                                                    padding=layer.padding, reference=reference[i])
-        pruned, keep = _prune_to(W, k, layer.kernel_size, layer.tile, method, refit, moments[i])
+        # this layer's inputs in the network pruned so far (the first layer's are the reference)
+        mom = moments(i) if i == 0 else moments(i, _layer_inputs(model, [(name, layer)], example_inputs)[0])
+        pruned, keep = _prune_to(W, k, layer.kernel_size, layer.tile, method, refit, mom)
         _store(layer, pruned, keep)
     return model

@@ -181,3 +181,12 @@ def winograd_matrices(m, r, *, exact=False, dtype=np.float64, scaling="lavin"):
     if exact:
         return tuple(np.array(mat, dtype=object) for mat in mats)
     return tuple(np.array([[float(v) for v in row] for row in mat], dtype=dtype) for mat in mats)
+
+
+def kron3(mats):
+    """Kronecker product of the three per-axis matrices (d, h, w): the 3-D
+    operator on tile positions in C order, as in U's first axis."""
+    out = np.ones((1, 1))
+    for m in mats:
+        out = np.kron(out, m)
+    return out

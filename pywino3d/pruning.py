@@ -24,7 +24,7 @@ import numpy as np
 from functools import lru_cache
 
 from ._geometry import parse_kernel_size, parse_tile
-from ._transforms import winograd_matrices
+from ._transforms import kron3, winograd_matrices
 from . import _calibration
 from .lowrank import LowRankWinograd
 
@@ -231,13 +231,6 @@ def _axis_gram(m, r):
     return (AT.T @ AT) * (BT @ BT.T)
 
 
-def _kron3(mats):
-    out = np.ones((1, 1))
-    for m in mats:
-        out = np.kron(out, m)
-    return out
-
-
 def tile_operator_gram(kernel_size, tile):
     """Gram matrix of the per-position operators a_p b_p^T (positions x positions).
 
@@ -252,7 +245,7 @@ def tile_operator_gram(kernel_size, tile):
     (64, 64)
     """
     ks, tl = parse_kernel_size(kernel_size), parse_tile(tile)
-    return _kron3([_axis_gram(m, r) for m, r in zip(tl, ks)])
+    return kron3([_axis_gram(m, r) for m, r in zip(tl, ks)])
 
 
 def _weights_and_transform(U, kernel_size, tile):
@@ -290,8 +283,8 @@ def _scaled_gram(ks, tl, inverse=False):
     both are Kronecker products of the per-axis ones."""
     parts = [_scaled_axis_gram(m, r) for m, r in zip(tl, ks)]
     mats = [np.linalg.inv(K) if inverse else K for K, _ in parts]
-    d = _kron3([p[1][:, None] for p in parts]).ravel()
-    return _kron3(mats), d
+    d = kron3([p[1][:, None] for p in parts]).ravel()
+    return kron3(mats), d
 
 
 def _refit_matrix(ks, tl, keep):
@@ -518,11 +511,17 @@ def _prune_scores(U, method, ks, tl):
     return column_importance(U, "l2") * d / np.sqrt(np.diag(Hinv))
 
 
-def _choose(U, k, method, ks, tl):
+def _choose(U, k, method, ks, tl, moments=None):
+    """The k kept positions; ``moments``: calibration statistics for "output", or None."""
     if method == "obs":
-        X = _host64(U.weights() if isinstance(U, LowRankWinograd) else U)
+        if moments is not None:
+            raise ValueError("method: 'obs' uses the white-noise operator; with calibration inputs use 'output'")
+        X = _dense(U)
         return _obs_order(X.reshape(X.shape[0], -1), ks, tl, k)
-    s = _prune_scores(U, method, ks, tl)
+    if moments is not None and method == "output":
+        s = _calibration.scores(_dense(U), moments)
+    else:
+        s = _prune_scores(U, method, ks, tl)
     return np.sort(np.argsort(-s, kind="stable")[:k]).astype(np.int64)
 
 
@@ -597,17 +596,9 @@ def prune_columns(U, density, *, kernel_size=None, tile=None, method="output", r
 
 def _prune_to(U, k, ks, tl, method, refit, moments=None):
     """Prune U (checked) to exactly k kept positions; ``moments``: calibration statistics or None."""
-    if moments is not None and method == "obs":
-        raise ValueError("method: 'obs' uses the white-noise operator; with calibration inputs use 'output'")
-    if moments is not None and method == "output":
-        s = _calibration.scores(_dense(U), moments)
-        keep = np.sort(np.argsort(-s, kind="stable")[:k]).astype(np.int64)
-    else:
-        keep = _choose(U, k, method, ks, tl)
-    if refit and moments is not None:
-        return refit_columns(U, keep, kernel_size=ks, tile=tl, inputs=moments), keep
+    keep = _choose(U, k, method, ks, tl, moments)
     if refit:
-        return refit_columns(U, keep, kernel_size=ks, tile=tl), keep
+        return refit_columns(U, keep, kernel_size=ks, tile=tl, inputs=moments), keep
     if isinstance(U, LowRankWinograd):
         U0 = None if U.U0 is None else _zero_rows(keep, U.U0)
         return LowRankWinograd(_zero_rows(keep, U.P), U.Q.copy(), kernel_size=ks, tile=tl, U0=U0), keep
