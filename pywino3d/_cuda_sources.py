@@ -106,10 +106,13 @@ def nvrtc_compile(arch="compute_90"):
     opts = [o.encode() for o in compile_options(arch)]
     res = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
     size = check(nvrtc.nvrtcGetProgramLogSize(prog))
-    log = b" " * size
+    # A fresh writable buffer: NVIDIA's samples pass ``b" " * size``, which for
+    # an empty log (size 1) is the interpreter's shared one-byte object, and
+    # NVRTC's terminating NUL then turns every b" " in the process into b"\0".
+    log = bytearray(size)
     nvrtc.nvrtcGetProgramLog(prog, log)
     if res[0] != nvrtc.nvrtcResult.NVRTC_SUCCESS:
-        raise RuntimeError("NVRTC compilation failed:\n" + log.decode(errors="replace"))
+        raise RuntimeError("NVRTC compilation failed:\n" + bytes(log).rstrip(b"\0").decode(errors="replace"))
     lowered = {}
     for n in names:
         low = check(nvrtc.nvrtcGetLoweredName(prog, n.encode()))

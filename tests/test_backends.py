@@ -238,6 +238,9 @@ def test_every_kernel_compiles_for_sm90():
         lowered = _cuda_sources.nvrtc_compile("compute_90")
         assert set(lowered) == set(names)
         assert all(v for v in lowered.values())
+        # the log buffer must be our own: an empty log once overwrote the
+        # interpreter's shared b" " with a NUL (and broke torch.load later)
+        assert b" ".join([b"a", b"b"]) == b"a b"
     else:
         nvcc = shutil.which("nvcc")
         assert nvcc, "neither NVRTC (pip install cuda-bindings nvidia-cuda-nvrtc) nor nvcc is available"
