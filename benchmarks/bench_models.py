@@ -76,20 +76,28 @@ def make_step(model, mode):
     return run
 
 
+def _sync(x):
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+
+
 def timed(fn, x):
+    _sync(x)
     t0 = time.perf_counter()
     fn(x)
+    _sync(x)
     return time.perf_counter() - t0
 
 
-def bench(name, batch, modes, repeat, spatial=None, log=print):
+def bench(name, batch, modes, repeat, spatial=None, log=print, device="cpu"):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref, shape = nets3d.build(name)
     if spatial is not None:
         shape = shape[:-3] + tuple(spatial)
     torch.manual_seed(1)
-    x = torch.randn(batch, *shape)
+    x = torch.randn(batch, *shape).to(device)
+    ref.to(device)
     ours = copy.deepcopy(ref)
     ours.eval()
     ref.eval()
@@ -123,7 +131,8 @@ def bench(name, batch, modes, repeat, spatial=None, log=print):
                    ours_ms=statistics.median(times["pywino3d"]) * 1e3,
                    speedup=statistics.median(ratios), spread=(min(ratios), max(ratios)),
                    layers=f"{on_ours}/{n_plans}", n_conv=n_conv, tune_s=tune_s, warm_s=warm_s,
-                   rel_l2=err, rounds=repeat, threads=torch.get_num_threads(),
+                   rel_l2=err, rounds=repeat, device=_device_name(x.device),
+                   threads=torch.get_num_threads() if x.device.type == "cpu" else 1,
                    command="python benchmarks/bench_models.py " + " ".join(sys.argv[1:]))
         rows.append(row)
         log(f"{name:10s} {row['input']:18s} {mode:5s} torch {row['torch_ms']:9.1f} ms  converted "
@@ -133,11 +142,18 @@ def bench(name, batch, modes, repeat, spatial=None, log=print):
     return rows, summary
 
 
+def _device_name(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
 def markdown(rows, args):
     commands = sorted({r.get("command", "") for r in rows} - {""})
     head = ["network", "input", "mode", "torch ms", "converted ms", "speed-up [min, max]",
             "layers on pywino3d", "rel L2"]
-    out = [START, "", f"Measured {time.strftime('%Y-%m-%d')} on {platform.processor() or platform.machine()}, "
+    out = [START, "", f"Measured {time.strftime('%Y-%m-%d')} on "
+           f"{rows[0].get('device', platform.processor() or platform.machine()) if rows else ''}, "
            f"{rows[0].get('threads', torch.get_num_threads()) if rows else ''} threads, torch {torch.__version__}, "
            f"float32, {rows[0]['rounds'] if rows else args.repeat} alternating "
            "rounds per cell (median; speed-up = median of per-round torch/converted ratios, min and max over "
@@ -181,7 +197,8 @@ def plot(rows, path):
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("speed-up over torch (×)")
-    ax.set_title("convert_model, CPU float32\n(blue: eval forward, orange: training step)", fontsize=9)
+    where = rows[0].get("device", "CPU") if rows else "CPU"
+    ax.set_title(f"convert_model, {where} float32\n(blue: eval forward, orange: training step)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -196,6 +213,8 @@ def main(argv=None):
     ap.add_argument("--spatial", nargs=3, type=int, default=None,
                     help="override the input's D H W (e.g. 64 64 64 for a quicker U-Net run)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu", help="torch device of both networks (cuda: CuPy backend, "
+                    "CUDA-synchronised timing)")
     ap.add_argument("--md", default=None)
     ap.add_argument("--json", default=None)
     ap.add_argument("--plot", default=None)
@@ -210,7 +229,7 @@ def main(argv=None):
         args.nets = []
     for name in args.nets:
         for batch in args.batch:
-            r, summary = bench(name, batch, args.modes, args.repeat, args.spatial)
+            r, summary = bench(name, batch, args.modes, args.repeat, args.spatial, device=args.device)
             rows += r
             if args.summary:
                 print(summary, flush=True)
