@@ -5,7 +5,7 @@
 # build, monai for the U-Nets) may sit in .whl/ and are installed first.
 #
 #     bash benchmarks/gpu_check.sh            # everything, about 6 minutes on an H100/H200
-#     STAGES="tests" bash benchmarks/gpu_check.sh
+#     STAGES="suite models" bash benchmarks/gpu_check.sh   # stages: tests suite kernels models
 set -u -o pipefail
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
@@ -24,7 +24,7 @@ export PYWINO3D_CACHE_DIR="$(mktemp -d)"
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
     python3 -c "import cupy, torch, numpy; print('cupy', cupy.__version__, 'CUDA runtime',
 cupy.cuda.runtime.runtimeGetVersion(), 'torch', torch.__version__, 'numpy', numpy.__version__)"
-    nproc
+    nproc; grep -m1 "model name" /proc/cpuinfo; grep -o "avx512[a-z_]*" /proc/cpuinfo | sort -u | tr "\n" " "; echo
 } 2>&1 | tee "$OUT/machine.txt"
 
 start=$(date +%s)
@@ -45,13 +45,19 @@ for stage in $STAGES; do
             tests/test_lowrank.py tests/test_torch_reliability.py tests/test_cuda_emulation.py \
             2>&1 | tee "$OUT/tests.log" | tail -30 || status=1
         ;;
+    suite)
+        # the whole CPU suite on this machine's CPU (an AVX-512 build where
+        # the host has it: CI's machines have AVX2 only); dask is not there
+        timeout 300 python3 -m pytest -q -p no:cacheprovider -n 6 --ignore tests/test_dask.py tests \
+            2>&1 | tee "$OUT/suite.log" | tail -30 || status=1
+        ;;
     kernels)
         timeout 110 python3 benchmarks/bench_gpu.py --batch 8 --md "$OUT/bench_gpu.md" \
             2>&1 | tee "$OUT/bench_gpu.log" | tail -12 || status=1
         ;;
     models)
         timeout 170 python3 benchmarks/bench_models.py --device cuda --nets c3d basicunet r3d \
-            --batch 2 --modes eval train --repeat 7 --json "$OUT/models_gpu.json" \
+            --batch 2 --modes eval train --repeat 25 --json "$OUT/models_gpu.json" \
             2>&1 | tee "$OUT/models_gpu.log" | grep -v "tuning layers" | tail -12 || status=1
         ;;
     esac

@@ -276,6 +276,16 @@ def recording():
         _recording.reset(token)
 
 
+#: Bumped by :func:`clear`; the layers' per-module memos key on it.
+_GENERATION = [0]
+
+
+def generation():
+    """A number that changes whenever the decisions are forgotten."""
+    return _GENERATION[0]
+
+
 def clear():
     """Forget the decisions made in this process (not the autotune cache)."""
     _PLANS.clear()
+    _GENERATION[0] += 1

@@ -247,6 +247,7 @@ class Conv3d(nn.Conv3d):
     def _init_pywino3d(self, tile):
         self.tile = _check_tile(tile)
         self._u_cache = None
+        self._memo = {}
         self.plans = {}
 
     @classmethod
@@ -273,6 +274,7 @@ class Conv3d(nn.Conv3d):
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_u_cache"] = None  # derived from weight; never pickled or deep-copied
+        state["_memo"] = {}  # holds devices; decisions are remade after loading
         return state
 
     def __setstate__(self, state):
@@ -280,6 +282,7 @@ class Conv3d(nn.Conv3d):
         self.__dict__.setdefault("tile", "auto")
         self.__dict__.setdefault("plans", {})
         self._u_cache = None
+        self._memo = {}
 
     def _weight_U(self, tile):
         w = self.weight
@@ -307,7 +310,28 @@ class Conv3d(nn.Conv3d):
         """
         self._u_cache = None
 
+    def _memo_key(self, x):
+        """What the algorithm choice for input ``x`` depends on, cheap to build
+        (a few microseconds: parameters are read from ``_parameters``)."""
+        params = self._parameters
+        w, b = params["weight"], params["bias"]
+        dev = x.device
+        return (plan_mod._GENERATION[0], x.shape, x.stride(), x.dtype, dev, x.requires_grad,
+                torch.is_grad_enabled(), self.training, w.shape, w.dtype, w.device, w.requires_grad,
+                b is not None and b.requires_grad,
+                dev.type in ("cpu", "cuda") and torch.is_autocast_enabled(dev.type), self.tile,
+                self.padding, self.padding_mode, self.stride, self.dilation, self.groups)
+
     def forward(self, input):
+        # The second and later calls with the same kind of input skip the
+        # checks and the plan lookup (tens of microseconds, as much as a small
+        # layer's convolution on a GPU): the choice is memoized per module.
+        key = None
+        if isinstance(input, torch.Tensor) and not _tracing():
+            key = self._memo_key(input)
+            hit = self._memo.get(key)
+            if hit is not None:
+                return self._run(input, *hit)
         x, unbatched = _check_input(input, self.weight, self.bias, self.groups)
         if self.padding_mode != "zeros":
             pads = (0,) * 6
@@ -317,17 +341,27 @@ class Conv3d(nn.Conv3d):
             _check_extent(x, self.kernel_size, pads, self.dilation)
         reason = plan_mod.ineligible(x, self.weight, self.stride, self.dilation, self.groups)
         if reason is not None:
-            if not _tracing():
+            if key is not None:
                 self.plans[("ineligible", tuple(x.shape))] = Plan(TORCH, None, {}, reason)
+                self._memo[key] = (TORCH, None, None)
             return super().forward(input)
         if self.padding_mode != "zeros":
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
         p, grad = _plan(x, self.weight, self.bias, pads, self.tile, self.training)
-        if not _tracing():
+        if key is not None:
             self.plans[(tuple(x.shape), "train" if grad else "eval")] = p
-        if p.algo == TORCH:
+            if p.source != "recording":
+                self._memo[key] = (p.algo, p.tile, tuple(pads))
+        return self._run(input, p.algo, p.tile, pads)
+
+    def _run(self, input, algo, tile, pads):
+        if algo == TORCH:
             return super().forward(input)
-        y = winograd_conv3d_op(x, self._weight_U(p.tile), self.bias, list(self.kernel_size), list(p.tile),
+        unbatched = input.dim() == 4
+        x = input.unsqueeze(0) if unbatched else input
+        if self.padding_mode != "zeros":
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+        y = winograd_conv3d_op(x, self._weight_U(tile), self.bias, list(self.kernel_size), list(tile),
                                list(pads), None)
         return y.squeeze(0) if unbatched else y
 

@@ -32,6 +32,13 @@ def _frozen(*arrays):
     return out
 
 
+def _same_to_rounding(actual, ref):
+    """Relative L2 difference within a few hundred units of roundoff."""
+    tol = 1e-5 if ref.dtype == np.float32 else 1e-13
+    assert np.linalg.norm(actual - ref) <= tol * np.linalg.norm(ref), (
+        f"relative difference {np.linalg.norm(actual - ref) / np.linalg.norm(ref):.3g} > {tol}")
+
+
 def _within(actual, ref, bound):
     err = np.abs(actual.astype(np.float64) - ref)
     assert np.all(err <= bound), f"max err/bound = {(err / np.maximum(bound, 1e-300)).max():.3g}"
@@ -89,6 +96,12 @@ def test_backward_matches_oracle(backend, m, prob, data):
 @pytest.mark.parametrize("m", TILES)
 @given(prob=conv_problems(max_extent=6, max_channels=4), frac=st.floats(0.0, 1.0))
 def test_sparse_equals_masked_dense(backend, m, prob, frac):
+    """Skipping pruned positions computes what zeroing them computes.  Equal
+    to rounding, not bit for bit: the kept-position kernels sum in another
+    order than the dense ones (seen on an AVX-512 build and on an H100; the
+    2-core AVX2 machine happens to agree bit for bit).  One missing or extra
+    column moves the result by about 1/sqrt(positions) >= 4 %, far above the
+    tolerance."""
     x, w, pad, b = prob["x"], prob["w"], prob["padding"], prob["bias"]
     ks = w.shape[2:]
     U = pywino3d.filter_transform(w, m)
@@ -101,7 +114,7 @@ def test_sparse_equals_masked_dense(backend, m, prob, frac):
     ys = host(pywino3d.winograd_conv3d(xd, on(backend, U), kernel_size=ks, tile=m, padding=pad,
                                        bias=bd, columns=cols))
     yd = host(pywino3d.winograd_conv3d(xd, on(backend, Um), kernel_size=ks, tile=m, padding=pad, bias=bd))
-    np.testing.assert_array_equal(ys, yd)
+    _same_to_rounding(ys, yd)
     gy = on(backend, rng.standard_normal(ys.shape).astype(x.dtype))
     gxs, gUs = map(host, pywino3d.winograd_conv3d_backward(gy, xd, on(backend, U), kernel_size=ks,
                                                            tile=m, padding=pad, columns=cols))
@@ -109,8 +122,8 @@ def test_sparse_equals_masked_dense(backend, m, prob, frac):
                                                            tile=m, padding=pad))
     pruned = np.setdiff1d(np.arange(P), cols)
     assert not gUs[pruned].any()
-    np.testing.assert_array_equal(gUs[cols], gUd[cols])
-    np.testing.assert_array_equal(gxs, gxd)
+    _same_to_rounding(gUs[cols], gUd[cols])
+    _same_to_rounding(gxs, gxd)
 
 
 @pytest.mark.parametrize("m", TILES)

@@ -225,6 +225,36 @@ def _eval(ours, ref, x):
         torch.testing.assert_close(ours(x), ref(x))
 
 
+def test_choice_memo_follows_what_it_depends_on(monkeypatch):
+    """A layer memoizes its algorithm per kind of input; changing anything the
+    choice depends on (attributes, grad mode, the decisions) remakes it."""
+    monkeypatch.setenv("PYWINO3D_AUTOTUNE", "0")
+    ref, ours = pair(2, 3, 3, padding=1, tile=2)
+    x = torch.randn(1, 2, 6, 6, 6, dtype=torch.float64)
+    _eval(ours, ref, x)
+    _eval(ours, ref, x)
+    assert len(ours._memo) == 1
+    ours.tile = (4, 4, 4)
+    _eval(ours, ref, x)
+    assert len(ours._memo) == 2 and [p.tile for p in ours.plans.values()] == [(4, 4, 4)]
+    for m in (ref, ours):
+        m.padding = (0, 1, 0)
+    _eval(ours, ref, x)
+    for m in (ref, ours):
+        m.stride = (2, 1, 2)
+    _eval(ours, ref, x)
+    for m in (ref, ours):
+        m.stride, m.padding_mode = (1, 1, 1), "circular"
+        m._reversed_padding_repeated_twice = [0, 0, 1, 1, 0, 0]
+    _eval(ours, ref, x)
+    _eval(ours, ref, x[0])  # unbatched
+    check_parity(ref, ours, x)
+    n = len(ours._memo)
+    _torch_plan.clear()
+    _eval(ours, ref, x)
+    assert len(ours._memo) == n + 1
+
+
 def test_no_stale_cache():
     ref, ours = pair(2, 3, 3, padding=1, tile=2)
     x = torch.randn(1, 2, 5, 5, 5, dtype=torch.float64)
