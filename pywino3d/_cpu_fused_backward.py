@@ -75,8 +75,10 @@ BLOCK_BUDGET = 8 * 2**20
 
 
 def tiles_per_block(nk, CV, KV, itemsize):
-    """Tiles per block: BLOCK_TILES, fewer where BLOCK_BUDGET asks (the
-    results do not depend on it)."""
+    """Tiles per block: BLOCK_TILES, fewer where BLOCK_BUDGET asks.  A
+    function of the problem, never of the thread count; the results depend
+    on it by rounding at most (where the compiler contracts a*b+c into an FMA
+    in one kernel instance and not in another)."""
     return int(max(1, min(BLOCK_TILES, BLOCK_BUDGET // (nk * (CV + KV) * itemsize))))
 
 

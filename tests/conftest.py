@@ -62,3 +62,12 @@ def _reset_backend_state():
 
     yield
     _backend._global = None
+
+
+def same_to_rounding(actual, ref):
+    """Relative L2 difference within a few hundred units of roundoff: two
+    kernels that do the same sums in another order (or with FMAs formed
+    elsewhere by the compiler)."""
+    tol = 1e-5 if ref.dtype == np.float32 else 1e-13
+    diff = np.linalg.norm(actual - ref)
+    assert diff <= tol * np.linalg.norm(ref), f"relative difference {diff / np.linalg.norm(ref):.3g} > {tol}"

@@ -5,8 +5,13 @@ product order; they add the overlapping input patches into a voxel in the
 same order (so agree bit for bit) when there are at most ceil(alpha / m)
 tiles along depth and height, and within the rounding bound otherwise.
 grad_U: different summation orders over the tiles, so within the bound.
-Whatever the case, the fused results never depend on the thread count, the
-block size or which columns are pruned.
+Whatever the case, the fused results never depend on the thread count
+(bit for bit).  Block size and pruning change them by rounding only: the same
+sums, but GCC may contract a*b+c into an FMA in one compiled instance of a
+kernel and not in another (seen with GCC 13 on an Intel Xeon, AVX-512 and
+AVX2 builds alike; -ffp-contract=off made them bit-equal; GCC 12 on the AMD
+development machine contracts alike everywhere).  The block size depends on
+the problem only, never on the thread count.
 """
 import numpy as np
 import pytest
@@ -16,6 +21,7 @@ from hypothesis import strategies as st
 import pywino3d
 from pywino3d import _cpu, _cpu_backend, _cpu_common, _cpu_fused_backward as _fused_backward
 from pywino3d._geometry import make_geometry
+from conftest import same_to_rounding
 from pywino3d.testing import conv3d_backward_reference, conv_problems, rounding_terms, winograd_magnitudes
 
 
@@ -73,8 +79,8 @@ def test_fused_backward_matches_oracle_and_threads(prob, sparse, workers, seed):
         _check_oracle(gx1, gU1, gy, x, w, tile, prob["padding"])
     else:  # pruning equals zeroing U there (same chunks, same summation order)
         gxd, gUd = _run("fused", g, gy, x, Um, np.arange(U.shape[0], dtype=np.int32), 2)
-        np.testing.assert_array_equal(gx1, gxd)
-        np.testing.assert_array_equal(gU1[kept], gUd[kept])
+        same_to_rounding(gx1, gxd)
+        same_to_rounding(gU1[kept], gUd[kept])
     gxb, gUb = _run("blocked", g, gy, x, U, kept, 1)
     if all(n <= -(-a // m) for n, a, m in zip(g.ntiles_axis[:2], g.alpha[:2], tile[:2])):
         np.testing.assert_array_equal(gx1, gxb)
@@ -158,17 +164,22 @@ def test_one_gradient_at_a_time(rng):
     np.testing.assert_array_equal(gU_only, gU)
 
 
-def test_block_size_and_worker_count_do_not_change_bits(rng, monkeypatch):
+def test_worker_count_does_not_change_bits_block_size_only_rounding(rng, monkeypatch):
     x = rng.standard_normal((2, 16, 9, 11, 13)).astype(np.float32)
     w = rng.standard_normal((24, 16, 3, 3, 3)).astype(np.float32)
     g, U, gy = _problem(x, w, (4, 4, 4), 1, rng)
     kept = np.arange(U.shape[0], dtype=np.int32)
-    outs = []
-    for tb, workers in ((1, 1), (5, 2), (6, 3), (13, 4), (64, 2)):
+    first = None
+    for tb in (1, 5, 6, 13, 64):
         monkeypatch.setattr(_fused_backward, "tiles_per_block", lambda *a, tb=tb: tb)
-        outs.append(_run("fused", g, gy, x, U, kept, workers))
-    for gx, gU in outs[1:]:
-        assert gx.tobytes() == outs[0][0].tobytes() and gU.tobytes() == outs[0][1].tobytes()
+        gx, gU = _run("fused", g, gy, x, U, kept, 1)
+        for workers in (2, 3, 4):
+            gxn, gUn = _run("fused", g, gy, x, U, kept, workers)
+            assert gxn.tobytes() == gx.tobytes() and gUn.tobytes() == gU.tobytes()
+        if first is None:
+            first = gx, gU
+        same_to_rounding(gx, first[0])
+        same_to_rounding(gU, first[1])
 
 
 def test_chunks_depend_on_the_problem_only():

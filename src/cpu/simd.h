@@ -16,8 +16,12 @@
 #include "wino3d_tile.h"
 
 /* Bytes of one vector: 512-bit with AVX-512, 256-bit otherwise (GCC vector
- * extensions lower to whatever the target has). */
-#if defined(__AVX512F__)
+ * extensions lower to whatever the target has).  WINO_FORCE_VBYTES=64 builds
+ * the 16-lane kernels on any target (GCC splits each vector operation in
+ * two): the tests run them that way on machines without AVX-512. */
+#if defined(WINO_FORCE_VBYTES)
+#define WINO_VBYTES WINO_FORCE_VBYTES
+#elif defined(__AVX512F__)
 #define WINO_VBYTES 64
 #else
 #define WINO_VBYTES 32
