@@ -5,6 +5,10 @@ from libc.stdint cimport int64_t
 
 ctypedef int64_t wino_index
 
+cdef extern from "const_transforms.h" nogil:
+    const float *wino_cx_match_f(const float *X, int a, int n)
+    const double *wino_cx_match_d(const double *X, int a, int n)
+
 cdef extern from "wino3d_cpu.h" nogil:
     ctypedef struct wino_plan_f:
         const float *X[3]

@@ -115,13 +115,15 @@ def tile_origin(CGeom geom, wino_index t):
 cdef class TilePlan:
     """The C plan struct over the arrays of a ``pywino3d._plans.PlanArrays``
     (kept alive by this object).  ``itemsize`` says which of the float and
-    double structs is filled."""
+    double structs is filled.  With ``constants`` (the default) a matrix
+    equal to one of ``src/cpu/const_transforms.h``'s tables points at the
+    table, so dense cubic transforms run its constant code."""
     cdef wino_plan_f pf
     cdef wino_plan_d pd
     cdef readonly object arrays
     cdef readonly int itemsize, nk
 
-    def __init__(self, arrays):
+    def __init__(self, arrays, bint constants=True):
         cdef const float[:, ::1] mf
         cdef const double[:, ::1] md
         cdef const int[::1] kept = arrays.kept
@@ -137,12 +139,15 @@ cdef class TilePlan:
         for ax in range(3):
             self.pf.a[ax] = self.pd.a[ax] = a[ax]
             self.pf.n[ax] = self.pd.n[ax] = n[ax]
+            # a matrix of const_transforms.h's tables is replaced by the table
+            # (same values), which the kernels recognise by its address
+            # (constants=False keeps the run-time path, for the tests)
             if self.itemsize == 4:
                 mf = arrays.mats[ax]
-                self.pf.X[ax] = &mf[0, 0]
+                self.pf.X[ax] = wino_cx_match_f(&mf[0, 0], a[ax], n[ax]) if constants else &mf[0, 0]
             else:
                 md = arrays.mats[ax]
-                self.pd.X[ax] = &md[0, 0]
+                self.pd.X[ax] = wino_cx_match_d(&md[0, 0], a[ax], n[ax]) if constants else &md[0, 0]
         self.pf.nk = self.pd.nk = self.nk
         self.pf.kept = self.pd.kept = &kept[0] if self.nk else NULL
         self.pf.need_w = self.pd.need_w = &need_w[0]

@@ -353,3 +353,45 @@ def test_blocked_chunks_fit_the_build():
     for dtype in (np.float32, np.float64):
         assert ch["k_chunk"] % _cpu.gemm_blocking(dtype)["mc"] == 0
         assert ch["tile_multiple"] % _cpu.simd_lanes(dtype) == 0
+
+
+# ------------------------------------------------- constant transform code
+def test_const_transforms_header_is_generated():
+    """src/cpu/const_transforms.h is what its generator writes now (the
+    matrices it holds are the library's)."""
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, str(root / "src" / "cpu" / "gen_const_transforms.py")],
+                         capture_output=True, text=True, check=True).stdout
+    assert out == (root / "src" / "cpu" / "const_transforms.h").read_text()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pipeline", ["fused", "blocked"])
+def test_const_transforms_equal_the_runtime_code(rng, dtype, pipeline, monkeypatch):
+    """The constant straight-line transforms (dense cubic tiles of 3-wide
+    kernels) give the run-time code's results bit for bit, forward and
+    backward, for every tile they cover."""
+    import pywino3d
+
+    x = rng.standard_normal((2, 5, 9, 10, 11)).astype(dtype)
+    w = rng.standard_normal((6, 5, 3, 3, 3)).astype(dtype)
+    gy = rng.standard_normal((2, 6, 9, 10, 11)).astype(dtype)
+
+    def run():
+        with _cpu_backend.use_pipeline(pipeline):
+            U = pywino3d.filter_transform(w, m)
+            y = pywino3d.winograd_conv3d(x, U, kernel_size=3, tile=m, padding=1, workers=2)
+            gx, gU = pywino3d.winograd_conv3d_backward(gy, x, U, kernel_size=3, tile=m, padding=1, workers=2)
+        return y, gx, gU
+
+    for m in (2, 3, 4, 5, 6):
+        fast = run()
+        with monkeypatch.context() as mp:
+            mp.setattr(_cpu_common, "_c_plan", lambda arrays: _cpu.TilePlan(arrays, constants=False))
+            slow = run()
+        for a, b in zip(fast, slow):
+            np.testing.assert_array_equal(a, b)

@@ -16,10 +16,20 @@
 #define WINO_CUBIC_CASES(X) \
     X(2, 4) X(4, 4) X(3, 5) X(5, 5) X(4, 6) X(6, 6) X(5, 7) X(7, 7) X(6, 8) X(8, 8) X(3, 3) X(2, 2)
 
+/* Whether a plan keeps every position and uses one matrix on all three axes:
+ * then, if that matrix is one of const_transforms.h's tables (the Cython
+ * side swaps equal matrices for them), the constant straight-line code runs. */
+static inline int FN(dense_cube)(const PLAN *pl)
+{
+    return pl->nk == pl->a[0] * pl->a[1] * pl->a[2] && pl->X[1] == pl->X[0] && pl->X[2] == pl->X[0];
+}
+
 /* expand with the kept values written to out[i * ostride] */
 static void FN(expandv_strided)(const PLAN *pl, const VEC *in, VEC *out, wino_index ostride,
                                 VEC *t1, VEC *t2)
 {
+    if (FN(dense_cube)(pl) && WINO_CAT(wino_cx_expand_, WINO_SUFFIX)(pl->X[0], in, out, ostride, t1, t2))
+        return;
     const int n = pl->n[0], a = pl->a[0];
     if (pl->n[1] == n && pl->n[2] == n && pl->a[1] == a && pl->a[2] == a) {
 #define X(N_, A_) \
@@ -34,6 +44,8 @@ static void FN(expandv_strided)(const PLAN *pl, const VEC *in, VEC *out, wino_in
 static void FN(contractv_strided)(const PLAN *pl, const VEC *in, wino_index istride, VEC *out,
                                   VEC *t1, VEC *t2)
 {
+    if (FN(dense_cube)(pl) && WINO_CAT(wino_cx_contract_, WINO_SUFFIX)(pl->X[0], in, istride, out, t1, t2))
+        return;
     const int n = pl->n[0], a = pl->a[0];
     if (pl->n[1] == n && pl->n[2] == n && pl->a[1] == a && pl->a[2] == a) {
 #define X(N_, A_) \

@@ -10,6 +10,8 @@
 
 #include "wino3d_cpu.h"
 #include "simd.h"
+#define WINO_CX_DEFINE  /* the constant transforms live in this translation unit */
+#include "const_transforms.h"
 #include "scratch.h"
 #include "gemm.h"
 #include "blocked.h"
