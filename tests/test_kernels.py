@@ -373,8 +373,8 @@ def test_const_transforms_header_is_generated():
 @pytest.mark.parametrize("pipeline", ["fused", "blocked"])
 def test_const_transforms_equal_the_runtime_code(rng, dtype, pipeline, monkeypatch):
     """The constant straight-line transforms (dense cubic tiles of 3-wide
-    kernels) give the run-time code's results bit for bit, forward and
-    backward, for every tile they cover."""
+    kernels) give the run-time code's results bit for bit: filter transform
+    and its adjoint, forward and backward, for every tile they cover."""
     import pywino3d
 
     x = rng.standard_normal((2, 5, 9, 10, 11)).astype(dtype)
@@ -386,7 +386,8 @@ def test_const_transforms_equal_the_runtime_code(rng, dtype, pipeline, monkeypat
             U = pywino3d.filter_transform(w, m)
             y = pywino3d.winograd_conv3d(x, U, kernel_size=3, tile=m, padding=1, workers=2)
             gx, gU = pywino3d.winograd_conv3d_backward(gy, x, U, kernel_size=3, tile=m, padding=1, workers=2)
-        return y, gx, gU
+            gw = pywino3d.filter_transform_backward(gU, 3, m, workers=2)
+        return U, y, gx, gU, gw
 
     for m in (2, 3, 4, 5, 6):
         fast = run()

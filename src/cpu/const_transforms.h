@@ -94,6 +94,48 @@ static void wino_cx_contract_f_a2(const wino_vf *in, wino_index is, wino_vf *out
     for (int ab = 0; ab < 4; ++ab) wino_cx_linet_f_a2(t1 + ab * 4, 1, out + ab * 2, 1);
 }
 
+/* G of F(2, 3): 4 x 3 */
+static const float wino_cx_f_g2[12] = {0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p-1f, 0x1.0000000000000p-1f, 0x1.0000000000000p-1f, 0x1.0000000000000p-1f, -0x1.0000000000000p-1f, 0x1.0000000000000p-1f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f};
+static inline void wino_cx_line_f_g2(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
+{
+    const wino_vf z = {0};
+    const wino_vf v0 = in[0 * is];
+    const wino_vf v1 = in[1 * is];
+    const wino_vf v2 = in[2 * is];
+    out[0 * os] = (z + v0);
+    out[1 * os] = (((z + 0x1.0000000000000p-1f * v0) + 0x1.0000000000000p-1f * v1) + 0x1.0000000000000p-1f * v2);
+    out[2 * os] = (((z + 0x1.0000000000000p-1f * v0) + -0x1.0000000000000p-1f * v1) + 0x1.0000000000000p-1f * v2);
+    out[3 * os] = (z + v2);
+}
+static inline void wino_cx_linet_f_g2(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
+{
+    const wino_vf z = {0};
+    const wino_vf v0 = in[0 * is];
+    const wino_vf v1 = in[1 * is];
+    const wino_vf v2 = in[2 * is];
+    const wino_vf v3 = in[3 * is];
+    out[0 * os] = (((z + v0) + 0x1.0000000000000p-1f * v1) + 0x1.0000000000000p-1f * v2);
+    out[1 * os] = ((z + 0x1.0000000000000p-1f * v1) + -0x1.0000000000000p-1f * v2);
+    out[2 * os] = (((z + 0x1.0000000000000p-1f * v1) + 0x1.0000000000000p-1f * v2) + v3);
+}
+static void wino_cx_expand_f_g2(const wino_vf *in, wino_vf *out, wino_index os,
+                                 wino_vf *t1, wino_vf *t2)
+{
+    for (int ab = 0; ab < 9; ++ab) wino_cx_line_f_g2(in + ab * 3, 1, t1 + ab * 4, 1);
+    for (int i = 0; i < 3; ++i)
+        for (int w = 0; w < 4; ++w) wino_cx_line_f_g2(t1 + i * 12 + w, 4, t2 + i * 16 + w, 4);
+    for (int hw = 0; hw < 16; ++hw) wino_cx_line_f_g2(t2 + hw, 16, out + hw * os, 16 * os);
+}
+
+static void wino_cx_contract_f_g2(const wino_vf *in, wino_index is, wino_vf *out,
+                                   wino_vf *t1, wino_vf *t2)
+{
+    for (int hw = 0; hw < 16; ++hw) wino_cx_linet_f_g2(in + hw * is, 16 * is, t2 + hw, 16);
+    for (int i = 0; i < 3; ++i)
+        for (int w = 0; w < 4; ++w) wino_cx_linet_f_g2(t2 + i * 16 + w, 4, t1 + i * 12 + w, 4);
+    for (int ab = 0; ab < 9; ++ab) wino_cx_linet_f_g2(t1 + ab * 4, 1, out + ab * 3, 1);
+}
+
 /* Bt of F(3, 3): 5 x 5 */
 static const float wino_cx_f_bt3[25] = {0x1.0000000000000p+1f, -0x1.0000000000000p+0f, -0x1.0000000000000p+1f, 0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+1f, 0x1.0000000000000p+0f, -0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+1f, 0x1.8000000000000p+1f, -0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+1f, -0x1.0000000000000p+0f, -0x1.0000000000000p+1f, 0x1.0000000000000p+0f};
 static inline void wino_cx_line_f_bt3(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
@@ -184,6 +226,50 @@ static void wino_cx_contract_f_a3(const wino_vf *in, wino_index is, wino_vf *out
     for (int i = 0; i < 3; ++i)
         for (int w = 0; w < 5; ++w) wino_cx_linet_f_a3(t2 + i * 25 + w, 5, t1 + i * 15 + w, 5);
     for (int ab = 0; ab < 9; ++ab) wino_cx_linet_f_a3(t1 + ab * 5, 1, out + ab * 3, 1);
+}
+
+/* G of F(3, 3): 5 x 3 */
+static const float wino_cx_f_g3[15] = {0x1.0000000000000p-1f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p-1f, 0x1.0000000000000p-1f, 0x1.0000000000000p-1f, 0x1.5555560000000p-3f, -0x1.5555560000000p-3f, 0x1.5555560000000p-3f, 0x1.5555560000000p-3f, 0x1.5555560000000p-2f, 0x1.5555560000000p-1f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f};
+static inline void wino_cx_line_f_g3(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
+{
+    const wino_vf z = {0};
+    const wino_vf v0 = in[0 * is];
+    const wino_vf v1 = in[1 * is];
+    const wino_vf v2 = in[2 * is];
+    out[0 * os] = (z + 0x1.0000000000000p-1f * v0);
+    out[1 * os] = (((z + 0x1.0000000000000p-1f * v0) + 0x1.0000000000000p-1f * v1) + 0x1.0000000000000p-1f * v2);
+    out[2 * os] = (((z + 0x1.5555560000000p-3f * v0) + -0x1.5555560000000p-3f * v1) + 0x1.5555560000000p-3f * v2);
+    out[3 * os] = (((z + 0x1.5555560000000p-3f * v0) + 0x1.5555560000000p-2f * v1) + 0x1.5555560000000p-1f * v2);
+    out[4 * os] = (z + v2);
+}
+static inline void wino_cx_linet_f_g3(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
+{
+    const wino_vf z = {0};
+    const wino_vf v0 = in[0 * is];
+    const wino_vf v1 = in[1 * is];
+    const wino_vf v2 = in[2 * is];
+    const wino_vf v3 = in[3 * is];
+    const wino_vf v4 = in[4 * is];
+    out[0 * os] = ((((z + 0x1.0000000000000p-1f * v0) + 0x1.0000000000000p-1f * v1) + 0x1.5555560000000p-3f * v2) + 0x1.5555560000000p-3f * v3);
+    out[1 * os] = (((z + 0x1.0000000000000p-1f * v1) + -0x1.5555560000000p-3f * v2) + 0x1.5555560000000p-2f * v3);
+    out[2 * os] = ((((z + 0x1.0000000000000p-1f * v1) + 0x1.5555560000000p-3f * v2) + 0x1.5555560000000p-1f * v3) + v4);
+}
+static void wino_cx_expand_f_g3(const wino_vf *in, wino_vf *out, wino_index os,
+                                 wino_vf *t1, wino_vf *t2)
+{
+    for (int ab = 0; ab < 9; ++ab) wino_cx_line_f_g3(in + ab * 3, 1, t1 + ab * 5, 1);
+    for (int i = 0; i < 3; ++i)
+        for (int w = 0; w < 5; ++w) wino_cx_line_f_g3(t1 + i * 15 + w, 5, t2 + i * 25 + w, 5);
+    for (int hw = 0; hw < 25; ++hw) wino_cx_line_f_g3(t2 + hw, 25, out + hw * os, 25 * os);
+}
+
+static void wino_cx_contract_f_g3(const wino_vf *in, wino_index is, wino_vf *out,
+                                   wino_vf *t1, wino_vf *t2)
+{
+    for (int hw = 0; hw < 25; ++hw) wino_cx_linet_f_g3(in + hw * is, 25 * is, t2 + hw, 25);
+    for (int i = 0; i < 3; ++i)
+        for (int w = 0; w < 5; ++w) wino_cx_linet_f_g3(t2 + i * 25 + w, 5, t1 + i * 15 + w, 5);
+    for (int ab = 0; ab < 9; ++ab) wino_cx_linet_f_g3(t1 + ab * 5, 1, out + ab * 3, 1);
 }
 
 /* Bt of F(4, 3): 6 x 6 */
@@ -284,6 +370,52 @@ static void wino_cx_contract_f_a4(const wino_vf *in, wino_index is, wino_vf *out
     for (int i = 0; i < 4; ++i)
         for (int w = 0; w < 6; ++w) wino_cx_linet_f_a4(t2 + i * 36 + w, 6, t1 + i * 24 + w, 6);
     for (int ab = 0; ab < 16; ++ab) wino_cx_linet_f_a4(t1 + ab * 6, 1, out + ab * 4, 1);
+}
+
+/* G of F(4, 3): 6 x 3 */
+static const float wino_cx_f_g4[18] = {0x1.0000000000000p-2f, 0x0.0p+0f, 0x0.0p+0f, 0x1.5555560000000p-3f, 0x1.5555560000000p-3f, 0x1.5555560000000p-3f, 0x1.5555560000000p-3f, -0x1.5555560000000p-3f, 0x1.5555560000000p-3f, 0x1.5555560000000p-5f, 0x1.5555560000000p-4f, 0x1.5555560000000p-3f, 0x1.5555560000000p-5f, -0x1.5555560000000p-4f, 0x1.5555560000000p-3f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f};
+static inline void wino_cx_line_f_g4(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
+{
+    const wino_vf z = {0};
+    const wino_vf v0 = in[0 * is];
+    const wino_vf v1 = in[1 * is];
+    const wino_vf v2 = in[2 * is];
+    out[0 * os] = (z + 0x1.0000000000000p-2f * v0);
+    out[1 * os] = (((z + 0x1.5555560000000p-3f * v0) + 0x1.5555560000000p-3f * v1) + 0x1.5555560000000p-3f * v2);
+    out[2 * os] = (((z + 0x1.5555560000000p-3f * v0) + -0x1.5555560000000p-3f * v1) + 0x1.5555560000000p-3f * v2);
+    out[3 * os] = (((z + 0x1.5555560000000p-5f * v0) + 0x1.5555560000000p-4f * v1) + 0x1.5555560000000p-3f * v2);
+    out[4 * os] = (((z + 0x1.5555560000000p-5f * v0) + -0x1.5555560000000p-4f * v1) + 0x1.5555560000000p-3f * v2);
+    out[5 * os] = (z + v2);
+}
+static inline void wino_cx_linet_f_g4(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
+{
+    const wino_vf z = {0};
+    const wino_vf v0 = in[0 * is];
+    const wino_vf v1 = in[1 * is];
+    const wino_vf v2 = in[2 * is];
+    const wino_vf v3 = in[3 * is];
+    const wino_vf v4 = in[4 * is];
+    const wino_vf v5 = in[5 * is];
+    out[0 * os] = (((((z + 0x1.0000000000000p-2f * v0) + 0x1.5555560000000p-3f * v1) + 0x1.5555560000000p-3f * v2) + 0x1.5555560000000p-5f * v3) + 0x1.5555560000000p-5f * v4);
+    out[1 * os] = ((((z + 0x1.5555560000000p-3f * v1) + -0x1.5555560000000p-3f * v2) + 0x1.5555560000000p-4f * v3) + -0x1.5555560000000p-4f * v4);
+    out[2 * os] = (((((z + 0x1.5555560000000p-3f * v1) + 0x1.5555560000000p-3f * v2) + 0x1.5555560000000p-3f * v3) + 0x1.5555560000000p-3f * v4) + v5);
+}
+static void wino_cx_expand_f_g4(const wino_vf *in, wino_vf *out, wino_index os,
+                                 wino_vf *t1, wino_vf *t2)
+{
+    for (int ab = 0; ab < 9; ++ab) wino_cx_line_f_g4(in + ab * 3, 1, t1 + ab * 6, 1);
+    for (int i = 0; i < 3; ++i)
+        for (int w = 0; w < 6; ++w) wino_cx_line_f_g4(t1 + i * 18 + w, 6, t2 + i * 36 + w, 6);
+    for (int hw = 0; hw < 36; ++hw) wino_cx_line_f_g4(t2 + hw, 36, out + hw * os, 36 * os);
+}
+
+static void wino_cx_contract_f_g4(const wino_vf *in, wino_index is, wino_vf *out,
+                                   wino_vf *t1, wino_vf *t2)
+{
+    for (int hw = 0; hw < 36; ++hw) wino_cx_linet_f_g4(in + hw * is, 36 * is, t2 + hw, 36);
+    for (int i = 0; i < 3; ++i)
+        for (int w = 0; w < 6; ++w) wino_cx_linet_f_g4(t2 + i * 36 + w, 6, t1 + i * 18 + w, 6);
+    for (int ab = 0; ab < 9; ++ab) wino_cx_linet_f_g4(t1 + ab * 6, 1, out + ab * 3, 1);
 }
 
 /* Bt of F(5, 3): 7 x 7 */
@@ -392,6 +524,54 @@ static void wino_cx_contract_f_a5(const wino_vf *in, wino_index is, wino_vf *out
     for (int i = 0; i < 5; ++i)
         for (int w = 0; w < 7; ++w) wino_cx_linet_f_a5(t2 + i * 49 + w, 7, t1 + i * 35 + w, 7);
     for (int ab = 0; ab < 25; ++ab) wino_cx_linet_f_a5(t1 + ab * 7, 1, out + ab * 5, 1);
+}
+
+/* G of F(5, 3): 7 x 3 */
+static const float wino_cx_f_g5[21] = {0x1.0000000000000p-2f, 0x0.0p+0f, 0x0.0p+0f, 0x1.5555560000000p-3f, 0x1.5555560000000p-3f, 0x1.5555560000000p-3f, 0x1.c71c720000000p-5f, -0x1.c71c720000000p-5f, 0x1.c71c720000000p-5f, 0x1.c71c720000000p-7f, 0x1.c71c720000000p-6f, 0x1.c71c720000000p-5f, 0x1.1111120000000p-7f, -0x1.1111120000000p-6f, 0x1.1111120000000p-5f, 0x1.6c16c20000000p-1f, 0x1.6c16c20000000p-2f, 0x1.6c16c20000000p-3f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p-1f};
+static inline void wino_cx_line_f_g5(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
+{
+    const wino_vf z = {0};
+    const wino_vf v0 = in[0 * is];
+    const wino_vf v1 = in[1 * is];
+    const wino_vf v2 = in[2 * is];
+    out[0 * os] = (z + 0x1.0000000000000p-2f * v0);
+    out[1 * os] = (((z + 0x1.5555560000000p-3f * v0) + 0x1.5555560000000p-3f * v1) + 0x1.5555560000000p-3f * v2);
+    out[2 * os] = (((z + 0x1.c71c720000000p-5f * v0) + -0x1.c71c720000000p-5f * v1) + 0x1.c71c720000000p-5f * v2);
+    out[3 * os] = (((z + 0x1.c71c720000000p-7f * v0) + 0x1.c71c720000000p-6f * v1) + 0x1.c71c720000000p-5f * v2);
+    out[4 * os] = (((z + 0x1.1111120000000p-7f * v0) + -0x1.1111120000000p-6f * v1) + 0x1.1111120000000p-5f * v2);
+    out[5 * os] = (((z + 0x1.6c16c20000000p-1f * v0) + 0x1.6c16c20000000p-2f * v1) + 0x1.6c16c20000000p-3f * v2);
+    out[6 * os] = (z + 0x1.0000000000000p-1f * v2);
+}
+static inline void wino_cx_linet_f_g5(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
+{
+    const wino_vf z = {0};
+    const wino_vf v0 = in[0 * is];
+    const wino_vf v1 = in[1 * is];
+    const wino_vf v2 = in[2 * is];
+    const wino_vf v3 = in[3 * is];
+    const wino_vf v4 = in[4 * is];
+    const wino_vf v5 = in[5 * is];
+    const wino_vf v6 = in[6 * is];
+    out[0 * os] = ((((((z + 0x1.0000000000000p-2f * v0) + 0x1.5555560000000p-3f * v1) + 0x1.c71c720000000p-5f * v2) + 0x1.c71c720000000p-7f * v3) + 0x1.1111120000000p-7f * v4) + 0x1.6c16c20000000p-1f * v5);
+    out[1 * os] = (((((z + 0x1.5555560000000p-3f * v1) + -0x1.c71c720000000p-5f * v2) + 0x1.c71c720000000p-6f * v3) + -0x1.1111120000000p-6f * v4) + 0x1.6c16c20000000p-2f * v5);
+    out[2 * os] = ((((((z + 0x1.5555560000000p-3f * v1) + 0x1.c71c720000000p-5f * v2) + 0x1.c71c720000000p-5f * v3) + 0x1.1111120000000p-5f * v4) + 0x1.6c16c20000000p-3f * v5) + 0x1.0000000000000p-1f * v6);
+}
+static void wino_cx_expand_f_g5(const wino_vf *in, wino_vf *out, wino_index os,
+                                 wino_vf *t1, wino_vf *t2)
+{
+    for (int ab = 0; ab < 9; ++ab) wino_cx_line_f_g5(in + ab * 3, 1, t1 + ab * 7, 1);
+    for (int i = 0; i < 3; ++i)
+        for (int w = 0; w < 7; ++w) wino_cx_line_f_g5(t1 + i * 21 + w, 7, t2 + i * 49 + w, 7);
+    for (int hw = 0; hw < 49; ++hw) wino_cx_line_f_g5(t2 + hw, 49, out + hw * os, 49 * os);
+}
+
+static void wino_cx_contract_f_g5(const wino_vf *in, wino_index is, wino_vf *out,
+                                   wino_vf *t1, wino_vf *t2)
+{
+    for (int hw = 0; hw < 49; ++hw) wino_cx_linet_f_g5(in + hw * is, 49 * is, t2 + hw, 49);
+    for (int i = 0; i < 3; ++i)
+        for (int w = 0; w < 7; ++w) wino_cx_linet_f_g5(t2 + i * 49 + w, 7, t1 + i * 21 + w, 7);
+    for (int ab = 0; ab < 9; ++ab) wino_cx_linet_f_g5(t1 + ab * 7, 1, out + ab * 3, 1);
 }
 
 /* Bt of F(6, 3): 8 x 8 */
@@ -510,18 +690,73 @@ static void wino_cx_contract_f_a6(const wino_vf *in, wino_index is, wino_vf *out
     for (int ab = 0; ab < 36; ++ab) wino_cx_linet_f_a6(t1 + ab * 8, 1, out + ab * 6, 1);
 }
 
+/* G of F(6, 3): 8 x 3 */
+static const float wino_cx_f_g6[24] = {0x1.0000000000000p-2f, 0x0.0p+0f, 0x0.0p+0f, 0x1.c71c720000000p-5f, 0x1.c71c720000000p-5f, 0x1.c71c720000000p-5f, 0x1.c71c720000000p-5f, -0x1.c71c720000000p-5f, 0x1.c71c720000000p-5f, 0x1.6c16c20000000p-9f, 0x1.6c16c20000000p-8f, 0x1.6c16c20000000p-7f, 0x1.6c16c20000000p-9f, -0x1.6c16c20000000p-8f, 0x1.6c16c20000000p-7f, 0x1.6c16c20000000p-2f, 0x1.6c16c20000000p-3f, 0x1.6c16c20000000p-4f, 0x1.6c16c20000000p-2f, -0x1.6c16c20000000p-3f, 0x1.6c16c20000000p-4f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p-2f};
+static inline void wino_cx_line_f_g6(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
+{
+    const wino_vf z = {0};
+    const wino_vf v0 = in[0 * is];
+    const wino_vf v1 = in[1 * is];
+    const wino_vf v2 = in[2 * is];
+    out[0 * os] = (z + 0x1.0000000000000p-2f * v0);
+    out[1 * os] = (((z + 0x1.c71c720000000p-5f * v0) + 0x1.c71c720000000p-5f * v1) + 0x1.c71c720000000p-5f * v2);
+    out[2 * os] = (((z + 0x1.c71c720000000p-5f * v0) + -0x1.c71c720000000p-5f * v1) + 0x1.c71c720000000p-5f * v2);
+    out[3 * os] = (((z + 0x1.6c16c20000000p-9f * v0) + 0x1.6c16c20000000p-8f * v1) + 0x1.6c16c20000000p-7f * v2);
+    out[4 * os] = (((z + 0x1.6c16c20000000p-9f * v0) + -0x1.6c16c20000000p-8f * v1) + 0x1.6c16c20000000p-7f * v2);
+    out[5 * os] = (((z + 0x1.6c16c20000000p-2f * v0) + 0x1.6c16c20000000p-3f * v1) + 0x1.6c16c20000000p-4f * v2);
+    out[6 * os] = (((z + 0x1.6c16c20000000p-2f * v0) + -0x1.6c16c20000000p-3f * v1) + 0x1.6c16c20000000p-4f * v2);
+    out[7 * os] = (z + 0x1.0000000000000p-2f * v2);
+}
+static inline void wino_cx_linet_f_g6(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
+{
+    const wino_vf z = {0};
+    const wino_vf v0 = in[0 * is];
+    const wino_vf v1 = in[1 * is];
+    const wino_vf v2 = in[2 * is];
+    const wino_vf v3 = in[3 * is];
+    const wino_vf v4 = in[4 * is];
+    const wino_vf v5 = in[5 * is];
+    const wino_vf v6 = in[6 * is];
+    const wino_vf v7 = in[7 * is];
+    out[0 * os] = (((((((z + 0x1.0000000000000p-2f * v0) + 0x1.c71c720000000p-5f * v1) + 0x1.c71c720000000p-5f * v2) + 0x1.6c16c20000000p-9f * v3) + 0x1.6c16c20000000p-9f * v4) + 0x1.6c16c20000000p-2f * v5) + 0x1.6c16c20000000p-2f * v6);
+    out[1 * os] = ((((((z + 0x1.c71c720000000p-5f * v1) + -0x1.c71c720000000p-5f * v2) + 0x1.6c16c20000000p-8f * v3) + -0x1.6c16c20000000p-8f * v4) + 0x1.6c16c20000000p-3f * v5) + -0x1.6c16c20000000p-3f * v6);
+    out[2 * os] = (((((((z + 0x1.c71c720000000p-5f * v1) + 0x1.c71c720000000p-5f * v2) + 0x1.6c16c20000000p-7f * v3) + 0x1.6c16c20000000p-7f * v4) + 0x1.6c16c20000000p-4f * v5) + 0x1.6c16c20000000p-4f * v6) + 0x1.0000000000000p-2f * v7);
+}
+static void wino_cx_expand_f_g6(const wino_vf *in, wino_vf *out, wino_index os,
+                                 wino_vf *t1, wino_vf *t2)
+{
+    for (int ab = 0; ab < 9; ++ab) wino_cx_line_f_g6(in + ab * 3, 1, t1 + ab * 8, 1);
+    for (int i = 0; i < 3; ++i)
+        for (int w = 0; w < 8; ++w) wino_cx_line_f_g6(t1 + i * 24 + w, 8, t2 + i * 64 + w, 8);
+    for (int hw = 0; hw < 64; ++hw) wino_cx_line_f_g6(t2 + hw, 64, out + hw * os, 64 * os);
+}
+
+static void wino_cx_contract_f_g6(const wino_vf *in, wino_index is, wino_vf *out,
+                                   wino_vf *t1, wino_vf *t2)
+{
+    for (int hw = 0; hw < 64; ++hw) wino_cx_linet_f_g6(in + hw * is, 64 * is, t2 + hw, 64);
+    for (int i = 0; i < 3; ++i)
+        for (int w = 0; w < 8; ++w) wino_cx_linet_f_g6(t2 + i * 64 + w, 8, t1 + i * 24 + w, 8);
+    for (int ab = 0; ab < 9; ++ab) wino_cx_linet_f_g6(t1 + ab * 8, 1, out + ab * 3, 1);
+}
+
 const float *wino_cx_match_f(const float *X, int a, int n)
 {
     if (a == 4 && n == 4 && !memcmp(X, wino_cx_f_bt2, sizeof wino_cx_f_bt2)) return wino_cx_f_bt2;
     if (a == 4 && n == 2 && !memcmp(X, wino_cx_f_a2, sizeof wino_cx_f_a2)) return wino_cx_f_a2;
+    if (a == 4 && n == 3 && !memcmp(X, wino_cx_f_g2, sizeof wino_cx_f_g2)) return wino_cx_f_g2;
     if (a == 5 && n == 5 && !memcmp(X, wino_cx_f_bt3, sizeof wino_cx_f_bt3)) return wino_cx_f_bt3;
     if (a == 5 && n == 3 && !memcmp(X, wino_cx_f_a3, sizeof wino_cx_f_a3)) return wino_cx_f_a3;
+    if (a == 5 && n == 3 && !memcmp(X, wino_cx_f_g3, sizeof wino_cx_f_g3)) return wino_cx_f_g3;
     if (a == 6 && n == 6 && !memcmp(X, wino_cx_f_bt4, sizeof wino_cx_f_bt4)) return wino_cx_f_bt4;
     if (a == 6 && n == 4 && !memcmp(X, wino_cx_f_a4, sizeof wino_cx_f_a4)) return wino_cx_f_a4;
+    if (a == 6 && n == 3 && !memcmp(X, wino_cx_f_g4, sizeof wino_cx_f_g4)) return wino_cx_f_g4;
     if (a == 7 && n == 7 && !memcmp(X, wino_cx_f_bt5, sizeof wino_cx_f_bt5)) return wino_cx_f_bt5;
     if (a == 7 && n == 5 && !memcmp(X, wino_cx_f_a5, sizeof wino_cx_f_a5)) return wino_cx_f_a5;
+    if (a == 7 && n == 3 && !memcmp(X, wino_cx_f_g5, sizeof wino_cx_f_g5)) return wino_cx_f_g5;
     if (a == 8 && n == 8 && !memcmp(X, wino_cx_f_bt6, sizeof wino_cx_f_bt6)) return wino_cx_f_bt6;
     if (a == 8 && n == 6 && !memcmp(X, wino_cx_f_a6, sizeof wino_cx_f_a6)) return wino_cx_f_a6;
+    if (a == 8 && n == 3 && !memcmp(X, wino_cx_f_g6, sizeof wino_cx_f_g6)) return wino_cx_f_g6;
     return X;
 }
 
@@ -530,14 +765,19 @@ static inline int wino_cx_expand_f(const float *X, const wino_vf *in, wino_vf *o
 {
     if (X == wino_cx_f_bt2) { wino_cx_expand_f_bt2(in, out, os, t1, t2); return 1; }
     if (X == wino_cx_f_a2) { wino_cx_expand_f_a2(in, out, os, t1, t2); return 1; }
+    if (X == wino_cx_f_g2) { wino_cx_expand_f_g2(in, out, os, t1, t2); return 1; }
     if (X == wino_cx_f_bt3) { wino_cx_expand_f_bt3(in, out, os, t1, t2); return 1; }
     if (X == wino_cx_f_a3) { wino_cx_expand_f_a3(in, out, os, t1, t2); return 1; }
+    if (X == wino_cx_f_g3) { wino_cx_expand_f_g3(in, out, os, t1, t2); return 1; }
     if (X == wino_cx_f_bt4) { wino_cx_expand_f_bt4(in, out, os, t1, t2); return 1; }
     if (X == wino_cx_f_a4) { wino_cx_expand_f_a4(in, out, os, t1, t2); return 1; }
+    if (X == wino_cx_f_g4) { wino_cx_expand_f_g4(in, out, os, t1, t2); return 1; }
     if (X == wino_cx_f_bt5) { wino_cx_expand_f_bt5(in, out, os, t1, t2); return 1; }
     if (X == wino_cx_f_a5) { wino_cx_expand_f_a5(in, out, os, t1, t2); return 1; }
+    if (X == wino_cx_f_g5) { wino_cx_expand_f_g5(in, out, os, t1, t2); return 1; }
     if (X == wino_cx_f_bt6) { wino_cx_expand_f_bt6(in, out, os, t1, t2); return 1; }
     if (X == wino_cx_f_a6) { wino_cx_expand_f_a6(in, out, os, t1, t2); return 1; }
+    if (X == wino_cx_f_g6) { wino_cx_expand_f_g6(in, out, os, t1, t2); return 1; }
     return 0;
 }
 
@@ -546,14 +786,19 @@ static inline int wino_cx_contract_f(const float *X, const wino_vf *in, wino_ind
 {
     if (X == wino_cx_f_bt2) { wino_cx_contract_f_bt2(in, is, out, t1, t2); return 1; }
     if (X == wino_cx_f_a2) { wino_cx_contract_f_a2(in, is, out, t1, t2); return 1; }
+    if (X == wino_cx_f_g2) { wino_cx_contract_f_g2(in, is, out, t1, t2); return 1; }
     if (X == wino_cx_f_bt3) { wino_cx_contract_f_bt3(in, is, out, t1, t2); return 1; }
     if (X == wino_cx_f_a3) { wino_cx_contract_f_a3(in, is, out, t1, t2); return 1; }
+    if (X == wino_cx_f_g3) { wino_cx_contract_f_g3(in, is, out, t1, t2); return 1; }
     if (X == wino_cx_f_bt4) { wino_cx_contract_f_bt4(in, is, out, t1, t2); return 1; }
     if (X == wino_cx_f_a4) { wino_cx_contract_f_a4(in, is, out, t1, t2); return 1; }
+    if (X == wino_cx_f_g4) { wino_cx_contract_f_g4(in, is, out, t1, t2); return 1; }
     if (X == wino_cx_f_bt5) { wino_cx_contract_f_bt5(in, is, out, t1, t2); return 1; }
     if (X == wino_cx_f_a5) { wino_cx_contract_f_a5(in, is, out, t1, t2); return 1; }
+    if (X == wino_cx_f_g5) { wino_cx_contract_f_g5(in, is, out, t1, t2); return 1; }
     if (X == wino_cx_f_bt6) { wino_cx_contract_f_bt6(in, is, out, t1, t2); return 1; }
     if (X == wino_cx_f_a6) { wino_cx_contract_f_a6(in, is, out, t1, t2); return 1; }
+    if (X == wino_cx_f_g6) { wino_cx_contract_f_g6(in, is, out, t1, t2); return 1; }
     return 0;
 }
 
@@ -639,6 +884,48 @@ static void wino_cx_contract_d_a2(const wino_vd *in, wino_index is, wino_vd *out
     for (int i = 0; i < 2; ++i)
         for (int w = 0; w < 4; ++w) wino_cx_linet_d_a2(t2 + i * 16 + w, 4, t1 + i * 8 + w, 4);
     for (int ab = 0; ab < 4; ++ab) wino_cx_linet_d_a2(t1 + ab * 4, 1, out + ab * 2, 1);
+}
+
+/* G of F(2, 3): 4 x 3 */
+static const double wino_cx_d_g2[12] = {0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p-1, 0x1.0000000000000p-1, 0x1.0000000000000p-1, 0x1.0000000000000p-1, -0x1.0000000000000p-1, 0x1.0000000000000p-1, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+0};
+static inline void wino_cx_line_d_g2(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
+{
+    const wino_vd z = {0};
+    const wino_vd v0 = in[0 * is];
+    const wino_vd v1 = in[1 * is];
+    const wino_vd v2 = in[2 * is];
+    out[0 * os] = (z + v0);
+    out[1 * os] = (((z + 0x1.0000000000000p-1 * v0) + 0x1.0000000000000p-1 * v1) + 0x1.0000000000000p-1 * v2);
+    out[2 * os] = (((z + 0x1.0000000000000p-1 * v0) + -0x1.0000000000000p-1 * v1) + 0x1.0000000000000p-1 * v2);
+    out[3 * os] = (z + v2);
+}
+static inline void wino_cx_linet_d_g2(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
+{
+    const wino_vd z = {0};
+    const wino_vd v0 = in[0 * is];
+    const wino_vd v1 = in[1 * is];
+    const wino_vd v2 = in[2 * is];
+    const wino_vd v3 = in[3 * is];
+    out[0 * os] = (((z + v0) + 0x1.0000000000000p-1 * v1) + 0x1.0000000000000p-1 * v2);
+    out[1 * os] = ((z + 0x1.0000000000000p-1 * v1) + -0x1.0000000000000p-1 * v2);
+    out[2 * os] = (((z + 0x1.0000000000000p-1 * v1) + 0x1.0000000000000p-1 * v2) + v3);
+}
+static void wino_cx_expand_d_g2(const wino_vd *in, wino_vd *out, wino_index os,
+                                 wino_vd *t1, wino_vd *t2)
+{
+    for (int ab = 0; ab < 9; ++ab) wino_cx_line_d_g2(in + ab * 3, 1, t1 + ab * 4, 1);
+    for (int i = 0; i < 3; ++i)
+        for (int w = 0; w < 4; ++w) wino_cx_line_d_g2(t1 + i * 12 + w, 4, t2 + i * 16 + w, 4);
+    for (int hw = 0; hw < 16; ++hw) wino_cx_line_d_g2(t2 + hw, 16, out + hw * os, 16 * os);
+}
+
+static void wino_cx_contract_d_g2(const wino_vd *in, wino_index is, wino_vd *out,
+                                   wino_vd *t1, wino_vd *t2)
+{
+    for (int hw = 0; hw < 16; ++hw) wino_cx_linet_d_g2(in + hw * is, 16 * is, t2 + hw, 16);
+    for (int i = 0; i < 3; ++i)
+        for (int w = 0; w < 4; ++w) wino_cx_linet_d_g2(t2 + i * 16 + w, 4, t1 + i * 12 + w, 4);
+    for (int ab = 0; ab < 9; ++ab) wino_cx_linet_d_g2(t1 + ab * 4, 1, out + ab * 3, 1);
 }
 
 /* Bt of F(3, 3): 5 x 5 */
@@ -731,6 +1018,50 @@ static void wino_cx_contract_d_a3(const wino_vd *in, wino_index is, wino_vd *out
     for (int i = 0; i < 3; ++i)
         for (int w = 0; w < 5; ++w) wino_cx_linet_d_a3(t2 + i * 25 + w, 5, t1 + i * 15 + w, 5);
     for (int ab = 0; ab < 9; ++ab) wino_cx_linet_d_a3(t1 + ab * 5, 1, out + ab * 3, 1);
+}
+
+/* G of F(3, 3): 5 x 3 */
+static const double wino_cx_d_g3[15] = {0x1.0000000000000p-1, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p-1, 0x1.0000000000000p-1, 0x1.0000000000000p-1, 0x1.5555555555555p-3, -0x1.5555555555555p-3, 0x1.5555555555555p-3, 0x1.5555555555555p-3, 0x1.5555555555555p-2, 0x1.5555555555555p-1, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+0};
+static inline void wino_cx_line_d_g3(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
+{
+    const wino_vd z = {0};
+    const wino_vd v0 = in[0 * is];
+    const wino_vd v1 = in[1 * is];
+    const wino_vd v2 = in[2 * is];
+    out[0 * os] = (z + 0x1.0000000000000p-1 * v0);
+    out[1 * os] = (((z + 0x1.0000000000000p-1 * v0) + 0x1.0000000000000p-1 * v1) + 0x1.0000000000000p-1 * v2);
+    out[2 * os] = (((z + 0x1.5555555555555p-3 * v0) + -0x1.5555555555555p-3 * v1) + 0x1.5555555555555p-3 * v2);
+    out[3 * os] = (((z + 0x1.5555555555555p-3 * v0) + 0x1.5555555555555p-2 * v1) + 0x1.5555555555555p-1 * v2);
+    out[4 * os] = (z + v2);
+}
+static inline void wino_cx_linet_d_g3(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
+{
+    const wino_vd z = {0};
+    const wino_vd v0 = in[0 * is];
+    const wino_vd v1 = in[1 * is];
+    const wino_vd v2 = in[2 * is];
+    const wino_vd v3 = in[3 * is];
+    const wino_vd v4 = in[4 * is];
+    out[0 * os] = ((((z + 0x1.0000000000000p-1 * v0) + 0x1.0000000000000p-1 * v1) + 0x1.5555555555555p-3 * v2) + 0x1.5555555555555p-3 * v3);
+    out[1 * os] = (((z + 0x1.0000000000000p-1 * v1) + -0x1.5555555555555p-3 * v2) + 0x1.5555555555555p-2 * v3);
+    out[2 * os] = ((((z + 0x1.0000000000000p-1 * v1) + 0x1.5555555555555p-3 * v2) + 0x1.5555555555555p-1 * v3) + v4);
+}
+static void wino_cx_expand_d_g3(const wino_vd *in, wino_vd *out, wino_index os,
+                                 wino_vd *t1, wino_vd *t2)
+{
+    for (int ab = 0; ab < 9; ++ab) wino_cx_line_d_g3(in + ab * 3, 1, t1 + ab * 5, 1);
+    for (int i = 0; i < 3; ++i)
+        for (int w = 0; w < 5; ++w) wino_cx_line_d_g3(t1 + i * 15 + w, 5, t2 + i * 25 + w, 5);
+    for (int hw = 0; hw < 25; ++hw) wino_cx_line_d_g3(t2 + hw, 25, out + hw * os, 25 * os);
+}
+
+static void wino_cx_contract_d_g3(const wino_vd *in, wino_index is, wino_vd *out,
+                                   wino_vd *t1, wino_vd *t2)
+{
+    for (int hw = 0; hw < 25; ++hw) wino_cx_linet_d_g3(in + hw * is, 25 * is, t2 + hw, 25);
+    for (int i = 0; i < 3; ++i)
+        for (int w = 0; w < 5; ++w) wino_cx_linet_d_g3(t2 + i * 25 + w, 5, t1 + i * 15 + w, 5);
+    for (int ab = 0; ab < 9; ++ab) wino_cx_linet_d_g3(t1 + ab * 5, 1, out + ab * 3, 1);
 }
 
 /* Bt of F(4, 3): 6 x 6 */
@@ -831,6 +1162,52 @@ static void wino_cx_contract_d_a4(const wino_vd *in, wino_index is, wino_vd *out
     for (int i = 0; i < 4; ++i)
         for (int w = 0; w < 6; ++w) wino_cx_linet_d_a4(t2 + i * 36 + w, 6, t1 + i * 24 + w, 6);
     for (int ab = 0; ab < 16; ++ab) wino_cx_linet_d_a4(t1 + ab * 6, 1, out + ab * 4, 1);
+}
+
+/* G of F(4, 3): 6 x 3 */
+static const double wino_cx_d_g4[18] = {0x1.0000000000000p-2, 0x0.0p+0, 0x0.0p+0, 0x1.5555555555555p-3, 0x1.5555555555555p-3, 0x1.5555555555555p-3, 0x1.5555555555555p-3, -0x1.5555555555555p-3, 0x1.5555555555555p-3, 0x1.5555555555555p-5, 0x1.5555555555555p-4, 0x1.5555555555555p-3, 0x1.5555555555555p-5, -0x1.5555555555555p-4, 0x1.5555555555555p-3, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+0};
+static inline void wino_cx_line_d_g4(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
+{
+    const wino_vd z = {0};
+    const wino_vd v0 = in[0 * is];
+    const wino_vd v1 = in[1 * is];
+    const wino_vd v2 = in[2 * is];
+    out[0 * os] = (z + 0x1.0000000000000p-2 * v0);
+    out[1 * os] = (((z + 0x1.5555555555555p-3 * v0) + 0x1.5555555555555p-3 * v1) + 0x1.5555555555555p-3 * v2);
+    out[2 * os] = (((z + 0x1.5555555555555p-3 * v0) + -0x1.5555555555555p-3 * v1) + 0x1.5555555555555p-3 * v2);
+    out[3 * os] = (((z + 0x1.5555555555555p-5 * v0) + 0x1.5555555555555p-4 * v1) + 0x1.5555555555555p-3 * v2);
+    out[4 * os] = (((z + 0x1.5555555555555p-5 * v0) + -0x1.5555555555555p-4 * v1) + 0x1.5555555555555p-3 * v2);
+    out[5 * os] = (z + v2);
+}
+static inline void wino_cx_linet_d_g4(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
+{
+    const wino_vd z = {0};
+    const wino_vd v0 = in[0 * is];
+    const wino_vd v1 = in[1 * is];
+    const wino_vd v2 = in[2 * is];
+    const wino_vd v3 = in[3 * is];
+    const wino_vd v4 = in[4 * is];
+    const wino_vd v5 = in[5 * is];
+    out[0 * os] = (((((z + 0x1.0000000000000p-2 * v0) + 0x1.5555555555555p-3 * v1) + 0x1.5555555555555p-3 * v2) + 0x1.5555555555555p-5 * v3) + 0x1.5555555555555p-5 * v4);
+    out[1 * os] = ((((z + 0x1.5555555555555p-3 * v1) + -0x1.5555555555555p-3 * v2) + 0x1.5555555555555p-4 * v3) + -0x1.5555555555555p-4 * v4);
+    out[2 * os] = (((((z + 0x1.5555555555555p-3 * v1) + 0x1.5555555555555p-3 * v2) + 0x1.5555555555555p-3 * v3) + 0x1.5555555555555p-3 * v4) + v5);
+}
+static void wino_cx_expand_d_g4(const wino_vd *in, wino_vd *out, wino_index os,
+                                 wino_vd *t1, wino_vd *t2)
+{
+    for (int ab = 0; ab < 9; ++ab) wino_cx_line_d_g4(in + ab * 3, 1, t1 + ab * 6, 1);
+    for (int i = 0; i < 3; ++i)
+        for (int w = 0; w < 6; ++w) wino_cx_line_d_g4(t1 + i * 18 + w, 6, t2 + i * 36 + w, 6);
+    for (int hw = 0; hw < 36; ++hw) wino_cx_line_d_g4(t2 + hw, 36, out + hw * os, 36 * os);
+}
+
+static void wino_cx_contract_d_g4(const wino_vd *in, wino_index is, wino_vd *out,
+                                   wino_vd *t1, wino_vd *t2)
+{
+    for (int hw = 0; hw < 36; ++hw) wino_cx_linet_d_g4(in + hw * is, 36 * is, t2 + hw, 36);
+    for (int i = 0; i < 3; ++i)
+        for (int w = 0; w < 6; ++w) wino_cx_linet_d_g4(t2 + i * 36 + w, 6, t1 + i * 18 + w, 6);
+    for (int ab = 0; ab < 9; ++ab) wino_cx_linet_d_g4(t1 + ab * 6, 1, out + ab * 3, 1);
 }
 
 /* Bt of F(5, 3): 7 x 7 */
@@ -939,6 +1316,54 @@ static void wino_cx_contract_d_a5(const wino_vd *in, wino_index is, wino_vd *out
     for (int i = 0; i < 5; ++i)
         for (int w = 0; w < 7; ++w) wino_cx_linet_d_a5(t2 + i * 49 + w, 7, t1 + i * 35 + w, 7);
     for (int ab = 0; ab < 25; ++ab) wino_cx_linet_d_a5(t1 + ab * 7, 1, out + ab * 5, 1);
+}
+
+/* G of F(5, 3): 7 x 3 */
+static const double wino_cx_d_g5[21] = {0x1.0000000000000p-2, 0x0.0p+0, 0x0.0p+0, 0x1.5555555555555p-3, 0x1.5555555555555p-3, 0x1.5555555555555p-3, 0x1.c71c71c71c71cp-5, -0x1.c71c71c71c71cp-5, 0x1.c71c71c71c71cp-5, 0x1.c71c71c71c71cp-7, 0x1.c71c71c71c71cp-6, 0x1.c71c71c71c71cp-5, 0x1.1111111111111p-7, -0x1.1111111111111p-6, 0x1.1111111111111p-5, 0x1.6c16c16c16c17p-1, 0x1.6c16c16c16c17p-2, 0x1.6c16c16c16c17p-3, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p-1};
+static inline void wino_cx_line_d_g5(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
+{
+    const wino_vd z = {0};
+    const wino_vd v0 = in[0 * is];
+    const wino_vd v1 = in[1 * is];
+    const wino_vd v2 = in[2 * is];
+    out[0 * os] = (z + 0x1.0000000000000p-2 * v0);
+    out[1 * os] = (((z + 0x1.5555555555555p-3 * v0) + 0x1.5555555555555p-3 * v1) + 0x1.5555555555555p-3 * v2);
+    out[2 * os] = (((z + 0x1.c71c71c71c71cp-5 * v0) + -0x1.c71c71c71c71cp-5 * v1) + 0x1.c71c71c71c71cp-5 * v2);
+    out[3 * os] = (((z + 0x1.c71c71c71c71cp-7 * v0) + 0x1.c71c71c71c71cp-6 * v1) + 0x1.c71c71c71c71cp-5 * v2);
+    out[4 * os] = (((z + 0x1.1111111111111p-7 * v0) + -0x1.1111111111111p-6 * v1) + 0x1.1111111111111p-5 * v2);
+    out[5 * os] = (((z + 0x1.6c16c16c16c17p-1 * v0) + 0x1.6c16c16c16c17p-2 * v1) + 0x1.6c16c16c16c17p-3 * v2);
+    out[6 * os] = (z + 0x1.0000000000000p-1 * v2);
+}
+static inline void wino_cx_linet_d_g5(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
+{
+    const wino_vd z = {0};
+    const wino_vd v0 = in[0 * is];
+    const wino_vd v1 = in[1 * is];
+    const wino_vd v2 = in[2 * is];
+    const wino_vd v3 = in[3 * is];
+    const wino_vd v4 = in[4 * is];
+    const wino_vd v5 = in[5 * is];
+    const wino_vd v6 = in[6 * is];
+    out[0 * os] = ((((((z + 0x1.0000000000000p-2 * v0) + 0x1.5555555555555p-3 * v1) + 0x1.c71c71c71c71cp-5 * v2) + 0x1.c71c71c71c71cp-7 * v3) + 0x1.1111111111111p-7 * v4) + 0x1.6c16c16c16c17p-1 * v5);
+    out[1 * os] = (((((z + 0x1.5555555555555p-3 * v1) + -0x1.c71c71c71c71cp-5 * v2) + 0x1.c71c71c71c71cp-6 * v3) + -0x1.1111111111111p-6 * v4) + 0x1.6c16c16c16c17p-2 * v5);
+    out[2 * os] = ((((((z + 0x1.5555555555555p-3 * v1) + 0x1.c71c71c71c71cp-5 * v2) + 0x1.c71c71c71c71cp-5 * v3) + 0x1.1111111111111p-5 * v4) + 0x1.6c16c16c16c17p-3 * v5) + 0x1.0000000000000p-1 * v6);
+}
+static void wino_cx_expand_d_g5(const wino_vd *in, wino_vd *out, wino_index os,
+                                 wino_vd *t1, wino_vd *t2)
+{
+    for (int ab = 0; ab < 9; ++ab) wino_cx_line_d_g5(in + ab * 3, 1, t1 + ab * 7, 1);
+    for (int i = 0; i < 3; ++i)
+        for (int w = 0; w < 7; ++w) wino_cx_line_d_g5(t1 + i * 21 + w, 7, t2 + i * 49 + w, 7);
+    for (int hw = 0; hw < 49; ++hw) wino_cx_line_d_g5(t2 + hw, 49, out + hw * os, 49 * os);
+}
+
+static void wino_cx_contract_d_g5(const wino_vd *in, wino_index is, wino_vd *out,
+                                   wino_vd *t1, wino_vd *t2)
+{
+    for (int hw = 0; hw < 49; ++hw) wino_cx_linet_d_g5(in + hw * is, 49 * is, t2 + hw, 49);
+    for (int i = 0; i < 3; ++i)
+        for (int w = 0; w < 7; ++w) wino_cx_linet_d_g5(t2 + i * 49 + w, 7, t1 + i * 21 + w, 7);
+    for (int ab = 0; ab < 9; ++ab) wino_cx_linet_d_g5(t1 + ab * 7, 1, out + ab * 3, 1);
 }
 
 /* Bt of F(6, 3): 8 x 8 */
@@ -1057,18 +1482,73 @@ static void wino_cx_contract_d_a6(const wino_vd *in, wino_index is, wino_vd *out
     for (int ab = 0; ab < 36; ++ab) wino_cx_linet_d_a6(t1 + ab * 8, 1, out + ab * 6, 1);
 }
 
+/* G of F(6, 3): 8 x 3 */
+static const double wino_cx_d_g6[24] = {0x1.0000000000000p-2, 0x0.0p+0, 0x0.0p+0, 0x1.c71c71c71c71cp-5, 0x1.c71c71c71c71cp-5, 0x1.c71c71c71c71cp-5, 0x1.c71c71c71c71cp-5, -0x1.c71c71c71c71cp-5, 0x1.c71c71c71c71cp-5, 0x1.6c16c16c16c17p-9, 0x1.6c16c16c16c17p-8, 0x1.6c16c16c16c17p-7, 0x1.6c16c16c16c17p-9, -0x1.6c16c16c16c17p-8, 0x1.6c16c16c16c17p-7, 0x1.6c16c16c16c17p-2, 0x1.6c16c16c16c17p-3, 0x1.6c16c16c16c17p-4, 0x1.6c16c16c16c17p-2, -0x1.6c16c16c16c17p-3, 0x1.6c16c16c16c17p-4, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p-2};
+static inline void wino_cx_line_d_g6(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
+{
+    const wino_vd z = {0};
+    const wino_vd v0 = in[0 * is];
+    const wino_vd v1 = in[1 * is];
+    const wino_vd v2 = in[2 * is];
+    out[0 * os] = (z + 0x1.0000000000000p-2 * v0);
+    out[1 * os] = (((z + 0x1.c71c71c71c71cp-5 * v0) + 0x1.c71c71c71c71cp-5 * v1) + 0x1.c71c71c71c71cp-5 * v2);
+    out[2 * os] = (((z + 0x1.c71c71c71c71cp-5 * v0) + -0x1.c71c71c71c71cp-5 * v1) + 0x1.c71c71c71c71cp-5 * v2);
+    out[3 * os] = (((z + 0x1.6c16c16c16c17p-9 * v0) + 0x1.6c16c16c16c17p-8 * v1) + 0x1.6c16c16c16c17p-7 * v2);
+    out[4 * os] = (((z + 0x1.6c16c16c16c17p-9 * v0) + -0x1.6c16c16c16c17p-8 * v1) + 0x1.6c16c16c16c17p-7 * v2);
+    out[5 * os] = (((z + 0x1.6c16c16c16c17p-2 * v0) + 0x1.6c16c16c16c17p-3 * v1) + 0x1.6c16c16c16c17p-4 * v2);
+    out[6 * os] = (((z + 0x1.6c16c16c16c17p-2 * v0) + -0x1.6c16c16c16c17p-3 * v1) + 0x1.6c16c16c16c17p-4 * v2);
+    out[7 * os] = (z + 0x1.0000000000000p-2 * v2);
+}
+static inline void wino_cx_linet_d_g6(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
+{
+    const wino_vd z = {0};
+    const wino_vd v0 = in[0 * is];
+    const wino_vd v1 = in[1 * is];
+    const wino_vd v2 = in[2 * is];
+    const wino_vd v3 = in[3 * is];
+    const wino_vd v4 = in[4 * is];
+    const wino_vd v5 = in[5 * is];
+    const wino_vd v6 = in[6 * is];
+    const wino_vd v7 = in[7 * is];
+    out[0 * os] = (((((((z + 0x1.0000000000000p-2 * v0) + 0x1.c71c71c71c71cp-5 * v1) + 0x1.c71c71c71c71cp-5 * v2) + 0x1.6c16c16c16c17p-9 * v3) + 0x1.6c16c16c16c17p-9 * v4) + 0x1.6c16c16c16c17p-2 * v5) + 0x1.6c16c16c16c17p-2 * v6);
+    out[1 * os] = ((((((z + 0x1.c71c71c71c71cp-5 * v1) + -0x1.c71c71c71c71cp-5 * v2) + 0x1.6c16c16c16c17p-8 * v3) + -0x1.6c16c16c16c17p-8 * v4) + 0x1.6c16c16c16c17p-3 * v5) + -0x1.6c16c16c16c17p-3 * v6);
+    out[2 * os] = (((((((z + 0x1.c71c71c71c71cp-5 * v1) + 0x1.c71c71c71c71cp-5 * v2) + 0x1.6c16c16c16c17p-7 * v3) + 0x1.6c16c16c16c17p-7 * v4) + 0x1.6c16c16c16c17p-4 * v5) + 0x1.6c16c16c16c17p-4 * v6) + 0x1.0000000000000p-2 * v7);
+}
+static void wino_cx_expand_d_g6(const wino_vd *in, wino_vd *out, wino_index os,
+                                 wino_vd *t1, wino_vd *t2)
+{
+    for (int ab = 0; ab < 9; ++ab) wino_cx_line_d_g6(in + ab * 3, 1, t1 + ab * 8, 1);
+    for (int i = 0; i < 3; ++i)
+        for (int w = 0; w < 8; ++w) wino_cx_line_d_g6(t1 + i * 24 + w, 8, t2 + i * 64 + w, 8);
+    for (int hw = 0; hw < 64; ++hw) wino_cx_line_d_g6(t2 + hw, 64, out + hw * os, 64 * os);
+}
+
+static void wino_cx_contract_d_g6(const wino_vd *in, wino_index is, wino_vd *out,
+                                   wino_vd *t1, wino_vd *t2)
+{
+    for (int hw = 0; hw < 64; ++hw) wino_cx_linet_d_g6(in + hw * is, 64 * is, t2 + hw, 64);
+    for (int i = 0; i < 3; ++i)
+        for (int w = 0; w < 8; ++w) wino_cx_linet_d_g6(t2 + i * 64 + w, 8, t1 + i * 24 + w, 8);
+    for (int ab = 0; ab < 9; ++ab) wino_cx_linet_d_g6(t1 + ab * 8, 1, out + ab * 3, 1);
+}
+
 const double *wino_cx_match_d(const double *X, int a, int n)
 {
     if (a == 4 && n == 4 && !memcmp(X, wino_cx_d_bt2, sizeof wino_cx_d_bt2)) return wino_cx_d_bt2;
     if (a == 4 && n == 2 && !memcmp(X, wino_cx_d_a2, sizeof wino_cx_d_a2)) return wino_cx_d_a2;
+    if (a == 4 && n == 3 && !memcmp(X, wino_cx_d_g2, sizeof wino_cx_d_g2)) return wino_cx_d_g2;
     if (a == 5 && n == 5 && !memcmp(X, wino_cx_d_bt3, sizeof wino_cx_d_bt3)) return wino_cx_d_bt3;
     if (a == 5 && n == 3 && !memcmp(X, wino_cx_d_a3, sizeof wino_cx_d_a3)) return wino_cx_d_a3;
+    if (a == 5 && n == 3 && !memcmp(X, wino_cx_d_g3, sizeof wino_cx_d_g3)) return wino_cx_d_g3;
     if (a == 6 && n == 6 && !memcmp(X, wino_cx_d_bt4, sizeof wino_cx_d_bt4)) return wino_cx_d_bt4;
     if (a == 6 && n == 4 && !memcmp(X, wino_cx_d_a4, sizeof wino_cx_d_a4)) return wino_cx_d_a4;
+    if (a == 6 && n == 3 && !memcmp(X, wino_cx_d_g4, sizeof wino_cx_d_g4)) return wino_cx_d_g4;
     if (a == 7 && n == 7 && !memcmp(X, wino_cx_d_bt5, sizeof wino_cx_d_bt5)) return wino_cx_d_bt5;
     if (a == 7 && n == 5 && !memcmp(X, wino_cx_d_a5, sizeof wino_cx_d_a5)) return wino_cx_d_a5;
+    if (a == 7 && n == 3 && !memcmp(X, wino_cx_d_g5, sizeof wino_cx_d_g5)) return wino_cx_d_g5;
     if (a == 8 && n == 8 && !memcmp(X, wino_cx_d_bt6, sizeof wino_cx_d_bt6)) return wino_cx_d_bt6;
     if (a == 8 && n == 6 && !memcmp(X, wino_cx_d_a6, sizeof wino_cx_d_a6)) return wino_cx_d_a6;
+    if (a == 8 && n == 3 && !memcmp(X, wino_cx_d_g6, sizeof wino_cx_d_g6)) return wino_cx_d_g6;
     return X;
 }
 
@@ -1077,14 +1557,19 @@ static inline int wino_cx_expand_d(const double *X, const wino_vd *in, wino_vd *
 {
     if (X == wino_cx_d_bt2) { wino_cx_expand_d_bt2(in, out, os, t1, t2); return 1; }
     if (X == wino_cx_d_a2) { wino_cx_expand_d_a2(in, out, os, t1, t2); return 1; }
+    if (X == wino_cx_d_g2) { wino_cx_expand_d_g2(in, out, os, t1, t2); return 1; }
     if (X == wino_cx_d_bt3) { wino_cx_expand_d_bt3(in, out, os, t1, t2); return 1; }
     if (X == wino_cx_d_a3) { wino_cx_expand_d_a3(in, out, os, t1, t2); return 1; }
+    if (X == wino_cx_d_g3) { wino_cx_expand_d_g3(in, out, os, t1, t2); return 1; }
     if (X == wino_cx_d_bt4) { wino_cx_expand_d_bt4(in, out, os, t1, t2); return 1; }
     if (X == wino_cx_d_a4) { wino_cx_expand_d_a4(in, out, os, t1, t2); return 1; }
+    if (X == wino_cx_d_g4) { wino_cx_expand_d_g4(in, out, os, t1, t2); return 1; }
     if (X == wino_cx_d_bt5) { wino_cx_expand_d_bt5(in, out, os, t1, t2); return 1; }
     if (X == wino_cx_d_a5) { wino_cx_expand_d_a5(in, out, os, t1, t2); return 1; }
+    if (X == wino_cx_d_g5) { wino_cx_expand_d_g5(in, out, os, t1, t2); return 1; }
     if (X == wino_cx_d_bt6) { wino_cx_expand_d_bt6(in, out, os, t1, t2); return 1; }
     if (X == wino_cx_d_a6) { wino_cx_expand_d_a6(in, out, os, t1, t2); return 1; }
+    if (X == wino_cx_d_g6) { wino_cx_expand_d_g6(in, out, os, t1, t2); return 1; }
     return 0;
 }
 
@@ -1093,14 +1578,19 @@ static inline int wino_cx_contract_d(const double *X, const wino_vd *in, wino_in
 {
     if (X == wino_cx_d_bt2) { wino_cx_contract_d_bt2(in, is, out, t1, t2); return 1; }
     if (X == wino_cx_d_a2) { wino_cx_contract_d_a2(in, is, out, t1, t2); return 1; }
+    if (X == wino_cx_d_g2) { wino_cx_contract_d_g2(in, is, out, t1, t2); return 1; }
     if (X == wino_cx_d_bt3) { wino_cx_contract_d_bt3(in, is, out, t1, t2); return 1; }
     if (X == wino_cx_d_a3) { wino_cx_contract_d_a3(in, is, out, t1, t2); return 1; }
+    if (X == wino_cx_d_g3) { wino_cx_contract_d_g3(in, is, out, t1, t2); return 1; }
     if (X == wino_cx_d_bt4) { wino_cx_contract_d_bt4(in, is, out, t1, t2); return 1; }
     if (X == wino_cx_d_a4) { wino_cx_contract_d_a4(in, is, out, t1, t2); return 1; }
+    if (X == wino_cx_d_g4) { wino_cx_contract_d_g4(in, is, out, t1, t2); return 1; }
     if (X == wino_cx_d_bt5) { wino_cx_contract_d_bt5(in, is, out, t1, t2); return 1; }
     if (X == wino_cx_d_a5) { wino_cx_contract_d_a5(in, is, out, t1, t2); return 1; }
+    if (X == wino_cx_d_g5) { wino_cx_contract_d_g5(in, is, out, t1, t2); return 1; }
     if (X == wino_cx_d_bt6) { wino_cx_contract_d_bt6(in, is, out, t1, t2); return 1; }
     if (X == wino_cx_d_a6) { wino_cx_contract_d_a6(in, is, out, t1, t2); return 1; }
+    if (X == wino_cx_d_g6) { wino_cx_contract_d_g6(in, is, out, t1, t2); return 1; }
     return 0;
 }
 

@@ -31,6 +31,7 @@
 
 static void FN(filter_expandv)(const PLAN *pl, const VEC *in, VEC *out, VEC *t1, VEC *t2)
 {
+    if (FN(dense_cube)(pl) && WINO_CAT(wino_cx_expand_, WINO_SUFFIX)(pl->X[0], in, out, 1, t1, t2)) return;
     const int n = pl->n[0], a = pl->a[0];
     if (pl->n[1] == n && pl->n[2] == n && pl->a[1] == a && pl->a[2] == a) {
 #define X(N_, A_) \
@@ -43,6 +44,7 @@ static void FN(filter_expandv)(const PLAN *pl, const VEC *in, VEC *out, VEC *t1,
 
 static void FN(filter_contractv)(const PLAN *pl, const VEC *in, VEC *out, VEC *t1, VEC *t2)
 {
+    if (FN(dense_cube)(pl) && WINO_CAT(wino_cx_contract_, WINO_SUFFIX)(pl->X[0], in, 1, out, t1, t2)) return;
     const int n = pl->n[0], a = pl->a[0];
     if (pl->n[1] == n && pl->n[2] == n && pl->a[1] == a && pl->a[2] == a) {
 #define X(N_, A_) \

@@ -1,5 +1,5 @@
-"""Write src/cpu/const_transforms.h: the dense input and output transforms of
-the common tiles with their coefficients as constants.
+"""Write src/cpu/const_transforms.h: the dense input, output and filter
+transforms of the common tiles with their coefficients as constants.
 
 The per-tile maths of wino3d_tile.template.h reads its 1-D matrices at run
 time, so every coefficient costs a broadcast and an FMA, zeros and ones
@@ -101,9 +101,10 @@ def matrices(dtype):
     """[(tag, description, matrix)] of every constant transform."""
     out = []
     for m in TILES:
-        BT, A, _ = axis_matrices(m, 3, np.dtype(dtype).str)
+        BT, A, G = axis_matrices(m, 3, np.dtype(dtype).str)
         out.append((f"bt{m}", f"Bt of F({m}, 3)", BT))
         out.append((f"a{m}", f"A = At^T of F({m}, 3)", A))
+        out.append((f"g{m}", f"G of F({m}, 3)", G))
     return out
 
 
