@@ -39,7 +39,7 @@ same round, so slow phases of a shared machine hit both sides):
 
 For every pywino3d column the report adds the stage breakdown
 (``pywino3d._cpu_backend.stage_timer``), the float32 relative L2 error
-against a float64 torch convolution, and a roofline: the product's FLOPs at
+against a float64 torch convolution (first sample), and a roofline: the product's FLOPs at
 the measured GEMM rate, and the bytes each stage must move (x, V, U, M, y) at
 the measured copy bandwidth.  "staged" adds the three stages as if V and M
 went through memory; "fused" is the bound of a pipeline that keeps V and M in
