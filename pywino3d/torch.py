@@ -316,7 +316,7 @@ class Conv3d(nn.Conv3d):
         params = self._parameters
         w, b = params["weight"], params["bias"]
         dev = x.device
-        return (plan_mod._GENERATION[0], x.shape, x.stride(), x.dtype, dev, x.requires_grad,
+        return (plan_mod.generation(), x.shape, x.stride(), x.dtype, dev, x.requires_grad,
                 torch.is_grad_enabled(), self.training, w.shape, w.dtype, w.device, w.requires_grad,
                 b is not None and b.requires_grad,
                 dev.type in ("cpu", "cuda") and torch.is_autocast_enabled(dev.type), self.tile,
@@ -332,7 +332,7 @@ class Conv3d(nn.Conv3d):
             hit = self._memo.get(key)
             if hit is not None:
                 return self._run(input, *hit)
-        x, unbatched = _check_input(input, self.weight, self.bias, self.groups)
+        x, _ = _check_input(input, self.weight, self.bias, self.groups)
         if self.padding_mode != "zeros":
             pads = (0,) * 6
             _check_extent(x, self.kernel_size, self._reversed_padding_repeated_twice[::-1], self.dilation)
@@ -352,15 +352,18 @@ class Conv3d(nn.Conv3d):
             self.plans[(tuple(x.shape), "train" if grad else "eval")] = p
             if p.source != "recording":
                 self._memo[key] = (p.algo, p.tile, tuple(pads))
-        return self._run(input, p.algo, p.tile, pads)
+        return self._run(input, p.algo, p.tile, pads, x)
 
-    def _run(self, input, algo, tile, pads):
+    def _run(self, input, algo, tile, pads, x=None):
+        """Run the chosen algorithm; ``x`` is ``input`` already made 5-D and
+        padded for the padding mode, where the caller has it."""
         if algo == TORCH:
             return super().forward(input)
         unbatched = input.dim() == 4
-        x = input.unsqueeze(0) if unbatched else input
-        if self.padding_mode != "zeros":
-            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+        if x is None:
+            x = input.unsqueeze(0) if unbatched else input
+            if self.padding_mode != "zeros":
+                x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
         y = winograd_conv3d_op(x, self._weight_U(tile), self.bias, list(self.kernel_size), list(tile),
                                list(pads), None)
         return y.squeeze(0) if unbatched else y
