@@ -33,6 +33,9 @@ from . import _cpu_blocked, _direct
 from ._cpu_common import c_geometry, check_memory, run, workspace, workspace_budget
 
 NAME = "direct"
+#: Kernel variant (a key of ``_direct.VARIANTS``): "auto" lets the C side
+#: choose per geometry (``wino_direct_variant``); the tests pin the others.
+VARIANT = "auto"
 #: Its own arithmetic: one chain of C * taps FMAs per output.
 ARITHMETIC = None
 
@@ -106,5 +109,5 @@ def forward(g, x, U, bias, kept, nthreads):
         mask[kept] = 1
     Wp = run("pack", pack_weights, fields, U, (C, 1, K * C), mask, nthreads)
     scratch = workspace("direct_x", nscratch, dtype)
-    run("direct", _direct.forward, fields, x, Wp, bias, y, scratch, planes, nthreads)
+    run("direct", _direct.forward, fields, x, Wp, bias, y, scratch, planes, nthreads, VARIANT)
     return y

@@ -19,15 +19,28 @@ cdef extern from "direct.h" nogil:
                              wino_index st, const unsigned char *tap_mask, float *Wp, int nthreads)
     int wino_direct_pack_w_d(const wino_geom *g, const double *w, wino_index sk, wino_index sc,
                              wino_index st, const unsigned char *tap_mask, double *Wp, int nthreads)
+    int wino_direct_variant(const wino_geom *g, int itemsize)
     int wino_direct_forward_f(const wino_geom *g, const float *x, const float *Wp, const float *bias,
-                              float *y, float *scratch, wino_index slab_planes, int nthreads)
+                              float *y, float *scratch, wino_index slab_planes, int variant,
+                              int nthreads)
     int wino_direct_forward_d(const wino_geom *g, const double *x, const double *Wp, const double *bias,
-                              double *y, double *scratch, wino_index slab_planes, int nthreads)
+                              double *y, double *scratch, wino_index slab_planes, int variant,
+                              int nthreads)
+
+#: Kernel variants (``src/cpu/direct.h``): 0 lets the C side choose.
+VARIANTS = {"auto": 0, "channel_lanes": 1, "position_lanes": 2}
 
 
 def lanes(int itemsize):
     """Output channels per SIMD vector for this item size (4 or 8)."""
     return wino_direct_lanes(itemsize)
+
+
+def variant(dict fields, int itemsize):
+    """Name of the variant ``"auto"`` runs for this geometry and item size."""
+    cdef wino_geom g = fields
+    code = wino_direct_variant(&g, itemsize)
+    return next(k for k, v in VARIANTS.items() if v == code)
 
 
 def packed_len(dict fields, int itemsize):
@@ -64,17 +77,20 @@ def pack_w(dict fields, const floating[::1] w, wino_index sk, wino_index sc, win
 
 
 def forward(dict fields, const floating[:, :, :, :, :] x, const floating[::1] Wp, const floating[::1] bias,
-            floating[:, :, :, :, ::1] y, floating[::1] scratch, wino_index planes, int nthreads):
+            floating[:, :, :, :, ::1] y, floating[::1] scratch, wino_index planes, int nthreads,
+            str variant="auto"):
     """y = direct convolution of x (strides given in ``fields``) with the
-    packed weights, plus ``bias`` (None for none)."""
+    packed weights, plus ``bias`` (None for none), by the kernel ``variant``
+    (a key of VARIANTS)."""
     cdef wino_geom g = fields
+    cdef int code = VARIANTS[variant]
     cdef const floating *b = NULL
     if bias is not None:
         b = &bias[0]
     with nogil:
         if floating is float:
             wino_direct_forward_f(&g, &x[0, 0, 0, 0, 0], &Wp[0], b, &y[0, 0, 0, 0, 0], &scratch[0],
-                                  planes, nthreads)
+                                  planes, code, nthreads)
         else:
             wino_direct_forward_d(&g, &x[0, 0, 0, 0, 0], &Wp[0], b, &y[0, 0, 0, 0, 0], &scratch[0],
-                                  planes, nthreads)
+                                  planes, code, nthreads)

@@ -2,13 +2,15 @@
 against the float64 reference: kernel shapes, paddings, channel counts that
 are not multiples of the SIMD lanes, input strides (NCDHW, channels-last,
 sliced views), thread counts, slabs, pruned taps, float32 and float64."""
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import pywino3d
-from pywino3d import _direct
+from pywino3d import _cpu_direct, _direct
 from pywino3d.testing import conv3d_reference
 
 TOL = {np.float32: 2e-5, np.float64: 1e-12}
@@ -43,8 +45,31 @@ def problems(draw):
                 bias=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
 
 
-@given(problems())
-def test_direct_matches_reference(p):
+@pytest.fixture(params=["channel_lanes", "position_lanes", "auto"])
+def variant(request, monkeypatch):
+    """Each kernel variant of src/cpu/direct.h, and the C side's choice."""
+    monkeypatch.setattr(_cpu_direct, "VARIANT", request.param)
+    return request.param
+
+
+@contextlib.contextmanager
+def pinned(variant):
+    """Run the direct kernel as ``variant`` inside the block."""
+    before, _cpu_direct.VARIANT = _cpu_direct.VARIANT, variant
+    try:
+        yield
+    finally:
+        _cpu_direct.VARIANT = before
+
+
+@pytest.mark.parametrize("which", ["channel_lanes", "position_lanes", "auto"])
+@given(p=problems())
+def test_direct_matches_reference(which, p):
+    with pinned(which):
+        _check_direct(p)
+
+
+def _check_direct(p):
     rng = np.random.default_rng(p["seed"])
     x = rng.standard_normal((p["N"], p["C"], *p["spatial"])).astype(p["dtype"])
     w = rng.standard_normal((p["K"], p["C"], *p["r"])).astype(p["dtype"])
@@ -60,9 +85,37 @@ def test_direct_matches_reference(p):
     np.testing.assert_array_equal(pywino3d.conv3d(x, w, b, padding=p["pads"], tile=1, workers=1), y)
 
 
+def test_variants_sum_in_the_same_order(monkeypatch):
+    """Both variants sum each output over (c, i, j, l) from zero and add the
+    bias last: the same bits, whichever runs (rows shorter and longer than a
+    vector, K not a multiple of the channel block)."""
+    rng = np.random.default_rng(11)
+    for shape, K in (((1, 3, 5, 6, 29), 13), ((2, 5, 4, 3, 3), 6), ((1, 1, 9, 8, 64), 32)):
+        for dtype in (np.float32, np.float64):
+            x = rng.standard_normal(shape).astype(dtype)
+            w = rng.standard_normal((K, shape[1], 3, 2, 3)).astype(dtype)
+            b = rng.standard_normal(K).astype(dtype)
+            ys = []
+            for v in ("channel_lanes", "position_lanes"):
+                monkeypatch.setattr(_cpu_direct, "VARIANT", v)
+                ys.append(pywino3d.conv3d(x, w, b, padding=(1, 0, 2), tile=1, workers=2))
+            np.testing.assert_array_equal(ys[0], ys[1])
+
+
+def test_auto_variant_wastes_fewer_lanes():
+    """``auto`` takes position lanes where a row padded to whole vectors is
+    no longer than the flattened row with its rw - 1 padding columns."""
+    vl = _direct.lanes(4)
+    for Wo, rw in ((vl * 8, 3), (vl - 1, 3), (2, 3), (vl + 1, 3), (vl, 1)):
+        g = pywino3d._geometry.make_geometry((1, 2, 3, 4, Wo + rw - 1), 4, (3, 3, rw), 0, (1, 1, 1))
+        fields = g.c_fields((0, 0, 0, 0, 0))
+        want = "position_lanes" if -(-Wo // vl) * vl <= Wo + rw - 1 else "channel_lanes"
+        assert _direct.variant(fields, 4) == want, (Wo, rw)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("C,K", [(1, 32), (3, 17), (5, 1), (2, 48)])
-def test_bit_identical_for_any_workers_and_slab(monkeypatch, dtype, C, K):
+def test_bit_identical_for_any_workers_and_slab(monkeypatch, variant, dtype, C, K):
     rng = np.random.default_rng(C * 100 + K)
     x = rng.standard_normal((2, C, 7, 9, 11)).astype(dtype)
     w = rng.standard_normal((K, C, 3, 3, 3)).astype(dtype)
@@ -79,7 +132,7 @@ def test_bit_identical_for_any_workers_and_slab(monkeypatch, dtype, C, K):
 def test_slab_planes_and_scratch_queries():
     g = pywino3d._geometry.make_geometry((1, 4, 10, 6, 5), 8, (3, 3, 3), 1, (1, 1, 1))
     fields = g.c_fields((1200, 300, 30, 5, 1))
-    plane = (6 + 2) * (5 + 2)
+    plane = (6 + 2) * (16 + 2)  # rows padded for 16-lane vectors
     assert _direct.slab_planes(fields, 10**9) == 10  # everything fits: all output planes
     assert _direct.slab_planes(fields, 1) == 1  # never less than one plane
     nd = _direct.slab_planes(fields, 4 * plane * 6)  # room for 6 input planes: 4 output planes

@@ -92,13 +92,14 @@ int FN(wino_direct_pack_w)(const wino_geom *g, const REAL *w, wino_index sk, win
 }
 
 /* Zero-padded copy of input planes [d0 - pad_d, d0 - pad_d + npl) of sample n:
- * xp[c][plane][Hp][Wp].  Jobs are rows; each copies the row of every channel
- * (a channels-last input is read a pixel's channels at a time). */
+ * xp[c][plane][Hp][pitch], pitch >= Wp = Wo + rw - 1 (the columns past Wp are
+ * zero).  Jobs are rows; each copies the row of every channel (a
+ * channels-last input is read a pixel's channels at a time). */
 static void FN(direct_pad_slab)(const wino_geom *g, const REAL *x, wino_index n, wino_index d0,
-                                wino_index npl, REAL *xp, int nthreads)
+                                wino_index npl, wino_index pitch, REAL *xp, int nthreads)
 {
     const wino_index C = g->C, Ho = g->od[1], Wo = g->od[2];
-    const wino_index Hp = Ho + g->r[1] - 1, Wp = Wo + g->r[2] - 1, Sp = Hp * Wp, cs = npl * Sp;
+    const wino_index Hp = Ho + g->r[1] - 1, Wp = Wo + g->r[2] - 1, Sp = Hp * pitch, cs = npl * Sp;
     const wino_index sw = g->xs[4];
     wino_index lo = g->pad[2], hi = g->pad[2] + g->W;
     lo = lo < 0 ? 0 : (lo > Wp ? Wp : lo);
@@ -107,9 +108,9 @@ static void FN(direct_pad_slab)(const wino_geom *g, const REAL *x, wino_index n,
     for (wino_index row = 0; row < npl * Hp; ++row) {
         const wino_index pi = row / Hp, ph = row - pi * Hp;
         const wino_index xd = d0 - g->pad[0] + pi, xh = ph - g->pad[1];
-        REAL *dst0 = xp + pi * Sp + ph * Wp;
+        REAL *dst0 = xp + pi * Sp + ph * pitch;
         if (xd < 0 || xd >= g->D || xh < 0 || xh >= g->H) {
-            for (wino_index c = 0; c < C; ++c) memset(dst0 + c * cs, 0, sizeof(REAL) * (size_t)Wp);
+            for (wino_index c = 0; c < C; ++c) memset(dst0 + c * cs, 0, sizeof(REAL) * (size_t)pitch);
             continue;
         }
         const REAL *src0 = x + n * g->xs[0] + xd * g->xs[2] + xh * g->xs[3] + (lo - g->pad[2]) * sw;
@@ -122,13 +123,16 @@ static void FN(direct_pad_slab)(const wino_geom *g, const REAL *x, wino_index n,
                 for (; e < hi; ++e) dst[e] = src[e - lo];
             else
                 for (; e < hi; ++e) dst[e] = src[(e - lo) * sw];
-            for (; e < Wp; ++e) dst[e] = 0;
+            for (; e < pitch; ++e) dst[e] = 0;
         }
     }
 }
 
-int FN(wino_direct_forward)(const wino_geom *g, const REAL *x, const REAL *Wpk, const REAL *bias,
-                            REAL *y, REAL *scratch, wino_index slab_planes, int nthreads)
+/* Output channels in the lanes: register blocks of 2 channel vectors x RB
+ * flattened positions (see direct.h). */
+static void FN(direct_forward_klanes)(const wino_geom *g, const REAL *x, const REAL *Wpk,
+                                      const REAL *bias, REAL *y, REAL *scratch,
+                                      wino_index slab_planes, int nthreads)
 {
     const wino_index C = g->C, K = g->K, Do = g->od[0], Ho = g->od[1], Wo = g->od[2];
     const int rd = (int)g->r[0], rh = (int)g->r[1], rw = (int)g->r[2];
@@ -144,7 +148,7 @@ int FN(wino_direct_forward)(const wino_geom *g, const REAL *x, const REAL *Wpk, 
         for (wino_index d0 = 0; d0 < Do; d0 += slab_planes) {
             const wino_index nd = Do - d0 < slab_planes ? Do - d0 : slab_planes;
             const wino_index npl = nd + rd - 1, cs = npl * Sp;
-            FN(direct_pad_slab)(g, x, n, d0, npl, scratch, nthreads);
+            FN(direct_pad_slab)(g, x, n, d0, npl, Wp, scratch, nthreads);
             /* dynamic: a job is computed whole by whichever thread takes it,
              * so the result is the same; a descheduled thread on a busy
              * machine does not hold the others at the barrier */
@@ -206,6 +210,127 @@ int FN(wino_direct_forward)(const wino_geom *g, const REAL *x, const REAL *Wpk, 
                 }
             }
         }
+}
+
+/* One positions-in-lanes register block: acc[kk][p] += Wp[kb][c][tap][kk0 + kk]
+ * * xpad[c][row + tap offset + p * VL + lane] for WINO_DIRECT_KB output
+ * channels (broadcast) and pv (<= WINO_DIRECT_PV) vectors of VL consecutive
+ * outputs along w (unaligned loads).  Inlined with constant pv (see
+ * direct_wblock_any).  Summation order per output: (c, i, j, l), as in
+ * direct_block. */
+WINO_INLINE void FN(direct_wblock)(const REAL *WINO_RESTRICT xq, wino_index cs, wino_index ds,
+                                   wino_index hs, const REAL *WINO_RESTRICT wk, wino_index C,
+                                   int rd, int rh, int rw, const int pv, VEC *WINO_RESTRICT out)
+{
+    VEC acc[WINO_DIRECT_KB][WINO_DIRECT_PV];
+    for (int kk = 0; kk < WINO_DIRECT_KB; ++kk)
+        for (int p = 0; p < pv; ++p) acc[kk][p] = (VEC){0};
+    const REAL *u = wk;
+    for (wino_index c = 0; c < C; ++c) {
+        const REAL *xc = xq + c * cs;
+        for (int i = 0; i < rd; ++i)
+            for (int j = 0; j < rh; ++j) {
+                const REAL *xr = xc + i * ds + j * hs;
+                for (int l = 0; l < rw; ++l, u += VL) {
+                    VEC xv[WINO_DIRECT_PV];
+                    for (int p = 0; p < pv; ++p) xv[p] = *(const VEC_U *)(xr + l + p * VL);
+                    for (int kk = 0; kk < WINO_DIRECT_KB; ++kk) {
+                        const REAL s = u[kk];
+                        for (int p = 0; p < pv; ++p) acc[kk][p] += xv[p] * s;
+                    }
+                }
+            }
+    }
+    for (int kk = 0; kk < WINO_DIRECT_KB; ++kk)
+        for (int p = 0; p < pv; ++p) out[kk * WINO_DIRECT_PV + p] = acc[kk][p];
+}
+
+static void FN(direct_wblock_any)(const REAL *xq, wino_index cs, wino_index ds, wino_index hs,
+                                  const REAL *wk, wino_index C, int rd, int rh, int rw, int pv,
+                                  VEC *out)
+{
+#define WINO_DIRECT_CASE(PV_)                                                   \
+    case PV_:                                                                  \
+        FN(direct_wblock)(xq, cs, ds, hs, wk, C, rd, rh, rw, PV_, out);         \
+        break;
+    switch (pv) {
+        WINO_DIRECT_CASE(1) WINO_DIRECT_CASE(2) WINO_DIRECT_CASE(3)
+#if WINO_DIRECT_PV > 3
+        WINO_DIRECT_CASE(4) WINO_DIRECT_CASE(5) WINO_DIRECT_CASE(6)
+#endif
+        default: break;
+    }
+#undef WINO_DIRECT_CASE
+}
+
+/* Output positions along w in the lanes: each job is a block of output rows
+ * of one plane of a slab; it runs every group of WINO_DIRECT_KB output
+ * channels over those rows in blocks of WINO_DIRECT_PV vectors and stores
+ * whole vectors of y (the last one of a row partially).  The slab's rows are padded to a pitch of
+ * ceil(Wo / VL) * VL + rw - 1, so every vector load stays in its row. */
+static void FN(direct_forward_wlanes)(const wino_geom *g, const REAL *x, const REAL *Wpk,
+                                      const REAL *bias, REAL *y, REAL *scratch,
+                                      wino_index slab_planes, int nthreads)
+{
+    const wino_index C = g->C, K = g->K, Do = g->od[0], Ho = g->od[1], Wo = g->od[2];
+    const int rd = (int)g->r[0], rh = (int)g->r[1], rw = (int)g->r[2];
+    const wino_index nwv = (Wo + VL - 1) / VL, pitch = nwv * VL + rw - 1;
+    const wino_index Hp = Ho + rh - 1, Sp = Hp * pitch, T = (wino_index)rd * rh * rw;
+    const wino_index ngrp = (K + WINO_DIRECT_KB - 1) / WINO_DIRECT_KB, plane = Ho * Wo;
+    /* a job is a block of `rows` output rows: each group of channels writes
+     * them as one contiguous run of y per channel (prefetchers follow a few
+     * long runs, not many 1-row pieces), while the input rows the block
+     * reads, C * rd * (rows + rh - 1) of them, stay within about 256 KiB */
+    const wino_index row_bytes = (wino_index)sizeof(REAL) * C * rd * pitch;
+    wino_index rows = (wino_index)(256 * 1024) / (row_bytes > 0 ? row_bytes : 1) - (rh - 1);
+    rows = rows < 1 ? 1 : (rows > Ho ? Ho : rows);
+    const wino_index nrb = (Ho + rows - 1) / rows;
+    if (slab_planes < 1) slab_planes = 1;
+    for (wino_index n = 0; n < g->N; ++n)
+        for (wino_index d0 = 0; d0 < Do; d0 += slab_planes) {
+            const wino_index nd = Do - d0 < slab_planes ? Do - d0 : slab_planes;
+            const wino_index npl = nd + rd - 1, cs = npl * Sp;
+            FN(direct_pad_slab)(g, x, n, d0, npl, pitch, scratch, nthreads);
+#pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
+            for (wino_index job = 0; job < nd * nrb; ++job) {
+                const wino_index odl = job / nrb, oh0 = (job - odl * nrb) * rows;
+                const wino_index oh1 = oh0 + rows < Ho ? oh0 + rows : Ho, od = d0 + odl;
+                for (wino_index kg = 0; kg < ngrp; ++kg) {
+                    const wino_index k0 = kg * WINO_DIRECT_KB, kb = k0 / VL;
+                    const REAL *wk = Wpk + kb * C * T * VL + (k0 - kb * VL);
+                    const int nk = K - k0 < WINO_DIRECT_KB ? (int)(K - k0) : WINO_DIRECT_KB;
+                    for (wino_index oh = oh0; oh < oh1; ++oh) {
+                        const REAL *xrow = scratch + odl * Sp + oh * pitch;
+                        for (wino_index v0 = 0; v0 < nwv; v0 += WINO_DIRECT_PV) {
+                            const int pv = nwv - v0 < WINO_DIRECT_PV ? (int)(nwv - v0) : WINO_DIRECT_PV;
+                            VEC acc[WINO_DIRECT_KB * WINO_DIRECT_PV];
+                            FN(direct_wblock_any)(xrow + v0 * VL, cs, Sp, pitch, wk, C, rd, rh, rw, pv, acc);
+                            for (int kk = 0; kk < nk; ++kk) {
+                                const REAL b = bias ? bias[k0 + kk] : (REAL)0;
+                                REAL *yr = y + ((n * K + k0 + kk) * Do + od) * plane + oh * Wo;
+                                for (int p = 0; p < pv; ++p) {
+                                    const wino_index ow = (v0 + p) * VL;
+                                    const VEC r = acc[kk * WINO_DIRECT_PV + p] + b;
+                                    const int cnt = Wo - ow < VL ? (int)(Wo - ow) : VL;
+                                    if (cnt == VL) *(VEC_U *)(yr + ow) = r;
+                                    else memcpy(yr + ow, &r, sizeof(REAL) * (size_t)cnt);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+}
+
+int FN(wino_direct_forward)(const wino_geom *g, const REAL *x, const REAL *Wpk, const REAL *bias,
+                            REAL *y, REAL *scratch, wino_index slab_planes, int variant, int nthreads)
+{
+    if (variant == WINO_DIRECT_AUTO) variant = wino_direct_variant(g, (int)sizeof(REAL));
+    if (variant == WINO_DIRECT_WLANES)
+        FN(direct_forward_wlanes)(g, x, Wpk, bias, y, scratch, slab_planes, nthreads);
+    else
+        FN(direct_forward_klanes)(g, x, Wpk, bias, y, scratch, slab_planes, nthreads);
     return 0;
 }
 

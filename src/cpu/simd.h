@@ -31,6 +31,11 @@ typedef float wino_vf __attribute__((vector_size(WINO_VBYTES)));
 typedef double wino_vd __attribute__((vector_size(WINO_VBYTES)));
 #define WINO_VL_f (WINO_VBYTES / 4)
 #define WINO_VL_d (WINO_VBYTES / 8)
+/* The same vectors at the alignment of one element: dereferencing a pointer
+ * to one is a single unaligned vector load or store (a memcpy into a
+ * wino_v<S> array element can go through the stack and stall). */
+typedef float wino_vf_u __attribute__((vector_size(WINO_VBYTES), aligned(4)));
+typedef double wino_vd_u __attribute__((vector_size(WINO_VBYTES), aligned(8)));
 
 /* Copy lanes [0, lanes) of v to dst (contiguous); load them back, zeroing
  * the lanes past `lanes`. */

@@ -16,6 +16,7 @@
 #define REAL WINO_REAL
 #define FN(name) WINO_CAT(WINO_CAT(name, _), WINO_SUFFIX)  /* per-type function name */
 #define VEC WINO_CAT(wino_v, WINO_SUFFIX)                   /* SIMD vector of REAL */
+#define VEC_U WINO_CAT(WINO_CAT(wino_v, WINO_SUFFIX), _u)  /* VEC, element-aligned */
 #define VL WINO_CAT(WINO_VL_, WINO_SUFFIX)                  /* lanes of VEC */
 #define PLAN WINO_CAT(wino_plan_, WINO_SUFFIX)
 #define EXPAND WINO_CAT(wino_expand_, WINO_SUFFIX)

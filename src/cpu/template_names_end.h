@@ -2,6 +2,7 @@
 #undef REAL
 #undef FN
 #undef VEC
+#undef VEC_U
 #undef VL
 #undef PLAN
 #undef EXPAND
