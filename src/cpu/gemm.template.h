@@ -23,21 +23,27 @@
 #define NC_BLK WINO_CAT(WINO_GEMM_NC_, WINO_SUFFIX)
 
 
-static void FN(ukernel)(int kc, const REAL *WINO_RESTRICT Ap, const REAL *WINO_RESTRICT Bp,
-                        REAL *Cb, wino_index rsc, int mr, int nr, int accumulate)
+/* The micro-kernels read A[i][k] at a[i * ars + k * aks]: a packed panel
+ * has ars = 1 and aks = MR (rows past mr are zero there); an unpacked block
+ * of A its own strides (rows past mr then repeat row 0; their results are
+ * never stored).  Same FMAs in the same order either way. */
+WINO_INLINE void FN(ukernel)(int kc, const REAL *WINO_RESTRICT a, wino_index ars, wino_index aks,
+                             const REAL *WINO_RESTRICT Bp, REAL *Cb, wino_index rsc, int mr,
+                             int nr, int accumulate)
 {
     VEC acc0[MR], acc1[MR];
+    const REAL *row[MR];
     for (int i = 0; i < MR; ++i) {
         acc0[i] = (VEC){0};
         acc1[i] = (VEC){0};
+        row[i] = a + (ars == 1 || i < mr ? i : 0) * ars;
     }
     for (int k = 0; k < kc; ++k) {
         VEC b0, b1;
         memcpy(&b0, Bp + (wino_index)k * NR, sizeof b0);
         memcpy(&b1, Bp + (wino_index)k * NR + VL, sizeof b1);
-        const REAL *a = Ap + (wino_index)k * MR;
         for (int i = 0; i < MR; ++i) {
-            const REAL ai = a[i];
+            const REAL ai = row[i][(wino_index)k * aks];
             acc0[i] += ai * b0;
             acc1[i] += ai * b1;
         }
@@ -68,16 +74,20 @@ static void FN(ukernel)(int kc, const REAL *WINO_RESTRICT Ap, const REAL *WINO_R
 
 /* Half-width variant for the last column panel when it has <= VL columns
  * (e.g. 16 tiles): half the FMAs of the full kernel. */
-static void FN(ukernel_half)(int kc, const REAL *WINO_RESTRICT Ap, const REAL *WINO_RESTRICT Bp,
-                             REAL *Cb, wino_index rsc, int mr, int nr, int accumulate)
+WINO_INLINE void FN(ukernel_half)(int kc, const REAL *WINO_RESTRICT a, wino_index ars,
+                                  wino_index aks, const REAL *WINO_RESTRICT Bp, REAL *Cb,
+                                  wino_index rsc, int mr, int nr, int accumulate)
 {
     VEC acc[MR];
-    for (int i = 0; i < MR; ++i) acc[i] = (VEC){0};
+    const REAL *row[MR];
+    for (int i = 0; i < MR; ++i) {
+        acc[i] = (VEC){0};
+        row[i] = a + (ars == 1 || i < mr ? i : 0) * ars;
+    }
     for (int k = 0; k < kc; ++k) {
         VEC b0;
         memcpy(&b0, Bp + (wino_index)k * NR, sizeof b0);
-        const REAL *a = Ap + (wino_index)k * MR;
-        for (int i = 0; i < MR; ++i) acc[i] += a[i] * b0;
+        for (int i = 0; i < MR; ++i) acc[i] += row[i][(wino_index)k * aks] * b0;
     }
     REAL tmp[VL];
     for (int i = 0; i < mr; ++i) {
@@ -85,6 +95,23 @@ static void FN(ukernel_half)(int kc, const REAL *WINO_RESTRICT Ap, const REAL *W
         REAL *c = Cb + i * rsc;
         for (int j = 0; j < nr; ++j) c[j] = accumulate ? c[j] + tmp[j] : tmp[j];
     }
+}
+
+/* The micro-kernel of an MR x nr block, from a packed panel (ars = 1, aks =
+ * MR: constants, so the packed loop is what it always was) or from A in
+ * place (aks = 1). */
+static void FN(ukernel_packed)(int kc, const REAL *Ap, const REAL *Bp, REAL *Cb, wino_index rsc,
+                               int mr, int nr, int accumulate)
+{
+    if (nr <= VL) FN(ukernel_half)(kc, Ap, 1, MR, Bp, Cb, rsc, mr, nr, accumulate);
+    else FN(ukernel)(kc, Ap, 1, MR, Bp, Cb, rsc, mr, nr, accumulate);
+}
+
+static void FN(ukernel_inplace)(int kc, const REAL *A, wino_index rsa, const REAL *Bp, REAL *Cb,
+                                wino_index rsc, int mr, int nr, int accumulate)
+{
+    if (nr <= VL) FN(ukernel_half)(kc, A, rsa, 1, Bp, Cb, rsc, mr, nr, accumulate);
+    else FN(ukernel)(kc, A, rsa, 1, Bp, Cb, rsc, mr, nr, accumulate);
 }
 
 /* pack rows [i0, i0+mc) x cols [p0, p0+kc) of A into MR-row panels */
@@ -121,29 +148,35 @@ static void FN(pack_b)(const REAL *B, wino_index rsb, wino_index csb, int kc, in
     }
 }
 
-/* One C[i0:i0+mc_all, j0:j0+nc] block, all of K. */
+/* One C[i0:i0+mc_all, j0:j0+nc] block, all of K.  A is packed only where
+ * a panel serves more than one column panel of B: with nc <= NR and A's
+ * rows contiguous (csa == 1), the micro-kernel reads A in place, which
+ * saves a copy of every element of A (the Winograd-domain weights when the
+ * layer has few tiles: C3D's 512-channel layers at batch 1). */
 static void FN(gemm_block)(wino_index M, wino_index j0, int nc, wino_index K,
                            const REAL *A, wino_index rsa, wino_index csa,
                            const REAL *B, wino_index rsb, wino_index csb,
                            REAL *C, wino_index rsc, int accumulate, REAL *Ap, REAL *Bp)
 {
+    const int inplace = csa == 1 && nc <= NR;
     for (wino_index p0 = 0; p0 < K; p0 += KC_BLK) {
         const int kc = K - p0 < KC_BLK ? (int)(K - p0) : KC_BLK;
         const int acc = accumulate || p0 > 0;
         FN(pack_b)(B + p0 * rsb + j0 * csb, rsb, csb, kc, nc, Bp);
         for (wino_index i0 = 0; i0 < M; i0 += MC_BLK) {
             const int mc = M - i0 < MC_BLK ? (int)(M - i0) : MC_BLK;
-            FN(pack_a)(A + i0 * rsa + p0 * csa, rsa, csa, mc, kc, Ap);
+            if (!inplace) FN(pack_a)(A + i0 * rsa + p0 * csa, rsa, csa, mc, kc, Ap);
             for (int jr = 0; jr < nc; jr += NR) {
                 const int nr = nc - jr < NR ? nc - jr : NR;
                 for (int ir = 0; ir < mc; ir += MR) {
                     const int mr = mc - ir < MR ? mc - ir : MR;
-                    if (nr <= VL)
-                        FN(ukernel_half)(kc, Ap + (wino_index)ir * kc, Bp + (wino_index)jr * kc,
-                                         C + (i0 + ir) * rsc + j0 + jr, rsc, mr, nr, acc);
+                    REAL *cb = C + (i0 + ir) * rsc + j0 + jr;
+                    if (inplace)
+                        FN(ukernel_inplace)(kc, A + (i0 + ir) * rsa + p0, rsa, Bp + (wino_index)jr * kc,
+                                            cb, rsc, mr, nr, acc);
                     else
-                        FN(ukernel)(kc, Ap + (wino_index)ir * kc, Bp + (wino_index)jr * kc,
-                                    C + (i0 + ir) * rsc + j0 + jr, rsc, mr, nr, acc);
+                        FN(ukernel_packed)(kc, Ap + (wino_index)ir * kc, Bp + (wino_index)jr * kc, cb,
+                                           rsc, mr, nr, acc);
                 }
             }
         }
