@@ -106,6 +106,26 @@ def test_gemm_without_indices_and_same_bits_for_any_thread_count(rng):
         np.testing.assert_array_equal(C, outs[0])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M,N,K", [(37, 70, 300), (13, 9, 40), (130, 5, 70)])
+def test_gemm_reads_a_in_place_or_packed_to_the_same_bits(rng, dtype, M, N, K):
+    """A with contiguous rows is read in place when it is large or when B has
+    a single column panel (gemm.h: WINO_GEMM_INPLACE_BYTES); a column-major A
+    is always packed.  Both run the same FMAs in the same order: the same
+    bits, edge rows (M not a multiple of MR) and edge columns included."""
+    A = rng.standard_normal((2, M, K)).astype(dtype)
+    A_colmajor = np.ascontiguousarray(A.transpose(0, 2, 1)).transpose(0, 2, 1)
+    B = rng.standard_normal((2, K, N)).astype(dtype)
+    outs = []
+    for a in (A, A_colmajor):
+        C = np.empty((2, M, N), dtype)
+        _cpu.gemm_batched(a, B, C, scratch=_scratch_for_gemm(dtype, 2), nthreads=2)
+        outs.append(C)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    tol = 1e-4 if dtype == np.float32 else 1e-11
+    np.testing.assert_allclose(outs[0], np.matmul(A.astype(np.float64), B), rtol=tol, atol=tol)
+
+
 def test_gemm_rejects_bad_operands(rng):
     A = np.ones((2, 3, 4))
     B = np.ones((2, 4, 5))

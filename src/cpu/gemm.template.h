@@ -148,17 +148,20 @@ static void FN(pack_b)(const REAL *B, wino_index rsb, wino_index csb, int kc, in
     }
 }
 
-/* One C[i0:i0+mc_all, j0:j0+nc] block, all of K.  A is packed only where
- * a panel serves more than one column panel of B: with nc <= NR and A's
- * rows contiguous (csa == 1), the micro-kernel reads A in place, which
- * saves a copy of every element of A (the Winograd-domain weights when the
- * layer has few tiles: C3D's 512-channel layers at batch 1). */
+/* One C[i0:i0+mc_all, j0:j0+nc] block, all of K.  Where A's rows are
+ * contiguous (csa == 1) and either a panel of A would serve a single column
+ * panel of B (nc <= NR) or A is large (WINO_GEMM_INPLACE_BYTES, gemm.h), the
+ * micro-kernel reads A in place, row block by row block, each over all the
+ * column panels: that saves a copy of every element of A per job -- the
+ * Winograd-domain weights of a layer with many channels, which are read
+ * once per position anyway.  Small A (few channels) is packed: there the
+ * contiguous panel was measured faster. */
 static void FN(gemm_block)(wino_index M, wino_index j0, int nc, wino_index K,
                            const REAL *A, wino_index rsa, wino_index csa,
                            const REAL *B, wino_index rsb, wino_index csb,
                            REAL *C, wino_index rsc, int accumulate, REAL *Ap, REAL *Bp)
 {
-    const int inplace = csa == 1 && nc <= NR;
+    const int inplace = csa == 1 && (nc <= NR || (size_t)M * (size_t)K * sizeof(REAL) >= WINO_GEMM_INPLACE_BYTES);
     for (wino_index p0 = 0; p0 < K; p0 += KC_BLK) {
         const int kc = K - p0 < KC_BLK ? (int)(K - p0) : KC_BLK;
         const int acc = accumulate || p0 > 0;
@@ -166,17 +169,23 @@ static void FN(gemm_block)(wino_index M, wino_index j0, int nc, wino_index K,
         for (wino_index i0 = 0; i0 < M; i0 += MC_BLK) {
             const int mc = M - i0 < MC_BLK ? (int)(M - i0) : MC_BLK;
             if (!inplace) FN(pack_a)(A + i0 * rsa + p0 * csa, rsa, csa, mc, kc, Ap);
+            if (inplace) {
+                for (int ir = 0; ir < mc; ir += MR) {
+                    const int mr = mc - ir < MR ? mc - ir : MR;
+                    for (int jr = 0; jr < nc; jr += NR) {
+                        const int nr = nc - jr < NR ? nc - jr : NR;
+                        FN(ukernel_inplace)(kc, A + (i0 + ir) * rsa + p0, rsa, Bp + (wino_index)jr * kc,
+                                            C + (i0 + ir) * rsc + j0 + jr, rsc, mr, nr, acc);
+                    }
+                }
+                continue;
+            }
             for (int jr = 0; jr < nc; jr += NR) {
                 const int nr = nc - jr < NR ? nc - jr : NR;
                 for (int ir = 0; ir < mc; ir += MR) {
                     const int mr = mc - ir < MR ? mc - ir : MR;
-                    REAL *cb = C + (i0 + ir) * rsc + j0 + jr;
-                    if (inplace)
-                        FN(ukernel_inplace)(kc, A + (i0 + ir) * rsa + p0, rsa, Bp + (wino_index)jr * kc,
-                                            cb, rsc, mr, nr, acc);
-                    else
-                        FN(ukernel_packed)(kc, Ap + (wino_index)ir * kc, Bp + (wino_index)jr * kc, cb,
-                                           rsc, mr, nr, acc);
+                    FN(ukernel_packed)(kc, Ap + (wino_index)ir * kc, Bp + (wino_index)jr * kc,
+                                       C + (i0 + ir) * rsc + j0 + jr, rsc, mr, nr, acc);
                 }
             }
         }
