@@ -148,20 +148,15 @@ static void FN(pack_b)(const REAL *B, wino_index rsb, wino_index csb, int kc, in
     }
 }
 
-/* One C[i0:i0+mc_all, j0:j0+nc] block, all of K.  Where A's rows are
- * contiguous (csa == 1) and either a panel of A would serve a single column
- * panel of B (nc <= NR) or A is large (WINO_GEMM_INPLACE_BYTES, gemm.h), the
- * micro-kernel reads A in place, row block by row block, each over all the
- * column panels: that saves a copy of every element of A per job -- the
- * Winograd-domain weights of a layer with many channels, which are read
- * once per position anyway.  Small A (few channels) is packed: there the
- * contiguous panel was measured faster. */
+/* One C[0:M, j0:j0+nc] block, all of K.  With `inplace` (see
+ * wino_gemm_batched) the micro-kernel reads A in place, row block by row
+ * block, each over all the column panels; otherwise A is packed per MC x KC
+ * block. */
 static void FN(gemm_block)(wino_index M, wino_index j0, int nc, wino_index K,
                            const REAL *A, wino_index rsa, wino_index csa,
                            const REAL *B, wino_index rsb, wino_index csb,
-                           REAL *C, wino_index rsc, int accumulate, REAL *Ap, REAL *Bp)
+                           REAL *C, wino_index rsc, int accumulate, int inplace, REAL *Ap, REAL *Bp)
 {
-    const int inplace = csa == 1 && (nc <= NR || (size_t)M * (size_t)K * sizeof(REAL) >= WINO_GEMM_INPLACE_BYTES);
     for (wino_index p0 = 0; p0 < K; p0 += KC_BLK) {
         const int kc = K - p0 < KC_BLK ? (int)(K - p0) : KC_BLK;
         const int acc = accumulate || p0 > 0;
@@ -205,14 +200,36 @@ size_t FN(wino_gemm_scratch_bytes)(int nthreads)
 
 /* C[c(b)] (+)= A[a(b)] @ B[b(b)] for b < nb, where x(b) is x->index[b], or b
  * when the index is NULL (wino_batch in gemm.h).  C's columns must be
- * contiguous (C->cstride == 1).  Jobs are (batch, column block) pairs. */
+ * contiguous (C->cstride == 1).  Jobs are (batch, column block, row block)
+ * triples: the rows are split only when there are fewer (batch, column
+ * block) pairs than twice the threads (one large product: im2col, or the
+ * Winograd product of a layer with few tiles), into whole MR-row panels.
+ * Each element of C is summed by one job in the same k order whatever the
+ * split, so results never depend on the thread count.
+ *
+ * Where A's rows are contiguous (cstride 1) and either a panel of A would
+ * serve a single column panel of B (N <= NR) or A is large
+ * (WINO_GEMM_INPLACE_BYTES, gemm.h), the micro-kernel reads A in place:
+ * that saves a copy of every element of A per job -- the Winograd-domain
+ * weights of a layer with many channels, which are read once per position
+ * anyway.  Small A (few channels) is packed: there the contiguous panel was
+ * measured faster. */
 int FN(wino_gemm_batched)(wino_index nb, wino_index M, wino_index N, wino_index K,
                           const wino_batch *A, const wino_batch *B, const wino_batch *C,
                           int accumulate, void *scratch, size_t scratch_bytes, int nthreads)
 {
     if (C->cstride != 1) return WINO_EARG;
     if (!scratch || scratch_bytes < wino_scratch_total(PACK_BYTES, nthreads)) return WINO_ESCRATCH;
-    const wino_index ncb = (N + NC_BLK - 1) / NC_BLK;
+    const wino_index ncb = (N + NC_BLK - 1) / NC_BLK, npanels = (M + MR - 1) / MR;
+    wino_index nmb = 1;
+    if (nb * ncb < 2 * (wino_index)nthreads) {
+        nmb = (2 * (wino_index)nthreads + nb * ncb - 1) / (nb * ncb);
+        if (nmb > npanels) nmb = npanels;
+        if (nmb < 1) nmb = 1;
+    }
+    const wino_index mrows = (npanels + nmb - 1) / nmb * MR;
+    const int inplace = A->cstride == 1 &&
+                        (N <= NR || (size_t)M * (size_t)K * sizeof(REAL) >= WINO_GEMM_INPLACE_BYTES);
     const REAL *a = (const REAL *)A->data, *bm = (const REAL *)B->data;
     REAL *c = (REAL *)C->data;
 #pragma omp parallel num_threads(nthreads)
@@ -220,16 +237,19 @@ int FN(wino_gemm_batched)(wino_index nb, wino_index M, wino_index N, wino_index 
         REAL *Ap = (REAL *)wino_scratch_slice(scratch, PACK_BYTES, wino_thread_num());
         REAL *Bp = Ap + (size_t)MC_BLK * KC_BLK;
 #pragma omp for schedule(static)
-        for (wino_index job = 0; job < nb * ncb; ++job) {
-            const wino_index b = job / ncb, jb = job - b * ncb;
-            const wino_index j0 = jb * NC_BLK;
+        for (wino_index job = 0; job < nb * ncb * nmb; ++job) {
+            const wino_index b = job / (ncb * nmb), rest = job - b * (ncb * nmb);
+            const wino_index jb = rest / nmb, mb = rest - jb * nmb;
+            const wino_index j0 = jb * NC_BLK, m0 = mb * mrows;
+            if (m0 >= M) continue;
+            const wino_index mm = M - m0 < mrows ? M - m0 : mrows;
             const int nc = N - j0 < NC_BLK ? (int)(N - j0) : NC_BLK;
             const wino_index ia = A->index ? A->index[b] : b;
             const wino_index ib = B->index ? B->index[b] : b;
             const wino_index ic = C->index ? C->index[b] : b;
-            FN(gemm_block)(M, j0, nc, K, a + ia * A->bstride, A->rstride, A->cstride,
+            FN(gemm_block)(mm, j0, nc, K, a + ia * A->bstride + m0 * A->rstride, A->rstride, A->cstride,
                            bm + ib * B->bstride, B->rstride, B->cstride,
-                           c + ic * C->bstride, C->rstride, accumulate, Ap, Bp);
+                           c + ic * C->bstride + m0 * C->rstride, C->rstride, accumulate, inplace, Ap, Bp);
         }
     }
     return 0;
