@@ -145,7 +145,7 @@ def _auto_tile(call, g, x, w, bias, padding, nthreads):
         kept = as_columns(None, gt.npos)
 
         def run():
-            U = call.impl.filter_transform(w, tile, kept, nthreads)
+            U = call.impl.conv_weights(w, tile, kept, nthreads)
             _forward(call, gt, x, U, bias, kept, nthreads)
         return run
 
@@ -221,7 +221,7 @@ def conv3d(x, w, bias=None, *, padding=0, tile="auto", workers=None, backend=Non
     tile = parse_tile(tile)
     g = make_geometry(x.shape, K, ksize, padding, tile)
     kept = as_columns(None, g.npos)
-    U = call.impl.filter_transform(w, tile, kept, nthreads)
+    U = call.impl.conv_weights(w, tile, kept, nthreads)
     return call.result(_forward(call, g, x, U, bias, kept, nthreads))
 
 

@@ -59,6 +59,11 @@ class Backend(Protocol):
     def filter_transform(self, w, tile, kept, nthreads):
         """U (npos, K, C) of the weights w (K, C, r_d, r_h, r_w)."""
 
+    def conv_weights(self, w, tile, kept, nthreads):
+        """U for a one-shot conv3d: filter_transform's, or a read-only
+        equivalent the backend's kernels read without a copy (tile 1 on the
+        CPU: a view of w)."""
+
     def filter_transform_backward(self, grad_U, ksize, tile, nthreads):
         """grad_w (K, C, *ksize) of grad_U (npos, K, C)."""
 
@@ -71,7 +76,7 @@ class Backend(Protocol):
 
 #: Members every backend must have (checked by :func:`register`).
 BACKEND_MEMBERS = ("name", "xp", "owns", "asarray", "to_own", "resolve_workers", "filter_transform",
-                   "filter_transform_backward", "forward", "backward")
+                   "conv_weights", "filter_transform_backward", "forward", "backward")
 
 
 def as_backend(impl):

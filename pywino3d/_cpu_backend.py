@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from . import _cpu, _cpu_blocked, _cpu_direct
+from . import _cpu, _cpu_blocked, _cpu_direct, _cpu_im2col
 from ._cpu_common import (  # noqa: F401  (re-exported: tests and benchmarks use them here)
     available_memory, block_size, check_memory, plan, release_workspace, resolve_workers, scratch,
     stage_timer, workspace, workspace_budget,
@@ -66,6 +67,7 @@ def register_pipeline(module, before="blocked"):
 
 register_pipeline(_cpu_blocked, before=None)
 register_pipeline(_cpu_direct)  # tile 1 where the direct kernel is the faster
+register_pipeline(_cpu_im2col)  # tile 1 with large weights on a small volume
 
 _pipeline = contextvars.ContextVar("pywino3d_cpu_pipeline", default="auto")
 
@@ -126,6 +128,20 @@ def filter_transform(w, tile, kept, nthreads):
     return U
 
 
+def conv_weights(w, tile, kept, nthreads):
+    """U for a one-shot ``conv3d``: ``filter_transform``'s, except that tile 1
+    with every tap kept is ``w`` itself seen through a read-only view
+    (``U[tap, k, c] = w[k, c, tap]``: F(1, r) has G = I), which the direct
+    and im2col pipelines read without a copy."""
+    taps = math.prod(w.shape[2:])
+    if all(m == 1 for m in tile) and kept.size == taps:
+        K, C = w.shape[:2]
+        U = np.ascontiguousarray(w).reshape(K, C, taps).transpose(2, 0, 1)
+        U.flags.writeable = False
+        return U
+    return filter_transform(w, tile, kept, nthreads)
+
+
 def filter_transform_backward(gU, ksize, tile, nthreads):
     P, K, C = gU.shape
     gw = np.empty((K, C, *ksize), dtype=gU.dtype)
@@ -182,6 +198,7 @@ class CpuBackend:
         return resolve_workers(workers)
 
     filter_transform = staticmethod(filter_transform)
+    conv_weights = staticmethod(conv_weights)
     filter_transform_backward = staticmethod(filter_transform_backward)
     forward = staticmethod(forward)
     backward = staticmethod(backward)

@@ -102,12 +102,16 @@ def forward(g, x, U, bias, kept, nthreads):
                  y.nbytes + (nscratch + npacked) * dtype.itemsize)
     x, cgeom = c_geometry(g, x)
     fields = cgeom.fields()
-    U = np.ascontiguousarray(U)
     mask = None
     if kept.size != T:
         mask = np.zeros(T, dtype=np.uint8)
         mask[kept] = 1
-    Wp = run("pack", pack_weights, fields, U, (C, 1, K * C), mask, nthreads)
+    Ut = U.transpose(1, 2, 0)  # (K, C, taps): w itself when U is conv_weights' view
+    if Ut.flags.c_contiguous:
+        src, strides = Ut, (C * T, T, 1)
+    else:
+        src, strides = np.ascontiguousarray(U), (C, 1, K * C)
+    Wp = run("pack", pack_weights, fields, src, strides, mask, nthreads)
     scratch = workspace("direct_x", nscratch, dtype)
     run("direct", _direct.forward, fields, x, Wp, bias, y, scratch, planes, nthreads, VARIANT)
     return y

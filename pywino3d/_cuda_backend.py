@@ -234,6 +234,10 @@ class CudaBackend:
         return U
 
     @_on_device_of_first_array
+    def conv_weights(self, w, tile, kept, nthreads):
+        """U for a one-shot conv3d: the filter transform's."""
+        return self.filter_transform(w, tile, kept, nthreads)
+
     def filter_transform_backward(self, gU, ksize, tile, nthreads):
         cp = _cp()
         P, K, C = gU.shape

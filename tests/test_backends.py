@@ -59,6 +59,7 @@ class FakeCuda:
         return inner
 
     filter_transform = _wrap("filter_transform")
+    conv_weights = _wrap("conv_weights")
     filter_transform_backward = _wrap("filter_transform_backward")
     forward = _wrap("forward")
     backward = _wrap("backward")

@@ -172,3 +172,62 @@ def test_first_layer_shape_and_tiny_volume():
         w = rng.standard_normal((K, shape[1], 3, 3, 3)).astype(np.float32)
         y = pywino3d.conv3d(x, w, padding=1, tile=1)
         assert _rel_err(y, conv3d_reference(x, w, padding=1)) < TOL[np.float32]
+
+
+# ------------------------------------------------------------ im2col + GEMM
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["ncdhw", "channels_last", "sliced"])
+def test_im2col_pipeline_matches_reference(dtype, layout):
+    """The im2col pipeline (tile 1, src/cpu/direct.h wino_direct_im2col + one
+    GEMM per sample): an asymmetric kernel, a different padding per axis,
+    two samples, bias, any input strides; agrees with the direct
+    kernel to rounding and is bit-identical for any thread count."""
+    from pywino3d import _cpu_backend
+
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((2, 5, 4, 6, 7)).astype(dtype)
+    w = rng.standard_normal((9, 5, 3, 2, 3)).astype(dtype)
+    b = rng.standard_normal(9).astype(dtype)
+    pads = (1, 0, 2)
+    xl = _layout(x, layout)
+    with _cpu_backend.use_pipeline("im2col"):
+        ys = [pywino3d.conv3d(xl, w, b, padding=pads, tile=1, workers=n) for n in (1, 2, 3)]
+    ref = conv3d_reference(x, w, b, padding=pads)
+    assert ys[0].shape == ref.shape
+    assert _rel_err(ys[0], ref) < TOL[dtype]
+    for y in ys[1:]:
+        np.testing.assert_array_equal(y, ys[0])
+    with _cpu_backend.use_pipeline("direct"):
+        yd = pywino3d.conv3d(xl, w, b, padding=pads, tile=1)
+    assert _rel_err(ys[0], yd) < TOL[dtype]
+
+
+def test_im2col_serves_large_weights_on_small_volumes_and_declines_the_rest():
+    from pywino3d import _cpu_backend, _cpu_im2col
+    from pywino3d._geometry import make_geometry
+
+    g = make_geometry((1, 256, 4, 4, 4), 256, (3, 3, 3), 1, (1, 1, 1))
+    all_taps = np.arange(27, dtype=np.int32)
+    assert _cpu_backend.choose_pipeline(g, all_taps, np.float32).NAME == "im2col"
+    assert "pruned taps" in _cpu_im2col.supports(g, all_taps[:5], np.float32)
+    g2 = make_geometry((1, 256, 4, 4, 4), 256, (3, 3, 3), 1, (2, 2, 2))
+    assert "tile (1, 1, 1) only" in _cpu_im2col.supports(g2, np.arange(64, dtype=np.int32), np.float32)
+    # a first layer goes to the direct kernel, which "auto" tries first
+    g3 = make_geometry((1, 1, 16, 16, 16), 32, (3, 3, 3), 1, (1, 1, 1))
+    assert _cpu_backend.choose_pipeline(g3, all_taps, np.float32).NAME == "direct"
+
+
+def test_one_shot_tile_one_reads_w_through_a_read_only_view():
+    """conv3d(tile=1) hands w to the kernels as a read-only view (no copy of
+    the weights); the public filter_transform still returns a new array."""
+    from pywino3d import _cpu_backend
+
+    w = np.random.default_rng(22).standard_normal((4, 3, 3, 3, 3)).astype(np.float32)
+    kept = np.arange(27, dtype=np.int32)
+    U = _cpu_backend.conv_weights(w, (1, 1, 1), kept, 1)
+    assert np.shares_memory(U, w) and not U.flags.writeable
+    np.testing.assert_array_equal(U, pywino3d.filter_transform(w, 1))
+    assert not np.shares_memory(pywino3d.filter_transform(w, 1), w)
+    # other tiles are the filter transform's
+    np.testing.assert_array_equal(_cpu_backend.conv_weights(w, (2, 2, 2), np.arange(64, dtype=np.int32), 1),
+                                  pywino3d.filter_transform(w, 2))
