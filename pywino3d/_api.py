@@ -225,6 +225,18 @@ def conv3d(x, w, bias=None, *, padding=0, tile="auto", workers=None, backend=Non
     return call.result(_forward(call, g, x, U, bias, kept, nthreads))
 
 
+def auto_tile(x, w, bias=None, *, padding=0, workers=None, backend=None):
+    """The tile ``conv3d(x, w, bias, padding=..., tile="auto")`` runs, tuning
+    first where it would (internal: the benchmarks report it)."""
+    call = _Call(x, backend, False)
+    x = call.array("x", x, ndim=5)
+    w = _check_w(call, w, x)
+    bias = _check_bias(call, bias, w.shape[0], x.dtype)
+    nthreads = call.workers(workers)
+    g = make_geometry(x.shape, w.shape[0], w.shape[2:], padding, (1, 1, 1))
+    return parse_tile(_auto_tile(call, g, x, w, bias, padding, nthreads))
+
+
 def filter_transform(w, tile, *, workers=None, backend=None, coerce=False):
     """Winograd-domain weights U = (G_d x G_h x G_w) w for every filter.
 

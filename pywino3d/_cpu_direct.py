@@ -1,13 +1,12 @@
 """Direct convolution on the CPU, for the layers where Winograd cannot win.
 
-The kernel (``src/cpu/direct.h``) keeps output channels in the SIMD lanes
-and broadcasts the input, so a layer with one to three input channels costs
-``27 * K / lanes`` FMAs per output position instead of a Winograd input and
-output transform per channel, and a tiny volume with large weights streams
-its weights once instead of a Winograd-domain copy ``alpha^3 / 27`` times as
-large.  It is the CPU pipeline "direct" (``_cpu_backend.PIPELINES``): it serves
+The kernel (``src/cpu/direct.h``) keeps output channels -- or, the
+variant used on rows of a vector or more, consecutive outputs along w -- in
+the SIMD lanes and broadcasts the other operand, so a layer with one to
+three input channels costs ``27 * K / lanes`` FMAs per output position
+instead of a Winograd input and output transform per channel.  It is the CPU pipeline "direct" (``_cpu_backend.PIPELINES``): it serves
 ``tile=1`` (``F(1, r)``, the direct algorithm) where it is the faster
-(``pywino3d._tiles.direct_preferred``) in the forward pass; its backward pass
+(``prefer``) in the forward pass; its backward pass
 is the blocked ``F(1, r)`` pipeline's (the same gradients: F(1, r) has G = I).
 
 Two steps per call:
@@ -40,20 +39,24 @@ VARIANT = "auto"
 ARITHMETIC = None
 
 
-def prefer(g):
-    """Whether the direct kernel should run this tile-1 problem (the rule and
-    its measurements: ``pywino3d._tiles.direct_preferred``)."""
+def prefer(g, kept, dtype):
+    """Whether the direct kernel should run this tile-1 problem: few input
+    channels (``pywino3d._tiles.direct_preferred``, with its measurements),
+    or a problem the im2col pipeline declines (its matrix does not fit the
+    workspace budget; pruned taps) -- the blocked F(1, r) pipeline is slower
+    than either."""
+    from . import _cpu_im2col
     from ._tiles import direct_preferred
 
-    return direct_preferred(g.N, g.C, g.out)
+    return direct_preferred(g.N, g.C, g.out) or _cpu_im2col.supports(g, kept, dtype) is not None
 
 
 def supports(g, kept, dtype):
     """None when the direct kernel serves this problem, else why not."""
     if tuple(g.tile) != (1, 1, 1):
         return f"the direct kernel runs tile (1, 1, 1) only, not {tuple(g.tile)}"
-    if not prefer(g):
-        return "the blocked F(1, r) pipeline is the faster here (_tiles.direct_preferred)"
+    if not prefer(g, kept, dtype):
+        return "the im2col pipeline is the faster here (_tiles.direct_preferred)"
     return None
 
 

@@ -45,21 +45,23 @@ MAX_ALPHA = {4: 8, 8: 8}
 #: is most of the difference on one input channel); 0.65 puts the crossover
 #: with F(4^3) where the layer benchmark measured it (32 channels at 48^3).
 DIRECT_FLOPS = 0.65 * GEMM_FLOPS
-#: The direct kernel runs tile 1 unless the layer has DIRECT_MIN_LARGE_C input
-#: channels or more on at most DIRECT_MAX_SMALL_VOLUME output positions (all
-#: samples); there the blocked F(1, r) pipeline -- 27 GEMMs of K x C by
-#: C x positions -- is as fast or faster.  Measured (ms, one thread, CPU time,
-#: blocked F(1, r) / direct): C1->32 at 64^3 719 / 26; C3->64 at 16x56x56
-#: 304 / 19; C32->32 at 32^3 307 / 56; C64->64 at 16^3 85 / 28; C128->128 at
-#: 6^3 12.5 / 7.3; C128->128 at 8x28x28 357 / 180; C256->256 at 4x14x14
-#: 120 / 105; C256->256 at 4^3 11.0 / 12.2; C512->512 at 2x7x7 54 / 87.
-DIRECT_MIN_LARGE_C = 256
-DIRECT_MAX_SMALL_VOLUME = 128
+#: The direct kernel runs tile 1 on fewer than DIRECT_MIN_LARGE_C input
+#: channels; from there on the im2col pipeline (one GEMM with w read in
+#: place) is the faster wherever one sample's im2col matrix fits the
+#: workspace budget (``_cpu_im2col.supports``; the direct kernel takes the
+#: rest).  Measured (ms, 2 threads, direct kernel / im2col): C64->64 at 12^3
+#: 6.8 / 8.1; C64->128 at 12^3, batch 2, 24.2 / 26.4; C128->128 at 6^3 6.5 /
+#: 4.3 (batch 2: 12.6 / 9.0); C128->256 at 6^3, batch 2, 24.6 / 14.4;
+#: C256->256 at 4x14x14 67 / 53; C512->512 at 2x7x7, batch 2, 101 / 49.
+#: The blocked F(1, r) pipeline (27 GEMMs, then a gather and sum) serves
+#: pruned taps only.
+DIRECT_MIN_LARGE_C = 128
 
 
 def direct_preferred(N, C, out):
-    """Whether the CPU runs a tile-1 problem with its direct kernel."""
-    return C < DIRECT_MIN_LARGE_C or N * out[0] * out[1] * out[2] > DIRECT_MAX_SMALL_VOLUME
+    """Whether the CPU runs a tile-1 problem with its direct kernel rather
+    than im2col (which declines what does not fit; see above)."""
+    return C < DIRECT_MIN_LARGE_C
 
 
 def direct_cost(out, ksize, N, C, K, itemsize=4):

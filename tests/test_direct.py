@@ -215,6 +215,12 @@ def test_im2col_serves_large_weights_on_small_volumes_and_declines_the_rest():
     # a first layer goes to the direct kernel, which "auto" tries first
     g3 = make_geometry((1, 1, 16, 16, 16), 32, (3, 3, 3), 1, (1, 1, 1))
     assert _cpu_backend.choose_pipeline(g3, all_taps, np.float32).NAME == "direct"
+    # so do many channels whose im2col matrix exceeds the workspace budget
+    # (128 x 27 x 6272 floats: 87 MB > 48 MB), and pruned taps
+    g4 = make_geometry((1, 128, 8, 28, 28), 128, (3, 3, 3), 1, (1, 1, 1))
+    assert "workspace budget" in _cpu_im2col.supports(g4, all_taps, np.float32)
+    assert _cpu_backend.choose_pipeline(g4, all_taps, np.float32).NAME == "direct"
+    assert _cpu_backend.choose_pipeline(g, all_taps[:5], np.float32).NAME == "direct"
 
 
 def test_one_shot_tile_one_reads_w_through_a_read_only_view():
