@@ -128,11 +128,12 @@ static void FN(direct_pad_slab)(const wino_geom *g, const REAL *x, wino_index n,
     }
 }
 
-/* Output channels in the lanes: register blocks of 2 channel vectors x RB
- * flattened positions (see direct.h). */
-static void FN(direct_forward_klanes)(const wino_geom *g, const REAL *x, const REAL *Wpk,
-                                      const REAL *bias, REAL *y, REAL *scratch,
-                                      wino_index slab_planes, int nthreads)
+/* Output channels in the lanes, over output planes [d0, d0 + nd) of sample n
+ * whose padded input slab (row pitch Wp) is in `scratch`: register blocks of
+ * 2 channel vectors x RB flattened positions (see direct.h). */
+static void FN(direct_slab_klanes)(const wino_geom *g, const REAL *Wpk, const REAL *bias, REAL *y,
+                                   const REAL *scratch, wino_index n, wino_index d0, wino_index nd,
+                                   int nthreads)
 {
     const wino_index C = g->C, K = g->K, Do = g->od[0], Ho = g->od[1], Wo = g->od[2];
     const int rd = (int)g->r[0], rh = (int)g->r[1], rw = (int)g->r[2];
@@ -142,13 +143,7 @@ static void FN(direct_forward_klanes)(const wino_geom *g, const REAL *x, const R
      * ow >= Wo are computed and dropped */
     const wino_index Qn = (Ho - 1) * Wp + Wo;
     const wino_index qchunk = (wino_index)WINO_DIRECT_RB * 8, nqc = (Qn + qchunk - 1) / qchunk;
-    const wino_index plane = Ho * Wo;
-    if (slab_planes < 1) slab_planes = 1;
-    for (wino_index n = 0; n < g->N; ++n)
-        for (wino_index d0 = 0; d0 < Do; d0 += slab_planes) {
-            const wino_index nd = Do - d0 < slab_planes ? Do - d0 : slab_planes;
-            const wino_index npl = nd + rd - 1, cs = npl * Sp;
-            FN(direct_pad_slab)(g, x, n, d0, npl, Wp, scratch, nthreads);
+    const wino_index plane = Ho * Wo, cs = (nd + rd - 1) * Sp;
             /* dynamic: a job is computed whole by whichever thread takes it,
              * so the result is the same; a descheduled thread on a busy
              * machine does not hold the others at the barrier */
@@ -209,7 +204,6 @@ static void FN(direct_forward_klanes)(const wino_geom *g, const REAL *x, const R
                     }
                 }
             }
-        }
 }
 
 /* One positions-in-lanes register block: acc[kk][p] += Wp[kb][c][tap][kk0 + kk]
@@ -268,9 +262,9 @@ static void FN(direct_wblock_any)(const REAL *xq, wino_index cs, wino_index ds, 
  * channels over those rows in blocks of WINO_DIRECT_PV vectors and stores
  * whole vectors of y (the last one of a row partially).  The slab's rows are padded to a pitch of
  * ceil(Wo / VL) * VL + rw - 1, so every vector load stays in its row. */
-static void FN(direct_forward_wlanes)(const wino_geom *g, const REAL *x, const REAL *Wpk,
-                                      const REAL *bias, REAL *y, REAL *scratch,
-                                      wino_index slab_planes, int nthreads)
+static void FN(direct_slab_wlanes)(const wino_geom *g, const REAL *Wpk, const REAL *bias, REAL *y,
+                                   const REAL *scratch, wino_index n, wino_index d0, wino_index nd,
+                                   int nthreads)
 {
     const wino_index C = g->C, K = g->K, Do = g->od[0], Ho = g->od[1], Wo = g->od[2];
     const int rd = (int)g->r[0], rh = (int)g->r[1], rw = (int)g->r[2];
@@ -284,13 +278,7 @@ static void FN(direct_forward_wlanes)(const wino_geom *g, const REAL *x, const R
     const wino_index row_bytes = (wino_index)sizeof(REAL) * C * rd * pitch;
     wino_index rows = (wino_index)(256 * 1024) / (row_bytes > 0 ? row_bytes : 1) - (rh - 1);
     rows = rows < 1 ? 1 : (rows > Ho ? Ho : rows);
-    const wino_index nrb = (Ho + rows - 1) / rows;
-    if (slab_planes < 1) slab_planes = 1;
-    for (wino_index n = 0; n < g->N; ++n)
-        for (wino_index d0 = 0; d0 < Do; d0 += slab_planes) {
-            const wino_index nd = Do - d0 < slab_planes ? Do - d0 : slab_planes;
-            const wino_index npl = nd + rd - 1, cs = npl * Sp;
-            FN(direct_pad_slab)(g, x, n, d0, npl, pitch, scratch, nthreads);
+    const wino_index nrb = (Ho + rows - 1) / rows, cs = (nd + rd - 1) * Sp;
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
             for (wino_index job = 0; job < nd * nrb; ++job) {
                 const wino_index odl = job / nrb, oh0 = (job - odl * nrb) * rows;
@@ -320,7 +308,6 @@ static void FN(direct_forward_wlanes)(const wino_geom *g, const REAL *x, const R
                     }
                 }
             }
-        }
 }
 
 /* The im2col matrix of sample n: B[(c * T + tap) * P + p] = the input value
@@ -355,10 +342,20 @@ int FN(wino_direct_forward)(const wino_geom *g, const REAL *x, const REAL *Wpk, 
                             REAL *y, REAL *scratch, wino_index slab_planes, int variant, int nthreads)
 {
     if (variant == WINO_DIRECT_AUTO) variant = wino_direct_variant(g, (int)sizeof(REAL));
-    if (variant == WINO_DIRECT_WLANES)
-        FN(direct_forward_wlanes)(g, x, Wpk, bias, y, scratch, slab_planes, nthreads);
-    else
-        FN(direct_forward_klanes)(g, x, Wpk, bias, y, scratch, slab_planes, nthreads);
+    const wino_index Do = g->od[0], Wo = g->od[2], rw = g->r[2];
+    /* row pitch of the padded slab: whole vectors plus the taps (position
+     * lanes), or just the taps (channel lanes: flattened positions) */
+    const wino_index pitch = variant == WINO_DIRECT_WLANES ? (Wo + VL - 1) / VL * VL + rw - 1 : Wo + rw - 1;
+    if (slab_planes < 1) slab_planes = 1;
+    for (wino_index n = 0; n < g->N; ++n)
+        for (wino_index d0 = 0; d0 < Do; d0 += slab_planes) {
+            const wino_index nd = Do - d0 < slab_planes ? Do - d0 : slab_planes;
+            FN(direct_pad_slab)(g, x, n, d0, nd + g->r[0] - 1, pitch, scratch, nthreads);
+            if (variant == WINO_DIRECT_WLANES)
+                FN(direct_slab_wlanes)(g, Wpk, bias, y, scratch, n, d0, nd, nthreads);
+            else
+                FN(direct_slab_klanes)(g, Wpk, bias, y, scratch, n, d0, nd, nthreads);
+        }
     return 0;
 }
 
