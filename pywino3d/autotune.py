@@ -17,7 +17,10 @@ What :func:`choose` does for a problem not seen before:
    :data:`SLOWER_FACTOR` times the best median is no longer timed; the rounds
    also stop when the next one would exceed :data:`TIME_BUDGET` seconds for
    the whole decision (warm-ups included; at least one timed round is always
-   run);
+   run) -- except on a close call: the candidates within
+   :data:`CLOSE_FACTOR` of the best median go on alone until they have
+   :data:`CLOSE_ROUNDS` samples each, so that two tiles a few percent apart
+   are not told apart by one noisy sample each;
 4. the candidate with the lowest median wins; its name, every median and the
    machine fingerprint are stored.
 
@@ -74,6 +77,10 @@ ROUNDS = 4
 SLOWER_FACTOR = 1.5
 #: Seconds one decision may take, warm-ups included (at least one timed round).
 TIME_BUDGET = 2.0
+#: Candidates within this factor of the best median are a close call ...
+CLOSE_FACTOR = 1.2
+#: ... and get this many timed rounds (among themselves) whatever the budget.
+CLOSE_ROUNDS = 3
 #: Entries kept in the file; the oldest go first beyond this.
 MAX_ENTRIES = 4096
 #: Seconds a writer waits for the lock file before merging without it.
@@ -519,9 +526,13 @@ def _measure(candidates, rounds):
     for r in range(rounds):
         if r > 0:
             left = TIME_BUDGET - (time.perf_counter() - start)
-            per_round = sum(statistics.median(samples[n]) for n in alive)
-            if per_round > left:
-                break
+            med = {n: statistics.median(samples[n]) for n in alive}
+            if sum(med.values()) > left:
+                best = min(med.values())
+                close = [n for n in alive if med[n] <= CLOSE_FACTOR * best]
+                if len(close) < 2 or r >= CLOSE_ROUNDS:
+                    break
+                alive = close  # a close call: only these, CLOSE_ROUNDS rounds
         order = alive if r % 2 == 0 else alive[::-1]
         for name in list(order):
             try:

@@ -71,10 +71,23 @@ def test_warm_up_interleaving_and_early_stop(monkeypatch):
 def test_time_budget_bounds_the_decision(monkeypatch):
     monkeypatch.setattr(autotune, "TIME_BUDGET", 0.2)
     t0 = time.perf_counter()
-    d = autotune.choose("t.budget", (1,), sleepers({"a": 0.05, "b": 0.06}), dtype="float32",
+    d = autotune.choose("t.budget", (1,), sleepers({"a": 0.05, "b": 0.075}), dtype="float32",
                         threads=1, rounds=50)
-    assert time.perf_counter() - t0 < 0.2 + 0.12  # warm-ups + 1 round minimum fit, then stop
-    assert d.best in ("a", "b")
+    assert time.perf_counter() - t0 < 0.25 + 0.13  # warm-ups + 1 round minimum fit, then stop
+    assert d.best == "a"
+
+
+def test_close_calls_get_more_rounds_beyond_the_budget(monkeypatch):
+    """Over budget after one round, the candidates within CLOSE_FACTOR of the
+    best go on alone to CLOSE_ROUNDS samples; the slow one is not timed again."""
+    monkeypatch.setattr(autotune, "TIME_BUDGET", 0.05)
+    monkeypatch.setattr(autotune, "CLOSE_FACTOR", 2.0)  # a and b stay close on a loaded machine
+    calls = []
+    d = autotune.choose("t.close", (1,), sleepers({"a": 0.020, "b": 0.021, "slow": 0.100}, calls),
+                        dtype="float32", threads=1, rounds=50)
+    assert calls.count("slow") == 2  # warm-up + the first round
+    assert calls.count("a") == calls.count("b") == 1 + autotune.CLOSE_ROUNDS
+    assert len(d.times) == 3 and d.best in ("a", "b")
 
 
 def test_single_candidate_is_not_timed():
