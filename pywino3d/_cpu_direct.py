@@ -4,10 +4,11 @@ The kernel (``src/cpu/direct.h``) keeps output channels -- or, the
 variant used on rows of a vector or more, consecutive outputs along w -- in
 the SIMD lanes and broadcasts the other operand, so a layer with one to
 three input channels costs ``27 * K / lanes`` FMAs per output position
-instead of a Winograd input and output transform per channel.  It is the CPU pipeline "direct" (``_cpu_backend.PIPELINES``): it serves
-``tile=1`` (``F(1, r)``, the direct algorithm) where it is the faster
-(``prefer``) in the forward pass; its backward pass
-is the blocked ``F(1, r)`` pipeline's (the same gradients: F(1, r) has G = I).
+instead of a Winograd input and output transform per channel.  It is the
+CPU pipeline "direct" (``_cpu_backend.PIPELINES``): it serves ``tile=1``
+(``F(1, r)``, the direct algorithm) in the forward pass where it is the
+faster (``prefer``); its backward pass is the blocked ``F(1, r)``
+pipeline's (the same gradients: F(1, r) has G = I).
 
 Two steps per call:
 

@@ -18,7 +18,8 @@ the GEMM's A with contiguous rows, which the GEMM reads in place
 The GEMM sums each output over (c, tap) in chunks of ``KC`` (``gemm.h``):
 results agree with the direct kernel to rounding, not bit for bit, and do
 not depend on ``workers``.  The backward pass is the blocked F(1, r)
-pipeline's.  Pruned taps (``columns``) are left to that pipeline too.
+pipeline's.  Pruned taps (``columns``) are left to the direct kernel, which
+skips them.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def supports(g, kept, dtype):
     if tuple(g.tile) != (1, 1, 1):
         return f"im2col runs tile (1, 1, 1) only, not {tuple(g.tile)}"
     if kept.size != g.npos:
-        return "pruned taps: the blocked F(1, r) pipeline skips them"
+        return "pruned taps: the direct kernel skips them"
     if _b_elems(g) * np.dtype(dtype).itemsize > workspace_budget():
         return "one sample's im2col matrix exceeds the workspace budget (PYWINO3D_WORKSPACE_MB)"
     return None

@@ -53,8 +53,8 @@ DIRECT_FLOPS = 0.65 * GEMM_FLOPS
 #: 6.8 / 8.1; C64->128 at 12^3, batch 2, 24.2 / 26.4; C128->128 at 6^3 6.5 /
 #: 4.3 (batch 2: 12.6 / 9.0); C128->256 at 6^3, batch 2, 24.6 / 14.4;
 #: C256->256 at 4x14x14 67 / 53; C512->512 at 2x7x7, batch 2, 101 / 49.
-#: The blocked F(1, r) pipeline (27 GEMMs, then a gather and sum) serves
-#: pruned taps only.
+#: The blocked F(1, r) pipeline (27 GEMMs, then a gather and sum) runs the
+#: backward pass of tile 1 only.
 DIRECT_MIN_LARGE_C = 128
 
 

@@ -24,9 +24,10 @@
 
 
 /* The micro-kernels read A[i][k] at a[i * ars + k * aks]: a packed panel
- * has ars = 1 and aks = MR (rows past mr are zero there); an unpacked block
- * of A its own strides (rows past mr then repeat row 0; their results are
- * never stored).  Same FMAs in the same order either way. */
+ * has ars = 1 and aks = MR (rows past mr are zero there); A read in place
+ * has aks = 1 and its row stride (rows past mr then repeat row 0, so nothing
+ * past A is read; their results are never stored).  Same FMAs in the same
+ * order either way. */
 WINO_INLINE void FN(ukernel)(int kc, const REAL *WINO_RESTRICT a, wino_index ars, wino_index aks,
                              const REAL *WINO_RESTRICT Bp, REAL *Cb, wino_index rsc, int mr,
                              int nr, int accumulate)
@@ -36,7 +37,7 @@ WINO_INLINE void FN(ukernel)(int kc, const REAL *WINO_RESTRICT a, wino_index ars
     for (int i = 0; i < MR; ++i) {
         acc0[i] = (VEC){0};
         acc1[i] = (VEC){0};
-        row[i] = a + (ars == 1 || i < mr ? i : 0) * ars;
+        row[i] = a + (aks != 1 || i < mr ? i : 0) * ars;
     }
     for (int k = 0; k < kc; ++k) {
         VEC b0, b1;
@@ -82,7 +83,7 @@ WINO_INLINE void FN(ukernel_half)(int kc, const REAL *WINO_RESTRICT a, wino_inde
     const REAL *row[MR];
     for (int i = 0; i < MR; ++i) {
         acc[i] = (VEC){0};
-        row[i] = a + (ars == 1 || i < mr ? i : 0) * ars;
+        row[i] = a + (aks != 1 || i < mr ? i : 0) * ars;
     }
     for (int k = 0; k < kc; ++k) {
         VEC b0;
@@ -163,7 +164,6 @@ static void FN(gemm_block)(wino_index M, wino_index j0, int nc, wino_index K,
         FN(pack_b)(B + p0 * rsb + j0 * csb, rsb, csb, kc, nc, Bp);
         for (wino_index i0 = 0; i0 < M; i0 += MC_BLK) {
             const int mc = M - i0 < MC_BLK ? (int)(M - i0) : MC_BLK;
-            if (!inplace) FN(pack_a)(A + i0 * rsa + p0 * csa, rsa, csa, mc, kc, Ap);
             if (inplace) {
                 for (int ir = 0; ir < mc; ir += MR) {
                     const int mr = mc - ir < MR ? mc - ir : MR;
@@ -175,6 +175,7 @@ static void FN(gemm_block)(wino_index M, wino_index j0, int nc, wino_index K,
                 }
                 continue;
             }
+            FN(pack_a)(A + i0 * rsa + p0 * csa, rsa, csa, mc, kc, Ap);
             for (int jr = 0; jr < nc; jr += NR) {
                 const int nr = nc - jr < NR ? nc - jr : NR;
                 for (int ir = 0; ir < mc; ir += MR) {
