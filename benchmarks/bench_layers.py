@@ -372,8 +372,9 @@ def bench_filter(K, C, tile, repeat, threads):
     rng = np.random.default_rng(1)
     w = rng.standard_normal((K, C, 3, 3, 3)).astype(np.float32)
     U = pywino3d.filter_transform(w, tile, workers=threads)
-    dst = np.empty_like(U)
+    dst, into = np.empty_like(U), np.empty_like(U)
     fns = {"filter": lambda: pywino3d.filter_transform(w, tile, workers=threads),
+           "filter out=": lambda: pywino3d.filter_transform(w, tile, out=into, workers=threads),
            "adjoint": lambda: pywino3d.filter_transform_backward(U, 3, tile, workers=threads),
            "copy": lambda: np.copyto(dst, U), "fresh copy": lambda: U.copy()}
     times = {k: [] for k in fns}
@@ -394,14 +395,17 @@ def bench_filter(K, C, tile, repeat, threads):
 def filter_report(rows):
     L = ["Filter transform (float32, 3³ kernels) against its memory-traffic bound: w read and U "
          "written at the copy bandwidth measured alternately in the same rounds; 'fresh' adds the "
-         "page faults of a new U (a copy into a freshly allocated array):", "",
+         "page faults of a new U (a copy into a freshly allocated array); `out=` writes into an "
+         "existing U:", "",
          "| K × C | tile | w + U MB | copy GB/s | bound ms | fresh bound ms | filter_transform ms | "
-         "× bound | × fresh | adjoint ms | × bound |",
-         "|---|---|---|---|---|---|---|---|---|---|---|"]
+         "× fresh | with `out=` ms | × bound | adjoint ms | × bound |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        into = r.get("filter out=")  # absent from runs recorded before out= existed
+        into_x = "–" if into is None else f"{into / r['bound']:.1f}×"
         L.append(f"| {r['K']} × {r['C']} | F({r['tile']}³) | {r['bytes'] / 1e6:.1f} | {r['copy_gbs']:.0f} | "
                  f"{ms(r['bound'])} | {ms(r['fresh_bound'])} | {ms(r['filter'])} | "
-                 f"{r['filter'] / r['bound']:.1f}× | {r['filter'] / r['fresh_bound']:.1f}× | "
+                 f"{r['filter'] / r['fresh_bound']:.1f}× | {ms(into)} | {into_x} | "
                  f"{ms(r['adjoint'])} | {r['adjoint'] / r['bound']:.1f}× |")
     return "\n".join(L)
 

@@ -237,7 +237,7 @@ def auto_tile(x, w, bias=None, *, padding=0, workers=None, backend=None):
     return parse_tile(_auto_tile(call, g, x, w, bias, padding, nthreads))
 
 
-def filter_transform(w, tile, *, workers=None, backend=None, coerce=False):
+def filter_transform(w, tile, *, out=None, workers=None, backend=None, coerce=False):
     """Winograd-domain weights U = (G_d x G_h x G_w) w for every filter.
 
     Parameters
@@ -245,12 +245,17 @@ def filter_transform(w, tile, *, workers=None, backend=None, coerce=False):
     w : array_like, shape (K, C, rd, rh, rw)
     tile : int or tuple of 3 ints
         Output tile size per axis.
+    out : ndarray, shape (P, K, C), optional
+        Where to write U: C-contiguous, writeable, of w's dtype, on the
+        backend's device, not overlapping w.  Re-transforming weights into
+        the same array skips the page faults of a fresh U, which cost more
+        than the transform itself on large layers (``docs/benchmarks_layers.md``).
 
     Returns
     -------
     U : ndarray, shape (P, K, C)
         ``P = alpha_d * alpha_h * alpha_w`` positions in C order over
-        (d, h, w), ``alpha = m + r - 1``.
+        (d, h, w), ``alpha = m + r - 1``; ``out`` when given.
 
     Examples
     --------
@@ -265,7 +270,31 @@ def filter_transform(w, tile, *, workers=None, backend=None, coerce=False):
     ksize = w.shape[2:]
     a = [m + r - 1 for m, r in zip(tile, ksize)]
     kept = as_columns(None, a[0] * a[1] * a[2])
-    return call.result(call.impl.filter_transform(w, tile, kept, call.workers(workers)))
+    nthreads = call.workers(workers)
+    if out is None:
+        return call.result(call.impl.filter_transform(w, tile, kept, nthreads))
+    _check_out(call, out, (kept.size, *w.shape[:2]), w)
+    call.impl.filter_transform(w, tile, kept, nthreads, out=out)
+    return out
+
+
+def _check_out(call, out, shape, w):
+    """``out=`` of filter_transform: the exact array U is written to."""
+    if not call.impl.owns(out):
+        raise TypeError(f"out: expected an array of the {call.name!r} backend "
+                        f"({call.impl.xp.__name__}.ndarray), got {type(out).__name__}")
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"out: expected shape {tuple(shape)} (positions, K, C), got {tuple(out.shape)}")
+    if out.dtype != w.dtype:
+        raise TypeError(f"out: expected dtype {w.dtype} (w's), got {out.dtype}")
+    if not out.flags.c_contiguous:
+        raise ValueError("out: must be C-contiguous")
+    if not out.flags.writeable:
+        raise ValueError("out: is read-only")
+    if getattr(out, "device", None) != getattr(w, "device", None):
+        raise ValueError(f"out: is on device {out.device}, w on {w.device}")
+    if call.impl.xp.shares_memory(out, w):
+        raise ValueError("out: overlaps w")
 
 
 def filter_transform_backward(grad_U, kernel_size, tile, *, workers=None, backend=None, coerce=False):

@@ -56,8 +56,9 @@ class Backend(Protocol):
     def resolve_workers(self, workers) -> int:
         """The thread count for ``workers=`` (validated)."""
 
-    def filter_transform(self, w, tile, kept, nthreads):
-        """U (npos, K, C) of the weights w (K, C, r_d, r_h, r_w)."""
+    def filter_transform(self, w, tile, kept, nthreads, out=None):
+        """U (npos, K, C) of the weights w (K, C, r_d, r_h, r_w), written into
+        ``out`` (checked by the caller: shape, dtype, C order) when given."""
 
     def conv_weights(self, w, tile, kept, nthreads):
         """U for a one-shot conv3d: filter_transform's, or a read-only

@@ -107,13 +107,19 @@ def choose_pipeline(g, kept, dtype, pipeline=None):
     raise AssertionError("the blocked pipeline serves every problem")
 
 
-def filter_transform(w, tile, kept, nthreads):
-    """U (npos, K, C) with rows at ``kept`` filled, others zero."""
+def filter_transform(w, tile, kept, nthreads, out=None):
+    """U (npos, K, C) with rows at ``kept`` filled, others zero; written into
+    ``out`` (checked by the caller) when given."""
     K, C = w.shape[:2]
     ksize = w.shape[2:]
     a = [m + r - 1 for m, r in zip(tile, ksize)]
     npos = a[0] * a[1] * a[2]
-    U = np.zeros((npos, K, C), dtype=w.dtype)
+    if out is None:
+        U = np.zeros((npos, K, C), dtype=w.dtype)
+    else:
+        U = out
+        if kept.size != npos or K * C == 0:
+            U[...] = 0
     if K * C == 0 or kept.size == 0:
         return U
     w = np.ascontiguousarray(w)

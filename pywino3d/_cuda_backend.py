@@ -213,14 +213,15 @@ class CudaBackend:
         return 1
 
     @_on_device_of_first_array
-    def filter_transform(self, w, tile, kept, nthreads):
+    def filter_transform(self, w, tile, kept, nthreads, out=None):
         cp = _cp()
         K, C = w.shape[:2]
         ksize = tuple(w.shape[2:])
         a = [m + r - 1 for m, r in zip(tile, ksize)]
         npos = a[0] * a[1] * a[2]
-        U = cp.zeros((npos, K, C), dtype=w.dtype)
+        U = cp.zeros((npos, K, C), dtype=w.dtype) if out is None else out
         if K * C == 0:
+            U[...] = 0
             return U
         w = cp.ascontiguousarray(w)
         allk = np.arange(npos, dtype=np.int32)

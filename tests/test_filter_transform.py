@@ -91,3 +91,40 @@ def test_adjoint_identity_over_many_groups(dtype, K, C, tile):
     tol = 1e-4 if dtype == np.float32 else 1e-12
     assert abs(lhs - rhs) <= tol * (np.abs(U).sum() * np.abs(gU).max())
     assert np.abs(U - _reference(w, tile)).max() <= 8 * np.finfo(dtype).eps * _reference(w, tile, True).max()
+
+
+# ------------------------------------------------------------------ out=
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("tile", [1, 2, (2, 3, 4)])
+def test_out_receives_the_same_u(dtype, tile):
+    """filter_transform(w, tile, out=U) writes into U (whatever it held) and
+    returns it: the same values as a fresh U, for any thread count."""
+    w = np.random.default_rng(31).standard_normal((5, 3, 3, 2, 3)).astype(dtype)
+    want = pywino3d.filter_transform(w, tile)
+    out = np.full_like(want, np.nan)
+    got = pywino3d.filter_transform(w, tile, out=out, workers=3)
+    assert got is out
+    np.testing.assert_array_equal(out, want)
+
+
+def test_out_is_checked():
+    w = np.ones((4, 2, 3, 3, 3), np.float32)
+    U = pywino3d.filter_transform(w, 2)
+    with pytest.raises(ValueError, match=r"out: expected shape \(64, 4, 2\)"):
+        pywino3d.filter_transform(w, 2, out=np.empty((64, 2, 4), np.float32))
+    with pytest.raises(TypeError, match="out: expected dtype float32"):
+        pywino3d.filter_transform(w, 2, out=np.empty_like(U, dtype=np.float64))
+    with pytest.raises(ValueError, match="out: must be C-contiguous"):
+        pywino3d.filter_transform(w, 2, out=np.empty((2, 4, 64), np.float32).transpose(2, 1, 0))
+    ro = np.empty_like(U)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="out: is read-only"):
+        pywino3d.filter_transform(w, 2, out=ro)
+    with pytest.raises(TypeError, match="out: expected an array of the 'cpu' backend"):
+        pywino3d.filter_transform(w, 2, out=U.tolist())
+    big = np.zeros(64 * 4 * 2 + w.size, np.float32)  # w and out in one buffer
+    w_in = big[:w.size].reshape(w.shape)
+    w_in[...] = 1
+    with pytest.raises(ValueError, match="out: overlaps w"):
+        pywino3d.filter_transform(w_in, 2, out=big[w.size // 2:w.size // 2 + U.size].reshape(U.shape))
+    np.testing.assert_array_equal(w_in, w)  # nothing written
