@@ -144,66 +144,66 @@ static void FN(direct_slab_klanes)(const wino_geom *g, const REAL *Wpk, const RE
     const wino_index Qn = (Ho - 1) * Wp + Wo;
     const wino_index qchunk = (wino_index)WINO_DIRECT_RB * 8, nqc = (Qn + qchunk - 1) / qchunk;
     const wino_index plane = Ho * Wo, cs = (nd + rd - 1) * Sp;
-            /* dynamic: a job is computed whole by whichever thread takes it,
-             * so the result is the same; a descheduled thread on a busy
-             * machine does not hold the others at the barrier */
+    /* dynamic: a job is computed whole by whichever thread takes it, so the
+     * result is the same; a descheduled thread on a busy machine does not
+     * hold the others at the barrier */
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
-            for (wino_index job = 0; job < ngr * nd * nqc; ++job) {
-                const wino_index gi = job / (nd * nqc), rem = job - gi * (nd * nqc);
-                const wino_index odl = rem / nqc, qc = rem - odl * nqc;
-                const wino_index kb0 = 2 * gi;
-                const int nkv = kb0 + 1 < nkb ? 2 : 1;
-                const REAL *w0 = Wpk + kb0 * C * T * VL;
-                const REAL *w1 = nkv > 1 ? w0 + C * T * VL : w0;
-                const wino_index q_end = (qc + 1) * qchunk < Qn ? (qc + 1) * qchunk : Qn;
-                const wino_index od = d0 + odl;
-                for (wino_index q0 = qc * qchunk; q0 < q_end; q0 += WINO_DIRECT_RB) {
-                    const int rb = q_end - q0 < WINO_DIRECT_RB ? (int)(q_end - q0) : WINO_DIRECT_RB;
-                    VEC acc[2 * WINO_DIRECT_RB];
-                    FN(direct_block_any)(scratch + odl * Sp + q0, cs, Sp, Wp, w0, w1, C, rd, rh, rw,
-                                         nkv, rb, acc);
-                    /* the block's positions are runs along output rows: (p0, length, y offset) */
-                    const wino_index oh0 = q0 / Wp;
-                    wino_index ow = q0 - oh0 * Wp, yrow = od * plane + oh0 * Wo;
-                    int run_p[WINO_DIRECT_RB], run_len[WINO_DIRECT_RB], nrun = 0;
-                    wino_index run_y[WINO_DIRECT_RB];
-                    for (int p = 0; p < rb;) {
-                        if (ow >= Wo) { /* padding columns: skip to the next row */
-                            const int skip = (int)(Wp - ow) < rb - p ? (int)(Wp - ow) : rb - p;
-                            p += skip;
-                            ow += skip;
-                            if (ow == Wp) { ow = 0; yrow += Wo; }
-                            continue;
-                        }
-                        const int len = (int)(Wo - ow) < rb - p ? (int)(Wo - ow) : rb - p;
-                        run_p[nrun] = p;
-                        run_len[nrun] = len;
-                        run_y[nrun++] = yrow + ow;
-                        p += len;
-                        ow += len;
+    for (wino_index job = 0; job < ngr * nd * nqc; ++job) {
+        const wino_index gi = job / (nd * nqc), rem = job - gi * (nd * nqc);
+        const wino_index odl = rem / nqc, qc = rem - odl * nqc;
+        const wino_index kb0 = 2 * gi;
+        const int nkv = kb0 + 1 < nkb ? 2 : 1;
+        const REAL *w0 = Wpk + kb0 * C * T * VL;
+        const REAL *w1 = nkv > 1 ? w0 + C * T * VL : w0;
+        const wino_index q_end = (qc + 1) * qchunk < Qn ? (qc + 1) * qchunk : Qn;
+        const wino_index od = d0 + odl;
+        for (wino_index q0 = qc * qchunk; q0 < q_end; q0 += WINO_DIRECT_RB) {
+            const int rb = q_end - q0 < WINO_DIRECT_RB ? (int)(q_end - q0) : WINO_DIRECT_RB;
+            VEC acc[2 * WINO_DIRECT_RB];
+            FN(direct_block_any)(scratch + odl * Sp + q0, cs, Sp, Wp, w0, w1, C, rd, rh, rw,
+                                 nkv, rb, acc);
+            /* the block's positions are runs along output rows: (p0, length, y offset) */
+            const wino_index oh0 = q0 / Wp;
+            wino_index ow = q0 - oh0 * Wp, yrow = od * plane + oh0 * Wo;
+            int run_p[WINO_DIRECT_RB], run_len[WINO_DIRECT_RB], nrun = 0;
+            wino_index run_y[WINO_DIRECT_RB];
+            for (int p = 0; p < rb;) {
+                if (ow >= Wo) { /* padding columns: skip to the next row */
+                    const int skip = (int)(Wp - ow) < rb - p ? (int)(Wp - ow) : rb - p;
+                    p += skip;
+                    ow += skip;
+                    if (ow == Wp) { ow = 0; yrow += Wo; }
+                    continue;
+                }
+                const int len = (int)(Wo - ow) < rb - p ? (int)(Wo - ow) : rb - p;
+                run_p[nrun] = p;
+                run_len[nrun] = len;
+                run_y[nrun++] = yrow + ow;
+                p += len;
+                ow += len;
+            }
+            for (int kv = 0; kv < nkv; ++kv) {
+                const wino_index kb = kb0 + kv;
+                const int lanes = K - kb * VL < VL ? (int)(K - kb * VL) : VL;
+                const REAL *t = (const REAL *)(acc + kv * WINO_DIRECT_RB);
+                for (int k = 0; k < lanes; ++k) {
+                    const wino_index kk = kb * VL + k;
+                    const REAL b = bias ? bias[kk] : (REAL)0;
+                    REAL *yk = y + (n * K + kk) * Do * plane;
+                    if (nrun == 1 && run_len[0] == WINO_DIRECT_RB) { /* a whole block in one row */
+                        REAL *dst = yk + run_y[0];
+                        for (int p = 0; p < WINO_DIRECT_RB; ++p) dst[p] = t[p * VL + k] + b;
+                        continue;
                     }
-                    for (int kv = 0; kv < nkv; ++kv) {
-                        const wino_index kb = kb0 + kv;
-                        const int lanes = K - kb * VL < VL ? (int)(K - kb * VL) : VL;
-                        const REAL *t = (const REAL *)(acc + kv * WINO_DIRECT_RB);
-                        for (int k = 0; k < lanes; ++k) {
-                            const wino_index kk = kb * VL + k;
-                            const REAL b = bias ? bias[kk] : (REAL)0;
-                            REAL *yk = y + (n * K + kk) * Do * plane;
-                            if (nrun == 1 && run_len[0] == WINO_DIRECT_RB) { /* a whole block in one row */
-                                REAL *dst = yk + run_y[0];
-                                for (int p = 0; p < WINO_DIRECT_RB; ++p) dst[p] = t[p * VL + k] + b;
-                                continue;
-                            }
-                            for (int r = 0; r < nrun; ++r) {
-                                REAL *dst = yk + run_y[r];
-                                const REAL *src = t + run_p[r] * VL + k;
-                                for (int p = 0; p < run_len[r]; ++p) dst[p] = src[p * VL] + b;
-                            }
-                        }
+                    for (int r = 0; r < nrun; ++r) {
+                        REAL *dst = yk + run_y[r];
+                        const REAL *src = t + run_p[r] * VL + k;
+                        for (int p = 0; p < run_len[r]; ++p) dst[p] = src[p * VL] + b;
                     }
                 }
             }
+        }
+    }
 }
 
 /* One positions-in-lanes register block: acc[kk][p] += Wp[kb][c][tap][kk0 + kk]
@@ -260,8 +260,9 @@ static void FN(direct_wblock_any)(const REAL *xq, wino_index cs, wino_index ds, 
 /* Output positions along w in the lanes: each job is a block of output rows
  * of one plane of a slab; it runs every group of WINO_DIRECT_KB output
  * channels over those rows in blocks of WINO_DIRECT_PV vectors and stores
- * whole vectors of y (the last one of a row partially).  The slab's rows are padded to a pitch of
- * ceil(Wo / VL) * VL + rw - 1, so every vector load stays in its row. */
+ * whole vectors of y (the last one of a row partially).  The slab's rows are
+ * padded to a pitch of ceil(Wo / VL) * VL + rw - 1, so every vector load
+ * stays in its row. */
 static void FN(direct_slab_wlanes)(const wino_geom *g, const REAL *Wpk, const REAL *bias, REAL *y,
                                    const REAL *scratch, wino_index n, wino_index d0, wino_index nd,
                                    int nthreads)
@@ -280,34 +281,34 @@ static void FN(direct_slab_wlanes)(const wino_geom *g, const REAL *Wpk, const RE
     rows = rows < 1 ? 1 : (rows > Ho ? Ho : rows);
     const wino_index nrb = (Ho + rows - 1) / rows, cs = (nd + rd - 1) * Sp;
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
-            for (wino_index job = 0; job < nd * nrb; ++job) {
-                const wino_index odl = job / nrb, oh0 = (job - odl * nrb) * rows;
-                const wino_index oh1 = oh0 + rows < Ho ? oh0 + rows : Ho, od = d0 + odl;
-                for (wino_index kg = 0; kg < ngrp; ++kg) {
-                    const wino_index k0 = kg * WINO_DIRECT_KB, kb = k0 / VL;
-                    const REAL *wk = Wpk + kb * C * T * VL + (k0 - kb * VL);
-                    const int nk = K - k0 < WINO_DIRECT_KB ? (int)(K - k0) : WINO_DIRECT_KB;
-                    for (wino_index oh = oh0; oh < oh1; ++oh) {
-                        const REAL *xrow = scratch + odl * Sp + oh * pitch;
-                        for (wino_index v0 = 0; v0 < nwv; v0 += WINO_DIRECT_PV) {
-                            const int pv = nwv - v0 < WINO_DIRECT_PV ? (int)(nwv - v0) : WINO_DIRECT_PV;
-                            VEC acc[WINO_DIRECT_KB * WINO_DIRECT_PV];
-                            FN(direct_wblock_any)(xrow + v0 * VL, cs, Sp, pitch, wk, C, rd, rh, rw, pv, acc);
-                            for (int kk = 0; kk < nk; ++kk) {
-                                const REAL b = bias ? bias[k0 + kk] : (REAL)0;
-                                REAL *yr = y + ((n * K + k0 + kk) * Do + od) * plane + oh * Wo;
-                                for (int p = 0; p < pv; ++p) {
-                                    const wino_index ow = (v0 + p) * VL;
-                                    const VEC r = acc[kk * WINO_DIRECT_PV + p] + b;
-                                    const int cnt = Wo - ow < VL ? (int)(Wo - ow) : VL;
-                                    if (cnt == VL) *(VEC_U *)(yr + ow) = r;
-                                    else memcpy(yr + ow, &r, sizeof(REAL) * (size_t)cnt);
-                                }
-                            }
+    for (wino_index job = 0; job < nd * nrb; ++job) {
+        const wino_index odl = job / nrb, oh0 = (job - odl * nrb) * rows;
+        const wino_index oh1 = oh0 + rows < Ho ? oh0 + rows : Ho, od = d0 + odl;
+        for (wino_index kg = 0; kg < ngrp; ++kg) {
+            const wino_index k0 = kg * WINO_DIRECT_KB, kb = k0 / VL;
+            const REAL *wk = Wpk + kb * C * T * VL + (k0 - kb * VL);
+            const int nk = K - k0 < WINO_DIRECT_KB ? (int)(K - k0) : WINO_DIRECT_KB;
+            for (wino_index oh = oh0; oh < oh1; ++oh) {
+                const REAL *xrow = scratch + odl * Sp + oh * pitch;
+                for (wino_index v0 = 0; v0 < nwv; v0 += WINO_DIRECT_PV) {
+                    const int pv = nwv - v0 < WINO_DIRECT_PV ? (int)(nwv - v0) : WINO_DIRECT_PV;
+                    VEC acc[WINO_DIRECT_KB * WINO_DIRECT_PV];
+                    FN(direct_wblock_any)(xrow + v0 * VL, cs, Sp, pitch, wk, C, rd, rh, rw, pv, acc);
+                    for (int kk = 0; kk < nk; ++kk) {
+                        const REAL b = bias ? bias[k0 + kk] : (REAL)0;
+                        REAL *yr = y + ((n * K + k0 + kk) * Do + od) * plane + oh * Wo;
+                        for (int p = 0; p < pv; ++p) {
+                            const wino_index ow = (v0 + p) * VL;
+                            const VEC r = acc[kk * WINO_DIRECT_PV + p] + b;
+                            const int cnt = Wo - ow < VL ? (int)(Wo - ow) : VL;
+                            if (cnt == VL) *(VEC_U *)(yr + ow) = r;
+                            else memcpy(yr + ow, &r, sizeof(REAL) * (size_t)cnt);
                         }
                     }
                 }
             }
+        }
+    }
 }
 
 /* The im2col matrix of sample n: B[(c * T + tap) * P + p] = the input value
