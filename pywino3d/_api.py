@@ -206,14 +206,8 @@ def conv3d(x, w, bias=None, *, padding=0, tile="auto", workers=None, backend=Non
     >>> bool(np.allclose(y, ref, atol=1e-4))
     True
     """
-    call = _Call(x, backend, coerce)
-    x = call.array("x", x, ndim=5)
-    w = _check_w(call, w, x)
-    K = w.shape[0]
-    bias = _check_bias(call, bias, K, x.dtype)
-    ksize = w.shape[2:]
-    nthreads = call.workers(workers)
-    g = make_geometry(x.shape, K, ksize, padding, (1, 1, 1))
+    call, x, w, bias, nthreads, g = _conv3d_setup(x, w, bias, padding, workers, backend, coerce)
+    K, ksize = w.shape[0], w.shape[2:]
     if isinstance(tile, str):
         if tile != "auto":
             raise ValueError(f"tile: expected an int, 3 ints or 'auto', got {tile!r}")
@@ -225,15 +219,21 @@ def conv3d(x, w, bias=None, *, padding=0, tile="auto", workers=None, backend=Non
     return call.result(_forward(call, g, x, U, bias, kept, nthreads))
 
 
-def auto_tile(x, w, bias=None, *, padding=0, workers=None, backend=None):
-    """The tile ``conv3d(x, w, bias, padding=..., tile="auto")`` runs, tuning
-    first where it would (internal: the benchmarks report it)."""
-    call = _Call(x, backend, False)
+def _conv3d_setup(x, w, bias, padding, workers, backend, coerce):
+    """conv3d's checked arguments: (call, x, w, bias, threads, tile-1 geometry)."""
+    call = _Call(x, backend, coerce)
     x = call.array("x", x, ndim=5)
     w = _check_w(call, w, x)
     bias = _check_bias(call, bias, w.shape[0], x.dtype)
     nthreads = call.workers(workers)
     g = make_geometry(x.shape, w.shape[0], w.shape[2:], padding, (1, 1, 1))
+    return call, x, w, bias, nthreads, g
+
+
+def auto_tile(x, w, bias=None, *, padding=0, workers=None, backend=None):
+    """The tile ``conv3d(x, w, bias, padding=..., tile="auto")`` runs, tuning
+    first where it would (internal: the benchmarks report it)."""
+    call, x, w, bias, nthreads, g = _conv3d_setup(x, w, bias, padding, workers, backend, False)
     return parse_tile(_auto_tile(call, g, x, w, bias, padding, nthreads))
 
 

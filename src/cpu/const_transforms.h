@@ -10,6 +10,34 @@ const double *wino_cx_match_d(const double *X, int a, int n);
 
 #ifdef WINO_CX_DEFINE
 
+/* WINO_CX_CUBE(S, TAG, A, N): wino_cx_expand_S_TAG and wino_cx_contract_S_TAG,
+ * the dense cubic expand (line function along w, h, d) and contract (its
+ * adjoint along d, h, w) of the A x N matrix TAG, in the loop order of
+ * wino_expand_dims_ / wino_contract_dims_. */
+#define WINO_CX_CUBE(S, TAG, A, N)                                                         \
+static void wino_cx_expand_##S##_##TAG(const wino_v##S *in, wino_v##S *out, wino_index os,  \
+                                       wino_v##S *t1, wino_v##S *t2)                       \
+{                                                                                          \
+    for (int ab = 0; ab < (N) * (N); ++ab)                                                 \
+        wino_cx_line_##S##_##TAG(in + ab * (N), 1, t1 + ab * (A), 1);                      \
+    for (int i = 0; i < (N); ++i)                                                          \
+        for (int w = 0; w < (A); ++w)                                                      \
+            wino_cx_line_##S##_##TAG(t1 + i * (N) * (A) + w, (A), t2 + i * (A) * (A) + w, (A)); \
+    for (int hw = 0; hw < (A) * (A); ++hw)                                                 \
+        wino_cx_line_##S##_##TAG(t2 + hw, (A) * (A), out + hw * os, (A) * (A) * os);       \
+}                                                                                          \
+static void wino_cx_contract_##S##_##TAG(const wino_v##S *in, wino_index is,               \
+                                         wino_v##S *out, wino_v##S *t1, wino_v##S *t2)     \
+{                                                                                          \
+    for (int hw = 0; hw < (A) * (A); ++hw)                                                 \
+        wino_cx_linet_##S##_##TAG(in + hw * is, (A) * (A) * is, t2 + hw, (A) * (A));       \
+    for (int i = 0; i < (N); ++i)                                                          \
+        for (int w = 0; w < (A); ++w)                                                      \
+            wino_cx_linet_##S##_##TAG(t2 + i * (A) * (A) + w, (A), t1 + i * (N) * (A) + w, (A)); \
+    for (int ab = 0; ab < (N) * (N); ++ab)                                                 \
+        wino_cx_linet_##S##_##TAG(t1 + ab * (A), 1, out + ab * (N), 1);                    \
+}
+
 /* Bt of F(2, 3): 4 x 4 */
 static const float wino_cx_f_bt2[16] = {0x1.0000000000000p+0f, 0x0.0p+0f, -0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f};
 static inline void wino_cx_line_f_bt2(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
@@ -36,23 +64,7 @@ static inline void wino_cx_linet_f_bt2(const wino_vf *in, wino_index is, wino_vf
     out[2 * os] = (((z - v0) + v1) + v2);
     out[3 * os] = (z + v3);
 }
-static void wino_cx_expand_f_bt2(const wino_vf *in, wino_vf *out, wino_index os,
-                                 wino_vf *t1, wino_vf *t2)
-{
-    for (int ab = 0; ab < 16; ++ab) wino_cx_line_f_bt2(in + ab * 4, 1, t1 + ab * 4, 1);
-    for (int i = 0; i < 4; ++i)
-        for (int w = 0; w < 4; ++w) wino_cx_line_f_bt2(t1 + i * 16 + w, 4, t2 + i * 16 + w, 4);
-    for (int hw = 0; hw < 16; ++hw) wino_cx_line_f_bt2(t2 + hw, 16, out + hw * os, 16 * os);
-}
-
-static void wino_cx_contract_f_bt2(const wino_vf *in, wino_index is, wino_vf *out,
-                                   wino_vf *t1, wino_vf *t2)
-{
-    for (int hw = 0; hw < 16; ++hw) wino_cx_linet_f_bt2(in + hw * is, 16 * is, t2 + hw, 16);
-    for (int i = 0; i < 4; ++i)
-        for (int w = 0; w < 4; ++w) wino_cx_linet_f_bt2(t2 + i * 16 + w, 4, t1 + i * 16 + w, 4);
-    for (int ab = 0; ab < 16; ++ab) wino_cx_linet_f_bt2(t1 + ab * 4, 1, out + ab * 4, 1);
-}
+WINO_CX_CUBE(f, bt2, 4, 4)
 
 /* A = At^T of F(2, 3): 4 x 2 */
 static const float wino_cx_f_a2[8] = {0x1.0000000000000p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, -0x1.0000000000000p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f};
@@ -76,23 +88,7 @@ static inline void wino_cx_linet_f_a2(const wino_vf *in, wino_index is, wino_vf 
     out[0 * os] = (((z + v0) + v1) + v2);
     out[1 * os] = (((z + v1) - v2) + v3);
 }
-static void wino_cx_expand_f_a2(const wino_vf *in, wino_vf *out, wino_index os,
-                                 wino_vf *t1, wino_vf *t2)
-{
-    for (int ab = 0; ab < 4; ++ab) wino_cx_line_f_a2(in + ab * 2, 1, t1 + ab * 4, 1);
-    for (int i = 0; i < 2; ++i)
-        for (int w = 0; w < 4; ++w) wino_cx_line_f_a2(t1 + i * 8 + w, 4, t2 + i * 16 + w, 4);
-    for (int hw = 0; hw < 16; ++hw) wino_cx_line_f_a2(t2 + hw, 16, out + hw * os, 16 * os);
-}
-
-static void wino_cx_contract_f_a2(const wino_vf *in, wino_index is, wino_vf *out,
-                                   wino_vf *t1, wino_vf *t2)
-{
-    for (int hw = 0; hw < 16; ++hw) wino_cx_linet_f_a2(in + hw * is, 16 * is, t2 + hw, 16);
-    for (int i = 0; i < 2; ++i)
-        for (int w = 0; w < 4; ++w) wino_cx_linet_f_a2(t2 + i * 16 + w, 4, t1 + i * 8 + w, 4);
-    for (int ab = 0; ab < 4; ++ab) wino_cx_linet_f_a2(t1 + ab * 4, 1, out + ab * 2, 1);
-}
+WINO_CX_CUBE(f, a2, 4, 2)
 
 /* G of F(2, 3): 4 x 3 */
 static const float wino_cx_f_g2[12] = {0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p-1f, 0x1.0000000000000p-1f, 0x1.0000000000000p-1f, 0x1.0000000000000p-1f, -0x1.0000000000000p-1f, 0x1.0000000000000p-1f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f};
@@ -118,23 +114,7 @@ static inline void wino_cx_linet_f_g2(const wino_vf *in, wino_index is, wino_vf 
     out[1 * os] = ((z + 0x1.0000000000000p-1f * v1) + -0x1.0000000000000p-1f * v2);
     out[2 * os] = (((z + 0x1.0000000000000p-1f * v1) + 0x1.0000000000000p-1f * v2) + v3);
 }
-static void wino_cx_expand_f_g2(const wino_vf *in, wino_vf *out, wino_index os,
-                                 wino_vf *t1, wino_vf *t2)
-{
-    for (int ab = 0; ab < 9; ++ab) wino_cx_line_f_g2(in + ab * 3, 1, t1 + ab * 4, 1);
-    for (int i = 0; i < 3; ++i)
-        for (int w = 0; w < 4; ++w) wino_cx_line_f_g2(t1 + i * 12 + w, 4, t2 + i * 16 + w, 4);
-    for (int hw = 0; hw < 16; ++hw) wino_cx_line_f_g2(t2 + hw, 16, out + hw * os, 16 * os);
-}
-
-static void wino_cx_contract_f_g2(const wino_vf *in, wino_index is, wino_vf *out,
-                                   wino_vf *t1, wino_vf *t2)
-{
-    for (int hw = 0; hw < 16; ++hw) wino_cx_linet_f_g2(in + hw * is, 16 * is, t2 + hw, 16);
-    for (int i = 0; i < 3; ++i)
-        for (int w = 0; w < 4; ++w) wino_cx_linet_f_g2(t2 + i * 16 + w, 4, t1 + i * 12 + w, 4);
-    for (int ab = 0; ab < 9; ++ab) wino_cx_linet_f_g2(t1 + ab * 4, 1, out + ab * 3, 1);
-}
+WINO_CX_CUBE(f, g2, 4, 3)
 
 /* Bt of F(3, 3): 5 x 5 */
 static const float wino_cx_f_bt3[25] = {0x1.0000000000000p+1f, -0x1.0000000000000p+0f, -0x1.0000000000000p+1f, 0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+1f, 0x1.0000000000000p+0f, -0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+1f, 0x1.8000000000000p+1f, -0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+1f, -0x1.0000000000000p+0f, -0x1.0000000000000p+1f, 0x1.0000000000000p+0f};
@@ -166,23 +146,7 @@ static inline void wino_cx_linet_f_bt3(const wino_vf *in, wino_index is, wino_vf
     out[3 * os] = (((((z + v0) - v1) - v2) + v3) + -0x1.0000000000000p+1f * v4);
     out[4 * os] = (z + v4);
 }
-static void wino_cx_expand_f_bt3(const wino_vf *in, wino_vf *out, wino_index os,
-                                 wino_vf *t1, wino_vf *t2)
-{
-    for (int ab = 0; ab < 25; ++ab) wino_cx_line_f_bt3(in + ab * 5, 1, t1 + ab * 5, 1);
-    for (int i = 0; i < 5; ++i)
-        for (int w = 0; w < 5; ++w) wino_cx_line_f_bt3(t1 + i * 25 + w, 5, t2 + i * 25 + w, 5);
-    for (int hw = 0; hw < 25; ++hw) wino_cx_line_f_bt3(t2 + hw, 25, out + hw * os, 25 * os);
-}
-
-static void wino_cx_contract_f_bt3(const wino_vf *in, wino_index is, wino_vf *out,
-                                   wino_vf *t1, wino_vf *t2)
-{
-    for (int hw = 0; hw < 25; ++hw) wino_cx_linet_f_bt3(in + hw * is, 25 * is, t2 + hw, 25);
-    for (int i = 0; i < 5; ++i)
-        for (int w = 0; w < 5; ++w) wino_cx_linet_f_bt3(t2 + i * 25 + w, 5, t1 + i * 25 + w, 5);
-    for (int ab = 0; ab < 25; ++ab) wino_cx_linet_f_bt3(t1 + ab * 5, 1, out + ab * 5, 1);
-}
+WINO_CX_CUBE(f, bt3, 5, 5)
 
 /* A = At^T of F(3, 3): 5 x 3 */
 static const float wino_cx_f_a3[15] = {0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, -0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+1f, 0x1.0000000000000p+2f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f};
@@ -210,23 +174,7 @@ static inline void wino_cx_linet_f_a3(const wino_vf *in, wino_index is, wino_vf 
     out[1 * os] = (((z + v1) - v2) + 0x1.0000000000000p+1f * v3);
     out[2 * os] = ((((z + v1) + v2) + 0x1.0000000000000p+2f * v3) + v4);
 }
-static void wino_cx_expand_f_a3(const wino_vf *in, wino_vf *out, wino_index os,
-                                 wino_vf *t1, wino_vf *t2)
-{
-    for (int ab = 0; ab < 9; ++ab) wino_cx_line_f_a3(in + ab * 3, 1, t1 + ab * 5, 1);
-    for (int i = 0; i < 3; ++i)
-        for (int w = 0; w < 5; ++w) wino_cx_line_f_a3(t1 + i * 15 + w, 5, t2 + i * 25 + w, 5);
-    for (int hw = 0; hw < 25; ++hw) wino_cx_line_f_a3(t2 + hw, 25, out + hw * os, 25 * os);
-}
-
-static void wino_cx_contract_f_a3(const wino_vf *in, wino_index is, wino_vf *out,
-                                   wino_vf *t1, wino_vf *t2)
-{
-    for (int hw = 0; hw < 25; ++hw) wino_cx_linet_f_a3(in + hw * is, 25 * is, t2 + hw, 25);
-    for (int i = 0; i < 3; ++i)
-        for (int w = 0; w < 5; ++w) wino_cx_linet_f_a3(t2 + i * 25 + w, 5, t1 + i * 15 + w, 5);
-    for (int ab = 0; ab < 9; ++ab) wino_cx_linet_f_a3(t1 + ab * 5, 1, out + ab * 3, 1);
-}
+WINO_CX_CUBE(f, a3, 5, 3)
 
 /* G of F(3, 3): 5 x 3 */
 static const float wino_cx_f_g3[15] = {0x1.0000000000000p-1f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p-1f, 0x1.0000000000000p-1f, 0x1.0000000000000p-1f, 0x1.5555560000000p-3f, -0x1.5555560000000p-3f, 0x1.5555560000000p-3f, 0x1.5555560000000p-3f, 0x1.5555560000000p-2f, 0x1.5555560000000p-1f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f};
@@ -254,23 +202,7 @@ static inline void wino_cx_linet_f_g3(const wino_vf *in, wino_index is, wino_vf 
     out[1 * os] = (((z + 0x1.0000000000000p-1f * v1) + -0x1.5555560000000p-3f * v2) + 0x1.5555560000000p-2f * v3);
     out[2 * os] = ((((z + 0x1.0000000000000p-1f * v1) + 0x1.5555560000000p-3f * v2) + 0x1.5555560000000p-1f * v3) + v4);
 }
-static void wino_cx_expand_f_g3(const wino_vf *in, wino_vf *out, wino_index os,
-                                 wino_vf *t1, wino_vf *t2)
-{
-    for (int ab = 0; ab < 9; ++ab) wino_cx_line_f_g3(in + ab * 3, 1, t1 + ab * 5, 1);
-    for (int i = 0; i < 3; ++i)
-        for (int w = 0; w < 5; ++w) wino_cx_line_f_g3(t1 + i * 15 + w, 5, t2 + i * 25 + w, 5);
-    for (int hw = 0; hw < 25; ++hw) wino_cx_line_f_g3(t2 + hw, 25, out + hw * os, 25 * os);
-}
-
-static void wino_cx_contract_f_g3(const wino_vf *in, wino_index is, wino_vf *out,
-                                   wino_vf *t1, wino_vf *t2)
-{
-    for (int hw = 0; hw < 25; ++hw) wino_cx_linet_f_g3(in + hw * is, 25 * is, t2 + hw, 25);
-    for (int i = 0; i < 3; ++i)
-        for (int w = 0; w < 5; ++w) wino_cx_linet_f_g3(t2 + i * 25 + w, 5, t1 + i * 15 + w, 5);
-    for (int ab = 0; ab < 9; ++ab) wino_cx_linet_f_g3(t1 + ab * 5, 1, out + ab * 3, 1);
-}
+WINO_CX_CUBE(f, g3, 5, 3)
 
 /* Bt of F(4, 3): 6 x 6 */
 static const float wino_cx_f_bt4[36] = {0x1.0000000000000p+2f, 0x0.0p+0f, -0x1.4000000000000p+2f, 0x0.0p+0f, 0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+2f, 0x1.0000000000000p+2f, -0x1.0000000000000p+0f, -0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+2f, 0x1.0000000000000p+2f, 0x1.0000000000000p+0f, -0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+1f, -0x1.0000000000000p+0f, 0x1.0000000000000p+1f, 0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+1f, -0x1.0000000000000p+0f, -0x1.0000000000000p+1f, 0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+2f, 0x0.0p+0f, -0x1.4000000000000p+2f, 0x0.0p+0f, 0x1.0000000000000p+0f};
@@ -306,23 +238,7 @@ static inline void wino_cx_linet_f_bt4(const wino_vf *in, wino_index is, wino_vf
     out[4 * os] = (((((z + v0) - v1) - v2) + v3) + v4);
     out[5 * os] = (z + v5);
 }
-static void wino_cx_expand_f_bt4(const wino_vf *in, wino_vf *out, wino_index os,
-                                 wino_vf *t1, wino_vf *t2)
-{
-    for (int ab = 0; ab < 36; ++ab) wino_cx_line_f_bt4(in + ab * 6, 1, t1 + ab * 6, 1);
-    for (int i = 0; i < 6; ++i)
-        for (int w = 0; w < 6; ++w) wino_cx_line_f_bt4(t1 + i * 36 + w, 6, t2 + i * 36 + w, 6);
-    for (int hw = 0; hw < 36; ++hw) wino_cx_line_f_bt4(t2 + hw, 36, out + hw * os, 36 * os);
-}
-
-static void wino_cx_contract_f_bt4(const wino_vf *in, wino_index is, wino_vf *out,
-                                   wino_vf *t1, wino_vf *t2)
-{
-    for (int hw = 0; hw < 36; ++hw) wino_cx_linet_f_bt4(in + hw * is, 36 * is, t2 + hw, 36);
-    for (int i = 0; i < 6; ++i)
-        for (int w = 0; w < 6; ++w) wino_cx_linet_f_bt4(t2 + i * 36 + w, 6, t1 + i * 36 + w, 6);
-    for (int ab = 0; ab < 36; ++ab) wino_cx_linet_f_bt4(t1 + ab * 6, 1, out + ab * 6, 1);
-}
+WINO_CX_CUBE(f, bt4, 6, 6)
 
 /* A = At^T of F(4, 3): 6 x 4 */
 static const float wino_cx_f_a4[24] = {0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, -0x1.0000000000000p+0f, 0x1.0000000000000p+0f, -0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+1f, 0x1.0000000000000p+2f, 0x1.0000000000000p+3f, 0x1.0000000000000p+0f, -0x1.0000000000000p+1f, 0x1.0000000000000p+2f, -0x1.0000000000000p+3f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f};
@@ -354,23 +270,7 @@ static inline void wino_cx_linet_f_a4(const wino_vf *in, wino_index is, wino_vf 
     out[2 * os] = ((((z + v1) + v2) + 0x1.0000000000000p+2f * v3) + 0x1.0000000000000p+2f * v4);
     out[3 * os] = (((((z + v1) - v2) + 0x1.0000000000000p+3f * v3) + -0x1.0000000000000p+3f * v4) + v5);
 }
-static void wino_cx_expand_f_a4(const wino_vf *in, wino_vf *out, wino_index os,
-                                 wino_vf *t1, wino_vf *t2)
-{
-    for (int ab = 0; ab < 16; ++ab) wino_cx_line_f_a4(in + ab * 4, 1, t1 + ab * 6, 1);
-    for (int i = 0; i < 4; ++i)
-        for (int w = 0; w < 6; ++w) wino_cx_line_f_a4(t1 + i * 24 + w, 6, t2 + i * 36 + w, 6);
-    for (int hw = 0; hw < 36; ++hw) wino_cx_line_f_a4(t2 + hw, 36, out + hw * os, 36 * os);
-}
-
-static void wino_cx_contract_f_a4(const wino_vf *in, wino_index is, wino_vf *out,
-                                   wino_vf *t1, wino_vf *t2)
-{
-    for (int hw = 0; hw < 36; ++hw) wino_cx_linet_f_a4(in + hw * is, 36 * is, t2 + hw, 36);
-    for (int i = 0; i < 4; ++i)
-        for (int w = 0; w < 6; ++w) wino_cx_linet_f_a4(t2 + i * 36 + w, 6, t1 + i * 24 + w, 6);
-    for (int ab = 0; ab < 16; ++ab) wino_cx_linet_f_a4(t1 + ab * 6, 1, out + ab * 4, 1);
-}
+WINO_CX_CUBE(f, a4, 6, 4)
 
 /* G of F(4, 3): 6 x 3 */
 static const float wino_cx_f_g4[18] = {0x1.0000000000000p-2f, 0x0.0p+0f, 0x0.0p+0f, 0x1.5555560000000p-3f, 0x1.5555560000000p-3f, 0x1.5555560000000p-3f, 0x1.5555560000000p-3f, -0x1.5555560000000p-3f, 0x1.5555560000000p-3f, 0x1.5555560000000p-5f, 0x1.5555560000000p-4f, 0x1.5555560000000p-3f, 0x1.5555560000000p-5f, -0x1.5555560000000p-4f, 0x1.5555560000000p-3f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f};
@@ -400,23 +300,7 @@ static inline void wino_cx_linet_f_g4(const wino_vf *in, wino_index is, wino_vf 
     out[1 * os] = ((((z + 0x1.5555560000000p-3f * v1) + -0x1.5555560000000p-3f * v2) + 0x1.5555560000000p-4f * v3) + -0x1.5555560000000p-4f * v4);
     out[2 * os] = (((((z + 0x1.5555560000000p-3f * v1) + 0x1.5555560000000p-3f * v2) + 0x1.5555560000000p-3f * v3) + 0x1.5555560000000p-3f * v4) + v5);
 }
-static void wino_cx_expand_f_g4(const wino_vf *in, wino_vf *out, wino_index os,
-                                 wino_vf *t1, wino_vf *t2)
-{
-    for (int ab = 0; ab < 9; ++ab) wino_cx_line_f_g4(in + ab * 3, 1, t1 + ab * 6, 1);
-    for (int i = 0; i < 3; ++i)
-        for (int w = 0; w < 6; ++w) wino_cx_line_f_g4(t1 + i * 18 + w, 6, t2 + i * 36 + w, 6);
-    for (int hw = 0; hw < 36; ++hw) wino_cx_line_f_g4(t2 + hw, 36, out + hw * os, 36 * os);
-}
-
-static void wino_cx_contract_f_g4(const wino_vf *in, wino_index is, wino_vf *out,
-                                   wino_vf *t1, wino_vf *t2)
-{
-    for (int hw = 0; hw < 36; ++hw) wino_cx_linet_f_g4(in + hw * is, 36 * is, t2 + hw, 36);
-    for (int i = 0; i < 3; ++i)
-        for (int w = 0; w < 6; ++w) wino_cx_linet_f_g4(t2 + i * 36 + w, 6, t1 + i * 18 + w, 6);
-    for (int ab = 0; ab < 9; ++ab) wino_cx_linet_f_g4(t1 + ab * 6, 1, out + ab * 3, 1);
-}
+WINO_CX_CUBE(f, g4, 6, 3)
 
 /* Bt of F(5, 3): 7 x 7 */
 static const float wino_cx_f_bt5[49] = {0x1.0000000000000p+2f, -0x1.0000000000000p+3f, -0x1.4000000000000p+2f, 0x1.4000000000000p+3f, 0x1.0000000000000p+0f, -0x1.0000000000000p+1f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+2f, 0x1.0000000000000p+2f, 0x1.2000000000000p+3f, -0x1.0000000000000p+0f, -0x1.0000000000000p+1f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+2f, 0x1.8000000000000p+3f, -0x1.c000000000000p+2f, -0x1.8000000000000p+1f, 0x1.0000000000000p+1f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+1f, -0x1.8000000000000p+1f, -0x1.0000000000000p+2f, 0x1.8000000000000p+1f, 0x1.0000000000000p+1f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+1f, -0x1.4000000000000p+2f, 0x0.0p+0f, 0x1.4000000000000p+2f, -0x1.0000000000000p+1f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+2f, 0x0.0p+0f, -0x1.4000000000000p+2f, 0x0.0p+0f, 0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+2f, 0x1.0000000000000p+3f, 0x1.4000000000000p+2f, -0x1.4000000000000p+3f, -0x1.0000000000000p+0f, 0x1.0000000000000p+1f};
@@ -456,23 +340,7 @@ static inline void wino_cx_linet_f_bt5(const wino_vf *in, wino_index is, wino_vf
     out[5 * os] = (((((((z + -0x1.0000000000000p+1f * v0) + -0x1.0000000000000p+1f * v1) + 0x1.0000000000000p+1f * v2) + 0x1.0000000000000p+1f * v3) + -0x1.0000000000000p+1f * v4) + v5) - v6);
     out[6 * os] = (z + 0x1.0000000000000p+1f * v6);
 }
-static void wino_cx_expand_f_bt5(const wino_vf *in, wino_vf *out, wino_index os,
-                                 wino_vf *t1, wino_vf *t2)
-{
-    for (int ab = 0; ab < 49; ++ab) wino_cx_line_f_bt5(in + ab * 7, 1, t1 + ab * 7, 1);
-    for (int i = 0; i < 7; ++i)
-        for (int w = 0; w < 7; ++w) wino_cx_line_f_bt5(t1 + i * 49 + w, 7, t2 + i * 49 + w, 7);
-    for (int hw = 0; hw < 49; ++hw) wino_cx_line_f_bt5(t2 + hw, 49, out + hw * os, 49 * os);
-}
-
-static void wino_cx_contract_f_bt5(const wino_vf *in, wino_index is, wino_vf *out,
-                                   wino_vf *t1, wino_vf *t2)
-{
-    for (int hw = 0; hw < 49; ++hw) wino_cx_linet_f_bt5(in + hw * is, 49 * is, t2 + hw, 49);
-    for (int i = 0; i < 7; ++i)
-        for (int w = 0; w < 7; ++w) wino_cx_linet_f_bt5(t2 + i * 49 + w, 7, t1 + i * 49 + w, 7);
-    for (int ab = 0; ab < 49; ++ab) wino_cx_linet_f_bt5(t1 + ab * 7, 1, out + ab * 7, 1);
-}
+WINO_CX_CUBE(f, bt5, 7, 7)
 
 /* A = At^T of F(5, 3): 7 x 5 */
 static const float wino_cx_f_a5[35] = {0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, -0x1.0000000000000p+0f, 0x1.0000000000000p+0f, -0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+1f, 0x1.0000000000000p+2f, 0x1.0000000000000p+3f, 0x1.0000000000000p+4f, 0x1.0000000000000p+0f, -0x1.0000000000000p+1f, 0x1.0000000000000p+2f, -0x1.0000000000000p+3f, 0x1.0000000000000p+4f, 0x1.0000000000000p+0f, 0x1.0000000000000p-1f, 0x1.0000000000000p-2f, 0x1.0000000000000p-3f, 0x1.0000000000000p-4f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f};
@@ -508,23 +376,7 @@ static inline void wino_cx_linet_f_a5(const wino_vf *in, wino_index is, wino_vf 
     out[3 * os] = (((((z + v1) - v2) + 0x1.0000000000000p+3f * v3) + -0x1.0000000000000p+3f * v4) + 0x1.0000000000000p-3f * v5);
     out[4 * os] = ((((((z + v1) + v2) + 0x1.0000000000000p+4f * v3) + 0x1.0000000000000p+4f * v4) + 0x1.0000000000000p-4f * v5) + v6);
 }
-static void wino_cx_expand_f_a5(const wino_vf *in, wino_vf *out, wino_index os,
-                                 wino_vf *t1, wino_vf *t2)
-{
-    for (int ab = 0; ab < 25; ++ab) wino_cx_line_f_a5(in + ab * 5, 1, t1 + ab * 7, 1);
-    for (int i = 0; i < 5; ++i)
-        for (int w = 0; w < 7; ++w) wino_cx_line_f_a5(t1 + i * 35 + w, 7, t2 + i * 49 + w, 7);
-    for (int hw = 0; hw < 49; ++hw) wino_cx_line_f_a5(t2 + hw, 49, out + hw * os, 49 * os);
-}
-
-static void wino_cx_contract_f_a5(const wino_vf *in, wino_index is, wino_vf *out,
-                                   wino_vf *t1, wino_vf *t2)
-{
-    for (int hw = 0; hw < 49; ++hw) wino_cx_linet_f_a5(in + hw * is, 49 * is, t2 + hw, 49);
-    for (int i = 0; i < 5; ++i)
-        for (int w = 0; w < 7; ++w) wino_cx_linet_f_a5(t2 + i * 49 + w, 7, t1 + i * 35 + w, 7);
-    for (int ab = 0; ab < 25; ++ab) wino_cx_linet_f_a5(t1 + ab * 7, 1, out + ab * 5, 1);
-}
+WINO_CX_CUBE(f, a5, 7, 5)
 
 /* G of F(5, 3): 7 x 3 */
 static const float wino_cx_f_g5[21] = {0x1.0000000000000p-2f, 0x0.0p+0f, 0x0.0p+0f, 0x1.5555560000000p-3f, 0x1.5555560000000p-3f, 0x1.5555560000000p-3f, 0x1.c71c720000000p-5f, -0x1.c71c720000000p-5f, 0x1.c71c720000000p-5f, 0x1.c71c720000000p-7f, 0x1.c71c720000000p-6f, 0x1.c71c720000000p-5f, 0x1.1111120000000p-7f, -0x1.1111120000000p-6f, 0x1.1111120000000p-5f, 0x1.6c16c20000000p-1f, 0x1.6c16c20000000p-2f, 0x1.6c16c20000000p-3f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p-1f};
@@ -556,23 +408,7 @@ static inline void wino_cx_linet_f_g5(const wino_vf *in, wino_index is, wino_vf 
     out[1 * os] = (((((z + 0x1.5555560000000p-3f * v1) + -0x1.c71c720000000p-5f * v2) + 0x1.c71c720000000p-6f * v3) + -0x1.1111120000000p-6f * v4) + 0x1.6c16c20000000p-2f * v5);
     out[2 * os] = ((((((z + 0x1.5555560000000p-3f * v1) + 0x1.c71c720000000p-5f * v2) + 0x1.c71c720000000p-5f * v3) + 0x1.1111120000000p-5f * v4) + 0x1.6c16c20000000p-3f * v5) + 0x1.0000000000000p-1f * v6);
 }
-static void wino_cx_expand_f_g5(const wino_vf *in, wino_vf *out, wino_index os,
-                                 wino_vf *t1, wino_vf *t2)
-{
-    for (int ab = 0; ab < 9; ++ab) wino_cx_line_f_g5(in + ab * 3, 1, t1 + ab * 7, 1);
-    for (int i = 0; i < 3; ++i)
-        for (int w = 0; w < 7; ++w) wino_cx_line_f_g5(t1 + i * 21 + w, 7, t2 + i * 49 + w, 7);
-    for (int hw = 0; hw < 49; ++hw) wino_cx_line_f_g5(t2 + hw, 49, out + hw * os, 49 * os);
-}
-
-static void wino_cx_contract_f_g5(const wino_vf *in, wino_index is, wino_vf *out,
-                                   wino_vf *t1, wino_vf *t2)
-{
-    for (int hw = 0; hw < 49; ++hw) wino_cx_linet_f_g5(in + hw * is, 49 * is, t2 + hw, 49);
-    for (int i = 0; i < 3; ++i)
-        for (int w = 0; w < 7; ++w) wino_cx_linet_f_g5(t2 + i * 49 + w, 7, t1 + i * 21 + w, 7);
-    for (int ab = 0; ab < 9; ++ab) wino_cx_linet_f_g5(t1 + ab * 7, 1, out + ab * 3, 1);
-}
+WINO_CX_CUBE(f, g5, 7, 3)
 
 /* Bt of F(6, 3): 8 x 8 */
 static const float wino_cx_f_bt6[64] = {0x1.0000000000000p+2f, 0x0.0p+0f, -0x1.5000000000000p+4f, 0x0.0p+0f, 0x1.5000000000000p+4f, 0x0.0p+0f, -0x1.0000000000000p+2f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+2f, -0x1.0000000000000p+2f, 0x1.1000000000000p+4f, 0x1.1000000000000p+4f, -0x1.0000000000000p+2f, -0x1.0000000000000p+2f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+2f, -0x1.0000000000000p+2f, -0x1.1000000000000p+4f, 0x1.1000000000000p+4f, 0x1.0000000000000p+2f, -0x1.0000000000000p+2f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+1f, 0x1.0000000000000p+0f, -0x1.4000000000000p+3f, -0x1.4000000000000p+2f, 0x1.0000000000000p+3f, 0x1.0000000000000p+2f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+1f, 0x1.0000000000000p+0f, 0x1.4000000000000p+3f, -0x1.4000000000000p+2f, -0x1.0000000000000p+3f, 0x1.0000000000000p+2f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+2f, 0x1.0000000000000p+3f, -0x1.4000000000000p+2f, -0x1.4000000000000p+3f, 0x1.0000000000000p+0f, 0x1.0000000000000p+1f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+2f, 0x1.0000000000000p+3f, 0x1.4000000000000p+2f, -0x1.4000000000000p+3f, -0x1.0000000000000p+0f, 0x1.0000000000000p+1f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+2f, 0x0.0p+0f, 0x1.5000000000000p+4f, 0x0.0p+0f, -0x1.5000000000000p+4f, 0x0.0p+0f, 0x1.0000000000000p+2f};
@@ -616,23 +452,7 @@ static inline void wino_cx_linet_f_bt6(const wino_vf *in, wino_index is, wino_vf
     out[6 * os] = (((((((z + -0x1.0000000000000p+2f * v0) + -0x1.0000000000000p+2f * v1) + -0x1.0000000000000p+2f * v2) + 0x1.0000000000000p+2f * v3) + 0x1.0000000000000p+2f * v4) + 0x1.0000000000000p+1f * v5) + 0x1.0000000000000p+1f * v6);
     out[7 * os] = (z + 0x1.0000000000000p+2f * v7);
 }
-static void wino_cx_expand_f_bt6(const wino_vf *in, wino_vf *out, wino_index os,
-                                 wino_vf *t1, wino_vf *t2)
-{
-    for (int ab = 0; ab < 64; ++ab) wino_cx_line_f_bt6(in + ab * 8, 1, t1 + ab * 8, 1);
-    for (int i = 0; i < 8; ++i)
-        for (int w = 0; w < 8; ++w) wino_cx_line_f_bt6(t1 + i * 64 + w, 8, t2 + i * 64 + w, 8);
-    for (int hw = 0; hw < 64; ++hw) wino_cx_line_f_bt6(t2 + hw, 64, out + hw * os, 64 * os);
-}
-
-static void wino_cx_contract_f_bt6(const wino_vf *in, wino_index is, wino_vf *out,
-                                   wino_vf *t1, wino_vf *t2)
-{
-    for (int hw = 0; hw < 64; ++hw) wino_cx_linet_f_bt6(in + hw * is, 64 * is, t2 + hw, 64);
-    for (int i = 0; i < 8; ++i)
-        for (int w = 0; w < 8; ++w) wino_cx_linet_f_bt6(t2 + i * 64 + w, 8, t1 + i * 64 + w, 8);
-    for (int ab = 0; ab < 64; ++ab) wino_cx_linet_f_bt6(t1 + ab * 8, 1, out + ab * 8, 1);
-}
+WINO_CX_CUBE(f, bt6, 8, 8)
 
 /* A = At^T of F(6, 3): 8 x 6 */
 static const float wino_cx_f_a6[48] = {0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, -0x1.0000000000000p+0f, 0x1.0000000000000p+0f, -0x1.0000000000000p+0f, 0x1.0000000000000p+0f, -0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+1f, 0x1.0000000000000p+2f, 0x1.0000000000000p+3f, 0x1.0000000000000p+4f, 0x1.0000000000000p+5f, 0x1.0000000000000p+0f, -0x1.0000000000000p+1f, 0x1.0000000000000p+2f, -0x1.0000000000000p+3f, 0x1.0000000000000p+4f, -0x1.0000000000000p+5f, 0x1.0000000000000p+0f, 0x1.0000000000000p-1f, 0x1.0000000000000p-2f, 0x1.0000000000000p-3f, 0x1.0000000000000p-4f, 0x1.0000000000000p-5f, 0x1.0000000000000p+0f, -0x1.0000000000000p-1f, 0x1.0000000000000p-2f, -0x1.0000000000000p-3f, 0x1.0000000000000p-4f, -0x1.0000000000000p-5f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f};
@@ -672,23 +492,7 @@ static inline void wino_cx_linet_f_a6(const wino_vf *in, wino_index is, wino_vf 
     out[4 * os] = ((((((z + v1) + v2) + 0x1.0000000000000p+4f * v3) + 0x1.0000000000000p+4f * v4) + 0x1.0000000000000p-4f * v5) + 0x1.0000000000000p-4f * v6);
     out[5 * os] = (((((((z + v1) - v2) + 0x1.0000000000000p+5f * v3) + -0x1.0000000000000p+5f * v4) + 0x1.0000000000000p-5f * v5) + -0x1.0000000000000p-5f * v6) + v7);
 }
-static void wino_cx_expand_f_a6(const wino_vf *in, wino_vf *out, wino_index os,
-                                 wino_vf *t1, wino_vf *t2)
-{
-    for (int ab = 0; ab < 36; ++ab) wino_cx_line_f_a6(in + ab * 6, 1, t1 + ab * 8, 1);
-    for (int i = 0; i < 6; ++i)
-        for (int w = 0; w < 8; ++w) wino_cx_line_f_a6(t1 + i * 48 + w, 8, t2 + i * 64 + w, 8);
-    for (int hw = 0; hw < 64; ++hw) wino_cx_line_f_a6(t2 + hw, 64, out + hw * os, 64 * os);
-}
-
-static void wino_cx_contract_f_a6(const wino_vf *in, wino_index is, wino_vf *out,
-                                   wino_vf *t1, wino_vf *t2)
-{
-    for (int hw = 0; hw < 64; ++hw) wino_cx_linet_f_a6(in + hw * is, 64 * is, t2 + hw, 64);
-    for (int i = 0; i < 6; ++i)
-        for (int w = 0; w < 8; ++w) wino_cx_linet_f_a6(t2 + i * 64 + w, 8, t1 + i * 48 + w, 8);
-    for (int ab = 0; ab < 36; ++ab) wino_cx_linet_f_a6(t1 + ab * 8, 1, out + ab * 6, 1);
-}
+WINO_CX_CUBE(f, a6, 8, 6)
 
 /* G of F(6, 3): 8 x 3 */
 static const float wino_cx_f_g6[24] = {0x1.0000000000000p-2f, 0x0.0p+0f, 0x0.0p+0f, 0x1.c71c720000000p-5f, 0x1.c71c720000000p-5f, 0x1.c71c720000000p-5f, 0x1.c71c720000000p-5f, -0x1.c71c720000000p-5f, 0x1.c71c720000000p-5f, 0x1.6c16c20000000p-9f, 0x1.6c16c20000000p-8f, 0x1.6c16c20000000p-7f, 0x1.6c16c20000000p-9f, -0x1.6c16c20000000p-8f, 0x1.6c16c20000000p-7f, 0x1.6c16c20000000p-2f, 0x1.6c16c20000000p-3f, 0x1.6c16c20000000p-4f, 0x1.6c16c20000000p-2f, -0x1.6c16c20000000p-3f, 0x1.6c16c20000000p-4f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p-2f};
@@ -722,23 +526,7 @@ static inline void wino_cx_linet_f_g6(const wino_vf *in, wino_index is, wino_vf 
     out[1 * os] = ((((((z + 0x1.c71c720000000p-5f * v1) + -0x1.c71c720000000p-5f * v2) + 0x1.6c16c20000000p-8f * v3) + -0x1.6c16c20000000p-8f * v4) + 0x1.6c16c20000000p-3f * v5) + -0x1.6c16c20000000p-3f * v6);
     out[2 * os] = (((((((z + 0x1.c71c720000000p-5f * v1) + 0x1.c71c720000000p-5f * v2) + 0x1.6c16c20000000p-7f * v3) + 0x1.6c16c20000000p-7f * v4) + 0x1.6c16c20000000p-4f * v5) + 0x1.6c16c20000000p-4f * v6) + 0x1.0000000000000p-2f * v7);
 }
-static void wino_cx_expand_f_g6(const wino_vf *in, wino_vf *out, wino_index os,
-                                 wino_vf *t1, wino_vf *t2)
-{
-    for (int ab = 0; ab < 9; ++ab) wino_cx_line_f_g6(in + ab * 3, 1, t1 + ab * 8, 1);
-    for (int i = 0; i < 3; ++i)
-        for (int w = 0; w < 8; ++w) wino_cx_line_f_g6(t1 + i * 24 + w, 8, t2 + i * 64 + w, 8);
-    for (int hw = 0; hw < 64; ++hw) wino_cx_line_f_g6(t2 + hw, 64, out + hw * os, 64 * os);
-}
-
-static void wino_cx_contract_f_g6(const wino_vf *in, wino_index is, wino_vf *out,
-                                   wino_vf *t1, wino_vf *t2)
-{
-    for (int hw = 0; hw < 64; ++hw) wino_cx_linet_f_g6(in + hw * is, 64 * is, t2 + hw, 64);
-    for (int i = 0; i < 3; ++i)
-        for (int w = 0; w < 8; ++w) wino_cx_linet_f_g6(t2 + i * 64 + w, 8, t1 + i * 24 + w, 8);
-    for (int ab = 0; ab < 9; ++ab) wino_cx_linet_f_g6(t1 + ab * 8, 1, out + ab * 3, 1);
-}
+WINO_CX_CUBE(f, g6, 8, 3)
 
 const float *wino_cx_match_f(const float *X, int a, int n)
 {
@@ -828,23 +616,7 @@ static inline void wino_cx_linet_d_bt2(const wino_vd *in, wino_index is, wino_vd
     out[2 * os] = (((z - v0) + v1) + v2);
     out[3 * os] = (z + v3);
 }
-static void wino_cx_expand_d_bt2(const wino_vd *in, wino_vd *out, wino_index os,
-                                 wino_vd *t1, wino_vd *t2)
-{
-    for (int ab = 0; ab < 16; ++ab) wino_cx_line_d_bt2(in + ab * 4, 1, t1 + ab * 4, 1);
-    for (int i = 0; i < 4; ++i)
-        for (int w = 0; w < 4; ++w) wino_cx_line_d_bt2(t1 + i * 16 + w, 4, t2 + i * 16 + w, 4);
-    for (int hw = 0; hw < 16; ++hw) wino_cx_line_d_bt2(t2 + hw, 16, out + hw * os, 16 * os);
-}
-
-static void wino_cx_contract_d_bt2(const wino_vd *in, wino_index is, wino_vd *out,
-                                   wino_vd *t1, wino_vd *t2)
-{
-    for (int hw = 0; hw < 16; ++hw) wino_cx_linet_d_bt2(in + hw * is, 16 * is, t2 + hw, 16);
-    for (int i = 0; i < 4; ++i)
-        for (int w = 0; w < 4; ++w) wino_cx_linet_d_bt2(t2 + i * 16 + w, 4, t1 + i * 16 + w, 4);
-    for (int ab = 0; ab < 16; ++ab) wino_cx_linet_d_bt2(t1 + ab * 4, 1, out + ab * 4, 1);
-}
+WINO_CX_CUBE(d, bt2, 4, 4)
 
 /* A = At^T of F(2, 3): 4 x 2 */
 static const double wino_cx_d_a2[8] = {0x1.0000000000000p+0, 0x0.0p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, -0x1.0000000000000p+0, 0x0.0p+0, 0x1.0000000000000p+0};
@@ -868,23 +640,7 @@ static inline void wino_cx_linet_d_a2(const wino_vd *in, wino_index is, wino_vd 
     out[0 * os] = (((z + v0) + v1) + v2);
     out[1 * os] = (((z + v1) - v2) + v3);
 }
-static void wino_cx_expand_d_a2(const wino_vd *in, wino_vd *out, wino_index os,
-                                 wino_vd *t1, wino_vd *t2)
-{
-    for (int ab = 0; ab < 4; ++ab) wino_cx_line_d_a2(in + ab * 2, 1, t1 + ab * 4, 1);
-    for (int i = 0; i < 2; ++i)
-        for (int w = 0; w < 4; ++w) wino_cx_line_d_a2(t1 + i * 8 + w, 4, t2 + i * 16 + w, 4);
-    for (int hw = 0; hw < 16; ++hw) wino_cx_line_d_a2(t2 + hw, 16, out + hw * os, 16 * os);
-}
-
-static void wino_cx_contract_d_a2(const wino_vd *in, wino_index is, wino_vd *out,
-                                   wino_vd *t1, wino_vd *t2)
-{
-    for (int hw = 0; hw < 16; ++hw) wino_cx_linet_d_a2(in + hw * is, 16 * is, t2 + hw, 16);
-    for (int i = 0; i < 2; ++i)
-        for (int w = 0; w < 4; ++w) wino_cx_linet_d_a2(t2 + i * 16 + w, 4, t1 + i * 8 + w, 4);
-    for (int ab = 0; ab < 4; ++ab) wino_cx_linet_d_a2(t1 + ab * 4, 1, out + ab * 2, 1);
-}
+WINO_CX_CUBE(d, a2, 4, 2)
 
 /* G of F(2, 3): 4 x 3 */
 static const double wino_cx_d_g2[12] = {0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p-1, 0x1.0000000000000p-1, 0x1.0000000000000p-1, 0x1.0000000000000p-1, -0x1.0000000000000p-1, 0x1.0000000000000p-1, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+0};
@@ -910,23 +666,7 @@ static inline void wino_cx_linet_d_g2(const wino_vd *in, wino_index is, wino_vd 
     out[1 * os] = ((z + 0x1.0000000000000p-1 * v1) + -0x1.0000000000000p-1 * v2);
     out[2 * os] = (((z + 0x1.0000000000000p-1 * v1) + 0x1.0000000000000p-1 * v2) + v3);
 }
-static void wino_cx_expand_d_g2(const wino_vd *in, wino_vd *out, wino_index os,
-                                 wino_vd *t1, wino_vd *t2)
-{
-    for (int ab = 0; ab < 9; ++ab) wino_cx_line_d_g2(in + ab * 3, 1, t1 + ab * 4, 1);
-    for (int i = 0; i < 3; ++i)
-        for (int w = 0; w < 4; ++w) wino_cx_line_d_g2(t1 + i * 12 + w, 4, t2 + i * 16 + w, 4);
-    for (int hw = 0; hw < 16; ++hw) wino_cx_line_d_g2(t2 + hw, 16, out + hw * os, 16 * os);
-}
-
-static void wino_cx_contract_d_g2(const wino_vd *in, wino_index is, wino_vd *out,
-                                   wino_vd *t1, wino_vd *t2)
-{
-    for (int hw = 0; hw < 16; ++hw) wino_cx_linet_d_g2(in + hw * is, 16 * is, t2 + hw, 16);
-    for (int i = 0; i < 3; ++i)
-        for (int w = 0; w < 4; ++w) wino_cx_linet_d_g2(t2 + i * 16 + w, 4, t1 + i * 12 + w, 4);
-    for (int ab = 0; ab < 9; ++ab) wino_cx_linet_d_g2(t1 + ab * 4, 1, out + ab * 3, 1);
-}
+WINO_CX_CUBE(d, g2, 4, 3)
 
 /* Bt of F(3, 3): 5 x 5 */
 static const double wino_cx_d_bt3[25] = {0x1.0000000000000p+1, -0x1.0000000000000p+0, -0x1.0000000000000p+1, 0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+1, 0x1.0000000000000p+0, -0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, -0x1.0000000000000p+1, 0x1.8000000000000p+1, -0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, -0x1.0000000000000p+0, 0x0.0p+0, 0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+1, -0x1.0000000000000p+0, -0x1.0000000000000p+1, 0x1.0000000000000p+0};
@@ -958,23 +698,7 @@ static inline void wino_cx_linet_d_bt3(const wino_vd *in, wino_index is, wino_vd
     out[3 * os] = (((((z + v0) - v1) - v2) + v3) + -0x1.0000000000000p+1 * v4);
     out[4 * os] = (z + v4);
 }
-static void wino_cx_expand_d_bt3(const wino_vd *in, wino_vd *out, wino_index os,
-                                 wino_vd *t1, wino_vd *t2)
-{
-    for (int ab = 0; ab < 25; ++ab) wino_cx_line_d_bt3(in + ab * 5, 1, t1 + ab * 5, 1);
-    for (int i = 0; i < 5; ++i)
-        for (int w = 0; w < 5; ++w) wino_cx_line_d_bt3(t1 + i * 25 + w, 5, t2 + i * 25 + w, 5);
-    for (int hw = 0; hw < 25; ++hw) wino_cx_line_d_bt3(t2 + hw, 25, out + hw * os, 25 * os);
-}
-
-static void wino_cx_contract_d_bt3(const wino_vd *in, wino_index is, wino_vd *out,
-                                   wino_vd *t1, wino_vd *t2)
-{
-    for (int hw = 0; hw < 25; ++hw) wino_cx_linet_d_bt3(in + hw * is, 25 * is, t2 + hw, 25);
-    for (int i = 0; i < 5; ++i)
-        for (int w = 0; w < 5; ++w) wino_cx_linet_d_bt3(t2 + i * 25 + w, 5, t1 + i * 25 + w, 5);
-    for (int ab = 0; ab < 25; ++ab) wino_cx_linet_d_bt3(t1 + ab * 5, 1, out + ab * 5, 1);
-}
+WINO_CX_CUBE(d, bt3, 5, 5)
 
 /* A = At^T of F(3, 3): 5 x 3 */
 static const double wino_cx_d_a3[15] = {0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, -0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+1, 0x1.0000000000000p+2, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+0};
@@ -1002,23 +726,7 @@ static inline void wino_cx_linet_d_a3(const wino_vd *in, wino_index is, wino_vd 
     out[1 * os] = (((z + v1) - v2) + 0x1.0000000000000p+1 * v3);
     out[2 * os] = ((((z + v1) + v2) + 0x1.0000000000000p+2 * v3) + v4);
 }
-static void wino_cx_expand_d_a3(const wino_vd *in, wino_vd *out, wino_index os,
-                                 wino_vd *t1, wino_vd *t2)
-{
-    for (int ab = 0; ab < 9; ++ab) wino_cx_line_d_a3(in + ab * 3, 1, t1 + ab * 5, 1);
-    for (int i = 0; i < 3; ++i)
-        for (int w = 0; w < 5; ++w) wino_cx_line_d_a3(t1 + i * 15 + w, 5, t2 + i * 25 + w, 5);
-    for (int hw = 0; hw < 25; ++hw) wino_cx_line_d_a3(t2 + hw, 25, out + hw * os, 25 * os);
-}
-
-static void wino_cx_contract_d_a3(const wino_vd *in, wino_index is, wino_vd *out,
-                                   wino_vd *t1, wino_vd *t2)
-{
-    for (int hw = 0; hw < 25; ++hw) wino_cx_linet_d_a3(in + hw * is, 25 * is, t2 + hw, 25);
-    for (int i = 0; i < 3; ++i)
-        for (int w = 0; w < 5; ++w) wino_cx_linet_d_a3(t2 + i * 25 + w, 5, t1 + i * 15 + w, 5);
-    for (int ab = 0; ab < 9; ++ab) wino_cx_linet_d_a3(t1 + ab * 5, 1, out + ab * 3, 1);
-}
+WINO_CX_CUBE(d, a3, 5, 3)
 
 /* G of F(3, 3): 5 x 3 */
 static const double wino_cx_d_g3[15] = {0x1.0000000000000p-1, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p-1, 0x1.0000000000000p-1, 0x1.0000000000000p-1, 0x1.5555555555555p-3, -0x1.5555555555555p-3, 0x1.5555555555555p-3, 0x1.5555555555555p-3, 0x1.5555555555555p-2, 0x1.5555555555555p-1, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+0};
@@ -1046,23 +754,7 @@ static inline void wino_cx_linet_d_g3(const wino_vd *in, wino_index is, wino_vd 
     out[1 * os] = (((z + 0x1.0000000000000p-1 * v1) + -0x1.5555555555555p-3 * v2) + 0x1.5555555555555p-2 * v3);
     out[2 * os] = ((((z + 0x1.0000000000000p-1 * v1) + 0x1.5555555555555p-3 * v2) + 0x1.5555555555555p-1 * v3) + v4);
 }
-static void wino_cx_expand_d_g3(const wino_vd *in, wino_vd *out, wino_index os,
-                                 wino_vd *t1, wino_vd *t2)
-{
-    for (int ab = 0; ab < 9; ++ab) wino_cx_line_d_g3(in + ab * 3, 1, t1 + ab * 5, 1);
-    for (int i = 0; i < 3; ++i)
-        for (int w = 0; w < 5; ++w) wino_cx_line_d_g3(t1 + i * 15 + w, 5, t2 + i * 25 + w, 5);
-    for (int hw = 0; hw < 25; ++hw) wino_cx_line_d_g3(t2 + hw, 25, out + hw * os, 25 * os);
-}
-
-static void wino_cx_contract_d_g3(const wino_vd *in, wino_index is, wino_vd *out,
-                                   wino_vd *t1, wino_vd *t2)
-{
-    for (int hw = 0; hw < 25; ++hw) wino_cx_linet_d_g3(in + hw * is, 25 * is, t2 + hw, 25);
-    for (int i = 0; i < 3; ++i)
-        for (int w = 0; w < 5; ++w) wino_cx_linet_d_g3(t2 + i * 25 + w, 5, t1 + i * 15 + w, 5);
-    for (int ab = 0; ab < 9; ++ab) wino_cx_linet_d_g3(t1 + ab * 5, 1, out + ab * 3, 1);
-}
+WINO_CX_CUBE(d, g3, 5, 3)
 
 /* Bt of F(4, 3): 6 x 6 */
 static const double wino_cx_d_bt4[36] = {0x1.0000000000000p+2, 0x0.0p+0, -0x1.4000000000000p+2, 0x0.0p+0, 0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+2, 0x1.0000000000000p+2, -0x1.0000000000000p+0, -0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, -0x1.0000000000000p+2, 0x1.0000000000000p+2, 0x1.0000000000000p+0, -0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, -0x1.0000000000000p+1, -0x1.0000000000000p+0, 0x1.0000000000000p+1, 0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+1, -0x1.0000000000000p+0, -0x1.0000000000000p+1, 0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+2, 0x0.0p+0, -0x1.4000000000000p+2, 0x0.0p+0, 0x1.0000000000000p+0};
@@ -1098,23 +790,7 @@ static inline void wino_cx_linet_d_bt4(const wino_vd *in, wino_index is, wino_vd
     out[4 * os] = (((((z + v0) - v1) - v2) + v3) + v4);
     out[5 * os] = (z + v5);
 }
-static void wino_cx_expand_d_bt4(const wino_vd *in, wino_vd *out, wino_index os,
-                                 wino_vd *t1, wino_vd *t2)
-{
-    for (int ab = 0; ab < 36; ++ab) wino_cx_line_d_bt4(in + ab * 6, 1, t1 + ab * 6, 1);
-    for (int i = 0; i < 6; ++i)
-        for (int w = 0; w < 6; ++w) wino_cx_line_d_bt4(t1 + i * 36 + w, 6, t2 + i * 36 + w, 6);
-    for (int hw = 0; hw < 36; ++hw) wino_cx_line_d_bt4(t2 + hw, 36, out + hw * os, 36 * os);
-}
-
-static void wino_cx_contract_d_bt4(const wino_vd *in, wino_index is, wino_vd *out,
-                                   wino_vd *t1, wino_vd *t2)
-{
-    for (int hw = 0; hw < 36; ++hw) wino_cx_linet_d_bt4(in + hw * is, 36 * is, t2 + hw, 36);
-    for (int i = 0; i < 6; ++i)
-        for (int w = 0; w < 6; ++w) wino_cx_linet_d_bt4(t2 + i * 36 + w, 6, t1 + i * 36 + w, 6);
-    for (int ab = 0; ab < 36; ++ab) wino_cx_linet_d_bt4(t1 + ab * 6, 1, out + ab * 6, 1);
-}
+WINO_CX_CUBE(d, bt4, 6, 6)
 
 /* A = At^T of F(4, 3): 6 x 4 */
 static const double wino_cx_d_a4[24] = {0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, -0x1.0000000000000p+0, 0x1.0000000000000p+0, -0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+1, 0x1.0000000000000p+2, 0x1.0000000000000p+3, 0x1.0000000000000p+0, -0x1.0000000000000p+1, 0x1.0000000000000p+2, -0x1.0000000000000p+3, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+0};
@@ -1146,23 +822,7 @@ static inline void wino_cx_linet_d_a4(const wino_vd *in, wino_index is, wino_vd 
     out[2 * os] = ((((z + v1) + v2) + 0x1.0000000000000p+2 * v3) + 0x1.0000000000000p+2 * v4);
     out[3 * os] = (((((z + v1) - v2) + 0x1.0000000000000p+3 * v3) + -0x1.0000000000000p+3 * v4) + v5);
 }
-static void wino_cx_expand_d_a4(const wino_vd *in, wino_vd *out, wino_index os,
-                                 wino_vd *t1, wino_vd *t2)
-{
-    for (int ab = 0; ab < 16; ++ab) wino_cx_line_d_a4(in + ab * 4, 1, t1 + ab * 6, 1);
-    for (int i = 0; i < 4; ++i)
-        for (int w = 0; w < 6; ++w) wino_cx_line_d_a4(t1 + i * 24 + w, 6, t2 + i * 36 + w, 6);
-    for (int hw = 0; hw < 36; ++hw) wino_cx_line_d_a4(t2 + hw, 36, out + hw * os, 36 * os);
-}
-
-static void wino_cx_contract_d_a4(const wino_vd *in, wino_index is, wino_vd *out,
-                                   wino_vd *t1, wino_vd *t2)
-{
-    for (int hw = 0; hw < 36; ++hw) wino_cx_linet_d_a4(in + hw * is, 36 * is, t2 + hw, 36);
-    for (int i = 0; i < 4; ++i)
-        for (int w = 0; w < 6; ++w) wino_cx_linet_d_a4(t2 + i * 36 + w, 6, t1 + i * 24 + w, 6);
-    for (int ab = 0; ab < 16; ++ab) wino_cx_linet_d_a4(t1 + ab * 6, 1, out + ab * 4, 1);
-}
+WINO_CX_CUBE(d, a4, 6, 4)
 
 /* G of F(4, 3): 6 x 3 */
 static const double wino_cx_d_g4[18] = {0x1.0000000000000p-2, 0x0.0p+0, 0x0.0p+0, 0x1.5555555555555p-3, 0x1.5555555555555p-3, 0x1.5555555555555p-3, 0x1.5555555555555p-3, -0x1.5555555555555p-3, 0x1.5555555555555p-3, 0x1.5555555555555p-5, 0x1.5555555555555p-4, 0x1.5555555555555p-3, 0x1.5555555555555p-5, -0x1.5555555555555p-4, 0x1.5555555555555p-3, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+0};
@@ -1192,23 +852,7 @@ static inline void wino_cx_linet_d_g4(const wino_vd *in, wino_index is, wino_vd 
     out[1 * os] = ((((z + 0x1.5555555555555p-3 * v1) + -0x1.5555555555555p-3 * v2) + 0x1.5555555555555p-4 * v3) + -0x1.5555555555555p-4 * v4);
     out[2 * os] = (((((z + 0x1.5555555555555p-3 * v1) + 0x1.5555555555555p-3 * v2) + 0x1.5555555555555p-3 * v3) + 0x1.5555555555555p-3 * v4) + v5);
 }
-static void wino_cx_expand_d_g4(const wino_vd *in, wino_vd *out, wino_index os,
-                                 wino_vd *t1, wino_vd *t2)
-{
-    for (int ab = 0; ab < 9; ++ab) wino_cx_line_d_g4(in + ab * 3, 1, t1 + ab * 6, 1);
-    for (int i = 0; i < 3; ++i)
-        for (int w = 0; w < 6; ++w) wino_cx_line_d_g4(t1 + i * 18 + w, 6, t2 + i * 36 + w, 6);
-    for (int hw = 0; hw < 36; ++hw) wino_cx_line_d_g4(t2 + hw, 36, out + hw * os, 36 * os);
-}
-
-static void wino_cx_contract_d_g4(const wino_vd *in, wino_index is, wino_vd *out,
-                                   wino_vd *t1, wino_vd *t2)
-{
-    for (int hw = 0; hw < 36; ++hw) wino_cx_linet_d_g4(in + hw * is, 36 * is, t2 + hw, 36);
-    for (int i = 0; i < 3; ++i)
-        for (int w = 0; w < 6; ++w) wino_cx_linet_d_g4(t2 + i * 36 + w, 6, t1 + i * 18 + w, 6);
-    for (int ab = 0; ab < 9; ++ab) wino_cx_linet_d_g4(t1 + ab * 6, 1, out + ab * 3, 1);
-}
+WINO_CX_CUBE(d, g4, 6, 3)
 
 /* Bt of F(5, 3): 7 x 7 */
 static const double wino_cx_d_bt5[49] = {0x1.0000000000000p+2, -0x1.0000000000000p+3, -0x1.4000000000000p+2, 0x1.4000000000000p+3, 0x1.0000000000000p+0, -0x1.0000000000000p+1, 0x0.0p+0, 0x0.0p+0, -0x1.0000000000000p+2, 0x1.0000000000000p+2, 0x1.2000000000000p+3, -0x1.0000000000000p+0, -0x1.0000000000000p+1, 0x0.0p+0, 0x0.0p+0, -0x1.0000000000000p+2, 0x1.8000000000000p+3, -0x1.c000000000000p+2, -0x1.8000000000000p+1, 0x1.0000000000000p+1, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+1, -0x1.8000000000000p+1, -0x1.0000000000000p+2, 0x1.8000000000000p+1, 0x1.0000000000000p+1, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+1, -0x1.4000000000000p+2, 0x0.0p+0, 0x1.4000000000000p+2, -0x1.0000000000000p+1, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+2, 0x0.0p+0, -0x1.4000000000000p+2, 0x0.0p+0, 0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, -0x1.0000000000000p+2, 0x1.0000000000000p+3, 0x1.4000000000000p+2, -0x1.4000000000000p+3, -0x1.0000000000000p+0, 0x1.0000000000000p+1};
@@ -1248,23 +892,7 @@ static inline void wino_cx_linet_d_bt5(const wino_vd *in, wino_index is, wino_vd
     out[5 * os] = (((((((z + -0x1.0000000000000p+1 * v0) + -0x1.0000000000000p+1 * v1) + 0x1.0000000000000p+1 * v2) + 0x1.0000000000000p+1 * v3) + -0x1.0000000000000p+1 * v4) + v5) - v6);
     out[6 * os] = (z + 0x1.0000000000000p+1 * v6);
 }
-static void wino_cx_expand_d_bt5(const wino_vd *in, wino_vd *out, wino_index os,
-                                 wino_vd *t1, wino_vd *t2)
-{
-    for (int ab = 0; ab < 49; ++ab) wino_cx_line_d_bt5(in + ab * 7, 1, t1 + ab * 7, 1);
-    for (int i = 0; i < 7; ++i)
-        for (int w = 0; w < 7; ++w) wino_cx_line_d_bt5(t1 + i * 49 + w, 7, t2 + i * 49 + w, 7);
-    for (int hw = 0; hw < 49; ++hw) wino_cx_line_d_bt5(t2 + hw, 49, out + hw * os, 49 * os);
-}
-
-static void wino_cx_contract_d_bt5(const wino_vd *in, wino_index is, wino_vd *out,
-                                   wino_vd *t1, wino_vd *t2)
-{
-    for (int hw = 0; hw < 49; ++hw) wino_cx_linet_d_bt5(in + hw * is, 49 * is, t2 + hw, 49);
-    for (int i = 0; i < 7; ++i)
-        for (int w = 0; w < 7; ++w) wino_cx_linet_d_bt5(t2 + i * 49 + w, 7, t1 + i * 49 + w, 7);
-    for (int ab = 0; ab < 49; ++ab) wino_cx_linet_d_bt5(t1 + ab * 7, 1, out + ab * 7, 1);
-}
+WINO_CX_CUBE(d, bt5, 7, 7)
 
 /* A = At^T of F(5, 3): 7 x 5 */
 static const double wino_cx_d_a5[35] = {0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, -0x1.0000000000000p+0, 0x1.0000000000000p+0, -0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+1, 0x1.0000000000000p+2, 0x1.0000000000000p+3, 0x1.0000000000000p+4, 0x1.0000000000000p+0, -0x1.0000000000000p+1, 0x1.0000000000000p+2, -0x1.0000000000000p+3, 0x1.0000000000000p+4, 0x1.0000000000000p+0, 0x1.0000000000000p-1, 0x1.0000000000000p-2, 0x1.0000000000000p-3, 0x1.0000000000000p-4, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+0};
@@ -1300,23 +928,7 @@ static inline void wino_cx_linet_d_a5(const wino_vd *in, wino_index is, wino_vd 
     out[3 * os] = (((((z + v1) - v2) + 0x1.0000000000000p+3 * v3) + -0x1.0000000000000p+3 * v4) + 0x1.0000000000000p-3 * v5);
     out[4 * os] = ((((((z + v1) + v2) + 0x1.0000000000000p+4 * v3) + 0x1.0000000000000p+4 * v4) + 0x1.0000000000000p-4 * v5) + v6);
 }
-static void wino_cx_expand_d_a5(const wino_vd *in, wino_vd *out, wino_index os,
-                                 wino_vd *t1, wino_vd *t2)
-{
-    for (int ab = 0; ab < 25; ++ab) wino_cx_line_d_a5(in + ab * 5, 1, t1 + ab * 7, 1);
-    for (int i = 0; i < 5; ++i)
-        for (int w = 0; w < 7; ++w) wino_cx_line_d_a5(t1 + i * 35 + w, 7, t2 + i * 49 + w, 7);
-    for (int hw = 0; hw < 49; ++hw) wino_cx_line_d_a5(t2 + hw, 49, out + hw * os, 49 * os);
-}
-
-static void wino_cx_contract_d_a5(const wino_vd *in, wino_index is, wino_vd *out,
-                                   wino_vd *t1, wino_vd *t2)
-{
-    for (int hw = 0; hw < 49; ++hw) wino_cx_linet_d_a5(in + hw * is, 49 * is, t2 + hw, 49);
-    for (int i = 0; i < 5; ++i)
-        for (int w = 0; w < 7; ++w) wino_cx_linet_d_a5(t2 + i * 49 + w, 7, t1 + i * 35 + w, 7);
-    for (int ab = 0; ab < 25; ++ab) wino_cx_linet_d_a5(t1 + ab * 7, 1, out + ab * 5, 1);
-}
+WINO_CX_CUBE(d, a5, 7, 5)
 
 /* G of F(5, 3): 7 x 3 */
 static const double wino_cx_d_g5[21] = {0x1.0000000000000p-2, 0x0.0p+0, 0x0.0p+0, 0x1.5555555555555p-3, 0x1.5555555555555p-3, 0x1.5555555555555p-3, 0x1.c71c71c71c71cp-5, -0x1.c71c71c71c71cp-5, 0x1.c71c71c71c71cp-5, 0x1.c71c71c71c71cp-7, 0x1.c71c71c71c71cp-6, 0x1.c71c71c71c71cp-5, 0x1.1111111111111p-7, -0x1.1111111111111p-6, 0x1.1111111111111p-5, 0x1.6c16c16c16c17p-1, 0x1.6c16c16c16c17p-2, 0x1.6c16c16c16c17p-3, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p-1};
@@ -1348,23 +960,7 @@ static inline void wino_cx_linet_d_g5(const wino_vd *in, wino_index is, wino_vd 
     out[1 * os] = (((((z + 0x1.5555555555555p-3 * v1) + -0x1.c71c71c71c71cp-5 * v2) + 0x1.c71c71c71c71cp-6 * v3) + -0x1.1111111111111p-6 * v4) + 0x1.6c16c16c16c17p-2 * v5);
     out[2 * os] = ((((((z + 0x1.5555555555555p-3 * v1) + 0x1.c71c71c71c71cp-5 * v2) + 0x1.c71c71c71c71cp-5 * v3) + 0x1.1111111111111p-5 * v4) + 0x1.6c16c16c16c17p-3 * v5) + 0x1.0000000000000p-1 * v6);
 }
-static void wino_cx_expand_d_g5(const wino_vd *in, wino_vd *out, wino_index os,
-                                 wino_vd *t1, wino_vd *t2)
-{
-    for (int ab = 0; ab < 9; ++ab) wino_cx_line_d_g5(in + ab * 3, 1, t1 + ab * 7, 1);
-    for (int i = 0; i < 3; ++i)
-        for (int w = 0; w < 7; ++w) wino_cx_line_d_g5(t1 + i * 21 + w, 7, t2 + i * 49 + w, 7);
-    for (int hw = 0; hw < 49; ++hw) wino_cx_line_d_g5(t2 + hw, 49, out + hw * os, 49 * os);
-}
-
-static void wino_cx_contract_d_g5(const wino_vd *in, wino_index is, wino_vd *out,
-                                   wino_vd *t1, wino_vd *t2)
-{
-    for (int hw = 0; hw < 49; ++hw) wino_cx_linet_d_g5(in + hw * is, 49 * is, t2 + hw, 49);
-    for (int i = 0; i < 3; ++i)
-        for (int w = 0; w < 7; ++w) wino_cx_linet_d_g5(t2 + i * 49 + w, 7, t1 + i * 21 + w, 7);
-    for (int ab = 0; ab < 9; ++ab) wino_cx_linet_d_g5(t1 + ab * 7, 1, out + ab * 3, 1);
-}
+WINO_CX_CUBE(d, g5, 7, 3)
 
 /* Bt of F(6, 3): 8 x 8 */
 static const double wino_cx_d_bt6[64] = {0x1.0000000000000p+2, 0x0.0p+0, -0x1.5000000000000p+4, 0x0.0p+0, 0x1.5000000000000p+4, 0x0.0p+0, -0x1.0000000000000p+2, 0x0.0p+0, 0x0.0p+0, -0x1.0000000000000p+2, -0x1.0000000000000p+2, 0x1.1000000000000p+4, 0x1.1000000000000p+4, -0x1.0000000000000p+2, -0x1.0000000000000p+2, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+2, -0x1.0000000000000p+2, -0x1.1000000000000p+4, 0x1.1000000000000p+4, 0x1.0000000000000p+2, -0x1.0000000000000p+2, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+1, 0x1.0000000000000p+0, -0x1.4000000000000p+3, -0x1.4000000000000p+2, 0x1.0000000000000p+3, 0x1.0000000000000p+2, 0x0.0p+0, 0x0.0p+0, -0x1.0000000000000p+1, 0x1.0000000000000p+0, 0x1.4000000000000p+3, -0x1.4000000000000p+2, -0x1.0000000000000p+3, 0x1.0000000000000p+2, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+2, 0x1.0000000000000p+3, -0x1.4000000000000p+2, -0x1.4000000000000p+3, 0x1.0000000000000p+0, 0x1.0000000000000p+1, 0x0.0p+0, 0x0.0p+0, -0x1.0000000000000p+2, 0x1.0000000000000p+3, 0x1.4000000000000p+2, -0x1.4000000000000p+3, -0x1.0000000000000p+0, 0x1.0000000000000p+1, 0x0.0p+0, 0x0.0p+0, -0x1.0000000000000p+2, 0x0.0p+0, 0x1.5000000000000p+4, 0x0.0p+0, -0x1.5000000000000p+4, 0x0.0p+0, 0x1.0000000000000p+2};
@@ -1408,23 +1004,7 @@ static inline void wino_cx_linet_d_bt6(const wino_vd *in, wino_index is, wino_vd
     out[6 * os] = (((((((z + -0x1.0000000000000p+2 * v0) + -0x1.0000000000000p+2 * v1) + -0x1.0000000000000p+2 * v2) + 0x1.0000000000000p+2 * v3) + 0x1.0000000000000p+2 * v4) + 0x1.0000000000000p+1 * v5) + 0x1.0000000000000p+1 * v6);
     out[7 * os] = (z + 0x1.0000000000000p+2 * v7);
 }
-static void wino_cx_expand_d_bt6(const wino_vd *in, wino_vd *out, wino_index os,
-                                 wino_vd *t1, wino_vd *t2)
-{
-    for (int ab = 0; ab < 64; ++ab) wino_cx_line_d_bt6(in + ab * 8, 1, t1 + ab * 8, 1);
-    for (int i = 0; i < 8; ++i)
-        for (int w = 0; w < 8; ++w) wino_cx_line_d_bt6(t1 + i * 64 + w, 8, t2 + i * 64 + w, 8);
-    for (int hw = 0; hw < 64; ++hw) wino_cx_line_d_bt6(t2 + hw, 64, out + hw * os, 64 * os);
-}
-
-static void wino_cx_contract_d_bt6(const wino_vd *in, wino_index is, wino_vd *out,
-                                   wino_vd *t1, wino_vd *t2)
-{
-    for (int hw = 0; hw < 64; ++hw) wino_cx_linet_d_bt6(in + hw * is, 64 * is, t2 + hw, 64);
-    for (int i = 0; i < 8; ++i)
-        for (int w = 0; w < 8; ++w) wino_cx_linet_d_bt6(t2 + i * 64 + w, 8, t1 + i * 64 + w, 8);
-    for (int ab = 0; ab < 64; ++ab) wino_cx_linet_d_bt6(t1 + ab * 8, 1, out + ab * 8, 1);
-}
+WINO_CX_CUBE(d, bt6, 8, 8)
 
 /* A = At^T of F(6, 3): 8 x 6 */
 static const double wino_cx_d_a6[48] = {0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, -0x1.0000000000000p+0, 0x1.0000000000000p+0, -0x1.0000000000000p+0, 0x1.0000000000000p+0, -0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+1, 0x1.0000000000000p+2, 0x1.0000000000000p+3, 0x1.0000000000000p+4, 0x1.0000000000000p+5, 0x1.0000000000000p+0, -0x1.0000000000000p+1, 0x1.0000000000000p+2, -0x1.0000000000000p+3, 0x1.0000000000000p+4, -0x1.0000000000000p+5, 0x1.0000000000000p+0, 0x1.0000000000000p-1, 0x1.0000000000000p-2, 0x1.0000000000000p-3, 0x1.0000000000000p-4, 0x1.0000000000000p-5, 0x1.0000000000000p+0, -0x1.0000000000000p-1, 0x1.0000000000000p-2, -0x1.0000000000000p-3, 0x1.0000000000000p-4, -0x1.0000000000000p-5, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+0};
@@ -1464,23 +1044,7 @@ static inline void wino_cx_linet_d_a6(const wino_vd *in, wino_index is, wino_vd 
     out[4 * os] = ((((((z + v1) + v2) + 0x1.0000000000000p+4 * v3) + 0x1.0000000000000p+4 * v4) + 0x1.0000000000000p-4 * v5) + 0x1.0000000000000p-4 * v6);
     out[5 * os] = (((((((z + v1) - v2) + 0x1.0000000000000p+5 * v3) + -0x1.0000000000000p+5 * v4) + 0x1.0000000000000p-5 * v5) + -0x1.0000000000000p-5 * v6) + v7);
 }
-static void wino_cx_expand_d_a6(const wino_vd *in, wino_vd *out, wino_index os,
-                                 wino_vd *t1, wino_vd *t2)
-{
-    for (int ab = 0; ab < 36; ++ab) wino_cx_line_d_a6(in + ab * 6, 1, t1 + ab * 8, 1);
-    for (int i = 0; i < 6; ++i)
-        for (int w = 0; w < 8; ++w) wino_cx_line_d_a6(t1 + i * 48 + w, 8, t2 + i * 64 + w, 8);
-    for (int hw = 0; hw < 64; ++hw) wino_cx_line_d_a6(t2 + hw, 64, out + hw * os, 64 * os);
-}
-
-static void wino_cx_contract_d_a6(const wino_vd *in, wino_index is, wino_vd *out,
-                                   wino_vd *t1, wino_vd *t2)
-{
-    for (int hw = 0; hw < 64; ++hw) wino_cx_linet_d_a6(in + hw * is, 64 * is, t2 + hw, 64);
-    for (int i = 0; i < 6; ++i)
-        for (int w = 0; w < 8; ++w) wino_cx_linet_d_a6(t2 + i * 64 + w, 8, t1 + i * 48 + w, 8);
-    for (int ab = 0; ab < 36; ++ab) wino_cx_linet_d_a6(t1 + ab * 8, 1, out + ab * 6, 1);
-}
+WINO_CX_CUBE(d, a6, 8, 6)
 
 /* G of F(6, 3): 8 x 3 */
 static const double wino_cx_d_g6[24] = {0x1.0000000000000p-2, 0x0.0p+0, 0x0.0p+0, 0x1.c71c71c71c71cp-5, 0x1.c71c71c71c71cp-5, 0x1.c71c71c71c71cp-5, 0x1.c71c71c71c71cp-5, -0x1.c71c71c71c71cp-5, 0x1.c71c71c71c71cp-5, 0x1.6c16c16c16c17p-9, 0x1.6c16c16c16c17p-8, 0x1.6c16c16c16c17p-7, 0x1.6c16c16c16c17p-9, -0x1.6c16c16c16c17p-8, 0x1.6c16c16c16c17p-7, 0x1.6c16c16c16c17p-2, 0x1.6c16c16c16c17p-3, 0x1.6c16c16c16c17p-4, 0x1.6c16c16c16c17p-2, -0x1.6c16c16c16c17p-3, 0x1.6c16c16c16c17p-4, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p-2};
@@ -1514,23 +1078,7 @@ static inline void wino_cx_linet_d_g6(const wino_vd *in, wino_index is, wino_vd 
     out[1 * os] = ((((((z + 0x1.c71c71c71c71cp-5 * v1) + -0x1.c71c71c71c71cp-5 * v2) + 0x1.6c16c16c16c17p-8 * v3) + -0x1.6c16c16c16c17p-8 * v4) + 0x1.6c16c16c16c17p-3 * v5) + -0x1.6c16c16c16c17p-3 * v6);
     out[2 * os] = (((((((z + 0x1.c71c71c71c71cp-5 * v1) + 0x1.c71c71c71c71cp-5 * v2) + 0x1.6c16c16c16c17p-7 * v3) + 0x1.6c16c16c16c17p-7 * v4) + 0x1.6c16c16c16c17p-4 * v5) + 0x1.6c16c16c16c17p-4 * v6) + 0x1.0000000000000p-2 * v7);
 }
-static void wino_cx_expand_d_g6(const wino_vd *in, wino_vd *out, wino_index os,
-                                 wino_vd *t1, wino_vd *t2)
-{
-    for (int ab = 0; ab < 9; ++ab) wino_cx_line_d_g6(in + ab * 3, 1, t1 + ab * 8, 1);
-    for (int i = 0; i < 3; ++i)
-        for (int w = 0; w < 8; ++w) wino_cx_line_d_g6(t1 + i * 24 + w, 8, t2 + i * 64 + w, 8);
-    for (int hw = 0; hw < 64; ++hw) wino_cx_line_d_g6(t2 + hw, 64, out + hw * os, 64 * os);
-}
-
-static void wino_cx_contract_d_g6(const wino_vd *in, wino_index is, wino_vd *out,
-                                   wino_vd *t1, wino_vd *t2)
-{
-    for (int hw = 0; hw < 64; ++hw) wino_cx_linet_d_g6(in + hw * is, 64 * is, t2 + hw, 64);
-    for (int i = 0; i < 3; ++i)
-        for (int w = 0; w < 8; ++w) wino_cx_linet_d_g6(t2 + i * 64 + w, 8, t1 + i * 24 + w, 8);
-    for (int ab = 0; ab < 9; ++ab) wino_cx_linet_d_g6(t1 + ab * 8, 1, out + ab * 3, 1);
-}
+WINO_CX_CUBE(d, g6, 8, 3)
 
 const double *wino_cx_match_d(const double *X, int a, int n)
 {
@@ -1594,5 +1142,6 @@ static inline int wino_cx_contract_d(const double *X, const wino_vd *in, wino_in
     return 0;
 }
 
+#undef WINO_CX_CUBE
 #endif /* WINO_CX_DEFINE */
 #endif /* WINO3D_CONST_TRANSFORMS_H */

@@ -129,15 +129,15 @@ static void FN(direct_pad_slab)(const wino_geom *g, const REAL *x, wino_index n,
 }
 
 /* Output channels in the lanes, over output planes [d0, d0 + nd) of sample n
- * whose padded input slab (row pitch Wp) is in `scratch`: register blocks of
- * 2 channel vectors x RB flattened positions (see direct.h). */
+ * whose padded input slab (row pitch Wp = Wo + rw - 1) is in `scratch`:
+ * register blocks of 2 channel vectors x RB flattened positions (direct.h). */
 static void FN(direct_slab_klanes)(const wino_geom *g, const REAL *Wpk, const REAL *bias, REAL *y,
-                                   const REAL *scratch, wino_index n, wino_index d0, wino_index nd,
-                                   int nthreads)
+                                   const REAL *scratch, wino_index pitch, wino_index n, wino_index d0,
+                                   wino_index nd, int nthreads)
 {
     const wino_index C = g->C, K = g->K, Do = g->od[0], Ho = g->od[1], Wo = g->od[2];
     const int rd = (int)g->r[0], rh = (int)g->r[1], rw = (int)g->r[2];
-    const wino_index Hp = Ho + rh - 1, Wp = Wo + rw - 1, Sp = Hp * Wp, T = (wino_index)rd * rh * rw;
+    const wino_index Hp = Ho + rh - 1, Wp = pitch, Sp = Hp * Wp, T = (wino_index)rd * rh * rw;
     const wino_index nkb = (K + VL - 1) / VL, ngr = (nkb + 1) / 2;
     /* flattened positions q = oh * Wp + ow of one output plane; those with
      * ow >= Wo are computed and dropped */
@@ -261,15 +261,15 @@ static void FN(direct_wblock_any)(const REAL *xq, wino_index cs, wino_index ds, 
  * of one plane of a slab; it runs every group of WINO_DIRECT_KB output
  * channels over those rows in blocks of WINO_DIRECT_PV vectors and stores
  * whole vectors of y (the last one of a row partially).  The slab's rows are
- * padded to a pitch of ceil(Wo / VL) * VL + rw - 1, so every vector load
- * stays in its row. */
+ * padded to a pitch of ceil(Wo / VL) * VL + rw - 1 (wino_direct_forward), so
+ * every vector load stays in its row. */
 static void FN(direct_slab_wlanes)(const wino_geom *g, const REAL *Wpk, const REAL *bias, REAL *y,
-                                   const REAL *scratch, wino_index n, wino_index d0, wino_index nd,
-                                   int nthreads)
+                                   const REAL *scratch, wino_index pitch, wino_index n, wino_index d0,
+                                   wino_index nd, int nthreads)
 {
     const wino_index C = g->C, K = g->K, Do = g->od[0], Ho = g->od[1], Wo = g->od[2];
     const int rd = (int)g->r[0], rh = (int)g->r[1], rw = (int)g->r[2];
-    const wino_index nwv = (Wo + VL - 1) / VL, pitch = nwv * VL + rw - 1;
+    const wino_index nwv = (Wo + VL - 1) / VL;
     const wino_index Hp = Ho + rh - 1, Sp = Hp * pitch, T = (wino_index)rd * rh * rw;
     const wino_index ngrp = (K + WINO_DIRECT_KB - 1) / WINO_DIRECT_KB, plane = Ho * Wo;
     /* a job is a block of `rows` output rows: each group of channels writes
@@ -353,9 +353,9 @@ int FN(wino_direct_forward)(const wino_geom *g, const REAL *x, const REAL *Wpk, 
             const wino_index nd = Do - d0 < slab_planes ? Do - d0 : slab_planes;
             FN(direct_pad_slab)(g, x, n, d0, nd + g->r[0] - 1, pitch, scratch, nthreads);
             if (variant == WINO_DIRECT_WLANES)
-                FN(direct_slab_wlanes)(g, Wpk, bias, y, scratch, n, d0, nd, nthreads);
+                FN(direct_slab_wlanes)(g, Wpk, bias, y, scratch, pitch, n, d0, nd, nthreads);
             else
-                FN(direct_slab_klanes)(g, Wpk, bias, y, scratch, n, d0, nd, nthreads);
+                FN(direct_slab_klanes)(g, Wpk, bias, y, scratch, pitch, n, d0, nd, nthreads);
         }
     return 0;
 }

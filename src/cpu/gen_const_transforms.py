@@ -71,30 +71,37 @@ def line_function(name, M, s, ctype, adjoint):
     return L
 
 
-def cube_functions(tag, M, s):
-    """Dense 3-D expand (M applied along w, h, d) and contract (its adjoint,
-    along d, h, w), in the loop order of wino_expand_dims_/contract_dims_."""
-    a, n = M.shape
-    ex, ct = f"wino_cx_line_{s}_{tag}", f"wino_cx_linet_{s}_{tag}"
-    return [
-        f"static void wino_cx_expand_{s}_{tag}(const wino_v{s} *in, wino_v{s} *out, wino_index os,",
-        f"                                 wino_v{s} *t1, wino_v{s} *t2)",
-        "{",
-        f"    for (int ab = 0; ab < {n * n}; ++ab) {ex}(in + ab * {n}, 1, t1 + ab * {a}, 1);",
-        f"    for (int i = 0; i < {n}; ++i)",
-        f"        for (int w = 0; w < {a}; ++w) {ex}(t1 + i * {n * a} + w, {a}, t2 + i * {a * a} + w, {a});",
-        f"    for (int hw = 0; hw < {a * a}; ++hw) {ex}(t2 + hw, {a * a}, out + hw * os, {a * a} * os);",
-        "}",
-        "",
-        f"static void wino_cx_contract_{s}_{tag}(const wino_v{s} *in, wino_index is, wino_v{s} *out,",
-        f"                                   wino_v{s} *t1, wino_v{s} *t2)",
-        "{",
-        f"    for (int hw = 0; hw < {a * a}; ++hw) {ct}(in + hw * is, {a * a} * is, t2 + hw, {a * a});",
-        f"    for (int i = 0; i < {n}; ++i)",
-        f"        for (int w = 0; w < {a}; ++w) {ct}(t2 + i * {a * a} + w, {a}, t1 + i * {n * a} + w, {a});",
-        f"    for (int ab = 0; ab < {n * n}; ++ab) {ct}(t1 + ab * {a}, 1, out + ab * {n}, 1);",
-        "}",
-    ]
+#: The dense 3-D expand (the line function along w, then h, then d) and
+#: contract (its adjoint, along d, h, w) of an a x n matrix, in the loop order
+#: of wino_expand_dims_/contract_dims_: one body for every table and type,
+#: instantiated by WINO_CX_CUBE(suffix, tag, a, n).
+CUBE_MACRO = r"""/* WINO_CX_CUBE(S, TAG, A, N): wino_cx_expand_S_TAG and wino_cx_contract_S_TAG,
+ * the dense cubic expand (line function along w, h, d) and contract (its
+ * adjoint along d, h, w) of the A x N matrix TAG, in the loop order of
+ * wino_expand_dims_ / wino_contract_dims_. */
+#define WINO_CX_CUBE(S, TAG, A, N)                                                         \
+static void wino_cx_expand_##S##_##TAG(const wino_v##S *in, wino_v##S *out, wino_index os,  \
+                                       wino_v##S *t1, wino_v##S *t2)                       \
+{                                                                                          \
+    for (int ab = 0; ab < (N) * (N); ++ab)                                                 \
+        wino_cx_line_##S##_##TAG(in + ab * (N), 1, t1 + ab * (A), 1);                      \
+    for (int i = 0; i < (N); ++i)                                                          \
+        for (int w = 0; w < (A); ++w)                                                      \
+            wino_cx_line_##S##_##TAG(t1 + i * (N) * (A) + w, (A), t2 + i * (A) * (A) + w, (A)); \
+    for (int hw = 0; hw < (A) * (A); ++hw)                                                 \
+        wino_cx_line_##S##_##TAG(t2 + hw, (A) * (A), out + hw * os, (A) * (A) * os);       \
+}                                                                                          \
+static void wino_cx_contract_##S##_##TAG(const wino_v##S *in, wino_index is,               \
+                                         wino_v##S *out, wino_v##S *t1, wino_v##S *t2)     \
+{                                                                                          \
+    for (int hw = 0; hw < (A) * (A); ++hw)                                                 \
+        wino_cx_linet_##S##_##TAG(in + hw * is, (A) * (A) * is, t2 + hw, (A) * (A));       \
+    for (int i = 0; i < (N); ++i)                                                          \
+        for (int w = 0; w < (A); ++w)                                                      \
+            wino_cx_linet_##S##_##TAG(t2 + i * (A) * (A) + w, (A), t1 + i * (N) * (A) + w, (A)); \
+    for (int ab = 0; ab < (N) * (N); ++ab)                                                 \
+        wino_cx_linet_##S##_##TAG(t1 + ab * (A), 1, out + ab * (N), 1);                    \
+}"""
 
 
 def matrices(dtype):
@@ -115,7 +122,7 @@ def header():
          "/* The table holding the same values as X (a x n), or X itself. */"]
     for s, ctype, _ in TYPES:
         L.append(f"const {ctype} *wino_cx_match_{s}(const {ctype} *X, int a, int n);")
-    L += ["", "#ifdef WINO_CX_DEFINE", ""]
+    L += ["", "#ifdef WINO_CX_DEFINE", "", *CUBE_MACRO.split("\n"), ""]
     for s, ctype, dtype in TYPES:
         mats = matrices(dtype)
         for tag, desc, M in mats:
@@ -124,7 +131,7 @@ def header():
                   f"static const {ctype} wino_cx_{s}_{tag}[{M.size}] = {{{vals}}};"]
             L += line_function(f"wino_cx_line_{s}_{tag}", M, s, ctype, adjoint=False)
             L += line_function(f"wino_cx_linet_{s}_{tag}", M, s, ctype, adjoint=True)
-            L += cube_functions(tag, M, s) + [""]
+            L += [f"WINO_CX_CUBE({s}, {tag}, {M.shape[0]}, {M.shape[1]})", ""]
         L += [f"const {ctype} *wino_cx_match_{s}(const {ctype} *X, int a, int n)", "{"]
         for tag, _, M in mats:
             L.append(f"    if (a == {M.shape[0]} && n == {M.shape[1]} && "
@@ -141,7 +148,7 @@ def header():
             for tag, _, _ in mats:
                 L.append(f"    if (X == wino_cx_{s}_{tag}) {{ wino_cx_{op}_{s}_{tag}({args}); return 1; }}")
             L += ["    return 0;", "}", ""]
-    L += ["#endif /* WINO_CX_DEFINE */", "#endif /* WINO3D_CONST_TRANSFORMS_H */"]
+    L += ["#undef WINO_CX_CUBE", "#endif /* WINO_CX_DEFINE */", "#endif /* WINO3D_CONST_TRANSFORMS_H */"]
     return "\n".join(L) + "\n"
 
 
