@@ -44,6 +44,11 @@ cdef extern from "wino3d_cpu.h" nogil:
         void *data
         const int *index
         wino_index bstride, rstride, cstride
+    ctypedef struct wino_gather_group:
+        wino_index K, N, c0
+        const wino_index *acol
+        const wino_index *brow
+        const wino_index *bcol
     enum:
         WINO_ESCRATCH
         WINO_EARG
@@ -78,6 +83,10 @@ cdef extern from "wino3d_cpu.h" nogil:
     int wino_gemm_batched_f(wino_index nb, wino_index M, wino_index N, wino_index K,
                            const wino_batch *A, const wino_batch *B, const wino_batch *C,
                            int accumulate, void *scratch, size_t scratch_bytes, int nthreads)
+    int wino_gemm_gathered_f(wino_index M, wino_index KA, const float *A, wino_index rsa,
+                             wino_index ng, const wino_gather_group *groups, const float *B,
+                             wino_index NB, float *C, wino_index rsc, wino_index NC,
+                             void *scratch, size_t scratch_bytes, int nthreads)
 
     size_t wino_blocked_scratch_bytes_d(const wino_plan_d *pl, int nthreads)
     int wino_input_block_d(const wino_geom *g, const double *x, const wino_plan_d *pl, wino_index t0,
@@ -100,6 +109,10 @@ cdef extern from "wino3d_cpu.h" nogil:
     int wino_gemm_batched_d(wino_index nb, wino_index M, wino_index N, wino_index K,
                            const wino_batch *A, const wino_batch *B, const wino_batch *C,
                            int accumulate, void *scratch, size_t scratch_bytes, int nthreads)
+    int wino_gemm_gathered_d(wino_index M, wino_index KA, const double *A, wino_index rsa,
+                             wino_index ng, const wino_gather_group *groups, const double *B,
+                             wino_index NB, double *C, wino_index rsc, wino_index NC,
+                             void *scratch, size_t scratch_bytes, int nthreads)
 
     # the fused pipeline (src/cpu/fused.template.h)
     size_t wino_fused_scratch_bytes_f(const wino_plan_f *pin, const wino_plan_f *pout, wino_index tb,

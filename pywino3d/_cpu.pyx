@@ -10,6 +10,7 @@ the caller's (``scratch``: a uint8 buffer sized by the matching
 ``*_scratch_bytes`` query).  Every call releases the GIL while the kernel runs.
 """
 from cython cimport floating
+from libc.stdlib cimport free, malloc
 
 import numpy as np
 
@@ -373,5 +374,54 @@ def gemm_batched(const floating[:, :, :] A, const floating[:, :, :] B, floating[
         else:
             rc = wino_gemm_batched_d(nb, M, N, K, &a, &b, &c, accumulate, &scratch[0], scratch.shape[0], nthreads)
     _check(rc, "batched GEMM")
+def gemm_gathered(const floating[:, ::1] A, groups, const floating[::1] B, floating[:, ::1] C, *,
+                  unsigned char[::1] scratch, int nthreads):
+    """The gathered GEMM (``wino_gemm_gathered``): for each group
+    ``(acol, brow, bcol, c0)`` -- three 1-D int64 arrays of offsets, in
+    elements, and the group's first column of C --
+
+        C[:, c0 + j] = sum_k A[:, acol[k]] * B[brow[k] + bcol[j]]
+
+    ``acol`` increasing, the groups' columns disjoint and in increasing
+    order.  The kernel checks every offset before it runs (ValueError)."""
+    cdef Py_ssize_t M = A.shape[0], ng = len(groups), g
+    cdef const long long[::1] acol, brow, bcol
+    cdef wino_gather_group *gs
+    cdef int rc
+    if C.shape[0] != M:
+        raise ValueError(f"C: {C.shape[0]} rows, A has {M}")
+    if M == 0 or ng == 0:
+        return
+    gs = <wino_gather_group *>malloc(ng * sizeof(wino_gather_group))
+    if gs == NULL:
+        raise MemoryError("gemm_gathered: group table")
+    try:
+        for g in range(ng):
+            acol, brow, bcol, c0 = groups[g]
+            if brow.shape[0] != acol.shape[0]:
+                raise ValueError(f"groups[{g}]: acol and brow differ in length")
+            gs[g].K, gs[g].N, gs[g].c0 = acol.shape[0], bcol.shape[0], c0
+            gs[g].acol = <const wino_index *>&acol[0] if acol.shape[0] else NULL
+            gs[g].brow = <const wino_index *>&brow[0] if brow.shape[0] else NULL
+            gs[g].bcol = <const wino_index *>&bcol[0] if bcol.shape[0] else NULL
+        with nogil:
+            if floating is float:
+                rc = wino_gemm_gathered_f(M, A.shape[1], &A[0, 0] if A.shape[1] else NULL,
+                                          A.strides[0] // sizeof(float), ng, gs,
+                                          &B[0] if B.shape[0] else NULL, B.shape[0],
+                                          &C[0, 0] if C.shape[1] else NULL, C.strides[0] // sizeof(float),
+                                          C.shape[1], &scratch[0], scratch.shape[0], nthreads)
+            else:
+                rc = wino_gemm_gathered_d(M, A.shape[1], &A[0, 0] if A.shape[1] else NULL,
+                                          A.strides[0] // sizeof(double), ng, gs,
+                                          &B[0] if B.shape[0] else NULL, B.shape[0],
+                                          &C[0, 0] if C.shape[1] else NULL, C.strides[0] // sizeof(double),
+                                          C.shape[1], &scratch[0], scratch.shape[0], nthreads)
+    finally:
+        free(gs)
+    _check(rc, "gathered GEMM (an offset outside its array, acol not increasing, or the groups' "
+               "columns overlapping or out of order)")
+
+
 include "_cpu_fused.pxi"
 include "_cpu_fused_backward.pxi"

@@ -135,17 +135,26 @@ def filter_transform(w, tile, kept, nthreads, out=None):
 
 
 def conv_weights(w, tile, kept, nthreads):
-    """U for a one-shot ``conv3d``: ``filter_transform``'s, except that tile 1
-    with every tap kept is ``w`` itself seen through a read-only view
+    """U for a one-shot ``conv3d``, which never leaves the call.
+
+    Tile 1 with every tap kept is ``w`` itself seen through a read-only view
     (``U[tap, k, c] = w[k, c, tap]``: F(1, r) has G = I), which the direct
-    and im2col pipelines read without a copy."""
+    and im2col pipelines read without a copy.  Otherwise U is
+    ``filter_transform``'s, written into this thread's reused workspace
+    where it fits the workspace budget: a fresh U of tens of MB costs more
+    in page faults than the transform itself (256x256 kernels to F(2^3):
+    17 MB, 4.1 ms into reused memory, several ms more into fresh pages)."""
     taps = math.prod(w.shape[2:])
+    K, C = w.shape[:2]
     if all(m == 1 for m in tile) and kept.size == taps:
-        K, C = w.shape[:2]
         U = np.ascontiguousarray(w).reshape(K, C, taps).transpose(2, 0, 1)
         U.flags.writeable = False
         return U
-    return filter_transform(w, tile, kept, nthreads)
+    npos = math.prod(m + r - 1 for m, r in zip(tile, w.shape[2:]))
+    if npos * K * C * w.itemsize > workspace_budget():
+        return filter_transform(w, tile, kept, nthreads)
+    U = workspace("conv_U", npos * K * C, w.dtype).reshape(npos, K, C)
+    return filter_transform(w, tile, kept, nthreads, out=U)
 
 
 def filter_transform_backward(gU, ksize, tile, nthreads):

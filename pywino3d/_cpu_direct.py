@@ -43,9 +43,8 @@ ARITHMETIC = None
 def prefer(g, kept, dtype):
     """Whether the direct kernel should run this tile-1 problem: few input
     channels (``pywino3d._tiles.direct_preferred``, with its measurements),
-    or a problem the im2col pipeline declines (its matrix does not fit the
-    workspace budget; pruned taps) -- the blocked F(1, r) pipeline is slower
-    than either."""
+    or a problem the im2col pipeline declines (a volume too large for it) --
+    the blocked F(1, r) pipeline is slower than either."""
     from . import _cpu_im2col
     from ._tiles import direct_preferred
 

@@ -1,66 +1,102 @@
-"""im2col + GEMM on the CPU, for tile-1 layers with large weights on small
+"""Tap-skipping im2col on the CPU: tile-1 layers with large weights on small
 volumes (C256->256 at 4^3, the 512-channel layers of C3D's last stage).
 
 There the direct kernel (``_cpu_direct``) would stream its packed weights
 once per block of positions, and the blocked F(1, r) pipeline would run 27
-GEMMs and then gather and sum their outputs.  This pipeline instead writes,
-per sample, the im2col matrix B (``C * taps`` rows by ``positions`` columns,
-``src/cpu/direct.h``: ``wino_direct_im2col``) and runs one GEMM
+GEMMs and then gather and sum their outputs.  This pipeline runs one GEMM
 
-    y[n] (K x positions) = w (K x C * taps) @ B
+    y (K x positions) = w (K x C * taps) @ B (C * taps x positions)
 
 with ``w`` read as it is stored: ``conv3d`` hands tile-1 weights over as a
 view of ``w`` (``_cpu_backend.conv_weights``), whose (k, c, tap) layout is
-the GEMM's A with contiguous rows, which the GEMM reads in place
-(``gemm.h``).  No copy of the weights is made.  ``U`` from
-``filter_transform`` (taps, K, C) is accepted too, at the cost of one copy.
+the GEMM's A with contiguous rows, which the GEMM reads in place.  ``U``
+from ``filter_transform`` (taps, K, C) is accepted too, at the cost of one
+copy.
 
-The GEMM sums each output over (c, tap) in chunks of ``KC`` (``gemm.h``):
-results agree with the direct kernel to rounding, not bit for bit, and do
-not depend on ``workers``.  The backward pass is the blocked F(1, r)
-pipeline's.  Pruned taps (``columns``) are left to the direct kernel, which
-skips them.
+On a small volume a large part of the taps fall in the zero padding (42 % at
+4^3, 45 % at 2x7x7, 30 % at 6^3), and a plain im2col GEMM multiplies them as
+zeros.  Here the output positions are grouped by the taps that are valid
+for them (a group per combination of the per-axis classes "first rows /
+interior / last rows"), and each group sums over its own taps only: the
+gathered GEMM (``gemm.template.h``: ``wino_gemm_gathered``) picks each
+group's columns of A (the taps' weights) and builds its B panels straight
+from a zero-padded copy of x -- no im2col matrix is written.  Which axes to
+split on is chosen per problem by counting the SIMD lanes each grouping
+computes (``_grouping``): splitting an axis skips its padded taps but leaves
+narrower groups, whose last panel of columns is partly empty.  Pruned taps
+(``columns``) are left out of every group the same way.
+
+The GEMM sums each output over its group's (c, tap) terms in increasing
+order: results agree with the direct kernel to rounding, not bit for bit,
+and do not depend on ``workers``.  The backward pass is the blocked F(1, r)
+pipeline's.
 """
 from __future__ import annotations
 
+import itertools
 import math
+from functools import lru_cache
 
 import numpy as np
 
-from . import _cpu, _cpu_blocked, _direct
-from ._cpu_common import c_geometry, check_memory, run, scratch, workspace, workspace_budget
+from . import _cpu, _cpu_blocked
+from ._cpu_common import check_memory, run, scratch, workspace, workspace_budget
 
 NAME = "im2col"
-#: Its own arithmetic (GEMM chunks of KC): agreement is to rounding.
+#: Its own arithmetic (sums over each group's taps): agreement is to rounding.
 ARITHMETIC = None
+#: ``_grouping``'s cost of a group, per summed tap: the SIMD lanes of its
+#: columns, plus GROUP_LANES (each group reloads its columns of A per
+#: block of rows) and SMALL_GROUP_LANES more for a group of at most one
+#: vector of columns (a half-width micro-kernel, loads outweigh FMAs).
+#: Fitted to the eight splits timed on C256->256 at 4^3, C512->512 at
+#: 2x7x7 (batch 2) and C128->128 at 6^3 (batch 2), 2 threads: the choice is
+#: within 7 % of the fastest split on each.
+GROUP_LANES = 4
+SMALL_GROUP_LANES = 4
+#: Force a split (a triple of bools: split d, h, w) instead of the cost
+#: model's choice; None (the default) lets the model choose.  For tests and
+#: benchmarks.
+SPLIT = None
 
 
-def _b_elems(g):
-    """Elements of one sample's im2col matrix and of its padded copy."""
-    return g.C * g.npos * math.prod(g.out) + _direct.scratch_len(g.c_fields((0, 0, 0, 0, 0)), g.out[0])
+def _terms(g):
+    """Elements of one sample's (dense) im2col matrix: the bound on the
+    volumes this pipeline takes (its GEMM splits rows between the threads,
+    and each thread packs every column)."""
+    return g.C * g.npos * math.prod(g.out)
 
 
 def supports(g, kept, dtype):
     """None when this pipeline serves the problem, else why not.  Under
     ``pipeline="auto"`` the direct pipeline, tried first, takes the tile-1
     problems it is the faster on (``_tiles.direct_preferred``): this one sees
-    the rest -- 256 or more input channels on at most 128 output positions."""
+    the rest -- 128 or more input channels on small volumes."""
     if tuple(g.tile) != (1, 1, 1):
         return f"im2col runs tile (1, 1, 1) only, not {tuple(g.tile)}"
-    if kept.size != g.npos:
-        return "pruned taps: the direct kernel skips them"
-    if _b_elems(g) * np.dtype(dtype).itemsize > workspace_budget():
-        return "one sample's im2col matrix exceeds the workspace budget (PYWINO3D_WORKSPACE_MB)"
+    if _terms(g) * np.dtype(dtype).itemsize > workspace_budget():
+        return ("one sample's im2col terms (C * taps * positions) exceed the workspace budget "
+                "(PYWINO3D_WORKSPACE_MB): a volume this large runs on the direct kernel")
     return None
 
 
+def _padded_shape(g):
+    return tuple(s + p0 + p1 for s, (p0, p1) in zip(g.spatial, g.pads))
+
+
+def _work_bytes(g, dtype):
+    """The padded copy of x and the grouped output (K x N * positions)."""
+    return (g.N * g.C * math.prod(_padded_shape(g)) + g.K * g.N * math.prod(g.out)) * np.dtype(dtype).itemsize
+
+
 def workspace_bytes(g, kept, dtype, nthreads, backward=False):
-    """Bytes of workspace one call uses: one sample's im2col matrix and the
-    GEMM's packing buffers (forward); the blocked pipeline's (backward)."""
+    """Bytes of workspace one call uses: the padded input, the grouped output
+    and the GEMM's packing buffers (forward); the blocked pipeline's
+    (backward)."""
     dtype = np.dtype(dtype)
     if backward:
         return _cpu_blocked.workspace_bytes(g, kept, dtype, nthreads, backward=True)
-    return _b_elems(g) * dtype.itemsize + _cpu.gemm_scratch_bytes(dtype, nthreads)
+    return _work_bytes(g, dtype) + _cpu.gemm_scratch_bytes(dtype, nthreads)
 
 
 def backward(g, gy, x, U, kept, nthreads, need_x=True, need_U=True):
@@ -68,29 +104,115 @@ def backward(g, gy, x, U, kept, nthreads, need_x=True, need_U=True):
     return _cpu_blocked.backward(g, gy, x, U, kept, nthreads, need_x, need_U)
 
 
+def _axis_classes(o, r, s, p0):
+    """Per output index along one axis (o of them): the range [lo, hi) of
+    kernel taps that read inside the input (extent s, p0 padding in front).
+    Returns (class of each index, list of ranges)."""
+    ranges, cls = [], np.empty(o, dtype=np.int64)
+    for i in range(o):
+        rg = (max(0, p0 - i), min(r, s + p0 - i))
+        if rg not in ranges:
+            ranges.append(rg)
+        cls[i] = ranges.index(rg)
+    return cls, ranges
+
+
+def _grouping(g, kept, lanes, split=None):
+    """Groups of output positions sharing their summed taps, for the split
+    (a subset of the axes, or ``split`` when given) of the lowest modelled
+    cost (``GROUP_LANES``).
+
+    Returns a list of (tap indices, (od, oh, ow) index arrays per axis
+    combination).  An axis not split sums all its taps for every position
+    (those in the padding read zeros)."""
+    per_axis = [_axis_classes(o, r, s, p0) for o, r, s, (p0, _) in zip(g.out, g.ksize, g.spatial, g.pads)]
+    keep = np.zeros(g.npos, dtype=bool)
+    keep[np.asarray(kept)] = True
+    best = None
+    for split in ([split] if split is not None else itertools.product((False, True), repeat=3)):
+        axis_sets = []  # per axis: list of (tap range, output indices)
+        for ax, (cls, ranges) in enumerate(per_axis):
+            r = g.ksize[ax]
+            if split[ax]:
+                axis_sets.append([(range(*rg), np.flatnonzero(cls == c)) for c, rg in enumerate(ranges)])
+            else:
+                axis_sets.append([(range(r), np.arange(g.out[ax]))])
+        groups, cost = [], 0
+        for (td, od), (th, oh), (tw, ow) in itertools.product(*axis_sets):
+            taps = np.array([(kd * g.ksize[1] + kh) * g.ksize[2] + kw
+                             for kd in td for kh in th for kw in tw], dtype=np.int64)
+            taps = taps[keep[taps]]
+            ncols = g.N * len(od) * len(oh) * len(ow)
+            cost += len(taps) * (-(-ncols // lanes) * lanes + GROUP_LANES
+                                 + (SMALL_GROUP_LANES if ncols <= lanes else 0))
+            groups.append((taps, (od, oh, ow)))
+        if best is None or cost < best[0]:
+            best = (cost, groups)
+    return best[1]
+
+
+@lru_cache(maxsize=64)
+def _tables(g, kept, lanes, split):
+    """The gathered GEMM's groups for geometry ``g`` (offsets into the
+    padded input, ``forward``) and the order of their columns among the
+    N * positions outputs.  Memoized: a layer called again reuses them."""
+    N, C, T = g.N, g.C, g.npos
+    P = math.prod(g.out)
+    Dp, Hp, Wp = _padded_shape(g)
+    rd, rh, rw = g.ksize
+    # offsets into the padded input: term (c, tap) -> row, output (n, od, oh, ow) -> column
+    tap_off = ((np.arange(rd)[:, None, None] * Hp + np.arange(rh)[None, :, None]) * Wp
+               + np.arange(rw)[None, None, :]).reshape(-1)
+    chan = np.arange(C, dtype=np.int64)
+    n = np.arange(N, dtype=np.int64)[:, None]
+    groups, order, c0 = [], [], 0
+    for taps, (od, oh, ow) in _grouping(g, np.asarray(kept, dtype=np.int64), lanes, split):
+        acol = (chan[:, None] * T + taps[None, :]).reshape(-1)
+        brow = (chan[:, None] * (Dp * Hp * Wp) + tap_off[taps][None, :]).reshape(-1)
+        pos = ((od[:, None, None] * Hp + oh[None, :, None]) * Wp + ow[None, None, :]).reshape(-1)
+        flat = ((od[:, None, None] * g.out[1] + oh[None, :, None]) * g.out[2] + ow[None, None, :]).reshape(-1)
+        groups.append((acol, brow, (n * (C * Dp * Hp * Wp) + pos[None, :]).reshape(-1), c0))
+        order.append((n * P + flat[None, :]).reshape(-1))
+        c0 += N * pos.size
+    for arrays in groups:
+        for a in arrays[:3]:
+            a.flags.writeable = False
+    order = np.concatenate(order)
+    order.flags.writeable = False
+    return tuple(groups), order
+
+
 def forward(g, x, U, bias, kept, nthreads):
-    """y = x convolved with the tile-1 weights U (taps, K, C), every tap kept;
-    the problem is non-trivial (see ``_api._forward``)."""
+    """y = x convolved with the tile-1 weights U (taps, K, C), summing only
+    the taps in ``kept`` that read inside the input; the problem is
+    non-trivial (see ``_api._forward``)."""
     why = supports(g, kept, x.dtype)
     if why is not None:
         raise ValueError(f"pipeline: 'im2col' cannot run this problem: {why}")
     dtype = x.dtype
-    K, C, T = g.K, g.C, g.npos
+    N, K, C, T = g.N, g.K, g.C, g.npos
     P = math.prod(g.out)
-    y = np.empty((g.N, K, *g.out), dtype=dtype)
-    check_memory("the output and one sample's im2col matrix", y.nbytes + _b_elems(g) * dtype.itemsize)
+    y = np.empty((N, K, *g.out), dtype=dtype)
+    check_memory("the output, a padded copy of the input and the grouped output",
+                 y.nbytes + _work_bytes(g, dtype))
     # A[k, c * T + t] = U[t, k, c]: a view when U is a view of w (k, c, t)
-    A = np.ascontiguousarray(U.transpose(1, 2, 0)).reshape(1, K, C * T)
-    x, cgeom = c_geometry(g, x)
-    fields = cgeom.fields()
-    B = workspace("im2col_B", C * T * P, dtype)
-    xp = workspace("direct_x", _direct.scratch_len(fields, g.out[0]), dtype)
-    sc = scratch(_cpu.gemm_scratch_bytes(dtype, nthreads))
-    for n in range(g.N):
-        run("im2col", _direct.im2col, fields, x, n, B, xp, nthreads)
-        yn = y[n].reshape(1, K, P)
-        if bias is not None:
-            yn[...] = bias.reshape(1, K, 1)  # the GEMM adds its sum to the bias
-        run("product", _cpu.gemm_batched, A, B.reshape(1, C * T, P), yn, accumulate=bias is not None,
-            scratch=sc, nthreads=nthreads)
+    A = np.ascontiguousarray(U.transpose(1, 2, 0)).reshape(K, C * T)
+    # the zero-padded input, in the reused workspace
+    Dp, Hp, Wp = _padded_shape(g)
+    xp = workspace("im2col_x", N * C * Dp * Hp * Wp, dtype).reshape(N, C, Dp, Hp, Wp)
+    xp[...] = 0
+    (d0, _), (h0, _), (w0, _) = g.pads
+    D, H, W = g.spatial
+    xp[:, :, d0:d0 + D, h0:h0 + H, w0:w0 + W] = x
+    groups, order = _tables(g, tuple(int(t) for t in kept), _cpu.gemm_blocking(dtype)["nr"] // 2, SPLIT)
+    Ct = workspace("im2col_y", K * N * P, dtype).reshape(K, N * P)
+    run("product", _cpu.gemm_gathered, A, groups, xp.reshape(-1), Ct,
+        scratch=scratch(_cpu.gemm_scratch_bytes(dtype, nthreads)), nthreads=nthreads)
+    # the groups' columns back to (n, k, position)
+    yk = y.reshape(N, K, P).transpose(1, 0, 2).reshape(K, N * P) if N == 1 else np.empty((K, N * P), dtype)
+    yk[:, order] = Ct
+    if N > 1:
+        y.reshape(N, K, P)[...] = yk.reshape(K, N, P).transpose(1, 0, 2)
+    if bias is not None:
+        y += bias.reshape(1, K, 1, 1, 1)
     return y

@@ -26,10 +26,6 @@ cdef extern from "direct.h" nogil:
     int wino_direct_forward_d(const wino_geom *g, const double *x, const double *Wp, const double *bias,
                               double *y, double *scratch, wino_index slab_planes, int variant,
                               int nthreads)
-    int wino_direct_im2col_f(const wino_geom *g, const float *x, wino_index n, float *B, float *xp,
-                             int nthreads)
-    int wino_direct_im2col_d(const wino_geom *g, const double *x, wino_index n, double *B, double *xp,
-                             int nthreads)
 
 #: Kernel variants (``src/cpu/direct.h``): 0 lets the C side choose.
 VARIANTS = {"auto": 0, "channel_lanes": 1, "position_lanes": 2}
@@ -98,16 +94,3 @@ def forward(dict fields, const floating[:, :, :, :, :] x, const floating[::1] Wp
         else:
             wino_direct_forward_d(&g, &x[0, 0, 0, 0, 0], &Wp[0], b, &y[0, 0, 0, 0, 0], &scratch[0],
                                   planes, code, nthreads)
-
-
-def im2col(dict fields, const floating[:, :, :, :, :] x, wino_index n, floating[::1] B,
-           floating[::1] xp, int nthreads):
-    """B (C * taps x positions, C-contiguous, flattened) = the im2col matrix
-    of sample ``n`` of x (strides given in ``fields``), through the padded
-    copy ``xp`` (``scratch_len(fields, Do)`` elements)."""
-    cdef wino_geom g = fields
-    with nogil:
-        if floating is float:
-            wino_direct_im2col_f(&g, &x[0, 0, 0, 0, 0], n, &B[0], &xp[0], nthreads)
-        else:
-            wino_direct_im2col_d(&g, &x[0, 0, 0, 0, 0], n, &B[0], &xp[0], nthreads)

@@ -4,6 +4,8 @@ are not multiples of the SIMD lanes, input strides (NCDHW, channels-last,
 sliced views), thread counts, slabs, pruned taps, float32 and float64."""
 import contextlib
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -178,10 +180,11 @@ def test_first_layer_shape_and_tiny_volume():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("layout", ["ncdhw", "channels_last", "sliced"])
 def test_im2col_pipeline_matches_reference(dtype, layout):
-    """The im2col pipeline (tile 1, src/cpu/direct.h wino_direct_im2col + one
-    GEMM per sample): an asymmetric kernel, a different padding per axis,
-    two samples, bias, any input strides; agrees with the direct
-    kernel to rounding and is bit-identical for any thread count."""
+    """The im2col pipeline (tile 1, the gathered GEMM of gemm.template.h
+    summing each group of positions over its valid taps): an asymmetric
+    kernel, a different padding per axis, two samples, bias, any input
+    strides; agrees with the direct kernel to rounding and is bit-identical
+    for any thread count."""
     from pywino3d import _cpu_backend
 
     rng = np.random.default_rng(21)
@@ -202,6 +205,54 @@ def test_im2col_pipeline_matches_reference(dtype, layout):
     assert _rel_err(ys[0], yd) < TOL[dtype]
 
 
+@pytest.mark.parametrize("split", list(itertools.product((False, True), repeat=3)))
+def test_im2col_every_grouping_skips_padded_and_pruned_taps_exactly(split, monkeypatch):
+    """Whichever axes the positions are grouped along (``_cpu_im2col.SPLIT``),
+    the result is the convolution: padding wider than the kernel on one axis
+    (positions with no valid tap), pruned taps (``columns``) left out of every
+    group, a batch of three."""
+    from pywino3d import _cpu_backend, _cpu_im2col
+
+    monkeypatch.setattr(_cpu_im2col, "SPLIT", split)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 4, 3, 5, 6))
+    w = rng.standard_normal((6, 4, 3, 3, 2))
+    pads = (3, 1, 0)
+    kept = np.sort(rng.choice(18, 11, replace=False))
+    U = pywino3d.filter_transform(w, 1)
+    with _cpu_backend.use_pipeline("im2col"):
+        y = pywino3d.winograd_conv3d(x, U, kernel_size=(3, 3, 2), tile=1, padding=pads)
+        yk = pywino3d.winograd_conv3d(x, U, kernel_size=(3, 3, 2), tile=1, padding=pads, columns=kept)
+    np.testing.assert_allclose(y, conv3d_reference(x, w, padding=pads), rtol=1e-12, atol=1e-12)
+    wk = np.zeros_like(w).reshape(6, 4, 18)
+    wk[:, :, kept] = w.reshape(6, 4, 18)[:, :, kept]
+    np.testing.assert_allclose(yk, conv3d_reference(x, wk.reshape(w.shape), padding=pads), rtol=1e-12, atol=1e-12)
+
+
+def test_im2col_grouping_follows_the_valid_taps():
+    """At 4^3 with padding 1 a corner position reads 8 of the 27 taps; the
+    groups of any split cover every position once and each sums a superset
+    of its positions' valid taps."""
+    from pywino3d import _cpu_im2col
+    from pywino3d._geometry import make_geometry
+
+    g = make_geometry((1, 8, 4, 4, 4), 8, (3, 3, 3), 1, (1, 1, 1))
+    kept = np.arange(27)
+    cls, ranges = _cpu_im2col._axis_classes(4, 3, 4, 1)
+    assert [ranges[c] for c in cls] == [(1, 3), (0, 3), (0, 3), (0, 2)]
+    for split in itertools.product((False, True), repeat=3):
+        seen = np.zeros((4, 4, 4), int)
+        for taps, (od, oh, ow) in _cpu_im2col._grouping(g, kept, 8, split):
+            seen[np.ix_(od, oh, ow)] += 1
+            for d, h, w_ in itertools.product(od, oh, ow):
+                valid = {(kd * 3 + kh) * 3 + kw for kd in range(3) for kh in range(3) for kw in range(3)
+                         if 0 <= d + kd - 1 < 4 and 0 <= h + kh - 1 < 4 and 0 <= w_ + kw - 1 < 4}
+                assert valid <= set(taps.tolist())
+        assert (seen == 1).all()
+    finest = _cpu_im2col._grouping(g, kept, 8, (True, True, True))
+    assert sorted(len(t) for t, _ in finest)[0] == 8 and len(finest) == 27
+
+
 def test_im2col_serves_large_weights_on_small_volumes_and_declines_the_rest():
     from pywino3d import _cpu_backend, _cpu_im2col
     from pywino3d._geometry import make_geometry
@@ -209,18 +260,17 @@ def test_im2col_serves_large_weights_on_small_volumes_and_declines_the_rest():
     g = make_geometry((1, 256, 4, 4, 4), 256, (3, 3, 3), 1, (1, 1, 1))
     all_taps = np.arange(27, dtype=np.int32)
     assert _cpu_backend.choose_pipeline(g, all_taps, np.float32).NAME == "im2col"
-    assert "pruned taps" in _cpu_im2col.supports(g, all_taps[:5], np.float32)
+    assert _cpu_backend.choose_pipeline(g, all_taps[:5], np.float32).NAME == "im2col"  # pruned taps too
     g2 = make_geometry((1, 256, 4, 4, 4), 256, (3, 3, 3), 1, (2, 2, 2))
     assert "tile (1, 1, 1) only" in _cpu_im2col.supports(g2, np.arange(64, dtype=np.int32), np.float32)
     # a first layer goes to the direct kernel, which "auto" tries first
     g3 = make_geometry((1, 1, 16, 16, 16), 32, (3, 3, 3), 1, (1, 1, 1))
     assert _cpu_backend.choose_pipeline(g3, all_taps, np.float32).NAME == "direct"
-    # so do many channels whose im2col matrix exceeds the workspace budget
-    # (128 x 27 x 6272 floats: 87 MB > 48 MB), and pruned taps
+    # so do many channels on a volume whose im2col terms exceed the workspace
+    # budget (128 x 27 x 6272 floats: 87 MB > 48 MB)
     g4 = make_geometry((1, 128, 8, 28, 28), 128, (3, 3, 3), 1, (1, 1, 1))
     assert "workspace budget" in _cpu_im2col.supports(g4, all_taps, np.float32)
     assert _cpu_backend.choose_pipeline(g4, all_taps, np.float32).NAME == "direct"
-    assert _cpu_backend.choose_pipeline(g, all_taps[:5], np.float32).NAME == "direct"
 
 
 def test_one_shot_tile_one_reads_w_through_a_read_only_view():
@@ -234,6 +284,26 @@ def test_one_shot_tile_one_reads_w_through_a_read_only_view():
     assert np.shares_memory(U, w) and not U.flags.writeable
     np.testing.assert_array_equal(U, pywino3d.filter_transform(w, 1))
     assert not np.shares_memory(pywino3d.filter_transform(w, 1), w)
-    # other tiles are the filter transform's
-    np.testing.assert_array_equal(_cpu_backend.conv_weights(w, (2, 2, 2), np.arange(64, dtype=np.int32), 1),
-                                  pywino3d.filter_transform(w, 2))
+    # other tiles are the filter transform's, written into the thread's reused
+    # workspace where U fits the workspace budget
+    k64 = np.arange(64, dtype=np.int32)
+    U2 = _cpu_backend.conv_weights(w, (2, 2, 2), k64, 1)
+    np.testing.assert_array_equal(U2, pywino3d.filter_transform(w, 2))
+    assert np.shares_memory(U2, _cpu_backend.conv_weights(2 * w, (2, 2, 2), k64, 1))
+    assert not np.shares_memory(pywino3d.filter_transform(w, 2), pywino3d.filter_transform(w, 2))
+
+
+def test_one_shot_conv3d_reusing_its_workspace_stays_correct(monkeypatch):
+    """Successive one-shot calls reuse one workspace U (different weights,
+    tiles and dtypes in turn); past the workspace budget U is a fresh array."""
+    rng = np.random.default_rng(23)
+    x = rng.standard_normal((1, 3, 6, 7, 5))
+    for tile, dtype, scale in ((2, np.float64, 1), (3, np.float64, -2), (2, np.float32, 3), (2, np.float64, 4)):
+        w = scale * rng.standard_normal((4, 3, 3, 3, 3))
+        y = pywino3d.conv3d(x.astype(dtype), w.astype(dtype), padding=1, tile=tile)
+        assert _rel_err(y, conv3d_reference(x, w, padding=1)) < TOL[dtype]
+    monkeypatch.setenv("PYWINO3D_WORKSPACE_MB", "0.001")
+    from pywino3d import _cpu_backend
+
+    U = _cpu_backend.conv_weights(w, (2, 2, 2), np.arange(64, dtype=np.int32), 1)
+    assert not np.shares_memory(U, _cpu_backend.conv_weights(w, (2, 2, 2), np.arange(64, dtype=np.int32), 1))

@@ -142,6 +142,62 @@ def test_gemm_rejects_bad_operands(rng):
         _cpu.gemm_batched(A.astype(np.float32), B, np.empty((2, 3, 5)), scratch=sc, nthreads=1)
 
 
+def _gathered_reference(A, groups, B, C):
+    """What wino_gemm_gathered computes, in float64."""
+    ref = C.astype(np.float64)
+    for acol, brow, bcol, c0 in groups:
+        if len(bcol):
+            ref[:, c0:c0 + len(bcol)] = (A[:, acol].astype(np.float64) @ B[brow[:, None] + bcol[None, :]]
+                                         if len(acol) else 0)
+    return ref
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M,KA", [(13, 600), (40, 700), (1, 5)])
+def test_gemm_gathered_matches_its_definition(rng, dtype, M, KA):
+    """The gathered GEMM: random term subsets (across the KC block edges),
+    random B offsets, groups of 0 to 40 columns (edge panels) and a group
+    with no terms (its columns become zero); columns outside every group
+    are left alone; the same bits for any thread count."""
+    A = rng.standard_normal((M, KA)).astype(dtype)
+    B = rng.standard_normal(5000).astype(dtype)
+    groups, c0 = [], 2
+    for K, N in ((min(KA, 300), 17), (0, 5), (min(KA, 3), 40), (min(KA, 280), 1), (KA, 0), (KA, 16)):
+        acol = np.sort(rng.choice(KA, K, replace=False)).astype(np.int64)
+        groups.append((acol, rng.integers(0, 2500, K), rng.integers(0, 2500, N), c0))
+        c0 += N + 1
+    C0 = np.full((M, c0 + 3), 7, dtype)
+    outs = []
+    for nthreads in (1, 2, 3):
+        C = C0.copy()
+        _cpu.gemm_gathered(A, groups, B, C, scratch=_scratch_for_gemm(dtype, nthreads), nthreads=nthreads)
+        outs.append(C)
+    ref = _gathered_reference(A, groups, B, C0)
+    tol = 1e-4 if dtype == np.float32 else 1e-11
+    np.testing.assert_allclose(outs[0], ref, rtol=tol, atol=tol * np.abs(ref).max())
+    for C in outs[1:]:
+        np.testing.assert_array_equal(C, outs[0])
+
+
+def test_gemm_gathered_rejects_offsets_outside_its_arrays():
+    A, B, C = np.ones((4, 10)), np.ones(20), np.zeros((4, 6))
+    sc = _scratch_for_gemm(np.float64, 1)
+    i = lambda *v: np.array(v, dtype=np.int64)  # noqa: E731
+    _cpu.gemm_gathered(A, [(i(0, 9), i(0, 10), i(0, 9), 0)], B, C, scratch=sc, nthreads=1)  # B[19]: fine
+    for bad in ([(i(0, 1), i(0, 10), i(0, 10), 0)],  # B[20]
+                [(i(1, 0), i(0, 0), i(0), 0)],  # acol not increasing
+                [(i(10), i(0), i(0), 0)],  # A's column 10 of 10
+                [(i(0), i(-1), i(0), 0)],  # before B
+                [(i(0), i(0), i(0, 1), 0), (i(0), i(0), i(0), 1)],  # overlapping columns
+                [(i(0), i(0), i(0), 6)]):  # past C
+        with pytest.raises(ValueError, match="gathered GEMM"):
+            _cpu.gemm_gathered(A, bad, B, C, scratch=sc, nthreads=1)
+    with pytest.raises(ValueError, match="differ in length"):
+        _cpu.gemm_gathered(A, [(i(0, 1), i(0), i(0), 0)], B, C, scratch=sc, nthreads=1)
+    with pytest.raises(ValueError, match="scratch"):
+        _cpu.gemm_gathered(A, [(i(0), i(0), i(0), 0)], B, C, scratch=sc[:-1], nthreads=1)
+
+
 # ------------------------------------------------- transforms and adjoints
 def _setup(rng, dtype, tile=(4, 2, 3), ksize=(3, 3, 2), sparse=True):
     g = make_geometry((2, 3, 7, 6, 5), 4, ksize, (1, 0, 1), tile)

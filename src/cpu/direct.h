@@ -37,13 +37,6 @@
  *                        copy of a slab of planes of one sample (its rows
  *                        padded for either variant); `variant` is one of
  *                        the WINO_DIRECT_* values.
- *   wino_direct_im2col   B = the im2col matrix of sample n, (C * taps) x
- *                        positions, row (c, tap) holding what that tap reads
- *                        at every output position (zero padding included),
- *                        through a zero-padded copy of the sample in `xp`
- *                        (wino_direct_scratch_len(g, Do) elements);
- *                        the im2col pipeline (pywino3d/_cpu_im2col.py)
- *                        multiplies it by w, a (K x C * taps) matrix as is.
  * Geometry: the fields N, C, K, D, H, W, xs, pad, od, r of wino_geom (m, a
  * and nt are not used; pad may be negative: the input is then cropped).
  */
@@ -71,9 +64,7 @@ int wino_direct_pack_w_##S(const wino_geom *g, const R *w, wino_index sk, wino_i
                            int nthreads);                                                 \
 int wino_direct_forward_##S(const wino_geom *g, const R *x, const R *Wp, const R *bias,    \
                             R *y, R *scratch, wino_index slab_planes, int variant,        \
-                            int nthreads);                                                \
-int wino_direct_im2col_##S(const wino_geom *g, const R *x, wino_index n, R *B, R *xp,        \
-                           int nthreads);
+                            int nthreads);
 WINO_DIRECT_DECLARE(f, float)
 WINO_DIRECT_DECLARE(d, double)
 #undef WINO_DIRECT_DECLARE

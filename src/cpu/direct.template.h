@@ -311,34 +311,6 @@ static void FN(direct_slab_wlanes)(const wino_geom *g, const REAL *Wpk, const RE
     }
 }
 
-/* The im2col matrix of sample n: B[(c * T + tap) * P + p] = the input value
- * that tap (i, j, l) of output position p = (od * Ho + oh) * Wo + ow reads,
- * x[n, c, od + i - pad_d, oh + j - pad_h, ow + l - pad_w], zero outside x.
- * The sample is first copied, zero-padded, into `xp` (wino_direct_scratch_len
- * (g, Do) elements); then every row is runs of Wo contiguous values of it. */
-int FN(wino_direct_im2col)(const wino_geom *g, const REAL *x, wino_index n, REAL *B, REAL *xp,
-                           int nthreads)
-{
-    const wino_index C = g->C, Do = g->od[0], Ho = g->od[1], Wo = g->od[2];
-    const wino_index rd = g->r[0], rh = g->r[1], rw = g->r[2], T = rd * rh * rw;
-    const wino_index P = Do * Ho * Wo, Hp = Ho + rh - 1, Wp = Wo + rw - 1, npl = Do + rd - 1;
-    const wino_index Sp = Hp * Wp, cs = npl * Sp;
-    FN(direct_pad_slab)(g, x, n, 0, npl, Wp, xp, nthreads);
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (wino_index row = 0; row < C * T; ++row) {
-        const wino_index c = row / T, t = row - c * T;
-        const wino_index i = t / (rh * rw), j = (t / rw) % rh, l = t % rw;
-        const REAL *src = xp + c * cs + i * Sp + j * Wp + l;
-        REAL *d = B + row * P;
-        for (wino_index od = 0; od < Do; ++od)
-            for (wino_index oh = 0; oh < Ho; ++oh, d += Wo) {
-                const REAL *s = src + od * Sp + oh * Wp;
-                for (wino_index ow = 0; ow < Wo; ++ow) d[ow] = s[ow];
-            }
-    }
-    return 0;
-}
-
 int FN(wino_direct_forward)(const wino_geom *g, const REAL *x, const REAL *Wpk, const REAL *bias,
                             REAL *y, REAL *scratch, wino_index slab_planes, int variant, int nthreads)
 {

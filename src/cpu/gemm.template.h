@@ -27,10 +27,12 @@
  * has ars = 1 and aks = MR (rows past mr are zero there); A read in place
  * has aks = 1 and its row stride (rows past mr then repeat row 0, so nothing
  * past A is read; their results are never stored).  Same FMAs in the same
- * order either way. */
+ * order either way.  With an index `acol` (the gathered GEMM), A[i][k] is
+ * a[i * ars + acol[k]] instead; every other caller passes a constant NULL,
+ * which the inlining folds away. */
 WINO_INLINE void FN(ukernel)(int kc, const REAL *WINO_RESTRICT a, wino_index ars, wino_index aks,
-                             const REAL *WINO_RESTRICT Bp, REAL *Cb, wino_index rsc, int mr,
-                             int nr, int accumulate)
+                             const wino_index *acol, const REAL *WINO_RESTRICT Bp, REAL *Cb,
+                             wino_index rsc, int mr, int nr, int accumulate)
 {
     VEC acc0[MR], acc1[MR];
     const REAL *row[MR];
@@ -43,8 +45,9 @@ WINO_INLINE void FN(ukernel)(int kc, const REAL *WINO_RESTRICT a, wino_index ars
         VEC b0, b1;
         memcpy(&b0, Bp + (wino_index)k * NR, sizeof b0);
         memcpy(&b1, Bp + (wino_index)k * NR + VL, sizeof b1);
+        const wino_index ka = acol ? acol[k] : (wino_index)k * aks;
         for (int i = 0; i < MR; ++i) {
-            const REAL ai = row[i][(wino_index)k * aks];
+            const REAL ai = row[i][ka];
             acc0[i] += ai * b0;
             acc1[i] += ai * b1;
         }
@@ -76,8 +79,9 @@ WINO_INLINE void FN(ukernel)(int kc, const REAL *WINO_RESTRICT a, wino_index ars
 /* Half-width variant for the last column panel when it has <= VL columns
  * (e.g. 16 tiles): half the FMAs of the full kernel. */
 WINO_INLINE void FN(ukernel_half)(int kc, const REAL *WINO_RESTRICT a, wino_index ars,
-                                  wino_index aks, const REAL *WINO_RESTRICT Bp, REAL *Cb,
-                                  wino_index rsc, int mr, int nr, int accumulate)
+                                  wino_index aks, const wino_index *acol,
+                                  const REAL *WINO_RESTRICT Bp, REAL *Cb, wino_index rsc, int mr,
+                                  int nr, int accumulate)
 {
     VEC acc[MR];
     const REAL *row[MR];
@@ -88,7 +92,8 @@ WINO_INLINE void FN(ukernel_half)(int kc, const REAL *WINO_RESTRICT a, wino_inde
     for (int k = 0; k < kc; ++k) {
         VEC b0;
         memcpy(&b0, Bp + (wino_index)k * NR, sizeof b0);
-        for (int i = 0; i < MR; ++i) acc[i] += row[i][(wino_index)k * aks] * b0;
+        const wino_index ka = acol ? acol[k] : (wino_index)k * aks;
+        for (int i = 0; i < MR; ++i) acc[i] += row[i][ka] * b0;
     }
     REAL tmp[VL];
     for (int i = 0; i < mr; ++i) {
@@ -104,15 +109,24 @@ WINO_INLINE void FN(ukernel_half)(int kc, const REAL *WINO_RESTRICT a, wino_inde
 static void FN(ukernel_packed)(int kc, const REAL *Ap, const REAL *Bp, REAL *Cb, wino_index rsc,
                                int mr, int nr, int accumulate)
 {
-    if (nr <= VL) FN(ukernel_half)(kc, Ap, 1, MR, Bp, Cb, rsc, mr, nr, accumulate);
-    else FN(ukernel)(kc, Ap, 1, MR, Bp, Cb, rsc, mr, nr, accumulate);
+    if (nr <= VL) FN(ukernel_half)(kc, Ap, 1, MR, NULL, Bp, Cb, rsc, mr, nr, accumulate);
+    else FN(ukernel)(kc, Ap, 1, MR, NULL, Bp, Cb, rsc, mr, nr, accumulate);
 }
 
 static void FN(ukernel_inplace)(int kc, const REAL *A, wino_index rsa, const REAL *Bp, REAL *Cb,
                                 wino_index rsc, int mr, int nr, int accumulate)
 {
-    if (nr <= VL) FN(ukernel_half)(kc, A, rsa, 1, Bp, Cb, rsc, mr, nr, accumulate);
-    else FN(ukernel)(kc, A, rsa, 1, Bp, Cb, rsc, mr, nr, accumulate);
+    if (nr <= VL) FN(ukernel_half)(kc, A, rsa, 1, NULL, Bp, Cb, rsc, mr, nr, accumulate);
+    else FN(ukernel)(kc, A, rsa, 1, NULL, Bp, Cb, rsc, mr, nr, accumulate);
+}
+
+/* A in place with its columns gathered through `acol` (wino_gemm_gathered). */
+static void FN(ukernel_gathered)(int kc, const REAL *A, wino_index rsa, const wino_index *acol,
+                                 const REAL *Bp, REAL *Cb, wino_index rsc, int mr, int nr,
+                                 int accumulate)
+{
+    if (nr <= VL) FN(ukernel_half)(kc, A, rsa, 1, acol, Bp, Cb, rsc, mr, nr, accumulate);
+    else FN(ukernel)(kc, A, rsa, 1, acol, Bp, Cb, rsc, mr, nr, accumulate);
 }
 
 /* pack rows [i0, i0+mc) x cols [p0, p0+kc) of A into MR-row panels */
@@ -251,6 +265,123 @@ int FN(wino_gemm_batched)(wino_index nb, wino_index M, wino_index N, wino_index 
             FN(gemm_block)(mm, j0, nc, K, a + ia * A->bstride + m0 * A->rstride, A->rstride, A->cstride,
                            bm + ib * B->bstride, B->rstride, B->cstride,
                            c + ic * C->bstride + m0 * C->rstride, C->rstride, accumulate, inplace, Ap, Bp);
+        }
+    }
+    return 0;
+}
+
+/* Pack kc gathered rows x nc gathered columns of B into NR-column panels:
+ * element (k, j) is B[brow[k] + bcol[j]]. */
+static void FN(pack_b_gathered)(const REAL *B, const wino_index *brow, const wino_index *bcol, int kc,
+                                int nc, REAL *Bp)
+{
+    for (int j0 = 0; j0 < nc; j0 += NR) {
+        const int nr = nc - j0 < NR ? nc - j0 : NR;
+        for (int k = 0; k < kc; ++k) {
+            REAL *dst = Bp + (wino_index)j0 * kc + (wino_index)k * NR;
+            const REAL *src = B + brow[k];
+            int j = 0;
+            for (; j < nr; ++j) dst[j] = src[bcol[j0 + j]];
+            for (; j < NR; ++j) dst[j] = 0;
+        }
+    }
+}
+
+/* First of acol[0:K] (increasing) that is >= v. */
+static wino_index FN(lower_bound)(const wino_index *acol, wino_index K, wino_index v)
+{
+    wino_index lo = 0, hi = K;
+    while (lo < hi) {
+        const wino_index mid = lo + (hi - lo) / 2;
+        if (acol[mid] < v) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* The gathered GEMM (wino_gather_group in wino3d_cpu.h): for each group g
+ * and row i < M,
+ *
+ *     C[i * rsc + g.c0 + j] = sum_k A[i * rsa + g.acol[k]] * B[g.brow[k] + g.bcol[j]]
+ *
+ * -- a GEMM whose terms (k) and columns (j) are picked out of larger A and
+ * B (NB elements; C has NC columns).  Every offset is checked first
+ * (WINO_EARG): A's columns increasing inside KA, B's offsets inside B, the
+ * groups' columns disjoint and in increasing order inside C.  The im2col pipeline (_cpu_im2col.py) runs one group per set of output
+ * positions that share their valid kernel taps, so taps that fall in the
+ * padding are skipped instead of multiplied as zeros.
+ *
+ * A is read in place (the weights, as stored), its columns blocked by KC:
+ * every group's terms inside one block of KA columns run before the next
+ * block, so that block of A is read from memory once and then from cache by
+ * every group.  The threads split the rows of C; each element of C is
+ * summed by one thread in the order of its group's terms, so results never
+ * depend on the thread count. */
+int FN(wino_gemm_gathered)(wino_index M, wino_index KA, const REAL *A, wino_index rsa,
+                           wino_index ng, const wino_gather_group *groups, const REAL *B,
+                           wino_index NB, REAL *C, wino_index rsc, wino_index NC, void *scratch,
+                           size_t scratch_bytes, int nthreads)
+{
+    if (!scratch || scratch_bytes < wino_scratch_total(PACK_BYTES, nthreads)) return WINO_ESCRATCH;
+    /* every offset inside its array; groups in increasing, disjoint columns */
+    wino_index cend = 0;
+    for (wino_index g = 0; g < ng; ++g) {
+        const wino_gather_group *gr = &groups[g];
+        if (gr->K < 0 || gr->N < 0 || gr->c0 < cend || gr->c0 + gr->N > NC || gr->c0 + gr->N > rsc)
+            return WINO_EARG;
+        cend = gr->c0 + gr->N;
+        wino_index rlo = 0, rhi = 0, clo = 0, chi = 0;
+        for (wino_index k = 0; k < gr->K; ++k) {
+            if (gr->acol[k] < 0 || gr->acol[k] >= KA || (k > 0 && gr->acol[k] <= gr->acol[k - 1]))
+                return WINO_EARG;
+            if (k == 0 || gr->brow[k] < rlo) rlo = gr->brow[k];
+            if (k == 0 || gr->brow[k] > rhi) rhi = gr->brow[k];
+        }
+        for (wino_index j = 0; j < gr->N; ++j) {
+            if (j == 0 || gr->bcol[j] < clo) clo = gr->bcol[j];
+            if (j == 0 || gr->bcol[j] > chi) chi = gr->bcol[j];
+        }
+        if (gr->K > 0 && gr->N > 0 && (rlo + clo < 0 || rhi + chi >= NB)) return WINO_EARG;
+    }
+    const wino_index npanels = (M + MR - 1) / MR;
+    const wino_index nmb = npanels < (wino_index)nthreads ? npanels : (wino_index)nthreads;
+    const wino_index mrows = nmb > 0 ? (npanels + nmb - 1) / nmb * MR : 0;
+#pragma omp parallel num_threads(nthreads)
+    {
+        REAL *Bp = (REAL *)wino_scratch_slice(scratch, PACK_BYTES, wino_thread_num()) +
+                   (size_t)MC_BLK * KC_BLK;
+#pragma omp for schedule(static)
+        for (wino_index mb = 0; mb < nmb; ++mb) {
+            const wino_index m0 = mb * mrows;
+            if (m0 >= M) continue;
+            const wino_index mm = M - m0 < mrows ? M - m0 : mrows;
+            for (wino_index a0 = 0; a0 < KA; a0 += KC_BLK) {
+                for (wino_index g = 0; g < ng; ++g) {
+                    const wino_gather_group *gr = &groups[g];
+                    const wino_index lo = FN(lower_bound)(gr->acol, gr->K, a0);
+                    const wino_index hi = FN(lower_bound)(gr->acol, gr->K, a0 + KC_BLK);
+                    const int kc = (int)(hi - lo), acc = lo > 0;
+                    if (kc == 0) continue;
+                    for (wino_index j0 = 0; j0 < gr->N; j0 += NC_BLK) {
+                        const int nc = gr->N - j0 < NC_BLK ? (int)(gr->N - j0) : NC_BLK;
+                        FN(pack_b_gathered)(B, gr->brow + lo, gr->bcol + j0, kc, nc, Bp);
+                        for (wino_index ir = 0; ir < mm; ir += MR) {
+                            const int mr = mm - ir < MR ? (int)(mm - ir) : MR;
+                            for (int jr = 0; jr < nc; jr += NR) {
+                                const int nr = nc - jr < NR ? nc - jr : NR;
+                                FN(ukernel_gathered)(kc, A + (m0 + ir) * rsa, rsa, gr->acol + lo,
+                                                     Bp + (wino_index)jr * kc,
+                                                     C + (m0 + ir) * rsc + gr->c0 + j0 + jr, rsc, mr,
+                                                     nr, acc);
+                            }
+                        }
+                    }
+                }
+            }
+            for (wino_index g = 0; g < ng; ++g)  /* a group with no terms sums to zero */
+                if (groups[g].K == 0)
+                    for (wino_index i = m0; i < m0 + mm; ++i)
+                        for (wino_index j = 0; j < groups[g].N; ++j) C[i * rsc + groups[g].c0 + j] = 0;
         }
     }
     return 0;

@@ -78,6 +78,16 @@ typedef struct {
     wino_index bstride, rstride, cstride;
 } wino_batch;
 
+/* One group of the gathered GEMM (wino_gemm_gathered, gemm.template.h):
+ * for rows i < M and columns j < N,
+ *     C[i * rsc + c0 + j] = sum_{k < K} A[i * rsa + acol[k]] * B[brow[k] + bcol[j]]
+ * with acol increasing and the groups' columns disjoint, in increasing
+ * order.  Offsets are in elements. */
+typedef struct {
+    wino_index K, N, c0;
+    const wino_index *acol, *brow, *bcol;
+} wino_gather_group;
+
 #define WINO_DECLARE(S, R)                                                                 \
 size_t wino_blocked_scratch_bytes_##S(const wino_plan_##S *pl, int nthreads);              \
 int wino_input_block_##S(const wino_geom *g, const R *x, const wino_plan_##S *pl,          \
@@ -101,7 +111,11 @@ int wino_filter_adjoint_##S(const R *gU, wino_index KC, const wino_plan_##S *pl,
 size_t wino_gemm_scratch_bytes_##S(int nthreads);                                          \
 int wino_gemm_batched_##S(wino_index nb, wino_index M, wino_index N, wino_index K,         \
                           const wino_batch *A, const wino_batch *B, const wino_batch *C,   \
-                          int accumulate, void *scratch, size_t scratch_bytes, int nthreads);
+                          int accumulate, void *scratch, size_t scratch_bytes, int nthreads); \
+int wino_gemm_gathered_##S(wino_index M, wino_index KA, const R *A, wino_index rsa,       \
+                           wino_index ng, const wino_gather_group *groups, const R *B,   \
+                           wino_index NB, R *C, wino_index rsc, wino_index NC,           \
+                           void *scratch, size_t scratch_bytes, int nthreads);
 
 #include <stddef.h>
 #define WINO_DECLARE_FUSED(S, R)                                                        \
