@@ -121,6 +121,10 @@ cdef extern from "wino3d_cpu.h" nogil:
                                       wino_index CP, wino_index KP, int nthreads)
     int wino_to_channels_last_f(const wino_geom *g, const float *x, wino_index CP, float *xcl, int nthreads)
     int wino_to_channels_last_d(const wino_geom *g, const double *x, wino_index CP, double *xcl, int nthreads)
+    int wino_fused_pack_f(const float *U, wino_index P, wino_index K, wino_index C, const wino_index *src,
+                          wino_index nrun, wino_index CP, wino_index KP, float *Up, int nthreads)
+    int wino_fused_pack_d(const double *U, wino_index P, wino_index K, wino_index C, const wino_index *src,
+                          wino_index nrun, wino_index CP, wino_index KP, double *Up, int nthreads)
     int wino_fused_forward_f(const wino_geom *g, const float *xcl, const wino_index xcs[4], wino_index CP,
                              const float *Up, wino_index K, wino_index KP, const wino_plan_f *pin,
                              const wino_plan_f *pout, const float *bias, float *y, const wino_index ys[5],

@@ -26,6 +26,27 @@ def to_channels_last(CGeom geom, const floating[:, :, :, :, :] x, floating[:, :,
             wino_to_channels_last_d(g, &x[0, 0, 0, 0, 0], xcl.shape[4], &xcl[0, 0, 0, 0, 0], nthreads)
 
 
+def fused_pack(const floating[:, :, ::1] U, const long long[::1] src, floating[:, :, ::1] Up, int nthreads):
+    """Up[i, c, k] = U[src[i], k, c] for c < C, k < K; zero past them and
+    where src[i] < 0.  U: (P, K, C); Up: (len(src), CP, KP), CP >= C, KP >= K."""
+    cdef int rc
+    if Up.shape[0] != src.shape[0] or Up.shape[1] < U.shape[2] or Up.shape[2] < U.shape[1]:
+        raise ValueError(f"Up: shape {_tuple(Up.shape, 3)} cannot hold {src.shape[0]} positions of "
+                         f"U {_tuple(U.shape, 3)} transposed")
+    if src.shape[0] == 0:
+        return
+    with nogil:
+        if floating is float:
+            rc = wino_fused_pack_f(&U[0, 0, 0] if U.shape[0] else NULL, U.shape[0], U.shape[1], U.shape[2],
+                                   <const wino_index *>&src[0], src.shape[0], Up.shape[1], Up.shape[2],
+                                   &Up[0, 0, 0], nthreads)
+        else:
+            rc = wino_fused_pack_d(&U[0, 0, 0] if U.shape[0] else NULL, U.shape[0], U.shape[1], U.shape[2],
+                                   <const wino_index *>&src[0], src.shape[0], Up.shape[1], Up.shape[2],
+                                   &Up[0, 0, 0], nthreads)
+    _check(rc, "fused weight packing (a source position past U)")
+
+
 def fused_forward(CGeom geom, const floating[:, :, :, :, ::1] xcl, const floating[:, :, ::1] Up,
                   TilePlan pin, TilePlan pout, const floating[::1] bias, floating[:, :, :, :, :] y,
                   wino_index t_begin, wino_index t_end, wino_index tb, unsigned char[::1] scratch,

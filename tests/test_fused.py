@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pywino3d
-from pywino3d import _cpu_backend
+from pywino3d import _cpu_backend, _cpu_common
 from pywino3d._geometry import make_geometry
 from pywino3d.testing import conv3d_reference, conv_problems, error_bound
 
@@ -143,3 +143,27 @@ def test_high_density_runs_dense_with_the_same_bits(density, rng):
     Un[np.setdiff1d(np.arange(npos), kept)] = np.nan
     ref = _run("blocked", x, U, None, (3, 3, 3), (2, 2, 2), 1, kept, 1)
     np.testing.assert_array_equal(_run("fused", x, Un, None, (3, 3, 3), (2, 2, 2), 1, kept, 2), ref)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("K,C", [(5, 3), (16, 16), (20, 9)])
+def test_packed_weights_are_the_transposed_kept_positions(dtype, K, C, rng):
+    """_cpu_fused.pack_weights (C transpose into the workspace): the kept
+    positions' (c, k) blocks, zero at positions run but not kept and in the
+    channel padding, whatever the workspace held before; a source position
+    past U is refused."""
+    from pywino3d import _cpu, _cpu_fused
+
+    P = 27
+    U = rng.standard_normal((P, K, C)).astype(dtype)
+    run = np.arange(0, P, 2, dtype=np.int32)
+    kept = run[::3]
+    CP, KP = _cpu_fused.padded_channels(C, K, dtype)
+    for nthreads in (1, 3):
+        _cpu_common.workspace("fused_Up", run.size * CP * KP, dtype)[...] = np.nan
+        Up = _cpu_fused.pack_weights(U, kept, CP, KP, run, nthreads)
+        ref = np.zeros((run.size, CP, KP), dtype)
+        ref[np.searchsorted(run, kept), :C, :K] = U[kept].transpose(0, 2, 1)
+        np.testing.assert_array_equal(Up, ref)
+    with pytest.raises(ValueError, match="past U"):
+        _cpu.fused_pack(U, np.array([P], dtype=np.int64), np.empty((1, CP, KP), dtype), 1)

@@ -90,6 +90,40 @@ size_t FN(wino_fused_scratch_bytes)(const PLAN *pin, const PLAN *pout, wino_inde
     return wino_scratch_total(FN(fused_thread_bytes)(pin, pout, tb, CP, KP), nthreads);
 }
 
+/* The packed weights of the fused pipeline: Up[i][c][k] = U[src[i]][k][c]
+ * for c < C and k < K (U: P positions of K rows of C values), zero for
+ * c >= C, k >= K, or where src[i] < 0 (a position not kept).  Positions are
+ * split between the threads; each one's K x C block is transposed in 8 x 8
+ * pieces, which stay in L1. */
+int FN(wino_fused_pack)(const REAL *U, wino_index P, wino_index K, wino_index C, const wino_index *src,
+                        wino_index nrun, wino_index CP, wino_index KP, REAL *Up, int nthreads)
+{
+    if (CP < C || KP < K || K < 0 || C < 0) return WINO_EARG;
+    for (wino_index i = 0; i < nrun; ++i)
+        if (src[i] >= P) return WINO_EARG;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (wino_index i = 0; i < nrun; ++i) {
+        REAL *dst = Up + i * CP * KP;
+        if (src[i] < 0) {
+            memset(dst, 0, sizeof(REAL) * (size_t)(CP * KP));
+            continue;
+        }
+        const REAL *u = U + src[i] * K * C;
+        for (wino_index c0 = 0; c0 < C; c0 += 8) {
+            const wino_index c1 = C - c0 < 8 ? C : c0 + 8;
+            for (wino_index k0 = 0; k0 < K; k0 += 8) {
+                const wino_index k1 = K - k0 < 8 ? K : k0 + 8;
+                for (wino_index c = c0; c < c1; ++c)
+                    for (wino_index k = k0; k < k1; ++k) dst[c * KP + k] = u[k * C + c];
+            }
+        }
+        for (wino_index c = 0; c < C; ++c)
+            for (wino_index k = K; k < KP; ++k) dst[c * KP + k] = 0;
+        if (CP > C) memset(dst + C * KP, 0, sizeof(REAL) * (size_t)((CP - C) * KP));
+    }
+    return 0;
+}
+
 /* x (any strides, C channels) -> xcl[n][d][h][w][CP], channels C..CP zero.
  * With unit w stride, whole VL x VL blocks (VL channels x VL voxels) go
  * through a register transpose; the edges are copied one value at a time. */

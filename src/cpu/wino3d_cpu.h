@@ -124,6 +124,9 @@ size_t wino_fused_scratch_bytes_##S(const wino_plan_##S *pin, const wino_plan_##
                                     int nthreads);                                     \
 int wino_to_channels_last_##S(const wino_geom *g, const R *x, wino_index CP, R *xcl,   \
                               int nthreads);                                           \
+int wino_fused_pack_##S(const R *U, wino_index P, wino_index K, wino_index C,           \
+                        const wino_index *src, wino_index nrun, wino_index CP,         \
+                        wino_index KP, R *Up, int nthreads);                           \
 int wino_fused_forward_##S(const wino_geom *g, const R *xcl, const wino_index xcs[4],  \
                            wino_index CP, const R *Up, wino_index K, wino_index KP,    \
                            const wino_plan_##S *pin, const wino_plan_##S *pout,        \
