@@ -83,6 +83,7 @@ cdef extern from "wino3d_cpu.h" nogil:
     int wino_gemm_batched_f(wino_index nb, wino_index M, wino_index N, wino_index K,
                            const wino_batch *A, const wino_batch *B, const wino_batch *C,
                            int accumulate, void *scratch, size_t scratch_bytes, int nthreads)
+    size_t wino_gemm_gathered_scratch_bytes_f()
     int wino_gemm_gathered_f(wino_index M, wino_index KA, const float *A, wino_index rsa,
                              wino_index ng, const wino_gather_group *groups, const float *B,
                              wino_index NB, float *C, wino_index rsc, wino_index NC,
@@ -109,6 +110,7 @@ cdef extern from "wino3d_cpu.h" nogil:
     int wino_gemm_batched_d(wino_index nb, wino_index M, wino_index N, wino_index K,
                            const wino_batch *A, const wino_batch *B, const wino_batch *C,
                            int accumulate, void *scratch, size_t scratch_bytes, int nthreads)
+    size_t wino_gemm_gathered_scratch_bytes_d()
     int wino_gemm_gathered_d(wino_index M, wino_index KA, const double *A, wino_index rsa,
                              wino_index ng, const wino_gather_group *groups, const double *B,
                              wino_index NB, double *C, wino_index rsc, wino_index NC,

@@ -96,7 +96,7 @@ def workspace_bytes(g, kept, dtype, nthreads, backward=False):
     dtype = np.dtype(dtype)
     if backward:
         return _cpu_blocked.workspace_bytes(g, kept, dtype, nthreads, backward=True)
-    return _work_bytes(g, dtype) + _cpu.gemm_scratch_bytes(dtype, nthreads)
+    return _work_bytes(g, dtype) + _cpu.gemm_gathered_scratch_bytes(dtype)
 
 
 def backward(g, gy, x, U, kept, nthreads, need_x=True, need_U=True):
@@ -207,7 +207,7 @@ def forward(g, x, U, bias, kept, nthreads):
     groups, order = _tables(g, tuple(int(t) for t in kept), _cpu.gemm_blocking(dtype)["nr"] // 2, SPLIT)
     Ct = workspace("im2col_y", K * N * P, dtype).reshape(K, N * P)
     run("product", _cpu.gemm_gathered, A, groups, xp.reshape(-1), Ct,
-        scratch=scratch(_cpu.gemm_scratch_bytes(dtype, nthreads)), nthreads=nthreads)
+        scratch=scratch(_cpu.gemm_gathered_scratch_bytes(dtype)), nthreads=nthreads)
     # the groups' columns back to (n, k, position)
     yk = y.reshape(N, K, P).transpose(1, 0, 2).reshape(K, N * P) if N == 1 else np.empty((K, N * P), dtype)
     yk[:, order] = Ct

@@ -142,6 +142,10 @@ def test_gemm_rejects_bad_operands(rng):
         _cpu.gemm_batched(A.astype(np.float32), B, np.empty((2, 3, 5)), scratch=sc, nthreads=1)
 
 
+def _gathered_scratch(dtype):
+    return np.empty(_cpu.gemm_gathered_scratch_bytes(dtype), np.uint8)
+
+
 def _gathered_reference(A, groups, B, C):
     """What wino_gemm_gathered computes, in float64."""
     ref = C.astype(np.float64)
@@ -170,7 +174,7 @@ def test_gemm_gathered_matches_its_definition(rng, dtype, M, KA):
     outs = []
     for nthreads in (1, 2, 3):
         C = C0.copy()
-        _cpu.gemm_gathered(A, groups, B, C, scratch=_scratch_for_gemm(dtype, nthreads), nthreads=nthreads)
+        _cpu.gemm_gathered(A, groups, B, C, scratch=_gathered_scratch(dtype), nthreads=nthreads)
         outs.append(C)
     ref = _gathered_reference(A, groups, B, C0)
     tol = 1e-4 if dtype == np.float32 else 1e-11
@@ -181,7 +185,7 @@ def test_gemm_gathered_matches_its_definition(rng, dtype, M, KA):
 
 def test_gemm_gathered_rejects_offsets_outside_its_arrays():
     A, B, C = np.ones((4, 10)), np.ones(20), np.zeros((4, 6))
-    sc = _scratch_for_gemm(np.float64, 1)
+    sc = _gathered_scratch(np.float64)
     i = lambda *v: np.array(v, dtype=np.int64)  # noqa: E731
     _cpu.gemm_gathered(A, [(i(0, 9), i(0, 10), i(0, 9), 0)], B, C, scratch=sc, nthreads=1)  # B[19]: fine
     for bad in ([(i(0, 1), i(0, 10), i(0, 10), 0)],  # B[20]

@@ -270,6 +270,16 @@ int FN(wino_gemm_batched)(wino_index nb, wino_index M, wino_index N, wino_index 
     return 0;
 }
 
+/* The gathered GEMM packs up to GATHER_PANELS column panels (KC x NR each)
+ * at a time into one buffer shared by the threads: 512 KiB, L2-sized. */
+#define GATHER_PANELS 32
+#define GATHER_BYTES (sizeof(REAL) * (size_t)GATHER_PANELS * KC_BLK * NR)
+
+size_t FN(wino_gemm_gathered_scratch_bytes)(void)
+{
+    return wino_scratch_total(GATHER_BYTES, 1);
+}
+
 /* Pack kc gathered rows x nc gathered columns of B into NR-column panels:
  * element (k, j) is B[brow[k] + bcol[j]]. */
 static void FN(pack_b_gathered)(const REAL *B, const wino_index *brow, const wino_index *bcol, int kc,
@@ -314,15 +324,18 @@ static wino_index FN(lower_bound)(const wino_index *acol, wino_index K, wino_ind
  * A is read in place (the weights, as stored), its columns blocked by KC:
  * every group's terms inside one block of KA columns run before the next
  * block, so that block of A is read from memory once and then from cache by
- * every group.  The threads split the rows of C; each element of C is
- * summed by one thread in the order of its group's terms, so results never
- * depend on the thread count. */
+ * every group.  Per block, the threads first pack the column panels of B
+ * together into one shared buffer (GATHER_PANELS at a time), then split the
+ * rows of C between them, each multiplying its rows by every packed panel:
+ * B is packed once, not once per thread.  Each element of C is summed by
+ * one thread in the order of its group's terms, so results never depend on
+ * the thread count. */
 int FN(wino_gemm_gathered)(wino_index M, wino_index KA, const REAL *A, wino_index rsa,
                            wino_index ng, const wino_gather_group *groups, const REAL *B,
                            wino_index NB, REAL *C, wino_index rsc, wino_index NC, void *scratch,
                            size_t scratch_bytes, int nthreads)
 {
-    if (!scratch || scratch_bytes < wino_scratch_total(PACK_BYTES, nthreads)) return WINO_ESCRATCH;
+    if (!scratch || scratch_bytes < wino_scratch_total(GATHER_BYTES, 1)) return WINO_ESCRATCH;
     /* every offset inside its array; groups in increasing, disjoint columns */
     wino_index cend = 0;
     for (wino_index g = 0; g < ng; ++g) {
@@ -346,48 +359,66 @@ int FN(wino_gemm_gathered)(wino_index M, wino_index KA, const REAL *A, wino_inde
     const wino_index npanels = (M + MR - 1) / MR;
     const wino_index nmb = npanels < (wino_index)nthreads ? npanels : (wino_index)nthreads;
     const wino_index mrows = nmb > 0 ? (npanels + nmb - 1) / nmb * MR : 0;
+    wino_index total = 0; /* column panels of all groups */
+    for (wino_index g = 0; g < ng; ++g) total += (groups[g].N + NR - 1) / NR;
+    REAL *buf = (REAL *)wino_scratch_slice(scratch, GATHER_BYTES, 0);
 #pragma omp parallel num_threads(nthreads)
-    {
-        REAL *Bp = (REAL *)wino_scratch_slice(scratch, PACK_BYTES, wino_thread_num()) +
-                   (size_t)MC_BLK * KC_BLK;
+    for (wino_index pb = 0; pb < total; pb += GATHER_PANELS) {
+        const wino_index pe = total - pb < GATHER_PANELS ? total : pb + GATHER_PANELS;
+        for (wino_index a0 = 0; a0 < KA; a0 += KC_BLK) {
+            /* pack this chunk's panels for this block of A's columns, shared */
 #pragma omp for schedule(static)
-        for (wino_index mb = 0; mb < nmb; ++mb) {
-            const wino_index m0 = mb * mrows;
-            if (m0 >= M) continue;
-            const wino_index mm = M - m0 < mrows ? M - m0 : mrows;
-            for (wino_index a0 = 0; a0 < KA; a0 += KC_BLK) {
-                for (wino_index g = 0; g < ng; ++g) {
+            for (wino_index p = pb; p < pe; ++p) {
+                wino_index g = 0, j0 = p;
+                while (j0 >= (groups[g].N + NR - 1) / NR) j0 -= (groups[g].N + NR - 1) / NR, ++g;
+                const wino_gather_group *gr = &groups[g];
+                const wino_index lo = FN(lower_bound)(gr->acol, gr->K, a0);
+                const wino_index hi = FN(lower_bound)(gr->acol, gr->K, a0 + KC_BLK);
+                const int nr = gr->N - j0 * NR < NR ? (int)(gr->N - j0 * NR) : NR;
+                if (hi > lo)
+                    FN(pack_b_gathered)(B, gr->brow + lo, gr->bcol + j0 * NR, (int)(hi - lo), nr,
+                                        buf + (p - pb) * (KC_BLK * NR));
+            }
+            /* every thread its rows, against every packed panel */
+#pragma omp for schedule(static)
+            for (wino_index mb = 0; mb < nmb; ++mb) {
+                const wino_index m0 = mb * mrows;
+                if (m0 >= M) continue;
+                const wino_index mm = M - m0 < mrows ? M - m0 : mrows;
+                wino_index p = 0;
+                for (wino_index g = 0; g < ng && p < pe; ++g) {
                     const wino_gather_group *gr = &groups[g];
+                    const wino_index np = (gr->N + NR - 1) / NR;
+                    if (p + np <= pb) {
+                        p += np;
+                        continue;
+                    }
                     const wino_index lo = FN(lower_bound)(gr->acol, gr->K, a0);
                     const wino_index hi = FN(lower_bound)(gr->acol, gr->K, a0 + KC_BLK);
-                    const int kc = (int)(hi - lo), acc = lo > 0;
-                    if (kc == 0) continue;
-                    for (wino_index j0 = 0; j0 < gr->N; j0 += NC_BLK) {
-                        const int nc = gr->N - j0 < NC_BLK ? (int)(gr->N - j0) : NC_BLK;
-                        FN(pack_b_gathered)(B, gr->brow + lo, gr->bcol + j0, kc, nc, Bp);
+                    for (wino_index j0 = 0; j0 < np; ++j0, ++p) {
+                        if (p < pb || p >= pe || hi == lo) continue;
+                        const int nr = gr->N - j0 * NR < NR ? (int)(gr->N - j0 * NR) : NR;
                         for (wino_index ir = 0; ir < mm; ir += MR) {
                             const int mr = mm - ir < MR ? (int)(mm - ir) : MR;
-                            for (int jr = 0; jr < nc; jr += NR) {
-                                const int nr = nc - jr < NR ? nc - jr : NR;
-                                FN(ukernel_gathered)(kc, A + (m0 + ir) * rsa, rsa, gr->acol + lo,
-                                                     Bp + (wino_index)jr * kc,
-                                                     C + (m0 + ir) * rsc + gr->c0 + j0 + jr, rsc, mr,
-                                                     nr, acc);
-                            }
+                            FN(ukernel_gathered)((int)(hi - lo), A + (m0 + ir) * rsa, rsa, gr->acol + lo,
+                                                 buf + (p - pb) * (KC_BLK * NR),
+                                                 C + (m0 + ir) * rsc + gr->c0 + j0 * NR, rsc, mr, nr, lo > 0);
                         }
                     }
                 }
             }
-            for (wino_index g = 0; g < ng; ++g)  /* a group with no terms sums to zero */
-                if (groups[g].K == 0)
-                    for (wino_index i = m0; i < m0 + mm; ++i)
-                        for (wino_index j = 0; j < groups[g].N; ++j) C[i * rsc + groups[g].c0 + j] = 0;
         }
     }
+    for (wino_index g = 0; g < ng; ++g)  /* a group with no terms sums to zero */
+        if (groups[g].K == 0)
+            for (wino_index i = 0; i < M; ++i)
+                for (wino_index j = 0; j < groups[g].N; ++j) C[i * rsc + groups[g].c0 + j] = 0;
     return 0;
 }
 
 #undef PACK_BYTES
+#undef GATHER_PANELS
+#undef GATHER_BYTES
 #undef MR
 #undef NR
 #undef KC_BLK

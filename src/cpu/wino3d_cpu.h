@@ -112,6 +112,7 @@ size_t wino_gemm_scratch_bytes_##S(int nthreads);                               
 int wino_gemm_batched_##S(wino_index nb, wino_index M, wino_index N, wino_index K,         \
                           const wino_batch *A, const wino_batch *B, const wino_batch *C,   \
                           int accumulate, void *scratch, size_t scratch_bytes, int nthreads); \
+size_t wino_gemm_gathered_scratch_bytes_##S(void);                                         \
 int wino_gemm_gathered_##S(wino_index M, wino_index KA, const R *A, wino_index rsa,       \
                            wino_index ng, const wino_gather_group *groups, const R *B,   \
                            wino_index NB, R *C, wino_index rsc, wino_index NC,           \
