@@ -391,7 +391,11 @@ def gemm_gathered(const floating[:, ::1] A, groups, const floating[::1] B, float
     ``acol`` increasing, the groups' columns disjoint and in increasing
     order.  The kernel checks every offset before it runs (ValueError)."""
     cdef Py_ssize_t M = A.shape[0], ng = len(groups), g
+    cdef Py_ssize_t rsa = A.strides[0] // sizeof(floating), rsc = C.strides[0] // sizeof(floating)
     cdef const long long[::1] acol, brow, bcol
+    cdef const floating *pa
+    cdef const floating *pb
+    cdef floating *pc
     cdef wino_gather_group *gs
     cdef int rc
     if C.shape[0] != M:
@@ -410,19 +414,16 @@ def gemm_gathered(const floating[:, ::1] A, groups, const floating[::1] B, float
             gs[g].acol = <const wino_index *>&acol[0] if acol.shape[0] else NULL
             gs[g].brow = <const wino_index *>&brow[0] if brow.shape[0] else NULL
             gs[g].bcol = <const wino_index *>&bcol[0] if bcol.shape[0] else NULL
+        pa = &A[0, 0] if A.shape[1] else NULL
+        pb = &B[0] if B.shape[0] else NULL
+        pc = &C[0, 0] if C.shape[1] else NULL
         with nogil:
             if floating is float:
-                rc = wino_gemm_gathered_f(M, A.shape[1], &A[0, 0] if A.shape[1] else NULL,
-                                          A.strides[0] // sizeof(float), ng, gs,
-                                          &B[0] if B.shape[0] else NULL, B.shape[0],
-                                          &C[0, 0] if C.shape[1] else NULL, C.strides[0] // sizeof(float),
-                                          C.shape[1], &scratch[0], scratch.shape[0], nthreads)
+                rc = wino_gemm_gathered_f(M, A.shape[1], pa, rsa, ng, gs, pb, B.shape[0], pc, rsc, C.shape[1],
+                                          &scratch[0], scratch.shape[0], nthreads)
             else:
-                rc = wino_gemm_gathered_d(M, A.shape[1], &A[0, 0] if A.shape[1] else NULL,
-                                          A.strides[0] // sizeof(double), ng, gs,
-                                          &B[0] if B.shape[0] else NULL, B.shape[0],
-                                          &C[0, 0] if C.shape[1] else NULL, C.strides[0] // sizeof(double),
-                                          C.shape[1], &scratch[0], scratch.shape[0], nthreads)
+                rc = wino_gemm_gathered_d(M, A.shape[1], pa, rsa, ng, gs, pb, B.shape[0], pc, rsc, C.shape[1],
+                                          &scratch[0], scratch.shape[0], nthreads)
     finally:
         free(gs)
     _check(rc, "gathered GEMM (an offset outside its array, acol not increasing, or the groups' "
