@@ -141,10 +141,9 @@ def _auto_tile(call, g, x, w, bias, padding, nthreads):
            bias is not None, _layout(x))
 
     def runner(tile):
-        gt = make_geometry(x.shape, g.K, ksize, padding, tile)
-        kept = as_columns(None, gt.npos)
-
-        def run():
+        def run():  # the geometry is built only when this candidate is timed
+            gt = make_geometry(x.shape, g.K, ksize, padding, tile)
+            kept = as_columns(None, gt.npos)
             U = call.impl.conv_weights(w, tile, kept, nthreads)
             _forward(call, gt, x, U, bias, kept, nthreads)
         return run

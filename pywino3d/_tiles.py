@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from functools import lru_cache
 
 #: Rates in units per second; only ratios matter.
 GEMM_FLOPS = 300e9
@@ -165,12 +166,18 @@ def conv3d_candidates(out, ksize, N, C, K, itemsize=4, direct=False):
 
     Other pipelines extend this list (one Candidate per pipeline and tile);
     the order only decides which few are timed.  ``direct`` as in
-    :func:`choose_tile`.
+    :func:`choose_tile`.  Memoized per problem (``conv3d`` asks on every
+    call; costing the candidates took 0.1 ms).
     """
-    ksize = tuple(ksize)
+    return list(_candidates(tuple(int(o) for o in out), tuple(int(r) for r in ksize), int(N), int(C), int(K),
+                            int(itemsize), bool(direct)))
+
+
+@lru_cache(maxsize=1024)
+def _candidates(out, ksize, N, C, K, itemsize, direct):
     cands = [Candidate(tile_name(t), t, "winograd", _model_cost(out, ksize, N, C, K, t, itemsize, direct))
              for t in dict.fromkeys(candidate_tiles(ksize, itemsize))]
-    return sorted(cands, key=lambda c: (c.cost, c.tile))
+    return tuple(sorted(cands, key=lambda c: (c.cost, c.tile)))
 
 
 def candidates_to_time(cands):

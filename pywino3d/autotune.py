@@ -306,8 +306,21 @@ def _entry_key(op, key, threads, dtype):
     if isinstance(threads, bool) or not hasattr(threads, "__index__") or int(threads) < 1:
         raise ValueError(f"threads: expected a positive int, got {threads!r}")
     fp = _fingerprint(threads, dtype)
-    return json.dumps([op, _plain_key(key), fp["cpu"], fp["threads"], fp["version"], fp["build"], fp["dtype"]],
+    try:
+        plain = _plain_key_memo(key)
+    except TypeError:  # an unhashable key (lists), or one _plain_key refuses
+        plain = _plain_key(key)
+    return json.dumps([op, plain, fp["cpu"], fp["threads"], fp["version"], fp["build"], fp["dtype"]],
                       separators=(",", ":")), fp
+
+
+@lru_cache(maxsize=1024)
+def _plain_key_memo(key):
+    """``_plain_key`` of a hashable key, memoized: ``conv3d`` builds its entry
+    key on every call, and converting the key was most of that.  Keys that
+    compare equal share the result (``(1,)`` and ``(True,)``): every caller
+    builds its keys with the same types in each place."""
+    return _plain_key(key)
 
 
 # ------------------------------------------------------------ the file
