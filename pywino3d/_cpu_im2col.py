@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 from functools import lru_cache
 
 import numpy as np
@@ -89,14 +90,23 @@ def _work_bytes(g, dtype):
     return (g.N * g.C * math.prod(_padded_shape(g)) + g.K * g.N * math.prod(g.out)) * np.dtype(dtype).itemsize
 
 
+def samples_per_call(g, dtype):
+    """Samples per gathered GEMM: as many as keep their padded input and
+    grouped output within the workspace budget, at least one.  Each output
+    sums the same terms in the same order whatever the split: the batch
+    size per call does not change a bit."""
+    per_sample = _work_bytes(replace(g, N=1), dtype)
+    return int(max(1, min(g.N, workspace_budget() // max(1, per_sample))))
+
+
 def workspace_bytes(g, kept, dtype, nthreads, backward=False):
-    """Bytes of workspace one call uses: the padded input, the grouped output
-    and the GEMM's packing buffers (forward); the blocked pipeline's
-    (backward)."""
+    """Bytes of workspace one call uses: the padded input and the grouped
+    output of one batch of samples (``samples_per_call``) and the GEMM's
+    packing buffer (forward); the blocked pipeline's (backward)."""
     dtype = np.dtype(dtype)
     if backward:
         return _cpu_blocked.workspace_bytes(g, kept, dtype, nthreads, backward=True)
-    return _work_bytes(g, dtype) + _cpu.gemm_gathered_scratch_bytes(dtype)
+    return _work_bytes(replace(g, N=samples_per_call(g, dtype)), dtype) + _cpu.gemm_gathered_scratch_bytes(dtype)
 
 
 def backward(g, gy, x, U, kept, nthreads, need_x=True, need_U=True):
@@ -193,26 +203,34 @@ def forward(g, x, U, bias, kept, nthreads):
     N, K, C, T = g.N, g.K, g.C, g.npos
     P = math.prod(g.out)
     y = np.empty((N, K, *g.out), dtype=dtype)
+    nb = samples_per_call(g, dtype)
     check_memory("the output, a padded copy of the input and the grouped output",
-                 y.nbytes + _work_bytes(g, dtype))
+                 y.nbytes + _work_bytes(replace(g, N=nb), dtype))
     # A[k, c * T + t] = U[t, k, c]: a view when U is a view of w (k, c, t)
     A = np.ascontiguousarray(U.transpose(1, 2, 0)).reshape(K, C * T)
-    # the zero-padded input, in the reused workspace
     Dp, Hp, Wp = _padded_shape(g)
-    xp = workspace("im2col_x", N * C * Dp * Hp * Wp, dtype).reshape(N, C, Dp, Hp, Wp)
-    xp[...] = 0
     (d0, _), (h0, _), (w0, _) = g.pads
     D, H, W = g.spatial
-    xp[:, :, d0:d0 + D, h0:h0 + H, w0:w0 + W] = x
-    groups, order = _tables(g, tuple(int(t) for t in kept), _cpu.gemm_blocking(dtype)["nr"] // 2, SPLIT)
-    Ct = workspace("im2col_y", K * N * P, dtype).reshape(K, N * P)
-    run("product", _cpu.gemm_gathered, A, groups, xp.reshape(-1), Ct,
-        scratch=scratch(_cpu.gemm_gathered_scratch_bytes(dtype)), nthreads=nthreads)
-    # the groups' columns back to (n, k, position)
-    yk = y.reshape(N, K, P).transpose(1, 0, 2).reshape(K, N * P) if N == 1 else np.empty((K, N * P), dtype)
-    yk[:, order] = Ct
-    if N > 1:
-        y.reshape(N, K, P)[...] = yk.reshape(K, N, P).transpose(1, 0, 2)
+    kept = tuple(int(t) for t in kept)
+    lanes = _cpu.gemm_blocking(dtype)["nr"] // 2
+    for n0 in range(0, N, nb):
+        nc = min(nb, N - n0)
+        # the zero-padded input of these samples, in the reused workspace
+        xp = workspace("im2col_x", nc * C * Dp * Hp * Wp, dtype).reshape(nc, C, Dp, Hp, Wp)
+        xp[...] = 0
+        xp[:, :, d0:d0 + D, h0:h0 + H, w0:w0 + W] = x[n0:n0 + nc]
+        groups, order = _tables(replace(g, N=nc), kept, lanes, SPLIT)
+        Ct = workspace("im2col_y", K * nc * P, dtype).reshape(K, nc * P)
+        run("product", _cpu.gemm_gathered, A, groups, xp.reshape(-1), Ct,
+            scratch=scratch(_cpu.gemm_gathered_scratch_bytes(dtype)), nthreads=nthreads)
+        # the groups' columns back to (n, k, position)
+        yc = y[n0:n0 + nc].reshape(nc, K, P)
+        if nc == 1:
+            yc[0][:, order] = Ct
+        else:
+            yk = np.empty((K, nc * P), dtype)
+            yk[:, order] = Ct
+            yc[...] = yk.reshape(K, nc, P).transpose(1, 0, 2)
     if bias is not None:
         y += bias.reshape(1, K, 1, 1, 1)
     return y

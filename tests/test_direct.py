@@ -229,6 +229,25 @@ def test_im2col_every_grouping_skips_padded_and_pruned_taps_exactly(split, monke
     np.testing.assert_allclose(yk, conv3d_reference(x, wk.reshape(w.shape), padding=pads), rtol=1e-12, atol=1e-12)
 
 
+def test_im2col_splits_a_large_batch_to_stay_in_budget(monkeypatch):
+    """A batch whose padded input and grouped output exceed the workspace
+    budget runs a few samples per gathered GEMM: the same bits."""
+    from pywino3d import _cpu_backend, _cpu_im2col
+    from pywino3d._geometry import make_geometry
+
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((7, 16, 3, 4, 5)).astype(np.float32)
+    w = rng.standard_normal((12, 16, 3, 3, 3)).astype(np.float32)
+    with _cpu_backend.use_pipeline("im2col"):
+        whole = pywino3d.conv3d(x, w, padding=1, tile=1)
+        monkeypatch.setenv("PYWINO3D_WORKSPACE_MB", "0.1")
+        g = make_geometry(x.shape, 12, (3, 3, 3), 1, (1, 1, 1))
+        assert 1 < _cpu_im2col.samples_per_call(g, np.float32) < 7
+        split = pywino3d.conv3d(x, w, padding=1, tile=1)
+    np.testing.assert_array_equal(split, whole)
+    assert _rel_err(whole, conv3d_reference(x, w, padding=1)) < TOL[np.float32]
+
+
 def test_im2col_grouping_follows_the_valid_taps():
     """At 4^3 with padding 1 a corner position reads 8 of the 27 taps; the
     groups of any split cover every position once and each sums a superset
