@@ -62,9 +62,11 @@ SPLIT = None
 
 
 def _terms(g):
-    """Elements of one sample's (dense) im2col matrix: the bound on the
-    volumes this pipeline takes (its GEMM splits rows between the threads,
-    and each thread packs every column)."""
+    """Elements of one sample's (dense) im2col matrix.  No such matrix is
+    written any more, but it still bounds the volumes this pipeline takes:
+    the bound the routing (``_tiles.DIRECT_MIN_LARGE_C``) was measured with.
+    Padded taps are a large share only of small volumes; larger ones run on
+    the direct kernel or, under ``tile="auto"``, on Winograd tiles."""
     return g.C * g.npos * math.prod(g.out)
 
 
