@@ -207,9 +207,9 @@ def forward(g, x, U, bias, kept, nthreads):
     N, K, C, T = g.N, g.K, g.C, g.npos
     P = math.prod(g.out)
     y = np.empty((N, K, *g.out), dtype=dtype)
-    nb = samples_per_call(g, dtype)
     check_memory("the output, a padded copy of the input and the grouped output",
-                 y.nbytes + _work_bytes(replace(g, N=nb), dtype))
+                 y.nbytes + workspace_bytes(g, kept, dtype, nthreads))
+    nb = samples_per_call(g, dtype)
     # A[k, c * T + t] = U[t, k, c]: a view when U is a view of w (k, c, t)
     A = np.ascontiguousarray(U.transpose(1, 2, 0)).reshape(K, C * T)
     Dp, Hp, Wp = _padded_shape(g)

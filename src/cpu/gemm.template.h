@@ -280,20 +280,17 @@ size_t FN(wino_gemm_gathered_scratch_bytes)(void)
     return wino_scratch_total(GATHER_BYTES, 1);
 }
 
-/* Pack kc gathered rows x nc gathered columns of B into NR-column panels:
- * element (k, j) is B[brow[k] + bcol[j]]. */
-static void FN(pack_b_gathered)(const REAL *B, const wino_index *brow, const wino_index *bcol, int kc,
-                                int nc, REAL *Bp)
+/* Pack one NR-column panel of B from kc gathered rows and nr <= NR gathered
+ * columns: element (k, j) is B[brow[k] + bcol[j]], zero past nr. */
+static void FN(pack_panel_gathered)(const REAL *B, const wino_index *brow, const wino_index *bcol,
+                                    int kc, int nr, REAL *Bp)
 {
-    for (int j0 = 0; j0 < nc; j0 += NR) {
-        const int nr = nc - j0 < NR ? nc - j0 : NR;
-        for (int k = 0; k < kc; ++k) {
-            REAL *dst = Bp + (wino_index)j0 * kc + (wino_index)k * NR;
-            const REAL *src = B + brow[k];
-            int j = 0;
-            for (; j < nr; ++j) dst[j] = src[bcol[j0 + j]];
-            for (; j < NR; ++j) dst[j] = 0;
-        }
+    for (int k = 0; k < kc; ++k) {
+        REAL *dst = Bp + (wino_index)k * NR;
+        const REAL *src = B + brow[k];
+        int j = 0;
+        for (; j < nr; ++j) dst[j] = src[bcol[j]];
+        for (; j < NR; ++j) dst[j] = 0;
     }
 }
 
@@ -317,9 +314,10 @@ static wino_index FN(lower_bound)(const wino_index *acol, wino_index K, wino_ind
  * -- a GEMM whose terms (k) and columns (j) are picked out of larger A and
  * B (NB elements; C has NC columns).  Every offset is checked first
  * (WINO_EARG): A's columns increasing inside KA, B's offsets inside B, the
- * groups' columns disjoint and in increasing order inside C.  The im2col pipeline (_cpu_im2col.py) runs one group per set of output
- * positions that share their valid kernel taps, so taps that fall in the
- * padding are skipped instead of multiplied as zeros.
+ * groups' columns disjoint and in increasing order inside C.  The im2col
+ * pipeline (_cpu_im2col.py) runs one group per set of output positions
+ * that share their valid kernel taps, so taps that fall in the padding are
+ * skipped instead of multiplied as zeros.
  *
  * A is read in place (the weights, as stored), its columns blocked by KC:
  * every group's terms inside one block of KA columns run before the next
@@ -376,8 +374,8 @@ int FN(wino_gemm_gathered)(wino_index M, wino_index KA, const REAL *A, wino_inde
                 const wino_index hi = FN(lower_bound)(gr->acol, gr->K, a0 + KC_BLK);
                 const int nr = gr->N - j0 * NR < NR ? (int)(gr->N - j0 * NR) : NR;
                 if (hi > lo)
-                    FN(pack_b_gathered)(B, gr->brow + lo, gr->bcol + j0 * NR, (int)(hi - lo), nr,
-                                        buf + (p - pb) * (KC_BLK * NR));
+                    FN(pack_panel_gathered)(B, gr->brow + lo, gr->bcol + j0 * NR, (int)(hi - lo), nr,
+                                            buf + (p - pb) * (KC_BLK * NR));
             }
             /* every thread its rows, against every packed panel */
 #pragma omp for schedule(static)
