@@ -102,7 +102,9 @@ DENSE_ABOVE = 0.75
 
 def run_positions(g, kept):
     """The positions the kernel computes: ``kept``, or all of them when that
-    is cheaper (:data:`DENSE_ABOVE`); the results are the same."""
+    is cheaper (:data:`DENSE_ABOVE`); the results agree to rounding (the
+    dense cubic transforms run the constant code of
+    ``src/cpu/const_transforms.h``, which sums in another order)."""
     if kept.size < g.npos and kept.size >= DENSE_ABOVE * g.npos:
         return np.arange(g.npos, dtype=kept.dtype)
     return kept

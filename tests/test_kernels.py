@@ -453,8 +453,12 @@ def test_const_transforms_header_is_generated():
 @pytest.mark.parametrize("pipeline", ["fused", "blocked"])
 def test_const_transforms_equal_the_runtime_code(rng, dtype, pipeline, monkeypatch):
     """The constant straight-line transforms (dense cubic tiles of 3-wide
-    kernels) give the run-time code's results bit for bit: filter transform
-    and its adjoint, forward and backward, for every tile they cover."""
+    kernels) give the run-time code's results to rounding: filter transform
+    and its adjoint, forward and backward, for every tile they cover.  They
+    sum in another order (shared e +- o terms, balanced trees), so the
+    outputs differ by Winograd's error growth of a few ulps: measured at
+    most 2 ulps of the largest value on U, 450 on F(6^3) outputs; a wrong
+    coefficient would be off by orders of magnitude more."""
     import pywino3d
 
     x = rng.standard_normal((2, 5, 9, 10, 11)).astype(dtype)
@@ -475,4 +479,6 @@ def test_const_transforms_equal_the_runtime_code(rng, dtype, pipeline, monkeypat
             mp.setattr(_cpu_common, "_c_plan", lambda arrays: _cpu.TilePlan(arrays, constants=False))
             slow = run()
         for a, b in zip(fast, slow):
-            np.testing.assert_array_equal(a, b)
+            np.testing.assert_allclose(a, b, rtol=0, atol=1024 * np.finfo(dtype).eps * np.abs(b).max())
+        if m >= 3:  # the constant code ran (its sums round differently)
+            assert not np.array_equal(fast[1], slow[1])

@@ -42,27 +42,27 @@ static void wino_cx_contract_##S##_##TAG(const wino_v##S *in, wino_index is,    
 static const float wino_cx_f_bt2[16] = {0x1.0000000000000p+0f, 0x0.0p+0f, -0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f};
 static inline void wino_cx_line_f_bt2(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
     const wino_vf v3 = in[3 * is];
-    out[0 * os] = ((z + v0) - v2);
-    out[1 * os] = ((z + v1) + v2);
-    out[2 * os] = ((z - v1) + v2);
-    out[3 * os] = ((z - v1) + v3);
+    const wino_vf e1 = v2;
+    const wino_vf o1 = v1;
+    out[0 * os] = (v0 - v2);
+    out[1 * os] = e1 + o1;
+    out[2 * os] = e1 - o1;
+    out[3 * os] = (v3 - v1);
 }
 static inline void wino_cx_linet_f_bt2(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
     const wino_vf v3 = in[3 * is];
-    out[0 * os] = (z + v0);
-    out[1 * os] = (((z + v1) - v2) - v3);
-    out[2 * os] = (((z - v0) + v1) + v2);
-    out[3 * os] = (z + v3);
+    out[0 * os] = v0;
+    out[1 * os] = (v1 + ((-v2) - v3));
+    out[2 * os] = (v1 + (v2 - v0));
+    out[3 * os] = v3;
 }
 WINO_CX_CUBE(f, bt2, 4, 4)
 
@@ -70,23 +70,23 @@ WINO_CX_CUBE(f, bt2, 4, 4)
 static const float wino_cx_f_a2[8] = {0x1.0000000000000p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, -0x1.0000000000000p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f};
 static inline void wino_cx_line_f_a2(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
-    out[0 * os] = (z + v0);
-    out[1 * os] = ((z + v0) + v1);
-    out[2 * os] = ((z + v0) - v1);
-    out[3 * os] = (z + v1);
+    const wino_vf e1 = v0;
+    const wino_vf o1 = v1;
+    out[0 * os] = v0;
+    out[1 * os] = e1 + o1;
+    out[2 * os] = e1 - o1;
+    out[3 * os] = v1;
 }
 static inline void wino_cx_linet_f_a2(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
     const wino_vf v3 = in[3 * is];
-    out[0 * os] = (((z + v0) + v1) + v2);
-    out[1 * os] = (((z + v1) - v2) + v3);
+    out[0 * os] = (v0 + (v1 + v2));
+    out[1 * os] = (v1 + (v3 - v2));
 }
 WINO_CX_CUBE(f, a2, 4, 2)
 
@@ -94,25 +94,27 @@ WINO_CX_CUBE(f, a2, 4, 2)
 static const float wino_cx_f_g2[12] = {0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p-1f, 0x1.0000000000000p-1f, 0x1.0000000000000p-1f, 0x1.0000000000000p-1f, -0x1.0000000000000p-1f, 0x1.0000000000000p-1f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f};
 static inline void wino_cx_line_f_g2(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
-    out[0 * os] = (z + v0);
-    out[1 * os] = (((z + 0x1.0000000000000p-1f * v0) + 0x1.0000000000000p-1f * v1) + 0x1.0000000000000p-1f * v2);
-    out[2 * os] = (((z + 0x1.0000000000000p-1f * v0) + -0x1.0000000000000p-1f * v1) + 0x1.0000000000000p-1f * v2);
-    out[3 * os] = (z + v2);
+    const wino_vf e1 = (0x1.0000000000000p-1f * v0 + 0x1.0000000000000p-1f * v2);
+    const wino_vf o1 = 0x1.0000000000000p-1f * v1;
+    out[0 * os] = v0;
+    out[1 * os] = e1 + o1;
+    out[2 * os] = e1 - o1;
+    out[3 * os] = v2;
 }
 static inline void wino_cx_linet_f_g2(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
     const wino_vf v3 = in[3 * is];
-    out[0 * os] = (((z + v0) + 0x1.0000000000000p-1f * v1) + 0x1.0000000000000p-1f * v2);
-    out[1 * os] = ((z + 0x1.0000000000000p-1f * v1) + -0x1.0000000000000p-1f * v2);
-    out[2 * os] = (((z + 0x1.0000000000000p-1f * v1) + 0x1.0000000000000p-1f * v2) + v3);
+    const wino_vf s1_2 = v1 + v2;
+    const wino_vf d1_2 = v1 - v2;
+    out[0 * os] = (v0 + 0x1.0000000000000p-1f * s1_2);
+    out[1 * os] = 0x1.0000000000000p-1f * d1_2;
+    out[2 * os] = (v3 + 0x1.0000000000000p-1f * s1_2);
 }
 WINO_CX_CUBE(f, g2, 4, 3)
 
@@ -120,31 +122,29 @@ WINO_CX_CUBE(f, g2, 4, 3)
 static const float wino_cx_f_bt3[25] = {0x1.0000000000000p+1f, -0x1.0000000000000p+0f, -0x1.0000000000000p+1f, 0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+1f, 0x1.0000000000000p+0f, -0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+1f, 0x1.8000000000000p+1f, -0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+1f, -0x1.0000000000000p+0f, -0x1.0000000000000p+1f, 0x1.0000000000000p+0f};
 static inline void wino_cx_line_f_bt3(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
     const wino_vf v3 = in[3 * is];
     const wino_vf v4 = in[4 * is];
-    out[0 * os] = ((((z + 0x1.0000000000000p+1f * v0) - v1) + -0x1.0000000000000p+1f * v2) + v3);
-    out[1 * os] = (((z + 0x1.0000000000000p+1f * v1) + v2) - v3);
-    out[2 * os] = (((z + -0x1.0000000000000p+1f * v1) + 0x1.8000000000000p+1f * v2) - v3);
-    out[3 * os] = ((z - v1) + v3);
-    out[4 * os] = ((((z + 0x1.0000000000000p+1f * v1) - v2) + -0x1.0000000000000p+1f * v3) + v4);
+    out[0 * os] = ((v3 + 0x1.0000000000000p+1f * v0) + ((-v1) + -0x1.0000000000000p+1f * v2));
+    out[1 * os] = (v2 + (0x1.0000000000000p+1f * v1 - v3));
+    out[2 * os] = (-0x1.0000000000000p+1f * v1 + (0x1.8000000000000p+1f * v2 - v3));
+    out[3 * os] = (v3 - v1);
+    out[4 * os] = ((v4 + 0x1.0000000000000p+1f * v1) + ((-v2) + -0x1.0000000000000p+1f * v3));
 }
 static inline void wino_cx_linet_f_bt3(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
     const wino_vf v3 = in[3 * is];
     const wino_vf v4 = in[4 * is];
-    out[0 * os] = (z + 0x1.0000000000000p+1f * v0);
-    out[1 * os] = (((((z - v0) + 0x1.0000000000000p+1f * v1) + -0x1.0000000000000p+1f * v2) - v3) + 0x1.0000000000000p+1f * v4);
-    out[2 * os] = ((((z + -0x1.0000000000000p+1f * v0) + v1) + 0x1.8000000000000p+1f * v2) - v4);
-    out[3 * os] = (((((z + v0) - v1) - v2) + v3) + -0x1.0000000000000p+1f * v4);
-    out[4 * os] = (z + v4);
+    out[0 * os] = 0x1.0000000000000p+1f * v0;
+    out[1 * os] = (((-v0) + 0x1.0000000000000p+1f * v1) + (-0x1.0000000000000p+1f * v2 + ((-v3) + 0x1.0000000000000p+1f * v4)));
+    out[2 * os] = ((v1 + -0x1.0000000000000p+1f * v0) + (0x1.8000000000000p+1f * v2 - v4));
+    out[3 * os] = ((v0 + v3) + ((-v1) + ((-v2) + -0x1.0000000000000p+1f * v4)));
+    out[4 * os] = v4;
 }
 WINO_CX_CUBE(f, bt3, 5, 5)
 
@@ -152,27 +152,29 @@ WINO_CX_CUBE(f, bt3, 5, 5)
 static const float wino_cx_f_a3[15] = {0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, -0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+1f, 0x1.0000000000000p+2f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f};
 static inline void wino_cx_line_f_a3(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
-    out[0 * os] = (z + v0);
-    out[1 * os] = (((z + v0) + v1) + v2);
-    out[2 * os] = (((z + v0) - v1) + v2);
-    out[3 * os] = (((z + v0) + 0x1.0000000000000p+1f * v1) + 0x1.0000000000000p+2f * v2);
-    out[4 * os] = (z + v2);
+    const wino_vf e1 = (v0 + v2);
+    const wino_vf o1 = v1;
+    out[0 * os] = v0;
+    out[1 * os] = e1 + o1;
+    out[2 * os] = e1 - o1;
+    out[3 * os] = (v0 + (0x1.0000000000000p+1f * v1 + 0x1.0000000000000p+2f * v2));
+    out[4 * os] = v2;
 }
 static inline void wino_cx_linet_f_a3(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
     const wino_vf v3 = in[3 * is];
     const wino_vf v4 = in[4 * is];
-    out[0 * os] = ((((z + v0) + v1) + v2) + v3);
-    out[1 * os] = (((z + v1) - v2) + 0x1.0000000000000p+1f * v3);
-    out[2 * os] = ((((z + v1) + v2) + 0x1.0000000000000p+2f * v3) + v4);
+    const wino_vf s1_2 = v1 + v2;
+    const wino_vf d1_2 = v1 - v2;
+    out[0 * os] = (s1_2 + (v0 + v3));
+    out[1 * os] = (d1_2 + 0x1.0000000000000p+1f * v3);
+    out[2 * os] = (s1_2 + (v4 + 0x1.0000000000000p+2f * v3));
 }
 WINO_CX_CUBE(f, a3, 5, 3)
 
@@ -180,27 +182,25 @@ WINO_CX_CUBE(f, a3, 5, 3)
 static const float wino_cx_f_g3[15] = {0x1.0000000000000p-1f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p-1f, 0x1.0000000000000p-1f, 0x1.0000000000000p-1f, 0x1.5555560000000p-3f, -0x1.5555560000000p-3f, 0x1.5555560000000p-3f, 0x1.5555560000000p-3f, 0x1.5555560000000p-2f, 0x1.5555560000000p-1f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f};
 static inline void wino_cx_line_f_g3(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
-    out[0 * os] = (z + 0x1.0000000000000p-1f * v0);
-    out[1 * os] = (((z + 0x1.0000000000000p-1f * v0) + 0x1.0000000000000p-1f * v1) + 0x1.0000000000000p-1f * v2);
-    out[2 * os] = (((z + 0x1.5555560000000p-3f * v0) + -0x1.5555560000000p-3f * v1) + 0x1.5555560000000p-3f * v2);
-    out[3 * os] = (((z + 0x1.5555560000000p-3f * v0) + 0x1.5555560000000p-2f * v1) + 0x1.5555560000000p-1f * v2);
-    out[4 * os] = (z + v2);
+    out[0 * os] = 0x1.0000000000000p-1f * v0;
+    out[1 * os] = (0x1.0000000000000p-1f * v0 + (0x1.0000000000000p-1f * v1 + 0x1.0000000000000p-1f * v2));
+    out[2 * os] = (0x1.5555560000000p-3f * v0 + (-0x1.5555560000000p-3f * v1 + 0x1.5555560000000p-3f * v2));
+    out[3 * os] = (0x1.5555560000000p-3f * v0 + (0x1.5555560000000p-2f * v1 + 0x1.5555560000000p-1f * v2));
+    out[4 * os] = v2;
 }
 static inline void wino_cx_linet_f_g3(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
     const wino_vf v3 = in[3 * is];
     const wino_vf v4 = in[4 * is];
-    out[0 * os] = ((((z + 0x1.0000000000000p-1f * v0) + 0x1.0000000000000p-1f * v1) + 0x1.5555560000000p-3f * v2) + 0x1.5555560000000p-3f * v3);
-    out[1 * os] = (((z + 0x1.0000000000000p-1f * v1) + -0x1.5555560000000p-3f * v2) + 0x1.5555560000000p-2f * v3);
-    out[2 * os] = ((((z + 0x1.0000000000000p-1f * v1) + 0x1.5555560000000p-3f * v2) + 0x1.5555560000000p-1f * v3) + v4);
+    out[0 * os] = ((0x1.0000000000000p-1f * v0 + 0x1.0000000000000p-1f * v1) + (0x1.5555560000000p-3f * v2 + 0x1.5555560000000p-3f * v3));
+    out[1 * os] = (0x1.0000000000000p-1f * v1 + (-0x1.5555560000000p-3f * v2 + 0x1.5555560000000p-2f * v3));
+    out[2 * os] = ((v4 + 0x1.0000000000000p-1f * v1) + (0x1.5555560000000p-3f * v2 + 0x1.5555560000000p-1f * v3));
 }
 WINO_CX_CUBE(f, g3, 5, 3)
 
@@ -208,35 +208,41 @@ WINO_CX_CUBE(f, g3, 5, 3)
 static const float wino_cx_f_bt4[36] = {0x1.0000000000000p+2f, 0x0.0p+0f, -0x1.4000000000000p+2f, 0x0.0p+0f, 0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+2f, 0x1.0000000000000p+2f, -0x1.0000000000000p+0f, -0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+2f, 0x1.0000000000000p+2f, 0x1.0000000000000p+0f, -0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+1f, -0x1.0000000000000p+0f, 0x1.0000000000000p+1f, 0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+1f, -0x1.0000000000000p+0f, -0x1.0000000000000p+1f, 0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+2f, 0x0.0p+0f, -0x1.4000000000000p+2f, 0x0.0p+0f, 0x1.0000000000000p+0f};
 static inline void wino_cx_line_f_bt4(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
     const wino_vf v3 = in[3 * is];
     const wino_vf v4 = in[4 * is];
     const wino_vf v5 = in[5 * is];
-    out[0 * os] = (((z + 0x1.0000000000000p+2f * v0) + -0x1.4000000000000p+2f * v2) + v4);
-    out[1 * os] = ((((z + 0x1.0000000000000p+2f * v1) + 0x1.0000000000000p+2f * v2) - v3) - v4);
-    out[2 * os] = ((((z + -0x1.0000000000000p+2f * v1) + 0x1.0000000000000p+2f * v2) + v3) - v4);
-    out[3 * os] = ((((z + -0x1.0000000000000p+1f * v1) - v2) + 0x1.0000000000000p+1f * v3) + v4);
-    out[4 * os] = ((((z + 0x1.0000000000000p+1f * v1) - v2) + -0x1.0000000000000p+1f * v3) + v4);
-    out[5 * os] = (((z + 0x1.0000000000000p+2f * v1) + -0x1.4000000000000p+2f * v3) + v5);
+    const wino_vf e1 = (0x1.0000000000000p+2f * v2 - v4);
+    const wino_vf o1 = (0x1.0000000000000p+2f * v1 - v3);
+    const wino_vf e3 = (v4 - v2);
+    const wino_vf o3 = (-0x1.0000000000000p+1f * v1 + 0x1.0000000000000p+1f * v3);
+    out[0 * os] = (v4 + (0x1.0000000000000p+2f * v0 + -0x1.4000000000000p+2f * v2));
+    out[1 * os] = e1 + o1;
+    out[2 * os] = e1 - o1;
+    out[3 * os] = e3 + o3;
+    out[4 * os] = e3 - o3;
+    out[5 * os] = (v5 + (0x1.0000000000000p+2f * v1 + -0x1.4000000000000p+2f * v3));
 }
 static inline void wino_cx_linet_f_bt4(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
     const wino_vf v3 = in[3 * is];
     const wino_vf v4 = in[4 * is];
     const wino_vf v5 = in[5 * is];
-    out[0 * os] = (z + 0x1.0000000000000p+2f * v0);
-    out[1 * os] = (((((z + 0x1.0000000000000p+2f * v1) + -0x1.0000000000000p+2f * v2) + -0x1.0000000000000p+1f * v3) + 0x1.0000000000000p+1f * v4) + 0x1.0000000000000p+2f * v5);
-    out[2 * os] = (((((z + -0x1.4000000000000p+2f * v0) + 0x1.0000000000000p+2f * v1) + 0x1.0000000000000p+2f * v2) - v3) - v4);
-    out[3 * os] = (((((z - v1) + v2) + 0x1.0000000000000p+1f * v3) + -0x1.0000000000000p+1f * v4) + -0x1.4000000000000p+2f * v5);
-    out[4 * os] = (((((z + v0) - v1) - v2) + v3) + v4);
-    out[5 * os] = (z + v5);
+    const wino_vf s1_2 = v1 + v2;
+    const wino_vf d1_2 = v1 - v2;
+    const wino_vf s3_4 = v3 + v4;
+    const wino_vf d3_4 = v3 - v4;
+    out[0 * os] = 0x1.0000000000000p+2f * v0;
+    out[1 * os] = (0x1.0000000000000p+2f * d1_2 + (-0x1.0000000000000p+1f * d3_4 + 0x1.0000000000000p+2f * v5));
+    out[2 * os] = (0x1.0000000000000p+2f * s1_2 + ((-s3_4) + -0x1.4000000000000p+2f * v0));
+    out[3 * os] = ((-d1_2) + (0x1.0000000000000p+1f * d3_4 + -0x1.4000000000000p+2f * v5));
+    out[4 * os] = (s3_4 + (v0 - s1_2));
+    out[5 * os] = v5;
 }
 WINO_CX_CUBE(f, bt4, 6, 6)
 
@@ -244,31 +250,37 @@ WINO_CX_CUBE(f, bt4, 6, 6)
 static const float wino_cx_f_a4[24] = {0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, -0x1.0000000000000p+0f, 0x1.0000000000000p+0f, -0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+1f, 0x1.0000000000000p+2f, 0x1.0000000000000p+3f, 0x1.0000000000000p+0f, -0x1.0000000000000p+1f, 0x1.0000000000000p+2f, -0x1.0000000000000p+3f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f};
 static inline void wino_cx_line_f_a4(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
     const wino_vf v3 = in[3 * is];
-    out[0 * os] = (z + v0);
-    out[1 * os] = ((((z + v0) + v1) + v2) + v3);
-    out[2 * os] = ((((z + v0) - v1) + v2) - v3);
-    out[3 * os] = ((((z + v0) + 0x1.0000000000000p+1f * v1) + 0x1.0000000000000p+2f * v2) + 0x1.0000000000000p+3f * v3);
-    out[4 * os] = ((((z + v0) + -0x1.0000000000000p+1f * v1) + 0x1.0000000000000p+2f * v2) + -0x1.0000000000000p+3f * v3);
-    out[5 * os] = (z + v3);
+    const wino_vf e1 = (v0 + v2);
+    const wino_vf o1 = (v1 + v3);
+    const wino_vf e3 = (v0 + 0x1.0000000000000p+2f * v2);
+    const wino_vf o3 = (0x1.0000000000000p+1f * v1 + 0x1.0000000000000p+3f * v3);
+    out[0 * os] = v0;
+    out[1 * os] = e1 + o1;
+    out[2 * os] = e1 - o1;
+    out[3 * os] = e3 + o3;
+    out[4 * os] = e3 - o3;
+    out[5 * os] = v3;
 }
 static inline void wino_cx_linet_f_a4(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
     const wino_vf v3 = in[3 * is];
     const wino_vf v4 = in[4 * is];
     const wino_vf v5 = in[5 * is];
-    out[0 * os] = (((((z + v0) + v1) + v2) + v3) + v4);
-    out[1 * os] = ((((z + v1) - v2) + 0x1.0000000000000p+1f * v3) + -0x1.0000000000000p+1f * v4);
-    out[2 * os] = ((((z + v1) + v2) + 0x1.0000000000000p+2f * v3) + 0x1.0000000000000p+2f * v4);
-    out[3 * os] = (((((z + v1) - v2) + 0x1.0000000000000p+3f * v3) + -0x1.0000000000000p+3f * v4) + v5);
+    const wino_vf s1_2 = v1 + v2;
+    const wino_vf d1_2 = v1 - v2;
+    const wino_vf s3_4 = v3 + v4;
+    const wino_vf d3_4 = v3 - v4;
+    out[0 * os] = (s1_2 + (s3_4 + v0));
+    out[1 * os] = (d1_2 + 0x1.0000000000000p+1f * d3_4);
+    out[2 * os] = (s1_2 + 0x1.0000000000000p+2f * s3_4);
+    out[3 * os] = (d1_2 + (v5 + 0x1.0000000000000p+3f * d3_4));
 }
 WINO_CX_CUBE(f, a4, 6, 4)
 
@@ -276,29 +288,35 @@ WINO_CX_CUBE(f, a4, 6, 4)
 static const float wino_cx_f_g4[18] = {0x1.0000000000000p-2f, 0x0.0p+0f, 0x0.0p+0f, 0x1.5555560000000p-3f, 0x1.5555560000000p-3f, 0x1.5555560000000p-3f, 0x1.5555560000000p-3f, -0x1.5555560000000p-3f, 0x1.5555560000000p-3f, 0x1.5555560000000p-5f, 0x1.5555560000000p-4f, 0x1.5555560000000p-3f, 0x1.5555560000000p-5f, -0x1.5555560000000p-4f, 0x1.5555560000000p-3f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f};
 static inline void wino_cx_line_f_g4(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
-    out[0 * os] = (z + 0x1.0000000000000p-2f * v0);
-    out[1 * os] = (((z + 0x1.5555560000000p-3f * v0) + 0x1.5555560000000p-3f * v1) + 0x1.5555560000000p-3f * v2);
-    out[2 * os] = (((z + 0x1.5555560000000p-3f * v0) + -0x1.5555560000000p-3f * v1) + 0x1.5555560000000p-3f * v2);
-    out[3 * os] = (((z + 0x1.5555560000000p-5f * v0) + 0x1.5555560000000p-4f * v1) + 0x1.5555560000000p-3f * v2);
-    out[4 * os] = (((z + 0x1.5555560000000p-5f * v0) + -0x1.5555560000000p-4f * v1) + 0x1.5555560000000p-3f * v2);
-    out[5 * os] = (z + v2);
+    const wino_vf e1 = (0x1.5555560000000p-3f * v0 + 0x1.5555560000000p-3f * v2);
+    const wino_vf o1 = 0x1.5555560000000p-3f * v1;
+    const wino_vf e3 = (0x1.5555560000000p-5f * v0 + 0x1.5555560000000p-3f * v2);
+    const wino_vf o3 = 0x1.5555560000000p-4f * v1;
+    out[0 * os] = 0x1.0000000000000p-2f * v0;
+    out[1 * os] = e1 + o1;
+    out[2 * os] = e1 - o1;
+    out[3 * os] = e3 + o3;
+    out[4 * os] = e3 - o3;
+    out[5 * os] = v2;
 }
 static inline void wino_cx_linet_f_g4(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
     const wino_vf v3 = in[3 * is];
     const wino_vf v4 = in[4 * is];
     const wino_vf v5 = in[5 * is];
-    out[0 * os] = (((((z + 0x1.0000000000000p-2f * v0) + 0x1.5555560000000p-3f * v1) + 0x1.5555560000000p-3f * v2) + 0x1.5555560000000p-5f * v3) + 0x1.5555560000000p-5f * v4);
-    out[1 * os] = ((((z + 0x1.5555560000000p-3f * v1) + -0x1.5555560000000p-3f * v2) + 0x1.5555560000000p-4f * v3) + -0x1.5555560000000p-4f * v4);
-    out[2 * os] = (((((z + 0x1.5555560000000p-3f * v1) + 0x1.5555560000000p-3f * v2) + 0x1.5555560000000p-3f * v3) + 0x1.5555560000000p-3f * v4) + v5);
+    const wino_vf s1_2 = v1 + v2;
+    const wino_vf d1_2 = v1 - v2;
+    const wino_vf s3_4 = v3 + v4;
+    const wino_vf d3_4 = v3 - v4;
+    out[0 * os] = (0x1.5555560000000p-3f * s1_2 + (0x1.5555560000000p-5f * s3_4 + 0x1.0000000000000p-2f * v0));
+    out[1 * os] = (0x1.5555560000000p-3f * d1_2 + 0x1.5555560000000p-4f * d3_4);
+    out[2 * os] = (v5 + (0x1.5555560000000p-3f * s1_2 + 0x1.5555560000000p-3f * s3_4));
 }
 WINO_CX_CUBE(f, g4, 6, 3)
 
@@ -306,7 +324,6 @@ WINO_CX_CUBE(f, g4, 6, 3)
 static const float wino_cx_f_bt5[49] = {0x1.0000000000000p+2f, -0x1.0000000000000p+3f, -0x1.4000000000000p+2f, 0x1.4000000000000p+3f, 0x1.0000000000000p+0f, -0x1.0000000000000p+1f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+2f, 0x1.0000000000000p+2f, 0x1.2000000000000p+3f, -0x1.0000000000000p+0f, -0x1.0000000000000p+1f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+2f, 0x1.8000000000000p+3f, -0x1.c000000000000p+2f, -0x1.8000000000000p+1f, 0x1.0000000000000p+1f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+1f, -0x1.8000000000000p+1f, -0x1.0000000000000p+2f, 0x1.8000000000000p+1f, 0x1.0000000000000p+1f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+1f, -0x1.4000000000000p+2f, 0x0.0p+0f, 0x1.4000000000000p+2f, -0x1.0000000000000p+1f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+2f, 0x0.0p+0f, -0x1.4000000000000p+2f, 0x0.0p+0f, 0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+2f, 0x1.0000000000000p+3f, 0x1.4000000000000p+2f, -0x1.4000000000000p+3f, -0x1.0000000000000p+0f, 0x1.0000000000000p+1f};
 static inline void wino_cx_line_f_bt5(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
@@ -314,17 +331,16 @@ static inline void wino_cx_line_f_bt5(const wino_vf *in, wino_index is, wino_vf 
     const wino_vf v4 = in[4 * is];
     const wino_vf v5 = in[5 * is];
     const wino_vf v6 = in[6 * is];
-    out[0 * os] = ((((((z + 0x1.0000000000000p+2f * v0) + -0x1.0000000000000p+3f * v1) + -0x1.4000000000000p+2f * v2) + 0x1.4000000000000p+3f * v3) + v4) + -0x1.0000000000000p+1f * v5);
-    out[1 * os] = (((((z + -0x1.0000000000000p+2f * v1) + 0x1.0000000000000p+2f * v2) + 0x1.2000000000000p+3f * v3) - v4) + -0x1.0000000000000p+1f * v5);
-    out[2 * os] = (((((z + -0x1.0000000000000p+2f * v1) + 0x1.8000000000000p+3f * v2) + -0x1.c000000000000p+2f * v3) + -0x1.8000000000000p+1f * v4) + 0x1.0000000000000p+1f * v5);
-    out[3 * os] = (((((z + 0x1.0000000000000p+1f * v1) + -0x1.8000000000000p+1f * v2) + -0x1.0000000000000p+2f * v3) + 0x1.8000000000000p+1f * v4) + 0x1.0000000000000p+1f * v5);
-    out[4 * os] = ((((z + 0x1.0000000000000p+1f * v1) + -0x1.4000000000000p+2f * v2) + 0x1.4000000000000p+2f * v4) + -0x1.0000000000000p+1f * v5);
-    out[5 * os] = (((z + 0x1.0000000000000p+2f * v1) + -0x1.4000000000000p+2f * v3) + v5);
-    out[6 * os] = ((((((z + -0x1.0000000000000p+2f * v1) + 0x1.0000000000000p+3f * v2) + 0x1.4000000000000p+2f * v3) + -0x1.4000000000000p+3f * v4) - v5) + 0x1.0000000000000p+1f * v6);
+    out[0 * os] = ((v4 + (0x1.0000000000000p+2f * v0 + -0x1.0000000000000p+3f * v1)) + (-0x1.4000000000000p+2f * v2 + (0x1.4000000000000p+3f * v3 + -0x1.0000000000000p+1f * v5)));
+    out[1 * os] = ((-0x1.0000000000000p+2f * v1 + 0x1.0000000000000p+2f * v2) + (0x1.2000000000000p+3f * v3 + ((-v4) + -0x1.0000000000000p+1f * v5)));
+    out[2 * os] = ((-0x1.0000000000000p+2f * v1 + 0x1.8000000000000p+3f * v2) + (-0x1.c000000000000p+2f * v3 + (-0x1.8000000000000p+1f * v4 + 0x1.0000000000000p+1f * v5)));
+    out[3 * os] = ((0x1.0000000000000p+1f * v1 + -0x1.8000000000000p+1f * v2) + (-0x1.0000000000000p+2f * v3 + (0x1.8000000000000p+1f * v4 + 0x1.0000000000000p+1f * v5)));
+    out[4 * os] = ((0x1.0000000000000p+1f * v1 + -0x1.4000000000000p+2f * v2) + (0x1.4000000000000p+2f * v4 + -0x1.0000000000000p+1f * v5));
+    out[5 * os] = (v5 + (0x1.0000000000000p+2f * v1 + -0x1.4000000000000p+2f * v3));
+    out[6 * os] = ((-0x1.0000000000000p+2f * v1 + (0x1.0000000000000p+3f * v2 + 0x1.4000000000000p+2f * v3)) + (-0x1.4000000000000p+3f * v4 + ((-v5) + 0x1.0000000000000p+1f * v6)));
 }
 static inline void wino_cx_linet_f_bt5(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
@@ -332,13 +348,13 @@ static inline void wino_cx_linet_f_bt5(const wino_vf *in, wino_index is, wino_vf
     const wino_vf v4 = in[4 * is];
     const wino_vf v5 = in[5 * is];
     const wino_vf v6 = in[6 * is];
-    out[0 * os] = (z + 0x1.0000000000000p+2f * v0);
-    out[1 * os] = (((((((z + -0x1.0000000000000p+3f * v0) + -0x1.0000000000000p+2f * v1) + -0x1.0000000000000p+2f * v2) + 0x1.0000000000000p+1f * v3) + 0x1.0000000000000p+1f * v4) + 0x1.0000000000000p+2f * v5) + -0x1.0000000000000p+2f * v6);
-    out[2 * os] = ((((((z + -0x1.4000000000000p+2f * v0) + 0x1.0000000000000p+2f * v1) + 0x1.8000000000000p+3f * v2) + -0x1.8000000000000p+1f * v3) + -0x1.4000000000000p+2f * v4) + 0x1.0000000000000p+3f * v6);
-    out[3 * os] = ((((((z + 0x1.4000000000000p+3f * v0) + 0x1.2000000000000p+3f * v1) + -0x1.c000000000000p+2f * v2) + -0x1.0000000000000p+2f * v3) + -0x1.4000000000000p+2f * v5) + 0x1.4000000000000p+2f * v6);
-    out[4 * os] = ((((((z + v0) - v1) + -0x1.8000000000000p+1f * v2) + 0x1.8000000000000p+1f * v3) + 0x1.4000000000000p+2f * v4) + -0x1.4000000000000p+3f * v6);
-    out[5 * os] = (((((((z + -0x1.0000000000000p+1f * v0) + -0x1.0000000000000p+1f * v1) + 0x1.0000000000000p+1f * v2) + 0x1.0000000000000p+1f * v3) + -0x1.0000000000000p+1f * v4) + v5) - v6);
-    out[6 * os] = (z + 0x1.0000000000000p+1f * v6);
+    out[0 * os] = 0x1.0000000000000p+2f * v0;
+    out[1 * os] = ((-0x1.0000000000000p+3f * v0 + (-0x1.0000000000000p+2f * v1 + -0x1.0000000000000p+2f * v2)) + ((0x1.0000000000000p+1f * v3 + 0x1.0000000000000p+1f * v4) + (0x1.0000000000000p+2f * v5 + -0x1.0000000000000p+2f * v6)));
+    out[2 * os] = ((-0x1.4000000000000p+2f * v0 + (0x1.0000000000000p+2f * v1 + 0x1.8000000000000p+3f * v2)) + (-0x1.8000000000000p+1f * v3 + (-0x1.4000000000000p+2f * v4 + 0x1.0000000000000p+3f * v6)));
+    out[3 * os] = ((0x1.4000000000000p+3f * v0 + (0x1.2000000000000p+3f * v1 + -0x1.c000000000000p+2f * v2)) + (-0x1.0000000000000p+2f * v3 + (-0x1.4000000000000p+2f * v5 + 0x1.4000000000000p+2f * v6)));
+    out[4 * os] = ((v0 + ((-v1) + -0x1.8000000000000p+1f * v2)) + (0x1.8000000000000p+1f * v3 + (0x1.4000000000000p+2f * v4 + -0x1.4000000000000p+3f * v6)));
+    out[5 * os] = ((v5 + (-0x1.0000000000000p+1f * v0 + -0x1.0000000000000p+1f * v1)) + ((0x1.0000000000000p+1f * v2 + 0x1.0000000000000p+1f * v3) + (-0x1.0000000000000p+1f * v4 - v6)));
+    out[6 * os] = 0x1.0000000000000p+1f * v6;
 }
 WINO_CX_CUBE(f, bt5, 7, 7)
 
@@ -346,23 +362,25 @@ WINO_CX_CUBE(f, bt5, 7, 7)
 static const float wino_cx_f_a5[35] = {0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, -0x1.0000000000000p+0f, 0x1.0000000000000p+0f, -0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+1f, 0x1.0000000000000p+2f, 0x1.0000000000000p+3f, 0x1.0000000000000p+4f, 0x1.0000000000000p+0f, -0x1.0000000000000p+1f, 0x1.0000000000000p+2f, -0x1.0000000000000p+3f, 0x1.0000000000000p+4f, 0x1.0000000000000p+0f, 0x1.0000000000000p-1f, 0x1.0000000000000p-2f, 0x1.0000000000000p-3f, 0x1.0000000000000p-4f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f};
 static inline void wino_cx_line_f_a5(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
     const wino_vf v3 = in[3 * is];
     const wino_vf v4 = in[4 * is];
-    out[0 * os] = (z + v0);
-    out[1 * os] = (((((z + v0) + v1) + v2) + v3) + v4);
-    out[2 * os] = (((((z + v0) - v1) + v2) - v3) + v4);
-    out[3 * os] = (((((z + v0) + 0x1.0000000000000p+1f * v1) + 0x1.0000000000000p+2f * v2) + 0x1.0000000000000p+3f * v3) + 0x1.0000000000000p+4f * v4);
-    out[4 * os] = (((((z + v0) + -0x1.0000000000000p+1f * v1) + 0x1.0000000000000p+2f * v2) + -0x1.0000000000000p+3f * v3) + 0x1.0000000000000p+4f * v4);
-    out[5 * os] = (((((z + v0) + 0x1.0000000000000p-1f * v1) + 0x1.0000000000000p-2f * v2) + 0x1.0000000000000p-3f * v3) + 0x1.0000000000000p-4f * v4);
-    out[6 * os] = (z + v4);
+    const wino_vf e1 = (v0 + (v2 + v4));
+    const wino_vf o1 = (v1 + v3);
+    const wino_vf e3 = (v0 + (0x1.0000000000000p+2f * v2 + 0x1.0000000000000p+4f * v4));
+    const wino_vf o3 = (0x1.0000000000000p+1f * v1 + 0x1.0000000000000p+3f * v3);
+    out[0 * os] = v0;
+    out[1 * os] = e1 + o1;
+    out[2 * os] = e1 - o1;
+    out[3 * os] = e3 + o3;
+    out[4 * os] = e3 - o3;
+    out[5 * os] = ((v0 + 0x1.0000000000000p-1f * v1) + (0x1.0000000000000p-2f * v2 + (0x1.0000000000000p-3f * v3 + 0x1.0000000000000p-4f * v4)));
+    out[6 * os] = v4;
 }
 static inline void wino_cx_linet_f_a5(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
@@ -370,11 +388,15 @@ static inline void wino_cx_linet_f_a5(const wino_vf *in, wino_index is, wino_vf 
     const wino_vf v4 = in[4 * is];
     const wino_vf v5 = in[5 * is];
     const wino_vf v6 = in[6 * is];
-    out[0 * os] = ((((((z + v0) + v1) + v2) + v3) + v4) + v5);
-    out[1 * os] = (((((z + v1) - v2) + 0x1.0000000000000p+1f * v3) + -0x1.0000000000000p+1f * v4) + 0x1.0000000000000p-1f * v5);
-    out[2 * os] = (((((z + v1) + v2) + 0x1.0000000000000p+2f * v3) + 0x1.0000000000000p+2f * v4) + 0x1.0000000000000p-2f * v5);
-    out[3 * os] = (((((z + v1) - v2) + 0x1.0000000000000p+3f * v3) + -0x1.0000000000000p+3f * v4) + 0x1.0000000000000p-3f * v5);
-    out[4 * os] = ((((((z + v1) + v2) + 0x1.0000000000000p+4f * v3) + 0x1.0000000000000p+4f * v4) + 0x1.0000000000000p-4f * v5) + v6);
+    const wino_vf s1_2 = v1 + v2;
+    const wino_vf d1_2 = v1 - v2;
+    const wino_vf s3_4 = v3 + v4;
+    const wino_vf d3_4 = v3 - v4;
+    out[0 * os] = ((s1_2 + s3_4) + (v0 + v5));
+    out[1 * os] = (d1_2 + (0x1.0000000000000p+1f * d3_4 + 0x1.0000000000000p-1f * v5));
+    out[2 * os] = (s1_2 + (0x1.0000000000000p+2f * s3_4 + 0x1.0000000000000p-2f * v5));
+    out[3 * os] = (d1_2 + (0x1.0000000000000p+3f * d3_4 + 0x1.0000000000000p-3f * v5));
+    out[4 * os] = ((s1_2 + v6) + (0x1.0000000000000p+4f * s3_4 + 0x1.0000000000000p-4f * v5));
 }
 WINO_CX_CUBE(f, a5, 7, 5)
 
@@ -382,21 +404,19 @@ WINO_CX_CUBE(f, a5, 7, 5)
 static const float wino_cx_f_g5[21] = {0x1.0000000000000p-2f, 0x0.0p+0f, 0x0.0p+0f, 0x1.5555560000000p-3f, 0x1.5555560000000p-3f, 0x1.5555560000000p-3f, 0x1.c71c720000000p-5f, -0x1.c71c720000000p-5f, 0x1.c71c720000000p-5f, 0x1.c71c720000000p-7f, 0x1.c71c720000000p-6f, 0x1.c71c720000000p-5f, 0x1.1111120000000p-7f, -0x1.1111120000000p-6f, 0x1.1111120000000p-5f, 0x1.6c16c20000000p-1f, 0x1.6c16c20000000p-2f, 0x1.6c16c20000000p-3f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p-1f};
 static inline void wino_cx_line_f_g5(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
-    out[0 * os] = (z + 0x1.0000000000000p-2f * v0);
-    out[1 * os] = (((z + 0x1.5555560000000p-3f * v0) + 0x1.5555560000000p-3f * v1) + 0x1.5555560000000p-3f * v2);
-    out[2 * os] = (((z + 0x1.c71c720000000p-5f * v0) + -0x1.c71c720000000p-5f * v1) + 0x1.c71c720000000p-5f * v2);
-    out[3 * os] = (((z + 0x1.c71c720000000p-7f * v0) + 0x1.c71c720000000p-6f * v1) + 0x1.c71c720000000p-5f * v2);
-    out[4 * os] = (((z + 0x1.1111120000000p-7f * v0) + -0x1.1111120000000p-6f * v1) + 0x1.1111120000000p-5f * v2);
-    out[5 * os] = (((z + 0x1.6c16c20000000p-1f * v0) + 0x1.6c16c20000000p-2f * v1) + 0x1.6c16c20000000p-3f * v2);
-    out[6 * os] = (z + 0x1.0000000000000p-1f * v2);
+    out[0 * os] = 0x1.0000000000000p-2f * v0;
+    out[1 * os] = (0x1.5555560000000p-3f * v0 + (0x1.5555560000000p-3f * v1 + 0x1.5555560000000p-3f * v2));
+    out[2 * os] = (0x1.c71c720000000p-5f * v0 + (-0x1.c71c720000000p-5f * v1 + 0x1.c71c720000000p-5f * v2));
+    out[3 * os] = (0x1.c71c720000000p-7f * v0 + (0x1.c71c720000000p-6f * v1 + 0x1.c71c720000000p-5f * v2));
+    out[4 * os] = (0x1.1111120000000p-7f * v0 + (-0x1.1111120000000p-6f * v1 + 0x1.1111120000000p-5f * v2));
+    out[5 * os] = (0x1.6c16c20000000p-1f * v0 + (0x1.6c16c20000000p-2f * v1 + 0x1.6c16c20000000p-3f * v2));
+    out[6 * os] = 0x1.0000000000000p-1f * v2;
 }
 static inline void wino_cx_linet_f_g5(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
@@ -404,9 +424,9 @@ static inline void wino_cx_linet_f_g5(const wino_vf *in, wino_index is, wino_vf 
     const wino_vf v4 = in[4 * is];
     const wino_vf v5 = in[5 * is];
     const wino_vf v6 = in[6 * is];
-    out[0 * os] = ((((((z + 0x1.0000000000000p-2f * v0) + 0x1.5555560000000p-3f * v1) + 0x1.c71c720000000p-5f * v2) + 0x1.c71c720000000p-7f * v3) + 0x1.1111120000000p-7f * v4) + 0x1.6c16c20000000p-1f * v5);
-    out[1 * os] = (((((z + 0x1.5555560000000p-3f * v1) + -0x1.c71c720000000p-5f * v2) + 0x1.c71c720000000p-6f * v3) + -0x1.1111120000000p-6f * v4) + 0x1.6c16c20000000p-2f * v5);
-    out[2 * os] = ((((((z + 0x1.5555560000000p-3f * v1) + 0x1.c71c720000000p-5f * v2) + 0x1.c71c720000000p-5f * v3) + 0x1.1111120000000p-5f * v4) + 0x1.6c16c20000000p-3f * v5) + 0x1.0000000000000p-1f * v6);
+    out[0 * os] = ((0x1.0000000000000p-2f * v0 + (0x1.5555560000000p-3f * v1 + 0x1.c71c720000000p-5f * v2)) + (0x1.c71c720000000p-7f * v3 + (0x1.1111120000000p-7f * v4 + 0x1.6c16c20000000p-1f * v5)));
+    out[1 * os] = ((0x1.5555560000000p-3f * v1 + -0x1.c71c720000000p-5f * v2) + (0x1.c71c720000000p-6f * v3 + (-0x1.1111120000000p-6f * v4 + 0x1.6c16c20000000p-2f * v5)));
+    out[2 * os] = ((0x1.5555560000000p-3f * v1 + (0x1.c71c720000000p-5f * v2 + 0x1.c71c720000000p-5f * v3)) + (0x1.1111120000000p-5f * v4 + (0x1.6c16c20000000p-3f * v5 + 0x1.0000000000000p-1f * v6)));
 }
 WINO_CX_CUBE(f, g5, 7, 3)
 
@@ -414,7 +434,6 @@ WINO_CX_CUBE(f, g5, 7, 3)
 static const float wino_cx_f_bt6[64] = {0x1.0000000000000p+2f, 0x0.0p+0f, -0x1.5000000000000p+4f, 0x0.0p+0f, 0x1.5000000000000p+4f, 0x0.0p+0f, -0x1.0000000000000p+2f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+2f, -0x1.0000000000000p+2f, 0x1.1000000000000p+4f, 0x1.1000000000000p+4f, -0x1.0000000000000p+2f, -0x1.0000000000000p+2f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+2f, -0x1.0000000000000p+2f, -0x1.1000000000000p+4f, 0x1.1000000000000p+4f, 0x1.0000000000000p+2f, -0x1.0000000000000p+2f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+1f, 0x1.0000000000000p+0f, -0x1.4000000000000p+3f, -0x1.4000000000000p+2f, 0x1.0000000000000p+3f, 0x1.0000000000000p+2f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+1f, 0x1.0000000000000p+0f, 0x1.4000000000000p+3f, -0x1.4000000000000p+2f, -0x1.0000000000000p+3f, 0x1.0000000000000p+2f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+2f, 0x1.0000000000000p+3f, -0x1.4000000000000p+2f, -0x1.4000000000000p+3f, 0x1.0000000000000p+0f, 0x1.0000000000000p+1f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+2f, 0x1.0000000000000p+3f, 0x1.4000000000000p+2f, -0x1.4000000000000p+3f, -0x1.0000000000000p+0f, 0x1.0000000000000p+1f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+2f, 0x0.0p+0f, 0x1.5000000000000p+4f, 0x0.0p+0f, -0x1.5000000000000p+4f, 0x0.0p+0f, 0x1.0000000000000p+2f};
 static inline void wino_cx_line_f_bt6(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
@@ -423,18 +442,23 @@ static inline void wino_cx_line_f_bt6(const wino_vf *in, wino_index is, wino_vf 
     const wino_vf v5 = in[5 * is];
     const wino_vf v6 = in[6 * is];
     const wino_vf v7 = in[7 * is];
-    out[0 * os] = ((((z + 0x1.0000000000000p+2f * v0) + -0x1.5000000000000p+4f * v2) + 0x1.5000000000000p+4f * v4) + -0x1.0000000000000p+2f * v6);
-    out[1 * os] = ((((((z + -0x1.0000000000000p+2f * v1) + -0x1.0000000000000p+2f * v2) + 0x1.1000000000000p+4f * v3) + 0x1.1000000000000p+4f * v4) + -0x1.0000000000000p+2f * v5) + -0x1.0000000000000p+2f * v6);
-    out[2 * os] = ((((((z + 0x1.0000000000000p+2f * v1) + -0x1.0000000000000p+2f * v2) + -0x1.1000000000000p+4f * v3) + 0x1.1000000000000p+4f * v4) + 0x1.0000000000000p+2f * v5) + -0x1.0000000000000p+2f * v6);
-    out[3 * os] = ((((((z + 0x1.0000000000000p+1f * v1) + v2) + -0x1.4000000000000p+3f * v3) + -0x1.4000000000000p+2f * v4) + 0x1.0000000000000p+3f * v5) + 0x1.0000000000000p+2f * v6);
-    out[4 * os] = ((((((z + -0x1.0000000000000p+1f * v1) + v2) + 0x1.4000000000000p+3f * v3) + -0x1.4000000000000p+2f * v4) + -0x1.0000000000000p+3f * v5) + 0x1.0000000000000p+2f * v6);
-    out[5 * os] = ((((((z + 0x1.0000000000000p+2f * v1) + 0x1.0000000000000p+3f * v2) + -0x1.4000000000000p+2f * v3) + -0x1.4000000000000p+3f * v4) + v5) + 0x1.0000000000000p+1f * v6);
-    out[6 * os] = ((((((z + -0x1.0000000000000p+2f * v1) + 0x1.0000000000000p+3f * v2) + 0x1.4000000000000p+2f * v3) + -0x1.4000000000000p+3f * v4) - v5) + 0x1.0000000000000p+1f * v6);
-    out[7 * os] = ((((z + -0x1.0000000000000p+2f * v1) + 0x1.5000000000000p+4f * v3) + -0x1.5000000000000p+4f * v5) + 0x1.0000000000000p+2f * v7);
+    const wino_vf e1 = (-0x1.0000000000000p+2f * v2 + (0x1.1000000000000p+4f * v4 + -0x1.0000000000000p+2f * v6));
+    const wino_vf o1 = (-0x1.0000000000000p+2f * v1 + (0x1.1000000000000p+4f * v3 + -0x1.0000000000000p+2f * v5));
+    const wino_vf e3 = (v2 + (-0x1.4000000000000p+2f * v4 + 0x1.0000000000000p+2f * v6));
+    const wino_vf o3 = (0x1.0000000000000p+1f * v1 + (-0x1.4000000000000p+3f * v3 + 0x1.0000000000000p+3f * v5));
+    const wino_vf e5 = (0x1.0000000000000p+3f * v2 + (-0x1.4000000000000p+3f * v4 + 0x1.0000000000000p+1f * v6));
+    const wino_vf o5 = (v5 + (0x1.0000000000000p+2f * v1 + -0x1.4000000000000p+2f * v3));
+    out[0 * os] = ((0x1.0000000000000p+2f * v0 + -0x1.5000000000000p+4f * v2) + (0x1.5000000000000p+4f * v4 + -0x1.0000000000000p+2f * v6));
+    out[1 * os] = e1 + o1;
+    out[2 * os] = e1 - o1;
+    out[3 * os] = e3 + o3;
+    out[4 * os] = e3 - o3;
+    out[5 * os] = e5 + o5;
+    out[6 * os] = e5 - o5;
+    out[7 * os] = ((-0x1.0000000000000p+2f * v1 + 0x1.5000000000000p+4f * v3) + (-0x1.5000000000000p+4f * v5 + 0x1.0000000000000p+2f * v7));
 }
 static inline void wino_cx_linet_f_bt6(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
@@ -443,14 +467,20 @@ static inline void wino_cx_linet_f_bt6(const wino_vf *in, wino_index is, wino_vf
     const wino_vf v5 = in[5 * is];
     const wino_vf v6 = in[6 * is];
     const wino_vf v7 = in[7 * is];
-    out[0 * os] = (z + 0x1.0000000000000p+2f * v0);
-    out[1 * os] = (((((((z + -0x1.0000000000000p+2f * v1) + 0x1.0000000000000p+2f * v2) + 0x1.0000000000000p+1f * v3) + -0x1.0000000000000p+1f * v4) + 0x1.0000000000000p+2f * v5) + -0x1.0000000000000p+2f * v6) + -0x1.0000000000000p+2f * v7);
-    out[2 * os] = (((((((z + -0x1.5000000000000p+4f * v0) + -0x1.0000000000000p+2f * v1) + -0x1.0000000000000p+2f * v2) + v3) + v4) + 0x1.0000000000000p+3f * v5) + 0x1.0000000000000p+3f * v6);
-    out[3 * os] = (((((((z + 0x1.1000000000000p+4f * v1) + -0x1.1000000000000p+4f * v2) + -0x1.4000000000000p+3f * v3) + 0x1.4000000000000p+3f * v4) + -0x1.4000000000000p+2f * v5) + 0x1.4000000000000p+2f * v6) + 0x1.5000000000000p+4f * v7);
-    out[4 * os] = (((((((z + 0x1.5000000000000p+4f * v0) + 0x1.1000000000000p+4f * v1) + 0x1.1000000000000p+4f * v2) + -0x1.4000000000000p+2f * v3) + -0x1.4000000000000p+2f * v4) + -0x1.4000000000000p+3f * v5) + -0x1.4000000000000p+3f * v6);
-    out[5 * os] = (((((((z + -0x1.0000000000000p+2f * v1) + 0x1.0000000000000p+2f * v2) + 0x1.0000000000000p+3f * v3) + -0x1.0000000000000p+3f * v4) + v5) - v6) + -0x1.5000000000000p+4f * v7);
-    out[6 * os] = (((((((z + -0x1.0000000000000p+2f * v0) + -0x1.0000000000000p+2f * v1) + -0x1.0000000000000p+2f * v2) + 0x1.0000000000000p+2f * v3) + 0x1.0000000000000p+2f * v4) + 0x1.0000000000000p+1f * v5) + 0x1.0000000000000p+1f * v6);
-    out[7 * os] = (z + 0x1.0000000000000p+2f * v7);
+    const wino_vf s1_2 = v1 + v2;
+    const wino_vf d1_2 = v1 - v2;
+    const wino_vf s3_4 = v3 + v4;
+    const wino_vf d3_4 = v3 - v4;
+    const wino_vf s5_6 = v5 + v6;
+    const wino_vf d5_6 = v5 - v6;
+    out[0 * os] = 0x1.0000000000000p+2f * v0;
+    out[1 * os] = ((-0x1.0000000000000p+2f * d1_2 + 0x1.0000000000000p+1f * d3_4) + (0x1.0000000000000p+2f * d5_6 + -0x1.0000000000000p+2f * v7));
+    out[2 * os] = ((s3_4 + -0x1.0000000000000p+2f * s1_2) + (0x1.0000000000000p+3f * s5_6 + -0x1.5000000000000p+4f * v0));
+    out[3 * os] = ((0x1.1000000000000p+4f * d1_2 + -0x1.4000000000000p+3f * d3_4) + (-0x1.4000000000000p+2f * d5_6 + 0x1.5000000000000p+4f * v7));
+    out[4 * os] = ((0x1.1000000000000p+4f * s1_2 + -0x1.4000000000000p+2f * s3_4) + (-0x1.4000000000000p+3f * s5_6 + 0x1.5000000000000p+4f * v0));
+    out[5 * os] = ((d5_6 + -0x1.0000000000000p+2f * d1_2) + (0x1.0000000000000p+3f * d3_4 + -0x1.5000000000000p+4f * v7));
+    out[6 * os] = ((-0x1.0000000000000p+2f * s1_2 + 0x1.0000000000000p+2f * s3_4) + (0x1.0000000000000p+1f * s5_6 + -0x1.0000000000000p+2f * v0));
+    out[7 * os] = 0x1.0000000000000p+2f * v7;
 }
 WINO_CX_CUBE(f, bt6, 8, 8)
 
@@ -458,25 +488,29 @@ WINO_CX_CUBE(f, bt6, 8, 8)
 static const float wino_cx_f_a6[48] = {0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, -0x1.0000000000000p+0f, 0x1.0000000000000p+0f, -0x1.0000000000000p+0f, 0x1.0000000000000p+0f, -0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+1f, 0x1.0000000000000p+2f, 0x1.0000000000000p+3f, 0x1.0000000000000p+4f, 0x1.0000000000000p+5f, 0x1.0000000000000p+0f, -0x1.0000000000000p+1f, 0x1.0000000000000p+2f, -0x1.0000000000000p+3f, 0x1.0000000000000p+4f, -0x1.0000000000000p+5f, 0x1.0000000000000p+0f, 0x1.0000000000000p-1f, 0x1.0000000000000p-2f, 0x1.0000000000000p-3f, 0x1.0000000000000p-4f, 0x1.0000000000000p-5f, 0x1.0000000000000p+0f, -0x1.0000000000000p-1f, 0x1.0000000000000p-2f, -0x1.0000000000000p-3f, 0x1.0000000000000p-4f, -0x1.0000000000000p-5f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f};
 static inline void wino_cx_line_f_a6(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
     const wino_vf v3 = in[3 * is];
     const wino_vf v4 = in[4 * is];
     const wino_vf v5 = in[5 * is];
-    out[0 * os] = (z + v0);
-    out[1 * os] = ((((((z + v0) + v1) + v2) + v3) + v4) + v5);
-    out[2 * os] = ((((((z + v0) - v1) + v2) - v3) + v4) - v5);
-    out[3 * os] = ((((((z + v0) + 0x1.0000000000000p+1f * v1) + 0x1.0000000000000p+2f * v2) + 0x1.0000000000000p+3f * v3) + 0x1.0000000000000p+4f * v4) + 0x1.0000000000000p+5f * v5);
-    out[4 * os] = ((((((z + v0) + -0x1.0000000000000p+1f * v1) + 0x1.0000000000000p+2f * v2) + -0x1.0000000000000p+3f * v3) + 0x1.0000000000000p+4f * v4) + -0x1.0000000000000p+5f * v5);
-    out[5 * os] = ((((((z + v0) + 0x1.0000000000000p-1f * v1) + 0x1.0000000000000p-2f * v2) + 0x1.0000000000000p-3f * v3) + 0x1.0000000000000p-4f * v4) + 0x1.0000000000000p-5f * v5);
-    out[6 * os] = ((((((z + v0) + -0x1.0000000000000p-1f * v1) + 0x1.0000000000000p-2f * v2) + -0x1.0000000000000p-3f * v3) + 0x1.0000000000000p-4f * v4) + -0x1.0000000000000p-5f * v5);
-    out[7 * os] = (z + v5);
+    const wino_vf e1 = (v0 + (v2 + v4));
+    const wino_vf o1 = (v1 + (v3 + v5));
+    const wino_vf e3 = (v0 + (0x1.0000000000000p+2f * v2 + 0x1.0000000000000p+4f * v4));
+    const wino_vf o3 = (0x1.0000000000000p+1f * v1 + (0x1.0000000000000p+3f * v3 + 0x1.0000000000000p+5f * v5));
+    const wino_vf e5 = (v0 + (0x1.0000000000000p-2f * v2 + 0x1.0000000000000p-4f * v4));
+    const wino_vf o5 = (0x1.0000000000000p-1f * v1 + (0x1.0000000000000p-3f * v3 + 0x1.0000000000000p-5f * v5));
+    out[0 * os] = v0;
+    out[1 * os] = e1 + o1;
+    out[2 * os] = e1 - o1;
+    out[3 * os] = e3 + o3;
+    out[4 * os] = e3 - o3;
+    out[5 * os] = e5 + o5;
+    out[6 * os] = e5 - o5;
+    out[7 * os] = v5;
 }
 static inline void wino_cx_linet_f_a6(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
@@ -485,12 +519,18 @@ static inline void wino_cx_linet_f_a6(const wino_vf *in, wino_index is, wino_vf 
     const wino_vf v5 = in[5 * is];
     const wino_vf v6 = in[6 * is];
     const wino_vf v7 = in[7 * is];
-    out[0 * os] = (((((((z + v0) + v1) + v2) + v3) + v4) + v5) + v6);
-    out[1 * os] = ((((((z + v1) - v2) + 0x1.0000000000000p+1f * v3) + -0x1.0000000000000p+1f * v4) + 0x1.0000000000000p-1f * v5) + -0x1.0000000000000p-1f * v6);
-    out[2 * os] = ((((((z + v1) + v2) + 0x1.0000000000000p+2f * v3) + 0x1.0000000000000p+2f * v4) + 0x1.0000000000000p-2f * v5) + 0x1.0000000000000p-2f * v6);
-    out[3 * os] = ((((((z + v1) - v2) + 0x1.0000000000000p+3f * v3) + -0x1.0000000000000p+3f * v4) + 0x1.0000000000000p-3f * v5) + -0x1.0000000000000p-3f * v6);
-    out[4 * os] = ((((((z + v1) + v2) + 0x1.0000000000000p+4f * v3) + 0x1.0000000000000p+4f * v4) + 0x1.0000000000000p-4f * v5) + 0x1.0000000000000p-4f * v6);
-    out[5 * os] = (((((((z + v1) - v2) + 0x1.0000000000000p+5f * v3) + -0x1.0000000000000p+5f * v4) + 0x1.0000000000000p-5f * v5) + -0x1.0000000000000p-5f * v6) + v7);
+    const wino_vf s1_2 = v1 + v2;
+    const wino_vf d1_2 = v1 - v2;
+    const wino_vf s3_4 = v3 + v4;
+    const wino_vf d3_4 = v3 - v4;
+    const wino_vf s5_6 = v5 + v6;
+    const wino_vf d5_6 = v5 - v6;
+    out[0 * os] = ((s1_2 + s3_4) + (s5_6 + v0));
+    out[1 * os] = (d1_2 + (0x1.0000000000000p+1f * d3_4 + 0x1.0000000000000p-1f * d5_6));
+    out[2 * os] = (s1_2 + (0x1.0000000000000p+2f * s3_4 + 0x1.0000000000000p-2f * s5_6));
+    out[3 * os] = (d1_2 + (0x1.0000000000000p+3f * d3_4 + 0x1.0000000000000p-3f * d5_6));
+    out[4 * os] = (s1_2 + (0x1.0000000000000p+4f * s3_4 + 0x1.0000000000000p-4f * s5_6));
+    out[5 * os] = ((d1_2 + v7) + (0x1.0000000000000p+5f * d3_4 + 0x1.0000000000000p-5f * d5_6));
 }
 WINO_CX_CUBE(f, a6, 8, 6)
 
@@ -498,22 +538,26 @@ WINO_CX_CUBE(f, a6, 8, 6)
 static const float wino_cx_f_g6[24] = {0x1.0000000000000p-2f, 0x0.0p+0f, 0x0.0p+0f, 0x1.c71c720000000p-5f, 0x1.c71c720000000p-5f, 0x1.c71c720000000p-5f, 0x1.c71c720000000p-5f, -0x1.c71c720000000p-5f, 0x1.c71c720000000p-5f, 0x1.6c16c20000000p-9f, 0x1.6c16c20000000p-8f, 0x1.6c16c20000000p-7f, 0x1.6c16c20000000p-9f, -0x1.6c16c20000000p-8f, 0x1.6c16c20000000p-7f, 0x1.6c16c20000000p-2f, 0x1.6c16c20000000p-3f, 0x1.6c16c20000000p-4f, 0x1.6c16c20000000p-2f, -0x1.6c16c20000000p-3f, 0x1.6c16c20000000p-4f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p-2f};
 static inline void wino_cx_line_f_g6(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
-    out[0 * os] = (z + 0x1.0000000000000p-2f * v0);
-    out[1 * os] = (((z + 0x1.c71c720000000p-5f * v0) + 0x1.c71c720000000p-5f * v1) + 0x1.c71c720000000p-5f * v2);
-    out[2 * os] = (((z + 0x1.c71c720000000p-5f * v0) + -0x1.c71c720000000p-5f * v1) + 0x1.c71c720000000p-5f * v2);
-    out[3 * os] = (((z + 0x1.6c16c20000000p-9f * v0) + 0x1.6c16c20000000p-8f * v1) + 0x1.6c16c20000000p-7f * v2);
-    out[4 * os] = (((z + 0x1.6c16c20000000p-9f * v0) + -0x1.6c16c20000000p-8f * v1) + 0x1.6c16c20000000p-7f * v2);
-    out[5 * os] = (((z + 0x1.6c16c20000000p-2f * v0) + 0x1.6c16c20000000p-3f * v1) + 0x1.6c16c20000000p-4f * v2);
-    out[6 * os] = (((z + 0x1.6c16c20000000p-2f * v0) + -0x1.6c16c20000000p-3f * v1) + 0x1.6c16c20000000p-4f * v2);
-    out[7 * os] = (z + 0x1.0000000000000p-2f * v2);
+    const wino_vf e1 = (0x1.c71c720000000p-5f * v0 + 0x1.c71c720000000p-5f * v2);
+    const wino_vf o1 = 0x1.c71c720000000p-5f * v1;
+    const wino_vf e3 = (0x1.6c16c20000000p-9f * v0 + 0x1.6c16c20000000p-7f * v2);
+    const wino_vf o3 = 0x1.6c16c20000000p-8f * v1;
+    const wino_vf e5 = (0x1.6c16c20000000p-2f * v0 + 0x1.6c16c20000000p-4f * v2);
+    const wino_vf o5 = 0x1.6c16c20000000p-3f * v1;
+    out[0 * os] = 0x1.0000000000000p-2f * v0;
+    out[1 * os] = e1 + o1;
+    out[2 * os] = e1 - o1;
+    out[3 * os] = e3 + o3;
+    out[4 * os] = e3 - o3;
+    out[5 * os] = e5 + o5;
+    out[6 * os] = e5 - o5;
+    out[7 * os] = 0x1.0000000000000p-2f * v2;
 }
 static inline void wino_cx_linet_f_g6(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
-    const wino_vf z = {0};
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
@@ -522,9 +566,15 @@ static inline void wino_cx_linet_f_g6(const wino_vf *in, wino_index is, wino_vf 
     const wino_vf v5 = in[5 * is];
     const wino_vf v6 = in[6 * is];
     const wino_vf v7 = in[7 * is];
-    out[0 * os] = (((((((z + 0x1.0000000000000p-2f * v0) + 0x1.c71c720000000p-5f * v1) + 0x1.c71c720000000p-5f * v2) + 0x1.6c16c20000000p-9f * v3) + 0x1.6c16c20000000p-9f * v4) + 0x1.6c16c20000000p-2f * v5) + 0x1.6c16c20000000p-2f * v6);
-    out[1 * os] = ((((((z + 0x1.c71c720000000p-5f * v1) + -0x1.c71c720000000p-5f * v2) + 0x1.6c16c20000000p-8f * v3) + -0x1.6c16c20000000p-8f * v4) + 0x1.6c16c20000000p-3f * v5) + -0x1.6c16c20000000p-3f * v6);
-    out[2 * os] = (((((((z + 0x1.c71c720000000p-5f * v1) + 0x1.c71c720000000p-5f * v2) + 0x1.6c16c20000000p-7f * v3) + 0x1.6c16c20000000p-7f * v4) + 0x1.6c16c20000000p-4f * v5) + 0x1.6c16c20000000p-4f * v6) + 0x1.0000000000000p-2f * v7);
+    const wino_vf s1_2 = v1 + v2;
+    const wino_vf d1_2 = v1 - v2;
+    const wino_vf s3_4 = v3 + v4;
+    const wino_vf d3_4 = v3 - v4;
+    const wino_vf s5_6 = v5 + v6;
+    const wino_vf d5_6 = v5 - v6;
+    out[0 * os] = ((0x1.c71c720000000p-5f * s1_2 + 0x1.6c16c20000000p-9f * s3_4) + (0x1.6c16c20000000p-2f * s5_6 + 0x1.0000000000000p-2f * v0));
+    out[1 * os] = (0x1.c71c720000000p-5f * d1_2 + (0x1.6c16c20000000p-8f * d3_4 + 0x1.6c16c20000000p-3f * d5_6));
+    out[2 * os] = ((0x1.c71c720000000p-5f * s1_2 + 0x1.6c16c20000000p-7f * s3_4) + (0x1.6c16c20000000p-4f * s5_6 + 0x1.0000000000000p-2f * v7));
 }
 WINO_CX_CUBE(f, g6, 8, 3)
 
@@ -594,27 +644,27 @@ static inline int wino_cx_contract_f(const float *X, const wino_vf *in, wino_ind
 static const double wino_cx_d_bt2[16] = {0x1.0000000000000p+0, 0x0.0p+0, -0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, -0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, -0x1.0000000000000p+0, 0x0.0p+0, 0x1.0000000000000p+0};
 static inline void wino_cx_line_d_bt2(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
     const wino_vd v3 = in[3 * is];
-    out[0 * os] = ((z + v0) - v2);
-    out[1 * os] = ((z + v1) + v2);
-    out[2 * os] = ((z - v1) + v2);
-    out[3 * os] = ((z - v1) + v3);
+    const wino_vd e1 = v2;
+    const wino_vd o1 = v1;
+    out[0 * os] = (v0 - v2);
+    out[1 * os] = e1 + o1;
+    out[2 * os] = e1 - o1;
+    out[3 * os] = (v3 - v1);
 }
 static inline void wino_cx_linet_d_bt2(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
     const wino_vd v3 = in[3 * is];
-    out[0 * os] = (z + v0);
-    out[1 * os] = (((z + v1) - v2) - v3);
-    out[2 * os] = (((z - v0) + v1) + v2);
-    out[3 * os] = (z + v3);
+    out[0 * os] = v0;
+    out[1 * os] = (v1 + ((-v2) - v3));
+    out[2 * os] = (v1 + (v2 - v0));
+    out[3 * os] = v3;
 }
 WINO_CX_CUBE(d, bt2, 4, 4)
 
@@ -622,23 +672,23 @@ WINO_CX_CUBE(d, bt2, 4, 4)
 static const double wino_cx_d_a2[8] = {0x1.0000000000000p+0, 0x0.0p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, -0x1.0000000000000p+0, 0x0.0p+0, 0x1.0000000000000p+0};
 static inline void wino_cx_line_d_a2(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
-    out[0 * os] = (z + v0);
-    out[1 * os] = ((z + v0) + v1);
-    out[2 * os] = ((z + v0) - v1);
-    out[3 * os] = (z + v1);
+    const wino_vd e1 = v0;
+    const wino_vd o1 = v1;
+    out[0 * os] = v0;
+    out[1 * os] = e1 + o1;
+    out[2 * os] = e1 - o1;
+    out[3 * os] = v1;
 }
 static inline void wino_cx_linet_d_a2(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
     const wino_vd v3 = in[3 * is];
-    out[0 * os] = (((z + v0) + v1) + v2);
-    out[1 * os] = (((z + v1) - v2) + v3);
+    out[0 * os] = (v0 + (v1 + v2));
+    out[1 * os] = (v1 + (v3 - v2));
 }
 WINO_CX_CUBE(d, a2, 4, 2)
 
@@ -646,25 +696,27 @@ WINO_CX_CUBE(d, a2, 4, 2)
 static const double wino_cx_d_g2[12] = {0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p-1, 0x1.0000000000000p-1, 0x1.0000000000000p-1, 0x1.0000000000000p-1, -0x1.0000000000000p-1, 0x1.0000000000000p-1, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+0};
 static inline void wino_cx_line_d_g2(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
-    out[0 * os] = (z + v0);
-    out[1 * os] = (((z + 0x1.0000000000000p-1 * v0) + 0x1.0000000000000p-1 * v1) + 0x1.0000000000000p-1 * v2);
-    out[2 * os] = (((z + 0x1.0000000000000p-1 * v0) + -0x1.0000000000000p-1 * v1) + 0x1.0000000000000p-1 * v2);
-    out[3 * os] = (z + v2);
+    const wino_vd e1 = (0x1.0000000000000p-1 * v0 + 0x1.0000000000000p-1 * v2);
+    const wino_vd o1 = 0x1.0000000000000p-1 * v1;
+    out[0 * os] = v0;
+    out[1 * os] = e1 + o1;
+    out[2 * os] = e1 - o1;
+    out[3 * os] = v2;
 }
 static inline void wino_cx_linet_d_g2(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
     const wino_vd v3 = in[3 * is];
-    out[0 * os] = (((z + v0) + 0x1.0000000000000p-1 * v1) + 0x1.0000000000000p-1 * v2);
-    out[1 * os] = ((z + 0x1.0000000000000p-1 * v1) + -0x1.0000000000000p-1 * v2);
-    out[2 * os] = (((z + 0x1.0000000000000p-1 * v1) + 0x1.0000000000000p-1 * v2) + v3);
+    const wino_vd s1_2 = v1 + v2;
+    const wino_vd d1_2 = v1 - v2;
+    out[0 * os] = (v0 + 0x1.0000000000000p-1 * s1_2);
+    out[1 * os] = 0x1.0000000000000p-1 * d1_2;
+    out[2 * os] = (v3 + 0x1.0000000000000p-1 * s1_2);
 }
 WINO_CX_CUBE(d, g2, 4, 3)
 
@@ -672,31 +724,29 @@ WINO_CX_CUBE(d, g2, 4, 3)
 static const double wino_cx_d_bt3[25] = {0x1.0000000000000p+1, -0x1.0000000000000p+0, -0x1.0000000000000p+1, 0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+1, 0x1.0000000000000p+0, -0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, -0x1.0000000000000p+1, 0x1.8000000000000p+1, -0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, -0x1.0000000000000p+0, 0x0.0p+0, 0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+1, -0x1.0000000000000p+0, -0x1.0000000000000p+1, 0x1.0000000000000p+0};
 static inline void wino_cx_line_d_bt3(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
     const wino_vd v3 = in[3 * is];
     const wino_vd v4 = in[4 * is];
-    out[0 * os] = ((((z + 0x1.0000000000000p+1 * v0) - v1) + -0x1.0000000000000p+1 * v2) + v3);
-    out[1 * os] = (((z + 0x1.0000000000000p+1 * v1) + v2) - v3);
-    out[2 * os] = (((z + -0x1.0000000000000p+1 * v1) + 0x1.8000000000000p+1 * v2) - v3);
-    out[3 * os] = ((z - v1) + v3);
-    out[4 * os] = ((((z + 0x1.0000000000000p+1 * v1) - v2) + -0x1.0000000000000p+1 * v3) + v4);
+    out[0 * os] = ((v3 + 0x1.0000000000000p+1 * v0) + ((-v1) + -0x1.0000000000000p+1 * v2));
+    out[1 * os] = (v2 + (0x1.0000000000000p+1 * v1 - v3));
+    out[2 * os] = (-0x1.0000000000000p+1 * v1 + (0x1.8000000000000p+1 * v2 - v3));
+    out[3 * os] = (v3 - v1);
+    out[4 * os] = ((v4 + 0x1.0000000000000p+1 * v1) + ((-v2) + -0x1.0000000000000p+1 * v3));
 }
 static inline void wino_cx_linet_d_bt3(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
     const wino_vd v3 = in[3 * is];
     const wino_vd v4 = in[4 * is];
-    out[0 * os] = (z + 0x1.0000000000000p+1 * v0);
-    out[1 * os] = (((((z - v0) + 0x1.0000000000000p+1 * v1) + -0x1.0000000000000p+1 * v2) - v3) + 0x1.0000000000000p+1 * v4);
-    out[2 * os] = ((((z + -0x1.0000000000000p+1 * v0) + v1) + 0x1.8000000000000p+1 * v2) - v4);
-    out[3 * os] = (((((z + v0) - v1) - v2) + v3) + -0x1.0000000000000p+1 * v4);
-    out[4 * os] = (z + v4);
+    out[0 * os] = 0x1.0000000000000p+1 * v0;
+    out[1 * os] = (((-v0) + 0x1.0000000000000p+1 * v1) + (-0x1.0000000000000p+1 * v2 + ((-v3) + 0x1.0000000000000p+1 * v4)));
+    out[2 * os] = ((v1 + -0x1.0000000000000p+1 * v0) + (0x1.8000000000000p+1 * v2 - v4));
+    out[3 * os] = ((v0 + v3) + ((-v1) + ((-v2) + -0x1.0000000000000p+1 * v4)));
+    out[4 * os] = v4;
 }
 WINO_CX_CUBE(d, bt3, 5, 5)
 
@@ -704,27 +754,29 @@ WINO_CX_CUBE(d, bt3, 5, 5)
 static const double wino_cx_d_a3[15] = {0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, -0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+1, 0x1.0000000000000p+2, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+0};
 static inline void wino_cx_line_d_a3(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
-    out[0 * os] = (z + v0);
-    out[1 * os] = (((z + v0) + v1) + v2);
-    out[2 * os] = (((z + v0) - v1) + v2);
-    out[3 * os] = (((z + v0) + 0x1.0000000000000p+1 * v1) + 0x1.0000000000000p+2 * v2);
-    out[4 * os] = (z + v2);
+    const wino_vd e1 = (v0 + v2);
+    const wino_vd o1 = v1;
+    out[0 * os] = v0;
+    out[1 * os] = e1 + o1;
+    out[2 * os] = e1 - o1;
+    out[3 * os] = (v0 + (0x1.0000000000000p+1 * v1 + 0x1.0000000000000p+2 * v2));
+    out[4 * os] = v2;
 }
 static inline void wino_cx_linet_d_a3(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
     const wino_vd v3 = in[3 * is];
     const wino_vd v4 = in[4 * is];
-    out[0 * os] = ((((z + v0) + v1) + v2) + v3);
-    out[1 * os] = (((z + v1) - v2) + 0x1.0000000000000p+1 * v3);
-    out[2 * os] = ((((z + v1) + v2) + 0x1.0000000000000p+2 * v3) + v4);
+    const wino_vd s1_2 = v1 + v2;
+    const wino_vd d1_2 = v1 - v2;
+    out[0 * os] = (s1_2 + (v0 + v3));
+    out[1 * os] = (d1_2 + 0x1.0000000000000p+1 * v3);
+    out[2 * os] = (s1_2 + (v4 + 0x1.0000000000000p+2 * v3));
 }
 WINO_CX_CUBE(d, a3, 5, 3)
 
@@ -732,27 +784,25 @@ WINO_CX_CUBE(d, a3, 5, 3)
 static const double wino_cx_d_g3[15] = {0x1.0000000000000p-1, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p-1, 0x1.0000000000000p-1, 0x1.0000000000000p-1, 0x1.5555555555555p-3, -0x1.5555555555555p-3, 0x1.5555555555555p-3, 0x1.5555555555555p-3, 0x1.5555555555555p-2, 0x1.5555555555555p-1, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+0};
 static inline void wino_cx_line_d_g3(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
-    out[0 * os] = (z + 0x1.0000000000000p-1 * v0);
-    out[1 * os] = (((z + 0x1.0000000000000p-1 * v0) + 0x1.0000000000000p-1 * v1) + 0x1.0000000000000p-1 * v2);
-    out[2 * os] = (((z + 0x1.5555555555555p-3 * v0) + -0x1.5555555555555p-3 * v1) + 0x1.5555555555555p-3 * v2);
-    out[3 * os] = (((z + 0x1.5555555555555p-3 * v0) + 0x1.5555555555555p-2 * v1) + 0x1.5555555555555p-1 * v2);
-    out[4 * os] = (z + v2);
+    out[0 * os] = 0x1.0000000000000p-1 * v0;
+    out[1 * os] = (0x1.0000000000000p-1 * v0 + (0x1.0000000000000p-1 * v1 + 0x1.0000000000000p-1 * v2));
+    out[2 * os] = (0x1.5555555555555p-3 * v0 + (-0x1.5555555555555p-3 * v1 + 0x1.5555555555555p-3 * v2));
+    out[3 * os] = (0x1.5555555555555p-3 * v0 + (0x1.5555555555555p-2 * v1 + 0x1.5555555555555p-1 * v2));
+    out[4 * os] = v2;
 }
 static inline void wino_cx_linet_d_g3(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
     const wino_vd v3 = in[3 * is];
     const wino_vd v4 = in[4 * is];
-    out[0 * os] = ((((z + 0x1.0000000000000p-1 * v0) + 0x1.0000000000000p-1 * v1) + 0x1.5555555555555p-3 * v2) + 0x1.5555555555555p-3 * v3);
-    out[1 * os] = (((z + 0x1.0000000000000p-1 * v1) + -0x1.5555555555555p-3 * v2) + 0x1.5555555555555p-2 * v3);
-    out[2 * os] = ((((z + 0x1.0000000000000p-1 * v1) + 0x1.5555555555555p-3 * v2) + 0x1.5555555555555p-1 * v3) + v4);
+    out[0 * os] = ((0x1.0000000000000p-1 * v0 + 0x1.0000000000000p-1 * v1) + (0x1.5555555555555p-3 * v2 + 0x1.5555555555555p-3 * v3));
+    out[1 * os] = (0x1.0000000000000p-1 * v1 + (-0x1.5555555555555p-3 * v2 + 0x1.5555555555555p-2 * v3));
+    out[2 * os] = ((v4 + 0x1.0000000000000p-1 * v1) + (0x1.5555555555555p-3 * v2 + 0x1.5555555555555p-1 * v3));
 }
 WINO_CX_CUBE(d, g3, 5, 3)
 
@@ -760,35 +810,41 @@ WINO_CX_CUBE(d, g3, 5, 3)
 static const double wino_cx_d_bt4[36] = {0x1.0000000000000p+2, 0x0.0p+0, -0x1.4000000000000p+2, 0x0.0p+0, 0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+2, 0x1.0000000000000p+2, -0x1.0000000000000p+0, -0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, -0x1.0000000000000p+2, 0x1.0000000000000p+2, 0x1.0000000000000p+0, -0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, -0x1.0000000000000p+1, -0x1.0000000000000p+0, 0x1.0000000000000p+1, 0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+1, -0x1.0000000000000p+0, -0x1.0000000000000p+1, 0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+2, 0x0.0p+0, -0x1.4000000000000p+2, 0x0.0p+0, 0x1.0000000000000p+0};
 static inline void wino_cx_line_d_bt4(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
     const wino_vd v3 = in[3 * is];
     const wino_vd v4 = in[4 * is];
     const wino_vd v5 = in[5 * is];
-    out[0 * os] = (((z + 0x1.0000000000000p+2 * v0) + -0x1.4000000000000p+2 * v2) + v4);
-    out[1 * os] = ((((z + 0x1.0000000000000p+2 * v1) + 0x1.0000000000000p+2 * v2) - v3) - v4);
-    out[2 * os] = ((((z + -0x1.0000000000000p+2 * v1) + 0x1.0000000000000p+2 * v2) + v3) - v4);
-    out[3 * os] = ((((z + -0x1.0000000000000p+1 * v1) - v2) + 0x1.0000000000000p+1 * v3) + v4);
-    out[4 * os] = ((((z + 0x1.0000000000000p+1 * v1) - v2) + -0x1.0000000000000p+1 * v3) + v4);
-    out[5 * os] = (((z + 0x1.0000000000000p+2 * v1) + -0x1.4000000000000p+2 * v3) + v5);
+    const wino_vd e1 = (0x1.0000000000000p+2 * v2 - v4);
+    const wino_vd o1 = (0x1.0000000000000p+2 * v1 - v3);
+    const wino_vd e3 = (v4 - v2);
+    const wino_vd o3 = (-0x1.0000000000000p+1 * v1 + 0x1.0000000000000p+1 * v3);
+    out[0 * os] = (v4 + (0x1.0000000000000p+2 * v0 + -0x1.4000000000000p+2 * v2));
+    out[1 * os] = e1 + o1;
+    out[2 * os] = e1 - o1;
+    out[3 * os] = e3 + o3;
+    out[4 * os] = e3 - o3;
+    out[5 * os] = (v5 + (0x1.0000000000000p+2 * v1 + -0x1.4000000000000p+2 * v3));
 }
 static inline void wino_cx_linet_d_bt4(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
     const wino_vd v3 = in[3 * is];
     const wino_vd v4 = in[4 * is];
     const wino_vd v5 = in[5 * is];
-    out[0 * os] = (z + 0x1.0000000000000p+2 * v0);
-    out[1 * os] = (((((z + 0x1.0000000000000p+2 * v1) + -0x1.0000000000000p+2 * v2) + -0x1.0000000000000p+1 * v3) + 0x1.0000000000000p+1 * v4) + 0x1.0000000000000p+2 * v5);
-    out[2 * os] = (((((z + -0x1.4000000000000p+2 * v0) + 0x1.0000000000000p+2 * v1) + 0x1.0000000000000p+2 * v2) - v3) - v4);
-    out[3 * os] = (((((z - v1) + v2) + 0x1.0000000000000p+1 * v3) + -0x1.0000000000000p+1 * v4) + -0x1.4000000000000p+2 * v5);
-    out[4 * os] = (((((z + v0) - v1) - v2) + v3) + v4);
-    out[5 * os] = (z + v5);
+    const wino_vd s1_2 = v1 + v2;
+    const wino_vd d1_2 = v1 - v2;
+    const wino_vd s3_4 = v3 + v4;
+    const wino_vd d3_4 = v3 - v4;
+    out[0 * os] = 0x1.0000000000000p+2 * v0;
+    out[1 * os] = (0x1.0000000000000p+2 * d1_2 + (-0x1.0000000000000p+1 * d3_4 + 0x1.0000000000000p+2 * v5));
+    out[2 * os] = (0x1.0000000000000p+2 * s1_2 + ((-s3_4) + -0x1.4000000000000p+2 * v0));
+    out[3 * os] = ((-d1_2) + (0x1.0000000000000p+1 * d3_4 + -0x1.4000000000000p+2 * v5));
+    out[4 * os] = (s3_4 + (v0 - s1_2));
+    out[5 * os] = v5;
 }
 WINO_CX_CUBE(d, bt4, 6, 6)
 
@@ -796,31 +852,37 @@ WINO_CX_CUBE(d, bt4, 6, 6)
 static const double wino_cx_d_a4[24] = {0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, -0x1.0000000000000p+0, 0x1.0000000000000p+0, -0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+1, 0x1.0000000000000p+2, 0x1.0000000000000p+3, 0x1.0000000000000p+0, -0x1.0000000000000p+1, 0x1.0000000000000p+2, -0x1.0000000000000p+3, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+0};
 static inline void wino_cx_line_d_a4(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
     const wino_vd v3 = in[3 * is];
-    out[0 * os] = (z + v0);
-    out[1 * os] = ((((z + v0) + v1) + v2) + v3);
-    out[2 * os] = ((((z + v0) - v1) + v2) - v3);
-    out[3 * os] = ((((z + v0) + 0x1.0000000000000p+1 * v1) + 0x1.0000000000000p+2 * v2) + 0x1.0000000000000p+3 * v3);
-    out[4 * os] = ((((z + v0) + -0x1.0000000000000p+1 * v1) + 0x1.0000000000000p+2 * v2) + -0x1.0000000000000p+3 * v3);
-    out[5 * os] = (z + v3);
+    const wino_vd e1 = (v0 + v2);
+    const wino_vd o1 = (v1 + v3);
+    const wino_vd e3 = (v0 + 0x1.0000000000000p+2 * v2);
+    const wino_vd o3 = (0x1.0000000000000p+1 * v1 + 0x1.0000000000000p+3 * v3);
+    out[0 * os] = v0;
+    out[1 * os] = e1 + o1;
+    out[2 * os] = e1 - o1;
+    out[3 * os] = e3 + o3;
+    out[4 * os] = e3 - o3;
+    out[5 * os] = v3;
 }
 static inline void wino_cx_linet_d_a4(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
     const wino_vd v3 = in[3 * is];
     const wino_vd v4 = in[4 * is];
     const wino_vd v5 = in[5 * is];
-    out[0 * os] = (((((z + v0) + v1) + v2) + v3) + v4);
-    out[1 * os] = ((((z + v1) - v2) + 0x1.0000000000000p+1 * v3) + -0x1.0000000000000p+1 * v4);
-    out[2 * os] = ((((z + v1) + v2) + 0x1.0000000000000p+2 * v3) + 0x1.0000000000000p+2 * v4);
-    out[3 * os] = (((((z + v1) - v2) + 0x1.0000000000000p+3 * v3) + -0x1.0000000000000p+3 * v4) + v5);
+    const wino_vd s1_2 = v1 + v2;
+    const wino_vd d1_2 = v1 - v2;
+    const wino_vd s3_4 = v3 + v4;
+    const wino_vd d3_4 = v3 - v4;
+    out[0 * os] = (s1_2 + (s3_4 + v0));
+    out[1 * os] = (d1_2 + 0x1.0000000000000p+1 * d3_4);
+    out[2 * os] = (s1_2 + 0x1.0000000000000p+2 * s3_4);
+    out[3 * os] = (d1_2 + (v5 + 0x1.0000000000000p+3 * d3_4));
 }
 WINO_CX_CUBE(d, a4, 6, 4)
 
@@ -828,29 +890,35 @@ WINO_CX_CUBE(d, a4, 6, 4)
 static const double wino_cx_d_g4[18] = {0x1.0000000000000p-2, 0x0.0p+0, 0x0.0p+0, 0x1.5555555555555p-3, 0x1.5555555555555p-3, 0x1.5555555555555p-3, 0x1.5555555555555p-3, -0x1.5555555555555p-3, 0x1.5555555555555p-3, 0x1.5555555555555p-5, 0x1.5555555555555p-4, 0x1.5555555555555p-3, 0x1.5555555555555p-5, -0x1.5555555555555p-4, 0x1.5555555555555p-3, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+0};
 static inline void wino_cx_line_d_g4(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
-    out[0 * os] = (z + 0x1.0000000000000p-2 * v0);
-    out[1 * os] = (((z + 0x1.5555555555555p-3 * v0) + 0x1.5555555555555p-3 * v1) + 0x1.5555555555555p-3 * v2);
-    out[2 * os] = (((z + 0x1.5555555555555p-3 * v0) + -0x1.5555555555555p-3 * v1) + 0x1.5555555555555p-3 * v2);
-    out[3 * os] = (((z + 0x1.5555555555555p-5 * v0) + 0x1.5555555555555p-4 * v1) + 0x1.5555555555555p-3 * v2);
-    out[4 * os] = (((z + 0x1.5555555555555p-5 * v0) + -0x1.5555555555555p-4 * v1) + 0x1.5555555555555p-3 * v2);
-    out[5 * os] = (z + v2);
+    const wino_vd e1 = (0x1.5555555555555p-3 * v0 + 0x1.5555555555555p-3 * v2);
+    const wino_vd o1 = 0x1.5555555555555p-3 * v1;
+    const wino_vd e3 = (0x1.5555555555555p-5 * v0 + 0x1.5555555555555p-3 * v2);
+    const wino_vd o3 = 0x1.5555555555555p-4 * v1;
+    out[0 * os] = 0x1.0000000000000p-2 * v0;
+    out[1 * os] = e1 + o1;
+    out[2 * os] = e1 - o1;
+    out[3 * os] = e3 + o3;
+    out[4 * os] = e3 - o3;
+    out[5 * os] = v2;
 }
 static inline void wino_cx_linet_d_g4(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
     const wino_vd v3 = in[3 * is];
     const wino_vd v4 = in[4 * is];
     const wino_vd v5 = in[5 * is];
-    out[0 * os] = (((((z + 0x1.0000000000000p-2 * v0) + 0x1.5555555555555p-3 * v1) + 0x1.5555555555555p-3 * v2) + 0x1.5555555555555p-5 * v3) + 0x1.5555555555555p-5 * v4);
-    out[1 * os] = ((((z + 0x1.5555555555555p-3 * v1) + -0x1.5555555555555p-3 * v2) + 0x1.5555555555555p-4 * v3) + -0x1.5555555555555p-4 * v4);
-    out[2 * os] = (((((z + 0x1.5555555555555p-3 * v1) + 0x1.5555555555555p-3 * v2) + 0x1.5555555555555p-3 * v3) + 0x1.5555555555555p-3 * v4) + v5);
+    const wino_vd s1_2 = v1 + v2;
+    const wino_vd d1_2 = v1 - v2;
+    const wino_vd s3_4 = v3 + v4;
+    const wino_vd d3_4 = v3 - v4;
+    out[0 * os] = (0x1.5555555555555p-3 * s1_2 + (0x1.5555555555555p-5 * s3_4 + 0x1.0000000000000p-2 * v0));
+    out[1 * os] = (0x1.5555555555555p-3 * d1_2 + 0x1.5555555555555p-4 * d3_4);
+    out[2 * os] = (v5 + (0x1.5555555555555p-3 * s1_2 + 0x1.5555555555555p-3 * s3_4));
 }
 WINO_CX_CUBE(d, g4, 6, 3)
 
@@ -858,7 +926,6 @@ WINO_CX_CUBE(d, g4, 6, 3)
 static const double wino_cx_d_bt5[49] = {0x1.0000000000000p+2, -0x1.0000000000000p+3, -0x1.4000000000000p+2, 0x1.4000000000000p+3, 0x1.0000000000000p+0, -0x1.0000000000000p+1, 0x0.0p+0, 0x0.0p+0, -0x1.0000000000000p+2, 0x1.0000000000000p+2, 0x1.2000000000000p+3, -0x1.0000000000000p+0, -0x1.0000000000000p+1, 0x0.0p+0, 0x0.0p+0, -0x1.0000000000000p+2, 0x1.8000000000000p+3, -0x1.c000000000000p+2, -0x1.8000000000000p+1, 0x1.0000000000000p+1, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+1, -0x1.8000000000000p+1, -0x1.0000000000000p+2, 0x1.8000000000000p+1, 0x1.0000000000000p+1, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+1, -0x1.4000000000000p+2, 0x0.0p+0, 0x1.4000000000000p+2, -0x1.0000000000000p+1, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+2, 0x0.0p+0, -0x1.4000000000000p+2, 0x0.0p+0, 0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, -0x1.0000000000000p+2, 0x1.0000000000000p+3, 0x1.4000000000000p+2, -0x1.4000000000000p+3, -0x1.0000000000000p+0, 0x1.0000000000000p+1};
 static inline void wino_cx_line_d_bt5(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
@@ -866,17 +933,16 @@ static inline void wino_cx_line_d_bt5(const wino_vd *in, wino_index is, wino_vd 
     const wino_vd v4 = in[4 * is];
     const wino_vd v5 = in[5 * is];
     const wino_vd v6 = in[6 * is];
-    out[0 * os] = ((((((z + 0x1.0000000000000p+2 * v0) + -0x1.0000000000000p+3 * v1) + -0x1.4000000000000p+2 * v2) + 0x1.4000000000000p+3 * v3) + v4) + -0x1.0000000000000p+1 * v5);
-    out[1 * os] = (((((z + -0x1.0000000000000p+2 * v1) + 0x1.0000000000000p+2 * v2) + 0x1.2000000000000p+3 * v3) - v4) + -0x1.0000000000000p+1 * v5);
-    out[2 * os] = (((((z + -0x1.0000000000000p+2 * v1) + 0x1.8000000000000p+3 * v2) + -0x1.c000000000000p+2 * v3) + -0x1.8000000000000p+1 * v4) + 0x1.0000000000000p+1 * v5);
-    out[3 * os] = (((((z + 0x1.0000000000000p+1 * v1) + -0x1.8000000000000p+1 * v2) + -0x1.0000000000000p+2 * v3) + 0x1.8000000000000p+1 * v4) + 0x1.0000000000000p+1 * v5);
-    out[4 * os] = ((((z + 0x1.0000000000000p+1 * v1) + -0x1.4000000000000p+2 * v2) + 0x1.4000000000000p+2 * v4) + -0x1.0000000000000p+1 * v5);
-    out[5 * os] = (((z + 0x1.0000000000000p+2 * v1) + -0x1.4000000000000p+2 * v3) + v5);
-    out[6 * os] = ((((((z + -0x1.0000000000000p+2 * v1) + 0x1.0000000000000p+3 * v2) + 0x1.4000000000000p+2 * v3) + -0x1.4000000000000p+3 * v4) - v5) + 0x1.0000000000000p+1 * v6);
+    out[0 * os] = ((v4 + (0x1.0000000000000p+2 * v0 + -0x1.0000000000000p+3 * v1)) + (-0x1.4000000000000p+2 * v2 + (0x1.4000000000000p+3 * v3 + -0x1.0000000000000p+1 * v5)));
+    out[1 * os] = ((-0x1.0000000000000p+2 * v1 + 0x1.0000000000000p+2 * v2) + (0x1.2000000000000p+3 * v3 + ((-v4) + -0x1.0000000000000p+1 * v5)));
+    out[2 * os] = ((-0x1.0000000000000p+2 * v1 + 0x1.8000000000000p+3 * v2) + (-0x1.c000000000000p+2 * v3 + (-0x1.8000000000000p+1 * v4 + 0x1.0000000000000p+1 * v5)));
+    out[3 * os] = ((0x1.0000000000000p+1 * v1 + -0x1.8000000000000p+1 * v2) + (-0x1.0000000000000p+2 * v3 + (0x1.8000000000000p+1 * v4 + 0x1.0000000000000p+1 * v5)));
+    out[4 * os] = ((0x1.0000000000000p+1 * v1 + -0x1.4000000000000p+2 * v2) + (0x1.4000000000000p+2 * v4 + -0x1.0000000000000p+1 * v5));
+    out[5 * os] = (v5 + (0x1.0000000000000p+2 * v1 + -0x1.4000000000000p+2 * v3));
+    out[6 * os] = ((-0x1.0000000000000p+2 * v1 + (0x1.0000000000000p+3 * v2 + 0x1.4000000000000p+2 * v3)) + (-0x1.4000000000000p+3 * v4 + ((-v5) + 0x1.0000000000000p+1 * v6)));
 }
 static inline void wino_cx_linet_d_bt5(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
@@ -884,13 +950,13 @@ static inline void wino_cx_linet_d_bt5(const wino_vd *in, wino_index is, wino_vd
     const wino_vd v4 = in[4 * is];
     const wino_vd v5 = in[5 * is];
     const wino_vd v6 = in[6 * is];
-    out[0 * os] = (z + 0x1.0000000000000p+2 * v0);
-    out[1 * os] = (((((((z + -0x1.0000000000000p+3 * v0) + -0x1.0000000000000p+2 * v1) + -0x1.0000000000000p+2 * v2) + 0x1.0000000000000p+1 * v3) + 0x1.0000000000000p+1 * v4) + 0x1.0000000000000p+2 * v5) + -0x1.0000000000000p+2 * v6);
-    out[2 * os] = ((((((z + -0x1.4000000000000p+2 * v0) + 0x1.0000000000000p+2 * v1) + 0x1.8000000000000p+3 * v2) + -0x1.8000000000000p+1 * v3) + -0x1.4000000000000p+2 * v4) + 0x1.0000000000000p+3 * v6);
-    out[3 * os] = ((((((z + 0x1.4000000000000p+3 * v0) + 0x1.2000000000000p+3 * v1) + -0x1.c000000000000p+2 * v2) + -0x1.0000000000000p+2 * v3) + -0x1.4000000000000p+2 * v5) + 0x1.4000000000000p+2 * v6);
-    out[4 * os] = ((((((z + v0) - v1) + -0x1.8000000000000p+1 * v2) + 0x1.8000000000000p+1 * v3) + 0x1.4000000000000p+2 * v4) + -0x1.4000000000000p+3 * v6);
-    out[5 * os] = (((((((z + -0x1.0000000000000p+1 * v0) + -0x1.0000000000000p+1 * v1) + 0x1.0000000000000p+1 * v2) + 0x1.0000000000000p+1 * v3) + -0x1.0000000000000p+1 * v4) + v5) - v6);
-    out[6 * os] = (z + 0x1.0000000000000p+1 * v6);
+    out[0 * os] = 0x1.0000000000000p+2 * v0;
+    out[1 * os] = ((-0x1.0000000000000p+3 * v0 + (-0x1.0000000000000p+2 * v1 + -0x1.0000000000000p+2 * v2)) + ((0x1.0000000000000p+1 * v3 + 0x1.0000000000000p+1 * v4) + (0x1.0000000000000p+2 * v5 + -0x1.0000000000000p+2 * v6)));
+    out[2 * os] = ((-0x1.4000000000000p+2 * v0 + (0x1.0000000000000p+2 * v1 + 0x1.8000000000000p+3 * v2)) + (-0x1.8000000000000p+1 * v3 + (-0x1.4000000000000p+2 * v4 + 0x1.0000000000000p+3 * v6)));
+    out[3 * os] = ((0x1.4000000000000p+3 * v0 + (0x1.2000000000000p+3 * v1 + -0x1.c000000000000p+2 * v2)) + (-0x1.0000000000000p+2 * v3 + (-0x1.4000000000000p+2 * v5 + 0x1.4000000000000p+2 * v6)));
+    out[4 * os] = ((v0 + ((-v1) + -0x1.8000000000000p+1 * v2)) + (0x1.8000000000000p+1 * v3 + (0x1.4000000000000p+2 * v4 + -0x1.4000000000000p+3 * v6)));
+    out[5 * os] = ((v5 + (-0x1.0000000000000p+1 * v0 + -0x1.0000000000000p+1 * v1)) + ((0x1.0000000000000p+1 * v2 + 0x1.0000000000000p+1 * v3) + (-0x1.0000000000000p+1 * v4 - v6)));
+    out[6 * os] = 0x1.0000000000000p+1 * v6;
 }
 WINO_CX_CUBE(d, bt5, 7, 7)
 
@@ -898,23 +964,25 @@ WINO_CX_CUBE(d, bt5, 7, 7)
 static const double wino_cx_d_a5[35] = {0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, -0x1.0000000000000p+0, 0x1.0000000000000p+0, -0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+1, 0x1.0000000000000p+2, 0x1.0000000000000p+3, 0x1.0000000000000p+4, 0x1.0000000000000p+0, -0x1.0000000000000p+1, 0x1.0000000000000p+2, -0x1.0000000000000p+3, 0x1.0000000000000p+4, 0x1.0000000000000p+0, 0x1.0000000000000p-1, 0x1.0000000000000p-2, 0x1.0000000000000p-3, 0x1.0000000000000p-4, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+0};
 static inline void wino_cx_line_d_a5(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
     const wino_vd v3 = in[3 * is];
     const wino_vd v4 = in[4 * is];
-    out[0 * os] = (z + v0);
-    out[1 * os] = (((((z + v0) + v1) + v2) + v3) + v4);
-    out[2 * os] = (((((z + v0) - v1) + v2) - v3) + v4);
-    out[3 * os] = (((((z + v0) + 0x1.0000000000000p+1 * v1) + 0x1.0000000000000p+2 * v2) + 0x1.0000000000000p+3 * v3) + 0x1.0000000000000p+4 * v4);
-    out[4 * os] = (((((z + v0) + -0x1.0000000000000p+1 * v1) + 0x1.0000000000000p+2 * v2) + -0x1.0000000000000p+3 * v3) + 0x1.0000000000000p+4 * v4);
-    out[5 * os] = (((((z + v0) + 0x1.0000000000000p-1 * v1) + 0x1.0000000000000p-2 * v2) + 0x1.0000000000000p-3 * v3) + 0x1.0000000000000p-4 * v4);
-    out[6 * os] = (z + v4);
+    const wino_vd e1 = (v0 + (v2 + v4));
+    const wino_vd o1 = (v1 + v3);
+    const wino_vd e3 = (v0 + (0x1.0000000000000p+2 * v2 + 0x1.0000000000000p+4 * v4));
+    const wino_vd o3 = (0x1.0000000000000p+1 * v1 + 0x1.0000000000000p+3 * v3);
+    out[0 * os] = v0;
+    out[1 * os] = e1 + o1;
+    out[2 * os] = e1 - o1;
+    out[3 * os] = e3 + o3;
+    out[4 * os] = e3 - o3;
+    out[5 * os] = ((v0 + 0x1.0000000000000p-1 * v1) + (0x1.0000000000000p-2 * v2 + (0x1.0000000000000p-3 * v3 + 0x1.0000000000000p-4 * v4)));
+    out[6 * os] = v4;
 }
 static inline void wino_cx_linet_d_a5(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
@@ -922,11 +990,15 @@ static inline void wino_cx_linet_d_a5(const wino_vd *in, wino_index is, wino_vd 
     const wino_vd v4 = in[4 * is];
     const wino_vd v5 = in[5 * is];
     const wino_vd v6 = in[6 * is];
-    out[0 * os] = ((((((z + v0) + v1) + v2) + v3) + v4) + v5);
-    out[1 * os] = (((((z + v1) - v2) + 0x1.0000000000000p+1 * v3) + -0x1.0000000000000p+1 * v4) + 0x1.0000000000000p-1 * v5);
-    out[2 * os] = (((((z + v1) + v2) + 0x1.0000000000000p+2 * v3) + 0x1.0000000000000p+2 * v4) + 0x1.0000000000000p-2 * v5);
-    out[3 * os] = (((((z + v1) - v2) + 0x1.0000000000000p+3 * v3) + -0x1.0000000000000p+3 * v4) + 0x1.0000000000000p-3 * v5);
-    out[4 * os] = ((((((z + v1) + v2) + 0x1.0000000000000p+4 * v3) + 0x1.0000000000000p+4 * v4) + 0x1.0000000000000p-4 * v5) + v6);
+    const wino_vd s1_2 = v1 + v2;
+    const wino_vd d1_2 = v1 - v2;
+    const wino_vd s3_4 = v3 + v4;
+    const wino_vd d3_4 = v3 - v4;
+    out[0 * os] = ((s1_2 + s3_4) + (v0 + v5));
+    out[1 * os] = (d1_2 + (0x1.0000000000000p+1 * d3_4 + 0x1.0000000000000p-1 * v5));
+    out[2 * os] = (s1_2 + (0x1.0000000000000p+2 * s3_4 + 0x1.0000000000000p-2 * v5));
+    out[3 * os] = (d1_2 + (0x1.0000000000000p+3 * d3_4 + 0x1.0000000000000p-3 * v5));
+    out[4 * os] = ((s1_2 + v6) + (0x1.0000000000000p+4 * s3_4 + 0x1.0000000000000p-4 * v5));
 }
 WINO_CX_CUBE(d, a5, 7, 5)
 
@@ -934,21 +1006,19 @@ WINO_CX_CUBE(d, a5, 7, 5)
 static const double wino_cx_d_g5[21] = {0x1.0000000000000p-2, 0x0.0p+0, 0x0.0p+0, 0x1.5555555555555p-3, 0x1.5555555555555p-3, 0x1.5555555555555p-3, 0x1.c71c71c71c71cp-5, -0x1.c71c71c71c71cp-5, 0x1.c71c71c71c71cp-5, 0x1.c71c71c71c71cp-7, 0x1.c71c71c71c71cp-6, 0x1.c71c71c71c71cp-5, 0x1.1111111111111p-7, -0x1.1111111111111p-6, 0x1.1111111111111p-5, 0x1.6c16c16c16c17p-1, 0x1.6c16c16c16c17p-2, 0x1.6c16c16c16c17p-3, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p-1};
 static inline void wino_cx_line_d_g5(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
-    out[0 * os] = (z + 0x1.0000000000000p-2 * v0);
-    out[1 * os] = (((z + 0x1.5555555555555p-3 * v0) + 0x1.5555555555555p-3 * v1) + 0x1.5555555555555p-3 * v2);
-    out[2 * os] = (((z + 0x1.c71c71c71c71cp-5 * v0) + -0x1.c71c71c71c71cp-5 * v1) + 0x1.c71c71c71c71cp-5 * v2);
-    out[3 * os] = (((z + 0x1.c71c71c71c71cp-7 * v0) + 0x1.c71c71c71c71cp-6 * v1) + 0x1.c71c71c71c71cp-5 * v2);
-    out[4 * os] = (((z + 0x1.1111111111111p-7 * v0) + -0x1.1111111111111p-6 * v1) + 0x1.1111111111111p-5 * v2);
-    out[5 * os] = (((z + 0x1.6c16c16c16c17p-1 * v0) + 0x1.6c16c16c16c17p-2 * v1) + 0x1.6c16c16c16c17p-3 * v2);
-    out[6 * os] = (z + 0x1.0000000000000p-1 * v2);
+    out[0 * os] = 0x1.0000000000000p-2 * v0;
+    out[1 * os] = (0x1.5555555555555p-3 * v0 + (0x1.5555555555555p-3 * v1 + 0x1.5555555555555p-3 * v2));
+    out[2 * os] = (0x1.c71c71c71c71cp-5 * v0 + (-0x1.c71c71c71c71cp-5 * v1 + 0x1.c71c71c71c71cp-5 * v2));
+    out[3 * os] = (0x1.c71c71c71c71cp-7 * v0 + (0x1.c71c71c71c71cp-6 * v1 + 0x1.c71c71c71c71cp-5 * v2));
+    out[4 * os] = (0x1.1111111111111p-7 * v0 + (-0x1.1111111111111p-6 * v1 + 0x1.1111111111111p-5 * v2));
+    out[5 * os] = (0x1.6c16c16c16c17p-1 * v0 + (0x1.6c16c16c16c17p-2 * v1 + 0x1.6c16c16c16c17p-3 * v2));
+    out[6 * os] = 0x1.0000000000000p-1 * v2;
 }
 static inline void wino_cx_linet_d_g5(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
@@ -956,9 +1026,9 @@ static inline void wino_cx_linet_d_g5(const wino_vd *in, wino_index is, wino_vd 
     const wino_vd v4 = in[4 * is];
     const wino_vd v5 = in[5 * is];
     const wino_vd v6 = in[6 * is];
-    out[0 * os] = ((((((z + 0x1.0000000000000p-2 * v0) + 0x1.5555555555555p-3 * v1) + 0x1.c71c71c71c71cp-5 * v2) + 0x1.c71c71c71c71cp-7 * v3) + 0x1.1111111111111p-7 * v4) + 0x1.6c16c16c16c17p-1 * v5);
-    out[1 * os] = (((((z + 0x1.5555555555555p-3 * v1) + -0x1.c71c71c71c71cp-5 * v2) + 0x1.c71c71c71c71cp-6 * v3) + -0x1.1111111111111p-6 * v4) + 0x1.6c16c16c16c17p-2 * v5);
-    out[2 * os] = ((((((z + 0x1.5555555555555p-3 * v1) + 0x1.c71c71c71c71cp-5 * v2) + 0x1.c71c71c71c71cp-5 * v3) + 0x1.1111111111111p-5 * v4) + 0x1.6c16c16c16c17p-3 * v5) + 0x1.0000000000000p-1 * v6);
+    out[0 * os] = ((0x1.0000000000000p-2 * v0 + (0x1.5555555555555p-3 * v1 + 0x1.c71c71c71c71cp-5 * v2)) + (0x1.c71c71c71c71cp-7 * v3 + (0x1.1111111111111p-7 * v4 + 0x1.6c16c16c16c17p-1 * v5)));
+    out[1 * os] = ((0x1.5555555555555p-3 * v1 + -0x1.c71c71c71c71cp-5 * v2) + (0x1.c71c71c71c71cp-6 * v3 + (-0x1.1111111111111p-6 * v4 + 0x1.6c16c16c16c17p-2 * v5)));
+    out[2 * os] = ((0x1.5555555555555p-3 * v1 + (0x1.c71c71c71c71cp-5 * v2 + 0x1.c71c71c71c71cp-5 * v3)) + (0x1.1111111111111p-5 * v4 + (0x1.6c16c16c16c17p-3 * v5 + 0x1.0000000000000p-1 * v6)));
 }
 WINO_CX_CUBE(d, g5, 7, 3)
 
@@ -966,7 +1036,6 @@ WINO_CX_CUBE(d, g5, 7, 3)
 static const double wino_cx_d_bt6[64] = {0x1.0000000000000p+2, 0x0.0p+0, -0x1.5000000000000p+4, 0x0.0p+0, 0x1.5000000000000p+4, 0x0.0p+0, -0x1.0000000000000p+2, 0x0.0p+0, 0x0.0p+0, -0x1.0000000000000p+2, -0x1.0000000000000p+2, 0x1.1000000000000p+4, 0x1.1000000000000p+4, -0x1.0000000000000p+2, -0x1.0000000000000p+2, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+2, -0x1.0000000000000p+2, -0x1.1000000000000p+4, 0x1.1000000000000p+4, 0x1.0000000000000p+2, -0x1.0000000000000p+2, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+1, 0x1.0000000000000p+0, -0x1.4000000000000p+3, -0x1.4000000000000p+2, 0x1.0000000000000p+3, 0x1.0000000000000p+2, 0x0.0p+0, 0x0.0p+0, -0x1.0000000000000p+1, 0x1.0000000000000p+0, 0x1.4000000000000p+3, -0x1.4000000000000p+2, -0x1.0000000000000p+3, 0x1.0000000000000p+2, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+2, 0x1.0000000000000p+3, -0x1.4000000000000p+2, -0x1.4000000000000p+3, 0x1.0000000000000p+0, 0x1.0000000000000p+1, 0x0.0p+0, 0x0.0p+0, -0x1.0000000000000p+2, 0x1.0000000000000p+3, 0x1.4000000000000p+2, -0x1.4000000000000p+3, -0x1.0000000000000p+0, 0x1.0000000000000p+1, 0x0.0p+0, 0x0.0p+0, -0x1.0000000000000p+2, 0x0.0p+0, 0x1.5000000000000p+4, 0x0.0p+0, -0x1.5000000000000p+4, 0x0.0p+0, 0x1.0000000000000p+2};
 static inline void wino_cx_line_d_bt6(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
@@ -975,18 +1044,23 @@ static inline void wino_cx_line_d_bt6(const wino_vd *in, wino_index is, wino_vd 
     const wino_vd v5 = in[5 * is];
     const wino_vd v6 = in[6 * is];
     const wino_vd v7 = in[7 * is];
-    out[0 * os] = ((((z + 0x1.0000000000000p+2 * v0) + -0x1.5000000000000p+4 * v2) + 0x1.5000000000000p+4 * v4) + -0x1.0000000000000p+2 * v6);
-    out[1 * os] = ((((((z + -0x1.0000000000000p+2 * v1) + -0x1.0000000000000p+2 * v2) + 0x1.1000000000000p+4 * v3) + 0x1.1000000000000p+4 * v4) + -0x1.0000000000000p+2 * v5) + -0x1.0000000000000p+2 * v6);
-    out[2 * os] = ((((((z + 0x1.0000000000000p+2 * v1) + -0x1.0000000000000p+2 * v2) + -0x1.1000000000000p+4 * v3) + 0x1.1000000000000p+4 * v4) + 0x1.0000000000000p+2 * v5) + -0x1.0000000000000p+2 * v6);
-    out[3 * os] = ((((((z + 0x1.0000000000000p+1 * v1) + v2) + -0x1.4000000000000p+3 * v3) + -0x1.4000000000000p+2 * v4) + 0x1.0000000000000p+3 * v5) + 0x1.0000000000000p+2 * v6);
-    out[4 * os] = ((((((z + -0x1.0000000000000p+1 * v1) + v2) + 0x1.4000000000000p+3 * v3) + -0x1.4000000000000p+2 * v4) + -0x1.0000000000000p+3 * v5) + 0x1.0000000000000p+2 * v6);
-    out[5 * os] = ((((((z + 0x1.0000000000000p+2 * v1) + 0x1.0000000000000p+3 * v2) + -0x1.4000000000000p+2 * v3) + -0x1.4000000000000p+3 * v4) + v5) + 0x1.0000000000000p+1 * v6);
-    out[6 * os] = ((((((z + -0x1.0000000000000p+2 * v1) + 0x1.0000000000000p+3 * v2) + 0x1.4000000000000p+2 * v3) + -0x1.4000000000000p+3 * v4) - v5) + 0x1.0000000000000p+1 * v6);
-    out[7 * os] = ((((z + -0x1.0000000000000p+2 * v1) + 0x1.5000000000000p+4 * v3) + -0x1.5000000000000p+4 * v5) + 0x1.0000000000000p+2 * v7);
+    const wino_vd e1 = (-0x1.0000000000000p+2 * v2 + (0x1.1000000000000p+4 * v4 + -0x1.0000000000000p+2 * v6));
+    const wino_vd o1 = (-0x1.0000000000000p+2 * v1 + (0x1.1000000000000p+4 * v3 + -0x1.0000000000000p+2 * v5));
+    const wino_vd e3 = (v2 + (-0x1.4000000000000p+2 * v4 + 0x1.0000000000000p+2 * v6));
+    const wino_vd o3 = (0x1.0000000000000p+1 * v1 + (-0x1.4000000000000p+3 * v3 + 0x1.0000000000000p+3 * v5));
+    const wino_vd e5 = (0x1.0000000000000p+3 * v2 + (-0x1.4000000000000p+3 * v4 + 0x1.0000000000000p+1 * v6));
+    const wino_vd o5 = (v5 + (0x1.0000000000000p+2 * v1 + -0x1.4000000000000p+2 * v3));
+    out[0 * os] = ((0x1.0000000000000p+2 * v0 + -0x1.5000000000000p+4 * v2) + (0x1.5000000000000p+4 * v4 + -0x1.0000000000000p+2 * v6));
+    out[1 * os] = e1 + o1;
+    out[2 * os] = e1 - o1;
+    out[3 * os] = e3 + o3;
+    out[4 * os] = e3 - o3;
+    out[5 * os] = e5 + o5;
+    out[6 * os] = e5 - o5;
+    out[7 * os] = ((-0x1.0000000000000p+2 * v1 + 0x1.5000000000000p+4 * v3) + (-0x1.5000000000000p+4 * v5 + 0x1.0000000000000p+2 * v7));
 }
 static inline void wino_cx_linet_d_bt6(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
@@ -995,14 +1069,20 @@ static inline void wino_cx_linet_d_bt6(const wino_vd *in, wino_index is, wino_vd
     const wino_vd v5 = in[5 * is];
     const wino_vd v6 = in[6 * is];
     const wino_vd v7 = in[7 * is];
-    out[0 * os] = (z + 0x1.0000000000000p+2 * v0);
-    out[1 * os] = (((((((z + -0x1.0000000000000p+2 * v1) + 0x1.0000000000000p+2 * v2) + 0x1.0000000000000p+1 * v3) + -0x1.0000000000000p+1 * v4) + 0x1.0000000000000p+2 * v5) + -0x1.0000000000000p+2 * v6) + -0x1.0000000000000p+2 * v7);
-    out[2 * os] = (((((((z + -0x1.5000000000000p+4 * v0) + -0x1.0000000000000p+2 * v1) + -0x1.0000000000000p+2 * v2) + v3) + v4) + 0x1.0000000000000p+3 * v5) + 0x1.0000000000000p+3 * v6);
-    out[3 * os] = (((((((z + 0x1.1000000000000p+4 * v1) + -0x1.1000000000000p+4 * v2) + -0x1.4000000000000p+3 * v3) + 0x1.4000000000000p+3 * v4) + -0x1.4000000000000p+2 * v5) + 0x1.4000000000000p+2 * v6) + 0x1.5000000000000p+4 * v7);
-    out[4 * os] = (((((((z + 0x1.5000000000000p+4 * v0) + 0x1.1000000000000p+4 * v1) + 0x1.1000000000000p+4 * v2) + -0x1.4000000000000p+2 * v3) + -0x1.4000000000000p+2 * v4) + -0x1.4000000000000p+3 * v5) + -0x1.4000000000000p+3 * v6);
-    out[5 * os] = (((((((z + -0x1.0000000000000p+2 * v1) + 0x1.0000000000000p+2 * v2) + 0x1.0000000000000p+3 * v3) + -0x1.0000000000000p+3 * v4) + v5) - v6) + -0x1.5000000000000p+4 * v7);
-    out[6 * os] = (((((((z + -0x1.0000000000000p+2 * v0) + -0x1.0000000000000p+2 * v1) + -0x1.0000000000000p+2 * v2) + 0x1.0000000000000p+2 * v3) + 0x1.0000000000000p+2 * v4) + 0x1.0000000000000p+1 * v5) + 0x1.0000000000000p+1 * v6);
-    out[7 * os] = (z + 0x1.0000000000000p+2 * v7);
+    const wino_vd s1_2 = v1 + v2;
+    const wino_vd d1_2 = v1 - v2;
+    const wino_vd s3_4 = v3 + v4;
+    const wino_vd d3_4 = v3 - v4;
+    const wino_vd s5_6 = v5 + v6;
+    const wino_vd d5_6 = v5 - v6;
+    out[0 * os] = 0x1.0000000000000p+2 * v0;
+    out[1 * os] = ((-0x1.0000000000000p+2 * d1_2 + 0x1.0000000000000p+1 * d3_4) + (0x1.0000000000000p+2 * d5_6 + -0x1.0000000000000p+2 * v7));
+    out[2 * os] = ((s3_4 + -0x1.0000000000000p+2 * s1_2) + (0x1.0000000000000p+3 * s5_6 + -0x1.5000000000000p+4 * v0));
+    out[3 * os] = ((0x1.1000000000000p+4 * d1_2 + -0x1.4000000000000p+3 * d3_4) + (-0x1.4000000000000p+2 * d5_6 + 0x1.5000000000000p+4 * v7));
+    out[4 * os] = ((0x1.1000000000000p+4 * s1_2 + -0x1.4000000000000p+2 * s3_4) + (-0x1.4000000000000p+3 * s5_6 + 0x1.5000000000000p+4 * v0));
+    out[5 * os] = ((d5_6 + -0x1.0000000000000p+2 * d1_2) + (0x1.0000000000000p+3 * d3_4 + -0x1.5000000000000p+4 * v7));
+    out[6 * os] = ((-0x1.0000000000000p+2 * s1_2 + 0x1.0000000000000p+2 * s3_4) + (0x1.0000000000000p+1 * s5_6 + -0x1.0000000000000p+2 * v0));
+    out[7 * os] = 0x1.0000000000000p+2 * v7;
 }
 WINO_CX_CUBE(d, bt6, 8, 8)
 
@@ -1010,25 +1090,29 @@ WINO_CX_CUBE(d, bt6, 8, 8)
 static const double wino_cx_d_a6[48] = {0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+0, -0x1.0000000000000p+0, 0x1.0000000000000p+0, -0x1.0000000000000p+0, 0x1.0000000000000p+0, -0x1.0000000000000p+0, 0x1.0000000000000p+0, 0x1.0000000000000p+1, 0x1.0000000000000p+2, 0x1.0000000000000p+3, 0x1.0000000000000p+4, 0x1.0000000000000p+5, 0x1.0000000000000p+0, -0x1.0000000000000p+1, 0x1.0000000000000p+2, -0x1.0000000000000p+3, 0x1.0000000000000p+4, -0x1.0000000000000p+5, 0x1.0000000000000p+0, 0x1.0000000000000p-1, 0x1.0000000000000p-2, 0x1.0000000000000p-3, 0x1.0000000000000p-4, 0x1.0000000000000p-5, 0x1.0000000000000p+0, -0x1.0000000000000p-1, 0x1.0000000000000p-2, -0x1.0000000000000p-3, 0x1.0000000000000p-4, -0x1.0000000000000p-5, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+0};
 static inline void wino_cx_line_d_a6(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
     const wino_vd v3 = in[3 * is];
     const wino_vd v4 = in[4 * is];
     const wino_vd v5 = in[5 * is];
-    out[0 * os] = (z + v0);
-    out[1 * os] = ((((((z + v0) + v1) + v2) + v3) + v4) + v5);
-    out[2 * os] = ((((((z + v0) - v1) + v2) - v3) + v4) - v5);
-    out[3 * os] = ((((((z + v0) + 0x1.0000000000000p+1 * v1) + 0x1.0000000000000p+2 * v2) + 0x1.0000000000000p+3 * v3) + 0x1.0000000000000p+4 * v4) + 0x1.0000000000000p+5 * v5);
-    out[4 * os] = ((((((z + v0) + -0x1.0000000000000p+1 * v1) + 0x1.0000000000000p+2 * v2) + -0x1.0000000000000p+3 * v3) + 0x1.0000000000000p+4 * v4) + -0x1.0000000000000p+5 * v5);
-    out[5 * os] = ((((((z + v0) + 0x1.0000000000000p-1 * v1) + 0x1.0000000000000p-2 * v2) + 0x1.0000000000000p-3 * v3) + 0x1.0000000000000p-4 * v4) + 0x1.0000000000000p-5 * v5);
-    out[6 * os] = ((((((z + v0) + -0x1.0000000000000p-1 * v1) + 0x1.0000000000000p-2 * v2) + -0x1.0000000000000p-3 * v3) + 0x1.0000000000000p-4 * v4) + -0x1.0000000000000p-5 * v5);
-    out[7 * os] = (z + v5);
+    const wino_vd e1 = (v0 + (v2 + v4));
+    const wino_vd o1 = (v1 + (v3 + v5));
+    const wino_vd e3 = (v0 + (0x1.0000000000000p+2 * v2 + 0x1.0000000000000p+4 * v4));
+    const wino_vd o3 = (0x1.0000000000000p+1 * v1 + (0x1.0000000000000p+3 * v3 + 0x1.0000000000000p+5 * v5));
+    const wino_vd e5 = (v0 + (0x1.0000000000000p-2 * v2 + 0x1.0000000000000p-4 * v4));
+    const wino_vd o5 = (0x1.0000000000000p-1 * v1 + (0x1.0000000000000p-3 * v3 + 0x1.0000000000000p-5 * v5));
+    out[0 * os] = v0;
+    out[1 * os] = e1 + o1;
+    out[2 * os] = e1 - o1;
+    out[3 * os] = e3 + o3;
+    out[4 * os] = e3 - o3;
+    out[5 * os] = e5 + o5;
+    out[6 * os] = e5 - o5;
+    out[7 * os] = v5;
 }
 static inline void wino_cx_linet_d_a6(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
@@ -1037,12 +1121,18 @@ static inline void wino_cx_linet_d_a6(const wino_vd *in, wino_index is, wino_vd 
     const wino_vd v5 = in[5 * is];
     const wino_vd v6 = in[6 * is];
     const wino_vd v7 = in[7 * is];
-    out[0 * os] = (((((((z + v0) + v1) + v2) + v3) + v4) + v5) + v6);
-    out[1 * os] = ((((((z + v1) - v2) + 0x1.0000000000000p+1 * v3) + -0x1.0000000000000p+1 * v4) + 0x1.0000000000000p-1 * v5) + -0x1.0000000000000p-1 * v6);
-    out[2 * os] = ((((((z + v1) + v2) + 0x1.0000000000000p+2 * v3) + 0x1.0000000000000p+2 * v4) + 0x1.0000000000000p-2 * v5) + 0x1.0000000000000p-2 * v6);
-    out[3 * os] = ((((((z + v1) - v2) + 0x1.0000000000000p+3 * v3) + -0x1.0000000000000p+3 * v4) + 0x1.0000000000000p-3 * v5) + -0x1.0000000000000p-3 * v6);
-    out[4 * os] = ((((((z + v1) + v2) + 0x1.0000000000000p+4 * v3) + 0x1.0000000000000p+4 * v4) + 0x1.0000000000000p-4 * v5) + 0x1.0000000000000p-4 * v6);
-    out[5 * os] = (((((((z + v1) - v2) + 0x1.0000000000000p+5 * v3) + -0x1.0000000000000p+5 * v4) + 0x1.0000000000000p-5 * v5) + -0x1.0000000000000p-5 * v6) + v7);
+    const wino_vd s1_2 = v1 + v2;
+    const wino_vd d1_2 = v1 - v2;
+    const wino_vd s3_4 = v3 + v4;
+    const wino_vd d3_4 = v3 - v4;
+    const wino_vd s5_6 = v5 + v6;
+    const wino_vd d5_6 = v5 - v6;
+    out[0 * os] = ((s1_2 + s3_4) + (s5_6 + v0));
+    out[1 * os] = (d1_2 + (0x1.0000000000000p+1 * d3_4 + 0x1.0000000000000p-1 * d5_6));
+    out[2 * os] = (s1_2 + (0x1.0000000000000p+2 * s3_4 + 0x1.0000000000000p-2 * s5_6));
+    out[3 * os] = (d1_2 + (0x1.0000000000000p+3 * d3_4 + 0x1.0000000000000p-3 * d5_6));
+    out[4 * os] = (s1_2 + (0x1.0000000000000p+4 * s3_4 + 0x1.0000000000000p-4 * s5_6));
+    out[5 * os] = ((d1_2 + v7) + (0x1.0000000000000p+5 * d3_4 + 0x1.0000000000000p-5 * d5_6));
 }
 WINO_CX_CUBE(d, a6, 8, 6)
 
@@ -1050,22 +1140,26 @@ WINO_CX_CUBE(d, a6, 8, 6)
 static const double wino_cx_d_g6[24] = {0x1.0000000000000p-2, 0x0.0p+0, 0x0.0p+0, 0x1.c71c71c71c71cp-5, 0x1.c71c71c71c71cp-5, 0x1.c71c71c71c71cp-5, 0x1.c71c71c71c71cp-5, -0x1.c71c71c71c71cp-5, 0x1.c71c71c71c71cp-5, 0x1.6c16c16c16c17p-9, 0x1.6c16c16c16c17p-8, 0x1.6c16c16c16c17p-7, 0x1.6c16c16c16c17p-9, -0x1.6c16c16c16c17p-8, 0x1.6c16c16c16c17p-7, 0x1.6c16c16c16c17p-2, 0x1.6c16c16c16c17p-3, 0x1.6c16c16c16c17p-4, 0x1.6c16c16c16c17p-2, -0x1.6c16c16c16c17p-3, 0x1.6c16c16c16c17p-4, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p-2};
 static inline void wino_cx_line_d_g6(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
-    out[0 * os] = (z + 0x1.0000000000000p-2 * v0);
-    out[1 * os] = (((z + 0x1.c71c71c71c71cp-5 * v0) + 0x1.c71c71c71c71cp-5 * v1) + 0x1.c71c71c71c71cp-5 * v2);
-    out[2 * os] = (((z + 0x1.c71c71c71c71cp-5 * v0) + -0x1.c71c71c71c71cp-5 * v1) + 0x1.c71c71c71c71cp-5 * v2);
-    out[3 * os] = (((z + 0x1.6c16c16c16c17p-9 * v0) + 0x1.6c16c16c16c17p-8 * v1) + 0x1.6c16c16c16c17p-7 * v2);
-    out[4 * os] = (((z + 0x1.6c16c16c16c17p-9 * v0) + -0x1.6c16c16c16c17p-8 * v1) + 0x1.6c16c16c16c17p-7 * v2);
-    out[5 * os] = (((z + 0x1.6c16c16c16c17p-2 * v0) + 0x1.6c16c16c16c17p-3 * v1) + 0x1.6c16c16c16c17p-4 * v2);
-    out[6 * os] = (((z + 0x1.6c16c16c16c17p-2 * v0) + -0x1.6c16c16c16c17p-3 * v1) + 0x1.6c16c16c16c17p-4 * v2);
-    out[7 * os] = (z + 0x1.0000000000000p-2 * v2);
+    const wino_vd e1 = (0x1.c71c71c71c71cp-5 * v0 + 0x1.c71c71c71c71cp-5 * v2);
+    const wino_vd o1 = 0x1.c71c71c71c71cp-5 * v1;
+    const wino_vd e3 = (0x1.6c16c16c16c17p-9 * v0 + 0x1.6c16c16c16c17p-7 * v2);
+    const wino_vd o3 = 0x1.6c16c16c16c17p-8 * v1;
+    const wino_vd e5 = (0x1.6c16c16c16c17p-2 * v0 + 0x1.6c16c16c16c17p-4 * v2);
+    const wino_vd o5 = 0x1.6c16c16c16c17p-3 * v1;
+    out[0 * os] = 0x1.0000000000000p-2 * v0;
+    out[1 * os] = e1 + o1;
+    out[2 * os] = e1 - o1;
+    out[3 * os] = e3 + o3;
+    out[4 * os] = e3 - o3;
+    out[5 * os] = e5 + o5;
+    out[6 * os] = e5 - o5;
+    out[7 * os] = 0x1.0000000000000p-2 * v2;
 }
 static inline void wino_cx_linet_d_g6(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
-    const wino_vd z = {0};
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
@@ -1074,9 +1168,15 @@ static inline void wino_cx_linet_d_g6(const wino_vd *in, wino_index is, wino_vd 
     const wino_vd v5 = in[5 * is];
     const wino_vd v6 = in[6 * is];
     const wino_vd v7 = in[7 * is];
-    out[0 * os] = (((((((z + 0x1.0000000000000p-2 * v0) + 0x1.c71c71c71c71cp-5 * v1) + 0x1.c71c71c71c71cp-5 * v2) + 0x1.6c16c16c16c17p-9 * v3) + 0x1.6c16c16c16c17p-9 * v4) + 0x1.6c16c16c16c17p-2 * v5) + 0x1.6c16c16c16c17p-2 * v6);
-    out[1 * os] = ((((((z + 0x1.c71c71c71c71cp-5 * v1) + -0x1.c71c71c71c71cp-5 * v2) + 0x1.6c16c16c16c17p-8 * v3) + -0x1.6c16c16c16c17p-8 * v4) + 0x1.6c16c16c16c17p-3 * v5) + -0x1.6c16c16c16c17p-3 * v6);
-    out[2 * os] = (((((((z + 0x1.c71c71c71c71cp-5 * v1) + 0x1.c71c71c71c71cp-5 * v2) + 0x1.6c16c16c16c17p-7 * v3) + 0x1.6c16c16c16c17p-7 * v4) + 0x1.6c16c16c16c17p-4 * v5) + 0x1.6c16c16c16c17p-4 * v6) + 0x1.0000000000000p-2 * v7);
+    const wino_vd s1_2 = v1 + v2;
+    const wino_vd d1_2 = v1 - v2;
+    const wino_vd s3_4 = v3 + v4;
+    const wino_vd d3_4 = v3 - v4;
+    const wino_vd s5_6 = v5 + v6;
+    const wino_vd d5_6 = v5 - v6;
+    out[0 * os] = ((0x1.c71c71c71c71cp-5 * s1_2 + 0x1.6c16c16c16c17p-9 * s3_4) + (0x1.6c16c16c16c17p-2 * s5_6 + 0x1.0000000000000p-2 * v0));
+    out[1 * os] = (0x1.c71c71c71c71cp-5 * d1_2 + (0x1.6c16c16c16c17p-8 * d3_4 + 0x1.6c16c16c16c17p-3 * d5_6));
+    out[2 * os] = ((0x1.c71c71c71c71cp-5 * s1_2 + 0x1.6c16c16c16c17p-7 * s3_4) + (0x1.6c16c16c16c17p-4 * s5_6 + 0x1.0000000000000p-2 * v7));
 }
 WINO_CX_CUBE(d, g6, 8, 3)
 
