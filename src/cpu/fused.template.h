@@ -35,6 +35,17 @@
 /* Scratch of one thread, carved from the caller's buffer in this order. */
 static size_t FN(fused_round64)(size_t b) { return (b + 63) & ~(size_t)63; }
 
+/* Elements between consecutive tiles of V (w = CP) or M (w = KP): nk * w,
+ * one cache line more when that is a multiple of 1 KiB.  The micro-kernel
+ * reads 6 tiles' rows of V and writes 6 of M at once; with nk * w * size a
+ * multiple of 4 KiB (F(6^3) on 16 or 32 channels: 32 or 64 KiB) all twelve
+ * fall in one set of the 8-way L1. */
+static wino_index FN(fused_tile_stride)(wino_index nk, wino_index w)
+{
+    const wino_index n = nk * w;
+    return (n * (wino_index)sizeof(REAL)) % 1024 ? n : n + 64 / (wino_index)sizeof(REAL);
+}
+
 static void FN(fused_sizes)(const PLAN *pin, const PLAN *pout, wino_index tb, wino_index CP,
                             wino_index KP, size_t sz[6])
 {
@@ -51,8 +62,8 @@ static void FN(fused_sizes)(const PLAN *pin, const PLAN *pout, wino_index tb, wi
     sz[1] = FN(fused_round64)(sizeof(VEC) * t);              /* t1 */
     sz[2] = FN(fused_round64)(sizeof(VEC) * t);              /* t2 */
     sz[3] = 0;                                               /* (unused) */
-    sz[4] = FN(fused_round64)(sizeof(REAL) * (size_t)tb * nk * (size_t)CP); /* V */
-    sz[5] = FN(fused_round64)(sizeof(REAL) * (size_t)tb * nk * (size_t)KP); /* M */
+    sz[4] = FN(fused_round64)(sizeof(REAL) * (size_t)tb * (size_t)FN(fused_tile_stride)((wino_index)nk, CP)); /* V */
+    sz[5] = FN(fused_round64)(sizeof(REAL) * (size_t)tb * (size_t)FN(fused_tile_stride)((wino_index)nk, KP)); /* M */
 }
 
 /* One thread's scratch, carved from its slice in the order of fused_sizes:
@@ -285,6 +296,7 @@ int FN(wino_fused_forward)(const wino_geom *g, const REAL *xcl, const wino_index
     if (t_begin < 0 || t_end > g->N * g->nt[0] * g->nt[1] * g->nt[2] || t_begin > t_end) return WINO_EARG;
     const wino_index nblocks = (t_end - t_begin + tb - 1) / tb;
     const int nk = pin->nk;
+    const wino_index ldv = FN(fused_tile_stride)(nk, CP), ldm = FN(fused_tile_stride)(nk, KP);
     const int md = pout->n[0], mh = pout->n[1], mw = pout->n[2];
     const wino_index Do = g->od[0], Ho = g->od[1], Wo = g->od[2];
     const wino_index ys0 = ys[0], ys1 = ys[1], ys2 = ys[2], ys3 = ys[3], ys4 = ys[4];
@@ -305,13 +317,13 @@ int FN(wino_fused_forward)(const wino_geom *g, const REAL *xcl, const wino_index
                 wino_geom_tile_origin(g, t0 + r, &n, o);
                 for (wino_index cg = 0; cg < CP / VL; ++cg) {
                     FN(fused_gather)(g, xcl, xcs, n, o, cg, pin->a, patch);
-                    FN(expandv_strided)(pin, patch, (VEC *)(V + r * nk * CP + cg * VL), CP / VL, t1, t2);
+                    FN(expandv_strided)(pin, patch, (VEC *)(V + r * ldv + cg * VL), CP / VL, t1, t2);
                 }
             }
             /* product, one kept position at a time */
             for (int i = 0; i < nk; ++i)
-                FN(fused_product)(nt, CP, KP, V + (wino_index)i * CP, (wino_index)nk * CP,
-                                  Up + (wino_index)i * CP * KP, M + (wino_index)i * KP, (wino_index)nk * KP);
+                FN(fused_product)(nt, CP, KP, V + (wino_index)i * CP, ldv, Up + (wino_index)i * CP * KP,
+                                  M + (wino_index)i * KP, ldm);
             /* output transform, one channel vector at a time */
             for (wino_index r = 0; r < nt; ++r) {
                 wino_index n, o[3];
@@ -321,7 +333,7 @@ int FN(wino_fused_forward)(const wino_geom *g, const REAL *xcl, const wino_index
                 const int ew = Wo - o[2] < mw ? (int)(Wo - o[2]) : mw;
                 REAL *yt = y + n * ys0 + o[0] * ys2 + o[1] * ys3 + o[2] * ys4;
                 for (wino_index k0 = 0; k0 < K; k0 += VL) {
-                    FN(contractv_strided)(pout, (const VEC *)(M + r * nk * KP + k0), KP / VL, patch, t1, t2);
+                    FN(contractv_strided)(pout, (const VEC *)(M + r * ldm + k0), KP / VL, patch, t1, t2);
                     const int lanes = K - k0 < VL ? (int)(K - k0) : VL;
                     for (int a = 0; a < ed; ++a)
                         for (int c = 0; c < eh; ++c)
