@@ -56,7 +56,10 @@ def workspace(slot, n, dtype):
 
     Reusing the tile workspace between calls avoids faulting in fresh pages
     on every call (tens of MB).  The memory kept is bounded by the workspace
-    budget per slot and thread; ``release_workspace()`` frees it.
+    budget per slot and thread; ``release_workspace()`` frees it.  The array
+    starts on a 64-byte boundary (a cache line; whole SIMD vectors for the
+    kernels that read it in place, such as the fused pipeline's
+    channels-last copy of x).
     """
     dtype = np.dtype(dtype)
     cache = getattr(_tls, "buffers", None)
@@ -65,7 +68,8 @@ def workspace(slot, n, dtype):
     buf = cache.get(slot)
     need = n * dtype.itemsize
     if buf is None or buf.nbytes < need:
-        cache[slot] = buf = np.empty(max(need, 64), dtype=np.uint8)
+        raw = np.empty(max(need, 64) + 64, dtype=np.uint8)
+        cache[slot] = buf = raw[-raw.ctypes.data % 64:][:max(need, 64)]
     return buf[:need].view(dtype)
 
 

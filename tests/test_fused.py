@@ -171,3 +171,25 @@ def test_packed_weights_are_the_transposed_kept_positions(dtype, K, C, rng):
         np.testing.assert_array_equal(Up, ref)
     with pytest.raises(ValueError, match="past U"):
         _cpu.fused_pack(U, np.array([P], dtype=np.int64), np.empty((1, CP, KP), dtype), 1)
+
+
+@pytest.mark.parametrize("tile", [2, 3, 4, 5, 6])
+def test_interior_tiles_read_in_place_give_the_same_bits(tile, rng):
+    """Tiles inside the volume of vector-aligned channels-last x (the
+    workspace copy, or caller memory) run the constant expand straight from
+    x; edge tiles, misaligned x and non-cubic plans gather a patch first.
+    Both give the blocked pipeline's bits."""
+    C, K = 16, 8
+    x = rng.standard_normal((1, C, 14, 15, 16)).astype(np.float32)
+    w = rng.standard_normal((K, C, 3, 3, 3)).astype(np.float32)
+    U = pywino3d.filter_transform(w, tile)
+    kept = np.arange(U.shape[0], dtype=np.int32)
+    ref = _run("blocked", x, U, None, (3, 3, 3), (tile,) * 3, 1, kept, 1)
+    flat = np.empty(x.size + 32, dtype=np.float32)
+    for off in range(3):  # offset 0: aligned, read in place; 1, 2: misaligned, gathered
+        start = (-flat.ctypes.data // 4) % 16 + off
+        cl = flat[start:start + x.size].reshape(1, 14, 15, 16, C)
+        cl[...] = x.transpose(0, 2, 3, 4, 1)
+        y = _run("fused", cl.transpose(0, 4, 1, 2, 3), U, None, (3, 3, 3), (tile,) * 3, 1, kept, 2)
+        np.testing.assert_array_equal(y, ref)
+    np.testing.assert_array_equal(_run("fused", x, U, None, (3, 3, 3), (tile,) * 3, 1, kept, 2), ref)

@@ -13,13 +13,28 @@ const double *wino_cx_match_d(const double *X, int a, int n);
 /* WINO_CX_CUBE(S, TAG, A, N): wino_cx_expand_S_TAG and wino_cx_contract_S_TAG,
  * the dense cubic expand (line function along w, h, d) and contract (its
  * adjoint along d, h, w) of the A x N matrix TAG, in the loop order of
- * wino_expand_dims_ / wino_contract_dims_. */
+ * wino_expand_dims_ / wino_contract_dims_; wino_cx_expand3_S_TAG is the
+ * expand of an N^3 block read in place (vector strides vs, hs, ds along
+ * w, h, d) instead of from a contiguous patch: the same sums. */
 #define WINO_CX_CUBE(S, TAG, A, N)                                                         \
 static void wino_cx_expand_##S##_##TAG(const wino_v##S *in, wino_v##S *out, wino_index os,  \
                                        wino_v##S *t1, wino_v##S *t2)                       \
 {                                                                                          \
     for (int ab = 0; ab < (N) * (N); ++ab)                                                 \
         wino_cx_line_##S##_##TAG(in + ab * (N), 1, t1 + ab * (A), 1);                      \
+    for (int i = 0; i < (N); ++i)                                                          \
+        for (int w = 0; w < (A); ++w)                                                      \
+            wino_cx_line_##S##_##TAG(t1 + i * (N) * (A) + w, (A), t2 + i * (A) * (A) + w, (A)); \
+    for (int hw = 0; hw < (A) * (A); ++hw)                                                 \
+        wino_cx_line_##S##_##TAG(t2 + hw, (A) * (A), out + hw * os, (A) * (A) * os);       \
+}                                                                                          \
+static void wino_cx_expand3_##S##_##TAG(const wino_v##S *in, wino_index vs, wino_index hs,  \
+                                        wino_index ds, wino_v##S *out, wino_index os,      \
+                                        wino_v##S *t1, wino_v##S *t2)                      \
+{                                                                                          \
+    for (int a = 0; a < (N); ++a)                                                          \
+        for (int b = 0; b < (N); ++b)                                                      \
+            wino_cx_line_##S##_##TAG(in + a * ds + b * hs, vs, t1 + (a * (N) + b) * (A), 1); \
     for (int i = 0; i < (N); ++i)                                                          \
         for (int w = 0; w < (A); ++w)                                                      \
             wino_cx_line_##S##_##TAG(t1 + i * (N) * (A) + w, (A), t2 + i * (A) * (A) + w, (A)); \
@@ -616,6 +631,27 @@ static inline int wino_cx_expand_f(const float *X, const wino_vf *in, wino_vf *o
     if (X == wino_cx_f_bt6) { wino_cx_expand_f_bt6(in, out, os, t1, t2); return 1; }
     if (X == wino_cx_f_a6) { wino_cx_expand_f_a6(in, out, os, t1, t2); return 1; }
     if (X == wino_cx_f_g6) { wino_cx_expand_f_g6(in, out, os, t1, t2); return 1; }
+    return 0;
+}
+
+/* Run the constant dense cubic expand3 when all three axes use one table; 0 if none. */
+static inline int wino_cx_expand3_f(const float *X, const wino_vf *in, wino_index vs, wino_index hs, wino_index ds, wino_vf *out, wino_index os, wino_vf *t1, wino_vf *t2)
+{
+    if (X == wino_cx_f_bt2) { wino_cx_expand3_f_bt2(in, vs, hs, ds, out, os, t1, t2); return 1; }
+    if (X == wino_cx_f_a2) { wino_cx_expand3_f_a2(in, vs, hs, ds, out, os, t1, t2); return 1; }
+    if (X == wino_cx_f_g2) { wino_cx_expand3_f_g2(in, vs, hs, ds, out, os, t1, t2); return 1; }
+    if (X == wino_cx_f_bt3) { wino_cx_expand3_f_bt3(in, vs, hs, ds, out, os, t1, t2); return 1; }
+    if (X == wino_cx_f_a3) { wino_cx_expand3_f_a3(in, vs, hs, ds, out, os, t1, t2); return 1; }
+    if (X == wino_cx_f_g3) { wino_cx_expand3_f_g3(in, vs, hs, ds, out, os, t1, t2); return 1; }
+    if (X == wino_cx_f_bt4) { wino_cx_expand3_f_bt4(in, vs, hs, ds, out, os, t1, t2); return 1; }
+    if (X == wino_cx_f_a4) { wino_cx_expand3_f_a4(in, vs, hs, ds, out, os, t1, t2); return 1; }
+    if (X == wino_cx_f_g4) { wino_cx_expand3_f_g4(in, vs, hs, ds, out, os, t1, t2); return 1; }
+    if (X == wino_cx_f_bt5) { wino_cx_expand3_f_bt5(in, vs, hs, ds, out, os, t1, t2); return 1; }
+    if (X == wino_cx_f_a5) { wino_cx_expand3_f_a5(in, vs, hs, ds, out, os, t1, t2); return 1; }
+    if (X == wino_cx_f_g5) { wino_cx_expand3_f_g5(in, vs, hs, ds, out, os, t1, t2); return 1; }
+    if (X == wino_cx_f_bt6) { wino_cx_expand3_f_bt6(in, vs, hs, ds, out, os, t1, t2); return 1; }
+    if (X == wino_cx_f_a6) { wino_cx_expand3_f_a6(in, vs, hs, ds, out, os, t1, t2); return 1; }
+    if (X == wino_cx_f_g6) { wino_cx_expand3_f_g6(in, vs, hs, ds, out, os, t1, t2); return 1; }
     return 0;
 }
 
@@ -1218,6 +1254,27 @@ static inline int wino_cx_expand_d(const double *X, const wino_vd *in, wino_vd *
     if (X == wino_cx_d_bt6) { wino_cx_expand_d_bt6(in, out, os, t1, t2); return 1; }
     if (X == wino_cx_d_a6) { wino_cx_expand_d_a6(in, out, os, t1, t2); return 1; }
     if (X == wino_cx_d_g6) { wino_cx_expand_d_g6(in, out, os, t1, t2); return 1; }
+    return 0;
+}
+
+/* Run the constant dense cubic expand3 when all three axes use one table; 0 if none. */
+static inline int wino_cx_expand3_d(const double *X, const wino_vd *in, wino_index vs, wino_index hs, wino_index ds, wino_vd *out, wino_index os, wino_vd *t1, wino_vd *t2)
+{
+    if (X == wino_cx_d_bt2) { wino_cx_expand3_d_bt2(in, vs, hs, ds, out, os, t1, t2); return 1; }
+    if (X == wino_cx_d_a2) { wino_cx_expand3_d_a2(in, vs, hs, ds, out, os, t1, t2); return 1; }
+    if (X == wino_cx_d_g2) { wino_cx_expand3_d_g2(in, vs, hs, ds, out, os, t1, t2); return 1; }
+    if (X == wino_cx_d_bt3) { wino_cx_expand3_d_bt3(in, vs, hs, ds, out, os, t1, t2); return 1; }
+    if (X == wino_cx_d_a3) { wino_cx_expand3_d_a3(in, vs, hs, ds, out, os, t1, t2); return 1; }
+    if (X == wino_cx_d_g3) { wino_cx_expand3_d_g3(in, vs, hs, ds, out, os, t1, t2); return 1; }
+    if (X == wino_cx_d_bt4) { wino_cx_expand3_d_bt4(in, vs, hs, ds, out, os, t1, t2); return 1; }
+    if (X == wino_cx_d_a4) { wino_cx_expand3_d_a4(in, vs, hs, ds, out, os, t1, t2); return 1; }
+    if (X == wino_cx_d_g4) { wino_cx_expand3_d_g4(in, vs, hs, ds, out, os, t1, t2); return 1; }
+    if (X == wino_cx_d_bt5) { wino_cx_expand3_d_bt5(in, vs, hs, ds, out, os, t1, t2); return 1; }
+    if (X == wino_cx_d_a5) { wino_cx_expand3_d_a5(in, vs, hs, ds, out, os, t1, t2); return 1; }
+    if (X == wino_cx_d_g5) { wino_cx_expand3_d_g5(in, vs, hs, ds, out, os, t1, t2); return 1; }
+    if (X == wino_cx_d_bt6) { wino_cx_expand3_d_bt6(in, vs, hs, ds, out, os, t1, t2); return 1; }
+    if (X == wino_cx_d_a6) { wino_cx_expand3_d_a6(in, vs, hs, ds, out, os, t1, t2); return 1; }
+    if (X == wino_cx_d_g6) { wino_cx_expand3_d_g6(in, vs, hs, ds, out, os, t1, t2); return 1; }
     return 0;
 }
 

@@ -302,6 +302,9 @@ int FN(wino_fused_forward)(const wino_geom *g, const REAL *xcl, const wino_index
     const wino_index ys0 = ys[0], ys1 = ys[1], ys2 = ys[2], ys3 = ys[3], ys4 = ys[4];
     size_t sz[6];
     FN(fused_sizes)(pin, pout, tb, CP, KP, sz);
+    /* whole vectors of x at every voxel: the constant expand may read x in place */
+    const int in_place = FN(dense_cube)(pin) && (uintptr_t)xcl % sizeof(VEC) == 0 && xcs[0] % VL == 0 &&
+                         xcs[1] % VL == 0 && xcs[2] % VL == 0 && xcs[3] % VL == 0;
 #pragma omp parallel num_threads(nthreads)
     {
         const FN(fused_scratch) f = FN(fused_scratch_at)((char *)wino_scratch_slice(scratch, per_thread, wino_thread_num()), sz);
@@ -311,13 +314,25 @@ int FN(wino_fused_forward)(const wino_geom *g, const REAL *xcl, const wino_index
         for (wino_index blk = 0; blk < nblocks; ++blk) {
             const wino_index t0 = t_begin + blk * tb;
             const wino_index nt = T - t0 < tb ? T - t0 : tb;
-            /* input transform, one channel vector at a time */
+            /* input transform, one channel vector at a time: a tile inside
+             * the volume is read in place when x is vector-aligned and the
+             * constant code serves the plan, else gathered into a patch */
             for (wino_index r = 0; r < nt; ++r) {
-                wino_index n, o[3];
+                wino_index n, o[3], start[3];
+                int lo[3], hi[3];
                 wino_geom_tile_origin(g, t0 + r, &n, o);
+                wino_geom_patch_window(g, o, pin->a, start, lo, hi);
+                const int inside = in_place && !lo[0] && !lo[1] && !lo[2] && hi[0] == pin->a[0] &&
+                                   hi[1] == pin->a[1] && hi[2] == pin->a[2];
+                const REAL *xt = xcl + n * xcs[0] + start[0] * xcs[1] + start[1] * xcs[2] + start[2] * xcs[3];
                 for (wino_index cg = 0; cg < CP / VL; ++cg) {
+                    VEC *vt = (VEC *)(V + r * ldv + cg * VL);
+                    if (inside && WINO_CAT(wino_cx_expand3_, WINO_SUFFIX)(pin->X[0], (const VEC *)(xt + cg * VL),
+                                                                            xcs[3] / VL, xcs[2] / VL, xcs[1] / VL,
+                                                                            vt, CP / VL, t1, t2))
+                        continue;
                     FN(fused_gather)(g, xcl, xcs, n, o, cg, pin->a, patch);
-                    FN(expandv_strided)(pin, patch, (VEC *)(V + r * ldv + cg * VL), CP / VL, t1, t2);
+                    FN(expandv_strided)(pin, patch, vt, CP / VL, t1, t2);
                 }
             }
             /* product, one kept position at a time */
