@@ -154,21 +154,10 @@ def line_function(name, M, s, ctype, adjoint):
 CUBE_MACRO = r"""/* WINO_CX_CUBE(S, TAG, A, N): wino_cx_expand_S_TAG and wino_cx_contract_S_TAG,
  * the dense cubic expand (line function along w, h, d) and contract (its
  * adjoint along d, h, w) of the A x N matrix TAG, in the loop order of
- * wino_expand_dims_ / wino_contract_dims_; wino_cx_expand3_S_TAG is the
- * expand of an N^3 block read in place (vector strides vs, hs, ds along
- * w, h, d) instead of from a contiguous patch: the same sums. */
+ * wino_expand_dims_ / wino_contract_dims_.  wino_cx_expand3_S_TAG reads the
+ * N^3 block at vector strides vs, hs, ds along w, h, d (x in place); the
+ * expand is it on a contiguous patch. */
 #define WINO_CX_CUBE(S, TAG, A, N)                                                         \
-static void wino_cx_expand_##S##_##TAG(const wino_v##S *in, wino_v##S *out, wino_index os,  \
-                                       wino_v##S *t1, wino_v##S *t2)                       \
-{                                                                                          \
-    for (int ab = 0; ab < (N) * (N); ++ab)                                                 \
-        wino_cx_line_##S##_##TAG(in + ab * (N), 1, t1 + ab * (A), 1);                      \
-    for (int i = 0; i < (N); ++i)                                                          \
-        for (int w = 0; w < (A); ++w)                                                      \
-            wino_cx_line_##S##_##TAG(t1 + i * (N) * (A) + w, (A), t2 + i * (A) * (A) + w, (A)); \
-    for (int hw = 0; hw < (A) * (A); ++hw)                                                 \
-        wino_cx_line_##S##_##TAG(t2 + hw, (A) * (A), out + hw * os, (A) * (A) * os);       \
-}                                                                                          \
 static void wino_cx_expand3_##S##_##TAG(const wino_v##S *in, wino_index vs, wino_index hs,  \
                                         wino_index ds, wino_v##S *out, wino_index os,      \
                                         wino_v##S *t1, wino_v##S *t2)                      \
@@ -181,6 +170,11 @@ static void wino_cx_expand3_##S##_##TAG(const wino_v##S *in, wino_index vs, wino
             wino_cx_line_##S##_##TAG(t1 + i * (N) * (A) + w, (A), t2 + i * (A) * (A) + w, (A)); \
     for (int hw = 0; hw < (A) * (A); ++hw)                                                 \
         wino_cx_line_##S##_##TAG(t2 + hw, (A) * (A), out + hw * os, (A) * (A) * os);       \
+}                                                                                          \
+static void wino_cx_expand_##S##_##TAG(const wino_v##S *in, wino_v##S *out, wino_index os,  \
+                                       wino_v##S *t1, wino_v##S *t2)                       \
+{                                                                                          \
+    wino_cx_expand3_##S##_##TAG(in, 1, (N), (N) * (N), out, os, t1, t2);                   \
 }                                                                                          \
 static void wino_cx_contract_##S##_##TAG(const wino_v##S *in, wino_index is,               \
                                          wino_v##S *out, wino_v##S *t1, wino_v##S *t2)     \
