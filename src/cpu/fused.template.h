@@ -302,8 +302,8 @@ int FN(wino_fused_forward)(const wino_geom *g, const REAL *xcl, const wino_index
     const wino_index ys0 = ys[0], ys1 = ys[1], ys2 = ys[2], ys3 = ys[3], ys4 = ys[4];
     size_t sz[6];
     FN(fused_sizes)(pin, pout, tb, CP, KP, sz);
-    /* whole vectors of x at every voxel: the constant expand may read x in place */
-    const int in_place = FN(dense_cube)(pin) && (uintptr_t)xcl % sizeof(VEC) == 0 && xcs[0] % VL == 0 &&
+    /* x holds whole, aligned vectors at every voxel: the constant expand may read it in place */
+    const int x_vectors = FN(dense_cube)(pin) && (uintptr_t)xcl % sizeof(VEC) == 0 && xcs[0] % VL == 0 &&
                          xcs[1] % VL == 0 && xcs[2] % VL == 0 && xcs[3] % VL == 0;
 #pragma omp parallel num_threads(nthreads)
     {
@@ -322,7 +322,7 @@ int FN(wino_fused_forward)(const wino_geom *g, const REAL *xcl, const wino_index
                 int lo[3], hi[3];
                 wino_geom_tile_origin(g, t0 + r, &n, o);
                 wino_geom_patch_window(g, o, pin->a, start, lo, hi);
-                const int inside = in_place && !lo[0] && !lo[1] && !lo[2] && hi[0] == pin->a[0] &&
+                const int inside = x_vectors && !lo[0] && !lo[1] && !lo[2] && hi[0] == pin->a[0] &&
                                    hi[1] == pin->a[1] && hi[2] == pin->a[2];
                 const REAL *xt = xcl + n * xcs[0] + start[0] * xcs[1] + start[1] * xcs[2] + start[2] * xcs[3];
                 for (wino_index cg = 0; cg < CP / VL; ++cg) {
