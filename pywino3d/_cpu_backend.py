@@ -143,7 +143,11 @@ def conv_weights(w, tile, kept, nthreads):
     ``filter_transform``'s, written into this thread's reused workspace
     where it fits the workspace budget: a fresh U of tens of MB costs more
     in page faults than the transform itself (256x256 kernels to F(2^3):
-    17 MB, 4.1 ms into reused memory, several ms more into fresh pages)."""
+    17 MB, 4.1 ms into reused memory, several ms more into fresh pages).
+    Where the fused pipeline will run and needs no channel padding, U is
+    the transform of w with its first two axes swapped, seen as (P, K, C):
+    its memory is then the fused pipeline's packed weights (the pipeline
+    skips its transpose; same values)."""
     taps = math.prod(w.shape[2:])
     K, C = w.shape[:2]
     if all(m == 1 for m in tile) and kept.size == taps:
@@ -153,6 +157,13 @@ def conv_weights(w, tile, kept, nthreads):
     npos = math.prod(m + r - 1 for m, r in zip(tile, w.shape[2:]))
     if npos * K * C * w.itemsize > workspace_budget():
         return filter_transform(w, tile, kept, nthreads)
+    if (kept.size == npos and _pipeline.get() in ("auto", "fused") and _cpu_fused.packed_layout(C, K, w.dtype)
+            and _cpu_fused.supports_channels(C, K, npos, w.dtype) is None):
+        # the fused pipeline will run: transform w with K and C swapped, and
+        # U's memory is its packed weights (no transpose per call)
+        Ut = workspace("conv_U", npos * K * C, w.dtype).reshape(npos, C, K)
+        filter_transform(np.ascontiguousarray(w.swapaxes(0, 1)), tile, kept, nthreads, out=Ut)
+        return Ut.transpose(0, 2, 1)
     U = workspace("conv_U", npos * K * C, w.dtype).reshape(npos, K, C)
     return filter_transform(w, tile, kept, nthreads, out=U)
 

@@ -54,18 +54,31 @@ def padded_channels(C, K, dtype):
     return -(-C // vl) * vl, -(-K // (2 * vl)) * (2 * vl)
 
 
-def _per_tile_bytes(g, nk, dtype):
-    CP, KP = padded_channels(g.C, g.K, dtype)
+def _per_tile_bytes(C, K, nk, dtype):
+    CP, KP = padded_channels(C, K, dtype)
     return nk * (CP + KP) * np.dtype(dtype).itemsize
 
 
 def supports(g, kept, dtype):
     """None when the fused pipeline should serve the problem, else why not."""
-    if max(g.C, g.K) > MAX_CHANNELS:
-        return f"more than {MAX_CHANNELS} channels (C={g.C}, K={g.K}): the blocked GEMM is faster"
-    if 2 * _per_tile_bytes(g, int(kept.size), dtype) > L2_BUDGET:
+    return supports_channels(g.C, g.K, int(kept.size), dtype)
+
+
+def supports_channels(C, K, nk, dtype):
+    """:func:`supports` from what decides it: the channel counts and the
+    number of positions computed."""
+    if max(C, K) > MAX_CHANNELS:
+        return f"more than {MAX_CHANNELS} channels (C={C}, K={K}): the blocked GEMM is faster"
+    if 2 * _per_tile_bytes(C, K, nk, dtype) > L2_BUDGET:
         return "fewer than 2 tiles fit the L2 budget"
     return None
+
+
+def packed_layout(C, K, dtype):
+    """Whether U stored as (positions, C, K) -- the filter transform of w with
+    its first two axes swapped -- is already the packed form ``Up``: C and K
+    multiples of the vector widths (no padding)."""
+    return padded_channels(C, K, dtype) == (C, K)
 
 
 def tiles_per_block(g, nk, CP, KP, itemsize, nthreads):
@@ -116,8 +129,12 @@ def pack_weights(U, kept, CP, KP, run=None, nthreads=1):
     the C transpose (``wino_fused_pack``) into this thread's reused
     workspace: valid until the next call.  (It was a NumPy gather and
     transpose into fresh zeros: 2.6 ms a call for C64->64 F(4^3), 5 % of
-    that layer.)"""
+    that layer.)  A dense U whose memory is already (positions, C, K) with
+    no padding -- one-shot ``conv3d``'s, see ``_cpu_backend.conv_weights``
+    -- is used as it is."""
     run = kept if run is None else run
+    if run.size == kept.size == U.shape[0] and U.shape[1:] == (KP, CP) and U.transpose(0, 2, 1).flags.c_contiguous:
+        return U.transpose(0, 2, 1)  # already packed (``_cpu_backend.conv_weights``)
     src = np.full(run.size, -1, dtype=np.int64)
     src[np.searchsorted(run, kept)] = kept
     Up = workspace("fused_Up", run.size * CP * KP, U.dtype).reshape(run.size, CP, KP)

@@ -193,3 +193,26 @@ def test_interior_tiles_read_in_place_give_the_same_bits(tile, rng):
         y = _run("fused", cl.transpose(0, 4, 1, 2, 3), U, None, (3, 3, 3), (tile,) * 3, 1, kept, 2)
         np.testing.assert_array_equal(y, ref)
     np.testing.assert_array_equal(_run("fused", x, U, None, (3, 3, 3), (tile,) * 3, 1, kept, 2), ref)
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+def test_one_shot_weights_are_the_packed_form(tile, rng, monkeypatch):
+    """One-shot conv3d on the fused pipeline, with channel counts that need no
+    padding, transforms w with K and C swapped so that U's memory is the
+    packed weights: no transpose runs, and y is bit-equal to filter_transform
+    followed by winograd_conv3d.  Counts that need padding still pack."""
+    from pywino3d import _cpu, _cpu_fused
+
+    vl = _cpu_fused.lanes(np.float32)
+    for C, K, packs in ((vl, 2 * vl, False), (vl, vl + 3, True)):
+        x = rng.standard_normal((1, C, 9, 10, 11)).astype(np.float32)
+        w = rng.standard_normal((K, C, 3, 3, 3)).astype(np.float32)
+        ref = pywino3d.winograd_conv3d(x, pywino3d.filter_transform(w, tile), kernel_size=3, tile=tile,
+                                       padding=1, workers=2)
+        calls = []
+        real = _cpu.fused_pack
+        monkeypatch.setattr(_cpu, "fused_pack", lambda *a: calls.append(1) or real(*a))
+        y = pywino3d.conv3d(x, w, padding=1, tile=tile, workers=2)
+        monkeypatch.setattr(_cpu, "fused_pack", real)
+        np.testing.assert_array_equal(y, ref)
+        assert bool(calls) == packs
