@@ -374,6 +374,8 @@ def gemm_batched(const floating[:, :, :] A, const floating[:, :, :] B, floating[
         else:
             rc = wino_gemm_batched_d(nb, M, N, K, &a, &b, &c, accumulate, &scratch[0], scratch.shape[0], nthreads)
     _check(rc, "batched GEMM")
+
+
 def gemm_gathered_scratch_bytes(dtype):
     """Bytes of scratch the gathered GEMM needs (a buffer shared by the threads)."""
     return (wino_gemm_gathered_scratch_bytes_f() if np.dtype(dtype).itemsize == 4

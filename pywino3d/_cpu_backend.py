@@ -157,14 +157,13 @@ def conv_weights(w, tile, kept, nthreads):
     npos = math.prod(m + r - 1 for m, r in zip(tile, w.shape[2:]))
     if npos * K * C * w.itemsize > workspace_budget():
         return filter_transform(w, tile, kept, nthreads)
-    if (kept.size == npos and _pipeline.get() in ("auto", "fused") and _cpu_fused.packed_layout(C, K, w.dtype)
-            and _cpu_fused.supports_channels(C, K, npos, w.dtype) is None):
-        # the fused pipeline will run: transform w with K and C swapped, and
-        # U's memory is its packed weights (no transpose per call)
-        Ut = workspace("conv_U", npos * K * C, w.dtype).reshape(npos, C, K)
-        filter_transform(np.ascontiguousarray(w.swapaxes(0, 1)), tile, kept, nthreads, out=Ut)
-        return Ut.transpose(0, 2, 1)
-    U = workspace("conv_U", npos * K * C, w.dtype).reshape(npos, K, C)
+    # where the fused pipeline will run, transform w with K and C swapped:
+    # U's memory is then its packed weights (no transpose per call)
+    swap = (kept.size == npos and _pipeline.get() in ("auto", "fused") and _cpu_fused.packed_layout(C, K, w.dtype)
+            and _cpu_fused.supports_channels(C, K, npos, w.dtype) is None)
+    U = workspace("conv_U", npos * K * C, w.dtype).reshape(npos, *((C, K) if swap else (K, C)))
+    if swap:
+        return filter_transform(np.ascontiguousarray(w.swapaxes(0, 1)), tile, kept, nthreads, out=U).transpose(0, 2, 1)
     return filter_transform(w, tile, kept, nthreads, out=U)
 
 

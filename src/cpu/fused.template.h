@@ -313,6 +313,7 @@ int FN(wino_fused_forward)(const wino_geom *g, const REAL *xcl, const wino_index
     /* x holds whole, aligned vectors at every voxel: the constant expand may read it in place */
     const int x_vectors = FN(dense_cube)(pin) && (uintptr_t)xcl % sizeof(VEC) == 0 && xcs[0] % VL == 0 &&
                          xcs[1] % VL == 0 && xcs[2] % VL == 0 && xcs[3] % VL == 0;
+    const wino_index xvs = xcs[3] / VL, xhs = xcs[2] / VL, xds = xcs[1] / VL; /* in vectors */
 #pragma omp parallel num_threads(nthreads)
     {
         const FN(fused_scratch) f = FN(fused_scratch_at)((char *)wino_scratch_slice(scratch, per_thread, wino_thread_num()), sz);
@@ -336,8 +337,7 @@ int FN(wino_fused_forward)(const wino_geom *g, const REAL *xcl, const wino_index
                 for (wino_index cg = 0; cg < CP / VL; ++cg) {
                     VEC *vt = (VEC *)(V + r * ldv + cg * VL);
                     if (inside && WINO_CAT(wino_cx_expand3_, WINO_SUFFIX)(pin->X[0], (const VEC *)(xt + cg * VL),
-                                                                            xcs[3] / VL, xcs[2] / VL, xcs[1] / VL,
-                                                                            vt, CP / VL, t1, t2))
+                                                                            xvs, xhs, xds, vt, CP / VL, t1, t2))
                         continue;
                     FN(fused_gather)(g, xcl, xcs, n, o, cg, pin->a, patch);
                     FN(expandv_strided)(pin, patch, vt, CP / VL, t1, t2);
