@@ -144,7 +144,7 @@ def _auto_tile(call, g, x, w, bias, padding, nthreads):
         def run():  # the geometry is built only when this candidate is timed
             gt = make_geometry(x.shape, g.K, ksize, padding, tile)
             kept = as_columns(None, gt.npos)
-            U = call.impl.conv_weights(w, tile, kept, nthreads)
+            U = call.impl.conv_weights(w, tile, kept, nthreads, gt)
             _forward(call, gt, x, U, bias, kept, nthreads)
         return run
 
@@ -214,7 +214,7 @@ def conv3d(x, w, bias=None, *, padding=0, tile="auto", workers=None, backend=Non
     tile = parse_tile(tile)
     g = make_geometry(x.shape, K, ksize, padding, tile)
     kept = as_columns(None, g.npos)
-    U = call.impl.conv_weights(w, tile, kept, nthreads)
+    U = call.impl.conv_weights(w, tile, kept, nthreads, g)
     return call.result(_forward(call, g, x, U, bias, kept, nthreads))
 
 

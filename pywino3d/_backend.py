@@ -60,10 +60,11 @@ class Backend(Protocol):
         """U (npos, K, C) of the weights w (K, C, r_d, r_h, r_w), written into
         ``out`` (checked by the caller: shape, dtype, C order) when given."""
 
-    def conv_weights(self, w, tile, kept, nthreads):
-        """U for a one-shot conv3d: filter_transform's, or a read-only
-        equivalent the backend's kernels read without a copy (tile 1 on the
-        CPU: a view of w)."""
+    def conv_weights(self, w, tile, kept, nthreads, g=None):
+        """U for a one-shot conv3d of geometry ``g``: filter_transform's, or
+        something the backend's ``forward`` reads in its place (tile 1 on the
+        CPU: a read-only view of w; where the CPU's product transforms w
+        itself: w, unfiltered)."""
 
     def filter_transform_backward(self, grad_U, ksize, tile, nthreads):
         """grad_w (K, C, *ksize) of grad_U (npos, K, C)."""

@@ -88,6 +88,11 @@ cdef extern from "wino3d_cpu.h" nogil:
                              wino_index ng, const wino_gather_group *groups, const float *B,
                              wino_index NB, float *C, wino_index rsc, wino_index NC,
                              void *scratch, size_t scratch_bytes, int nthreads)
+    size_t wino_product_w_scratch_bytes_f(const wino_plan_f *pl, int nthreads)
+    wino_index wino_product_w_packed_len_f(wino_index nk, wino_index C, wino_index n)
+    int wino_product_w_f(const float *w, wino_index K, wino_index C, const wino_plan_f *pl,
+                         const float *V, wino_index n, wino_index k0, wino_index kc, float *M,
+                         float *Vp, int pack_v, void *scratch, size_t scratch_bytes, int nthreads)
 
     size_t wino_blocked_scratch_bytes_d(const wino_plan_d *pl, int nthreads)
     int wino_input_block_d(const wino_geom *g, const double *x, const wino_plan_d *pl, wino_index t0,
@@ -115,6 +120,11 @@ cdef extern from "wino3d_cpu.h" nogil:
                              wino_index ng, const wino_gather_group *groups, const double *B,
                              wino_index NB, double *C, wino_index rsc, wino_index NC,
                              void *scratch, size_t scratch_bytes, int nthreads)
+    size_t wino_product_w_scratch_bytes_d(const wino_plan_d *pl, int nthreads)
+    wino_index wino_product_w_packed_len_d(wino_index nk, wino_index C, wino_index n)
+    int wino_product_w_d(const double *w, wino_index K, wino_index C, const wino_plan_d *pl,
+                         const double *V, wino_index n, wino_index k0, wino_index kc, double *M,
+                         double *Vp, int pack_v, void *scratch, size_t scratch_bytes, int nthreads)
 
     # the fused pipeline (src/cpu/fused.template.h)
     size_t wino_fused_scratch_bytes_f(const wino_plan_f *pin, const wino_plan_f *pout, wino_index tb,

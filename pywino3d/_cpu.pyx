@@ -317,6 +317,46 @@ def filter_contract(const floating[::1] gU, wino_index KC, TilePlan plan, floati
     _check(rc, "filter-transform adjoint")
 
 
+def product_w_scratch_bytes(TilePlan plan, int nthreads):
+    """Bytes of scratch ``product_w`` needs with the filter plan ``plan``."""
+    return (wino_product_w_scratch_bytes_f(&plan.pf, nthreads) if plan.itemsize == 4
+            else wino_product_w_scratch_bytes_d(&plan.pd, nthreads))
+
+
+def product_w_packed_len(dtype, wino_index nk, wino_index C, wino_index n):
+    """Elements of the packed V that ``product_w`` reads (nk positions, C channels, n tiles)."""
+    return (wino_product_w_packed_len_f(nk, C, n) if np.dtype(dtype).itemsize == 4
+            else wino_product_w_packed_len_d(nk, C, n))
+
+
+def product_w(const floating[:, :, ::1] w, TilePlan plan, const floating[:, :, ::1] V, wino_index k0,
+              floating[:, :, ::1] M, floating[::1] Vp, bint pack_v, unsigned char[::1] scratch, int nthreads):
+    """M[i] = U_i[k0:k0+kc] @ V[i] with U_i position ``plan.kept[i]`` of the filter
+    transform of w (K, C, taps), made inside the product (``wino_product_w``).
+    V (nk, C, n); M (nk, kc, n); Vp packed from V when ``pack_v``."""
+    cdef wino_index K = w.shape[0], C = w.shape[1], n = V.shape[2], kc = M.shape[1]
+    cdef int rc
+    plan.check(sizeof(floating))
+    if w.shape[2] != plan.patch_size:
+        raise ValueError(f"w: {w.shape[2]} taps per kernel, the plan has {plan.patch_size}")
+    if V.shape[0] != plan.nk or V.shape[1] != C or M.shape[0] != plan.nk or M.shape[2] != n:
+        raise ValueError(f"product_w: V {_tuple(V.shape, 3)} and M {_tuple(M.shape, 3)} do not match "
+                         f"{plan.nk} positions, {C} input channels")
+    if k0 < 0 or k0 + kc > K:
+        raise ValueError(f"k0: rows {k0}..{k0 + kc} outside the {K} output channels")
+    _need("Vp", Vp.shape[0], product_w_packed_len(np.float32 if floating is float else np.float64, plan.nk, C, n))
+    if plan.nk == 0 or kc == 0 or n == 0 or C == 0:
+        return
+    with nogil:
+        if floating is float:
+            rc = wino_product_w_f(&w[0, 0, 0], K, C, &plan.pf, &V[0, 0, 0], n, k0, kc, &M[0, 0, 0], &Vp[0],
+                                  pack_v, &scratch[0], scratch.shape[0], nthreads)
+        else:
+            rc = wino_product_w_d(&w[0, 0, 0], K, C, &plan.pd, &V[0, 0, 0], n, k0, kc, &M[0, 0, 0], &Vp[0],
+                                  pack_v, &scratch[0], scratch.shape[0], nthreads)
+    _check(rc, "product with the filter transform")
+
+
 # --------------------------------------------------------------------- GEMM
 cdef int _index(str name, const int[::1] idx, Py_ssize_t nb, Py_ssize_t bound) except -1:
     cdef Py_ssize_t b

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import _cpu, _cpu_blocked, _cpu_direct, _cpu_im2col
 from ._cpu_common import (  # noqa: F401  (re-exported: tests and benchmarks use them here)
-    available_memory, block_size, check_memory, plan, release_workspace, resolve_workers, scratch,
+    UnfilteredWeights, available_memory, block_size, check_memory, plan, release_workspace, resolve_workers, scratch,
     stage_timer, workspace, workspace_budget,
 )
 
@@ -134,8 +134,8 @@ def filter_transform(w, tile, kept, nthreads, out=None):
     return U
 
 
-def conv_weights(w, tile, kept, nthreads):
-    """U for a one-shot ``conv3d``, which never leaves the call.
+def conv_weights(w, tile, kept, nthreads, g=None):
+    """U for a one-shot ``conv3d`` of geometry ``g``, which never leaves the call.
 
     Tile 1 with every tap kept is ``w`` itself seen through a read-only view
     (``U[tap, k, c] = w[k, c, tap]``: F(1, r) has G = I), which the direct
@@ -147,13 +147,18 @@ def conv_weights(w, tile, kept, nthreads):
     Where the fused pipeline will run and needs no channel padding, U is
     the transform of w with its first two axes swapped, seen as (P, K, C):
     its memory is then the fused pipeline's packed weights (the pipeline
-    skips its transpose; same values)."""
+    skips its transpose; same values).  Where the blocked pipeline will run
+    and ``_cpu_blocked.transforms_in_product`` holds, no U is made: the
+    product transforms w itself (:class:`UnfilteredWeights`)."""
     taps = math.prod(w.shape[2:])
     K, C = w.shape[:2]
     if all(m == 1 for m in tile) and kept.size == taps:
         U = np.ascontiguousarray(w).reshape(K, C, taps).transpose(2, 0, 1)
         U.flags.writeable = False
         return U
+    if (g is not None and _cpu_blocked.transforms_in_product(g, kept, w.dtype)
+            and choose_pipeline(g, kept, w.dtype) is _cpu_blocked):
+        return UnfilteredWeights(w, tile, kept)
     npos = math.prod(m + r - 1 for m, r in zip(tile, w.shape[2:]))
     if npos * K * C * w.itemsize > workspace_budget():
         return filter_transform(w, tile, kept, nthreads)
@@ -180,8 +185,13 @@ def filter_transform_backward(gU, ksize, tile, nthreads):
 
 
 def forward(g, x, U, bias, kept, nthreads, pipeline=None):
-    """y of a non-trivial problem (see ``_api._forward``) by the chosen pipeline."""
-    return choose_pipeline(g, kept, x.dtype, pipeline).forward(g, x, U, bias, kept, nthreads)
+    """y of a non-trivial problem (see ``_api._forward``) by the chosen
+    pipeline; U made from :class:`UnfilteredWeights` where that pipeline is
+    not the blocked one."""
+    impl = choose_pipeline(g, kept, x.dtype, pipeline)
+    if isinstance(U, UnfilteredWeights) and impl is not _cpu_blocked:
+        U = U.transform(nthreads)
+    return impl.forward(g, x, U, bias, kept, nthreads)
 
 
 def backward(g, gy, x, U, kept, nthreads, need_x=True, need_U=True, pipeline=None):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _cpu
-from ._cpu_common import block_size, c_geometry, check_memory, plan, run, scratch, workspace
+from ._cpu_common import UnfilteredWeights, block_size, c_geometry, check_memory, plan, run, scratch, workspace
 
 NAME = "blocked"
 #: Same arithmetic as this pipeline (bit-for-bit agreement expected).
@@ -68,10 +68,40 @@ def workspace_bytes(g, kept, dtype, nthreads, backward=False):
     return elems * dtype.itemsize + _scratch_bytes(pin, pout, dtype, nthreads)
 
 
+#: Where the product transforms the weights itself (``transforms_in_product``):
+#: a thread's slab of U (kept positions x one GEMM row panel x one KC-deep
+#: slab of input channels) within the L2 of one core, and V's packed slab
+#: (kept positions x KC x tiles), which every row panel reads again, within
+#: about half the L3 (8 MiB on the machine measured).  Medians on 2 cores,
+#: product_w against filter_transform(out=) + GEMM, 512x512 kernels: F(2^3)
+#: 32 tiles 19.6 / 26.7 ms, 64 tiles 42.8 / 40.2, 96 tiles 73 / 55; F(3^3)
+#: 32 tiles 46 / 51; F(4^3) 32 tiles 91 / 82; 256x256: F(2^3) 54 tiles
+#: 8.1 / 9.7, F(3^3) 32 tiles 11.0 / 13.8.
+IN_PRODUCT_SLAB_BYTES = 1 << 20
+IN_PRODUCT_V_BYTES = 9 << 19
+
+
+def transforms_in_product(g, kept, dtype):
+    """Whether a one-shot call should leave U to the product
+    (:class:`~pywino3d._cpu_common.UnfilteredWeights`): the tiles fit one
+    block, so each kernel is transformed once either way, and a thread's
+    slab of U stays in L2."""
+    dtype = np.dtype(dtype)
+    nk = int(kept.size)
+    blk = _cpu.gemm_blocking(dtype)
+    if nk == 0 or g.ntiles == 0 or all(m == 1 for m in g.tile):
+        return False
+    slab = nk * blk["kc"] * dtype.itemsize
+    return (forward_layout(g, nk, dtype)[0] >= g.ntiles and slab * blk["mr"] <= IN_PRODUCT_SLAB_BYTES
+            and slab * g.ntiles <= IN_PRODUCT_V_BYTES)
+
+
 def forward(g, x, U, bias, kept, nthreads):
     """y = Winograd convolution of x with U at the kept positions (a
     non-empty problem with at least one kept position and channel; the
-    trivial ones are answered in ``_api._forward``)."""
+    trivial ones are answered in ``_api._forward``).  U may be
+    :class:`~pywino3d._cpu_common.UnfilteredWeights`: the product then makes
+    U from w as it goes (``_cpu.product_w``; same bits)."""
     dtype = x.dtype
     K, C = g.K, g.C
     y = np.empty((g.N, K, *g.out), dtype=dtype)
@@ -80,21 +110,32 @@ def forward(g, x, U, bias, kept, nthreads):
     tb, kc = forward_layout(g, nk, dtype)
     check_memory("the output and the tile workspace", y.nbytes + workspace_bytes(g, kept, dtype, nthreads))
     x, geom = c_geometry(g, x)
-    U = np.ascontiguousarray(U)
     bias = None if bias is None else np.ascontiguousarray(bias)
     pin, pout = _plans(g, dtype, kept)
     V = workspace("V", nk * C * tb, dtype)
     M = workspace("M", nk * kc * tb, dtype)
-    sc = scratch(_scratch_bytes(pin, pout, dtype, nthreads))
+    sc_bytes = _scratch_bytes(pin, pout, dtype, nthreads)
+    if isinstance(U, UnfilteredWeights):
+        w = U.kernels()
+        pfil = plan("filter", g.tile, g.ksize, dtype, kept)
+        Vp = workspace("Vp", _cpu.product_w_packed_len(dtype, nk, C, tb), dtype)
+        sc_bytes = max(sc_bytes, _cpu.product_w_scratch_bytes(pfil, nthreads))
+    else:
+        U = np.ascontiguousarray(U)
+    sc = scratch(sc_bytes)
     for t0 in range(0, T, tb):
         n = min(tb, T - t0)
         run("input", _cpu.input_block, geom, x, pin, t0, n, V, sc, nthreads)
         Vb = V[:nk * C * n].reshape(nk, C, n)
         for k0 in range(0, K, kc):
             k1 = min(K, k0 + kc)
+            Mb = M[:nk * (k1 - k0) * n].reshape(nk, k1 - k0, n)
             # M[i] (kc x n) = U[kept[i], k0:k1] (kc x C) @ V[i] (C x n)
-            run("product", _cpu.gemm_batched, U[:, k0:k1], Vb, M[:nk * (k1 - k0) * n].reshape(nk, k1 - k0, n),
-                kept, None, accumulate=False, scratch=sc, nthreads=nthreads)
+            if isinstance(U, UnfilteredWeights):
+                run("product", _cpu.product_w, w, pfil, Vb, k0, Mb, Vp, k0 == 0, sc, nthreads)
+            else:
+                run("product", _cpu.gemm_batched, U[:, k0:k1], Vb, Mb, kept, None, accumulate=False, scratch=sc,
+                    nthreads=nthreads)
             run("output", _cpu.output_block, geom, M, k0, k1 - k0, pout, t0, n, bias, y, sc, nthreads)
     return y
 

@@ -170,3 +170,35 @@ def resolve_workers(workers):
             raise ValueError(f"workers: {w} leaves no core (this machine has {_cpu.num_procs()})")
         return n
     return w
+
+
+class UnfilteredWeights:
+    """The weights of a one-shot ``conv3d`` standing in for their filter
+    transform U (``_cpu_backend.conv_weights``), which the blocked pipeline
+    computes inside its product (``src/cpu/product_w.template.h``) instead
+    of writing U to memory.
+
+    ``shape`` and ``dtype`` are U's; :meth:`transform` makes U for any other
+    consumer.
+    """
+
+    def __init__(self, w, tile, kept):
+        self.w = np.ascontiguousarray(w)
+        self.tile = tuple(tile)
+        self.ksize = tuple(w.shape[2:])
+        self.kept = kept
+        self.dtype = self.w.dtype
+        K, C = w.shape[:2]
+        npos = int(np.prod([m + r - 1 for m, r in zip(self.tile, self.ksize)]))
+        self.shape = (npos, K, C)
+
+    def kernels(self):
+        """w as (K, C, taps), the layout the kernel reads."""
+        K, C = self.shape[1:]
+        return self.w.reshape(K, C, -1)
+
+    def transform(self, nthreads):
+        """U itself (``filter_transform``)."""
+        from ._cpu_backend import filter_transform
+
+        return filter_transform(self.w, self.tile, self.kept, nthreads)

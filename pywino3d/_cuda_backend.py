@@ -235,7 +235,7 @@ class CudaBackend:
         return U
 
     @_on_device_of_first_array
-    def conv_weights(self, w, tile, kept, nthreads):
+    def conv_weights(self, w, tile, kept, nthreads, g=None):
         """U for a one-shot conv3d: the filter transform's."""
         return self.filter_transform(w, tile, kept, nthreads)
 

@@ -29,17 +29,18 @@
 /* (r, alpha) of the filter shapes with literal sizes: 3-wide kernels. */
 #define WINO_FILTER_CASES(X) X(3, 4) X(3, 5) X(3, 6) X(3, 7) X(3, 8)
 
-static void FN(filter_expandv)(const PLAN *pl, const VEC *in, VEC *out, VEC *t1, VEC *t2)
+/* the kept values written to out[i * ostride] */
+static void FN(filter_expandv)(const PLAN *pl, const VEC *in, VEC *out, wino_index ostride, VEC *t1, VEC *t2)
 {
-    if (FN(dense_cube)(pl) && WINO_CAT(wino_cx_expand_, WINO_SUFFIX)(pl->X[0], in, out, 1, t1, t2)) return;
+    if (FN(dense_cube)(pl) && WINO_CAT(wino_cx_expand_, WINO_SUFFIX)(pl->X[0], in, out, ostride, t1, t2)) return;
     const int n = pl->n[0], a = pl->a[0];
     if (pl->n[1] == n && pl->n[2] == n && pl->a[1] == a && pl->a[2] == a) {
 #define X(N_, A_) \
-        if (n == N_ && a == A_) { EXPAND_DIMS_V(pl, N_, N_, N_, A_, A_, A_, in, out, 1, t1, t2); return; }
+        if (n == N_ && a == A_) { EXPAND_DIMS_V(pl, N_, N_, N_, A_, A_, A_, in, out, ostride, t1, t2); return; }
         WINO_FILTER_CASES(X)
 #undef X
     }
-    FN(expandv)(pl, in, out, t1, t2);
+    FN(expandv_strided)(pl, in, out, ostride, t1, t2);
 }
 
 static void FN(filter_contractv)(const PLAN *pl, const VEC *in, VEC *out, VEC *t1, VEC *t2)
@@ -53,6 +54,30 @@ static void FN(filter_contractv)(const PLAN *pl, const VEC *in, VEC *out, VEC *t
 #undef X
     }
     FN(contractv)(pl, in, out, t1, t2);
+}
+
+/* The patch of a group: lane e of patch[t] is src[e * rsz + t], the kernel
+ * of the group's e-th pair (pairs contiguous, rsz taps each), for e < lanes;
+ * zero past them.  A whole group is one lanes x rsz matrix in memory: its
+ * VL x VL blocks go through a register transpose, the last rsz % VL taps one
+ * value at a time. */
+static void FN(filter_gather)(const REAL *src, wino_index rsz, int lanes, VEC *patchv)
+{
+    REAL *patch = (REAL *)patchv;
+    wino_index t0 = 0;
+    if (lanes == VL) {
+        VEC in[VL];
+        for (; t0 + VL <= rsz; t0 += VL) {
+            for (int e = 0; e < VL; ++e) memcpy(in + e, src + e * rsz + t0, sizeof(VEC));
+            TRANSPOSE(in, patchv + t0);
+        }
+    } else {
+        memset(patch, 0, sizeof(VEC) * (size_t)rsz);
+    }
+    for (int e = 0; e < lanes; ++e) {
+        const REAL *wj = src + e * rsz;
+        for (wino_index t = t0; t < rsz; ++t) patch[t * VL + e] = wj[t];
+    }
 }
 
 /* Bytes of one thread's scratch: tile scratch, then [group][kept position] vectors. */
@@ -80,7 +105,6 @@ static int FN(filter_any)(const REAL *src, wino_index KC, const PLAN *pl, REAL *
         char *mem = (char *)wino_scratch_slice(scratch, per_thread, wino_thread_num());
         FN(tile_scratch) s = FN(tile_scratch_at)(mem, pl);
         VEC *vals = (VEC *)(mem + FN(tile_scratch_bytes)(pl));
-        REAL *patch = (REAL *)s.patch;
 #pragma omp for schedule(static)
         for (wino_index bi = 0; bi < nb; ++bi) {
             const wino_index g0 = bi * WINO_FILTER_GROUPS;
@@ -91,12 +115,8 @@ static int FN(filter_any)(const REAL *src, wino_index KC, const PLAN *pl, REAL *
             if (!adjoint) {
                 for (int b = 0; b < ngb; ++b) {
                     const int lanes = len - b * VL < VL ? (int)(len - b * VL) : VL;
-                    if (lanes < VL) memset(patch, 0, sizeof(VEC) * (size_t)rsz);
-                    for (int e = 0; e < lanes; ++e) {
-                        const REAL *wj = src + (j0 + b * VL + e) * rsz;
-                        for (wino_index t = 0; t < rsz; ++t) patch[t * VL + e] = wj[t];
-                    }
-                    FN(filter_expandv)(pl, s.patch, vals + (size_t)b * nk, s.t1, s.t2);
+                    FN(filter_gather)(src + (j0 + b * VL) * rsz, rsz, lanes, s.patch);
+                    FN(filter_expandv)(pl, s.patch, vals + (size_t)b * nk, 1, s.t1, s.t2);
                 }
                 for (int i = 0; i < nk; ++i) {
                     REAL *row = dst + i * KC + j0;
@@ -116,6 +136,7 @@ static int FN(filter_any)(const REAL *src, wino_index KC, const PLAN *pl, REAL *
                 for (int b = 0; b < ngb; ++b) {
                     const int lanes = len - b * VL < VL ? (int)(len - b * VL) : VL;
                     FN(filter_contractv)(pl, vals + (size_t)b * nk, s.patch, s.t1, s.t2);
+                    const REAL *patch = (const REAL *)s.patch;
                     for (int e = 0; e < lanes; ++e) {
                         REAL *wj = dst + (j0 + b * VL + e) * rsz;
                         for (wino_index t = 0; t < rsz; ++t) wj[t] = patch[t * VL + e];

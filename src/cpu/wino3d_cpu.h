@@ -6,6 +6,7 @@
  * starting at tile `t0` the stages are
  *   wino_input_block   x  -> V  [nk][C][tb]   (kept positions only)
  *   wino_gemm_batched  M[i] = U[kept[i]] @ V[i]      ([nk][K][tb])
+ *     or wino_product_w  the same, U made from w inside it (one-shot calls)
  *   wino_output_block  M  -> y   (+ bias), for a chunk of K output channels
  *                      (y has ky channels; pass y and bias offset to the chunk)
  * and for the backward pass
@@ -34,6 +35,7 @@
  *   scratch.h                caller-owned scratch: sizes, per-thread slices
  *   gemm.h, gemm.template.h  the batched GEMM and its blocking
  *   filter.template.h        filter transform and adjoint
+ *   product_w.template.h     the product with the filter transform inside it
  *   fused_backward.template.h  the fused backward pipeline
  *   blocked.h, blocked.template.h  the blocked pipeline: chunk sizes, stage kernels
  *   wino3d_cpu.c             instantiation for float and double only
@@ -116,7 +118,12 @@ size_t wino_gemm_gathered_scratch_bytes_##S(void);                              
 int wino_gemm_gathered_##S(wino_index M, wino_index KA, const R *A, wino_index rsa,       \
                            wino_index ng, const wino_gather_group *groups, const R *B,   \
                            wino_index NB, R *C, wino_index rsc, wino_index NC,           \
-                           void *scratch, size_t scratch_bytes, int nthreads);
+                           void *scratch, size_t scratch_bytes, int nthreads);         \
+size_t wino_product_w_scratch_bytes_##S(const wino_plan_##S *pl, int nthreads);            \
+wino_index wino_product_w_packed_len_##S(wino_index nk, wino_index C, wino_index n);       \
+int wino_product_w_##S(const R *w, wino_index K, wino_index C, const wino_plan_##S *pl,    \
+                       const R *V, wino_index n, wino_index k0, wino_index kc, R *M,      \
+                       R *Vp, int pack_v, void *scratch, size_t scratch_bytes, int nthreads);
 
 #include <stddef.h>
 #define WINO_DECLARE_FUSED(S, R)                                                        \
