@@ -16,6 +16,8 @@ blocked pipeline, within the rounding bound (``BACKWARD_ARITHMETIC``).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from . import _cpu, _cpu_fused_backward
@@ -147,6 +149,14 @@ def is_channels_last(x):
     return x.shape[1] > 1 and x.strides[1] == x.itemsize
 
 
+def samples_per_copy(N, per_sample):
+    """Samples whose channels-last copy is made at once: all, or as many as
+    the kept copy (``KEEP_COPY_BYTES``) holds, at least one.  (A fresh copy
+    of a large batch costs its page faults on every call: C64->32 at 96^3,
+    batch 2, is a 453 MB copy.)"""
+    return N if N * per_sample <= KEEP_COPY_BYTES else max(1, KEEP_COPY_BYTES // max(1, per_sample))
+
+
 def _layout(g, kept, dtype, nthreads):
     dtype = np.dtype(dtype)
     nk = int(kept.size)
@@ -164,7 +174,8 @@ def workspace_bytes(g, kept, dtype, nthreads, backward=False):
         return _cpu_fused_backward.workspace_bytes(g, kept, dtype, nthreads)
     item = np.dtype(dtype).itemsize
     CP, KP, tb, pin, pout, sbytes = _layout(g, kept, dtype, nthreads)
-    copy = g.N * int(np.prod(g.spatial)) * CP * item
+    per_sample = int(np.prod(g.spatial)) * CP * item
+    copy = per_sample * samples_per_copy(g.N, per_sample)
     return copy + int(kept.size) * CP * KP * item + sbytes
 
 
@@ -173,7 +184,8 @@ def forward(g, x, U, bias, kept, nthreads):
 
     x may have any strides: channels-last x whose channel count is a
     multiple of the SIMD width is read in place, any other layout is first
-    copied to channels-last (one pass).  y is C-contiguous NCDHW, or
+    copied to channels-last (one pass; a few samples at a time where the
+    whole batch would exceed ``KEEP_COPY_BYTES``).  y is C-contiguous NCDHW, or
     channels-last when x is (as torch's ``channels_last_3d`` propagates).
     """
     dtype = x.dtype
@@ -185,25 +197,31 @@ def forward(g, x, U, bias, kept, nthreads):
     in_place = is_channels_last(x) and CP == g.C
     copy_bytes = 0 if in_place else g.N * int(np.prod(g.spatial)) * CP * item
     out_bytes = g.N * K * int(np.prod(g.out)) * item
+    per_sample = copy_bytes // g.N
+    nb = samples_per_copy(g.N, per_sample)
     check_memory("the output and the fused pipeline's buffers",
-                 out_bytes + copy_bytes + sbytes + int(run_pos.size) * CP * KP * item)
+                 out_bytes + per_sample * nb + sbytes + int(run_pos.size) * CP * KP * item)
     Up = run("pack", pack_weights, np.asarray(U), kept, CP, KP, run_pos, nthreads)
-    if in_place:
-        xcl = x.transpose(0, 2, 3, 4, 1)
-    else:
-        n = copy_bytes // item
-        flat = workspace("xcl", n, dtype) if copy_bytes <= KEEP_COPY_BYTES else np.empty(n, dtype)
-        xcl = flat.reshape(g.N, *g.spatial, CP)
-        run("to_channels_last", _cpu.to_channels_last, geom, x, xcl, nthreads)
     if is_channels_last(x):
         y = np.empty((g.N, *g.out, K), dtype=dtype).transpose(0, 4, 1, 2, 3)
     else:
         y = np.empty((g.N, K, *g.out), dtype=dtype)
     sc = scratch(sbytes)
-    step = call_tiles(g, int(run_pos.size), CP, KP, tb, nthreads)
-    for t0 in range(0, g.ntiles, step):  # Python sees Ctrl-C between calls
-        run("fused", _cpu.fused_forward, geom, xcl, Up, pin, pout, bias, y, t0, min(g.ntiles, t0 + step),
-            tb, sc, nthreads)
+    for n0 in range(0, g.N, nb):
+        gb = g if nb == g.N else dataclasses.replace(g, N=min(nb, g.N - n0))
+        xb, geomb = (x, geom) if gb is g else c_geometry(gb, x[n0:n0 + gb.N])
+        if in_place:
+            xcl = xb.transpose(0, 2, 3, 4, 1)
+        else:
+            n = per_sample * gb.N // item
+            flat = workspace("xcl", n, dtype) if n * item <= KEEP_COPY_BYTES else np.empty(n, dtype)
+            xcl = flat.reshape(gb.N, *gb.spatial, CP)
+            run("to_channels_last", _cpu.to_channels_last, geomb, xb, xcl, nthreads)
+        yb = y[n0:n0 + gb.N]
+        step = call_tiles(gb, int(run_pos.size), CP, KP, tb, nthreads)
+        for t0 in range(0, gb.ntiles, step):  # Python sees Ctrl-C between calls
+            run("fused", _cpu.fused_forward, geomb, xcl, Up, pin, pout, bias, yb, t0, min(gb.ntiles, t0 + step),
+                tb, sc, nthreads)
     return y
 
 

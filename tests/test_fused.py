@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pywino3d
-from pywino3d import _cpu_backend, _cpu_common
+from pywino3d import _cpu, _cpu_backend, _cpu_common
 from pywino3d._geometry import make_geometry
 from pywino3d.testing import conv3d_reference, conv_problems, error_bound
 
@@ -109,6 +109,35 @@ def test_fused_block_size_does_not_change_bits(rng, monkeypatch):
         outs.append(_run("fused", x, U, None, (3, 3, 3), (4, 4, 4), 1, kept, 2))
     for o in outs[1:]:
         np.testing.assert_array_equal(o, outs[0])
+
+
+@pytest.mark.parametrize("layout", ["ncdhw", "channels_last"])
+def test_a_batch_larger_than_the_kept_copy_runs_in_chunks_with_the_same_bits(layout, rng, monkeypatch):
+    """Where the channels-last copy of the whole batch would exceed
+    KEEP_COPY_BYTES, the samples are copied and convolved a few at a time
+    (here 2, then 2, then 1) into the one output: same bits, with bias."""
+    from pywino3d import _cpu_fused
+
+    C, K = 5, 12  # 5 channels: padded, so channels-last x is copied too
+    x = rng.standard_normal((5, C, 7, 6, 9)).astype(np.float32)
+    if layout == "channels_last":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 4, 1)).transpose(0, 4, 1, 2, 3)
+    U = pywino3d.filter_transform(rng.standard_normal((K, C, 3, 3, 3)).astype(np.float32), 2)
+    b = rng.standard_normal(K).astype(np.float32)
+    kept = np.arange(U.shape[0], dtype=np.int32)
+    whole = _run("fused", x, U, b, (3, 3, 3), (2, 2, 2), 1, kept, 2)
+    CP = _cpu_fused.padded_channels(C, K, np.float32)[0]
+    per_sample = 7 * 6 * 9 * CP * 4
+    monkeypatch.setattr(_cpu_fused, "KEEP_COPY_BYTES", 2 * per_sample + 100)
+    assert _cpu_fused.samples_per_copy(5, per_sample) == 2
+    copies = []
+    real = _cpu.to_channels_last
+    monkeypatch.setattr(_cpu, "to_channels_last", lambda geom, x, xcl, n: copies.append(xcl.shape[0]) or
+                        real(geom, x, xcl, n))
+    chunked = _run("fused", x, U, b, (3, 3, 3), (2, 2, 2), 1, kept, 2)
+    assert copies == [2, 2, 1]
+    np.testing.assert_array_equal(chunked, whole)
+    assert chunked.strides == whole.strides
 
 
 def test_fused_does_not_mutate_inputs(rng):
