@@ -148,15 +148,16 @@ def conv_weights(w, tile, kept, nthreads, g=None):
     the transform of w with its first two axes swapped, seen as (P, K, C):
     its memory is then the fused pipeline's packed weights (the pipeline
     skips its transpose; same values).  Where the blocked pipeline will run
-    and ``_cpu_blocked.transforms_in_product`` holds, no U is made: the
-    product transforms w itself (:class:`UnfilteredWeights`)."""
+    and ``_cpu_blocked.takes_unfiltered`` holds, no U is made here: the
+    pipeline gets w (:class:`UnfilteredWeights`) and transforms it inside
+    its product, or a chunk of output channels at a time."""
     taps = math.prod(w.shape[2:])
     K, C = w.shape[:2]
     if all(m == 1 for m in tile) and kept.size == taps:
         U = np.ascontiguousarray(w).reshape(K, C, taps).transpose(2, 0, 1)
         U.flags.writeable = False
         return U
-    if (g is not None and _cpu_blocked.transforms_in_product(g, kept, w.dtype)
+    if (g is not None and _cpu_blocked.takes_unfiltered(g, kept, w.dtype)
             and choose_pipeline(g, kept, w.dtype) is _cpu_blocked):
         return UnfilteredWeights(w, tile, kept)
     npos = math.prod(m + r - 1 for m, r in zip(tile, w.shape[2:]))

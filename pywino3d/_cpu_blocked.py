@@ -17,7 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import _cpu
-from ._cpu_common import UnfilteredWeights, block_size, c_geometry, check_memory, plan, run, scratch, workspace
+from ._cpu_common import (
+    UnfilteredWeights, block_size, c_geometry, check_memory, plan, run, scratch, workspace, workspace_budget,
+)
 
 NAME = "blocked"
 #: Same arithmetic as this pipeline (bit-for-bit agreement expected).
@@ -82,18 +84,43 @@ IN_PRODUCT_V_BYTES = 9 << 19
 
 
 def transforms_in_product(g, kept, dtype):
-    """Whether a one-shot call should leave U to the product
-    (:class:`~pywino3d._cpu_common.UnfilteredWeights`): the tiles fit one
-    block, so each kernel is transformed once either way, and a thread's
-    slab of U stays in L2."""
+    """Whether the product should transform the weights itself
+    (``_cpu.product_w``): the tiles fit one block, so each kernel is
+    transformed once either way, and the slabs fit the caches (above)."""
     dtype = np.dtype(dtype)
     nk = int(kept.size)
     blk = _cpu.gemm_blocking(dtype)
-    if nk == 0 or g.ntiles == 0 or all(m == 1 for m in g.tile):
+    if not _one_block(g, nk, dtype):
         return False
     slab = nk * blk["kc"] * dtype.itemsize
-    return (forward_layout(g, nk, dtype)[0] >= g.ntiles and slab * blk["mr"] <= IN_PRODUCT_SLAB_BYTES
-            and slab * g.ntiles <= IN_PRODUCT_V_BYTES)
+    return slab * blk["mr"] <= IN_PRODUCT_SLAB_BYTES and slab * g.ntiles <= IN_PRODUCT_V_BYTES
+
+
+def _one_block(g, nk, dtype):
+    return nk > 0 and g.ntiles > 0 and not all(m == 1 for m in g.tile) and forward_layout(g, nk, dtype)[0] >= g.ntiles
+
+
+def takes_unfiltered(g, kept, dtype):
+    """Whether a one-shot call should hand this pipeline w instead of U
+    (:class:`~pywino3d._cpu_common.UnfilteredWeights`): where the product
+    transforms it (:func:`transforms_in_product`), or where the tiles fit one
+    block and U exceeds the workspace budget -- U is then made one chunk of
+    output channels at a time into reused memory, just before that chunk's
+    product, instead of into tens or hundreds of MB of fresh pages (C512->512
+    at 4x14x14, F(4^3): 226 MB)."""
+    dtype = np.dtype(dtype)
+    nk = int(kept.size)
+    return transforms_in_product(g, kept, dtype) or (
+        _one_block(g, nk, dtype) and nk * g.K * g.C * dtype.itemsize > workspace_budget())
+
+
+def _u_chunk(g, nk, dtype, kc):
+    """Output channels per chunk of U made in turn (``takes_unfiltered``):
+    the forward chunk, or fewer so that the chunk of U fits the workspace
+    budget (whole GEMM row blocks, at least one)."""
+    mc = _cpu.gemm_blocking(dtype)["mc"]
+    rows = workspace_budget() // max(1, nk * g.C * np.dtype(dtype).itemsize)
+    return int(min(kc, max(mc, rows // mc * mc)))
 
 
 def forward(g, x, U, bias, kept, nthreads):
@@ -115,11 +142,18 @@ def forward(g, x, U, bias, kept, nthreads):
     V = workspace("V", nk * C * tb, dtype)
     M = workspace("M", nk * kc * tb, dtype)
     sc_bytes = _scratch_bytes(pin, pout, dtype, nthreads)
-    if isinstance(U, UnfilteredWeights):
+    unfiltered = isinstance(U, UnfilteredWeights)
+    in_product = unfiltered and transforms_in_product(g, kept, dtype)
+    if unfiltered:
         w = U.kernels()
         pfil = plan("filter", g.tile, g.ksize, dtype, kept)
+    if in_product:
         Vp = workspace("Vp", _cpu.product_w_packed_len(dtype, nk, C, tb), dtype)
         sc_bytes = max(sc_bytes, _cpu.product_w_scratch_bytes(pfil, nthreads))
+    elif unfiltered:  # U made a chunk of output channels at a time (takes_unfiltered)
+        kc = _u_chunk(g, nk, dtype, kc)
+        Uc = workspace("conv_U", nk * kc * C, dtype)
+        sc_bytes = max(sc_bytes, _cpu.filter_scratch_bytes(pfil, nthreads))
     else:
         U = np.ascontiguousarray(U)
     sc = scratch(sc_bytes)
@@ -131,8 +165,13 @@ def forward(g, x, U, bias, kept, nthreads):
             k1 = min(K, k0 + kc)
             Mb = M[:nk * (k1 - k0) * n].reshape(nk, k1 - k0, n)
             # M[i] (kc x n) = U[kept[i], k0:k1] (kc x C) @ V[i] (C x n)
-            if isinstance(U, UnfilteredWeights):
+            if in_product:
                 run("product", _cpu.product_w, w, pfil, Vb, k0, Mb, Vp, k0 == 0, sc, nthreads)
+            elif unfiltered:
+                Uk = Uc[:nk * (k1 - k0) * C]
+                run("filter", _cpu.filter_expand, w[k0:k1].reshape(-1), (k1 - k0) * C, pfil, Uk, sc, nthreads)
+                run("product", _cpu.gemm_batched, Uk.reshape(nk, k1 - k0, C), Vb, Mb, None, None, accumulate=False,
+                    scratch=sc, nthreads=nthreads)
             else:
                 run("product", _cpu.gemm_batched, U[:, k0:k1], Vb, Mb, kept, None, accumulate=False, scratch=sc,
                     nthreads=nthreads)

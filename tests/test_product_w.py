@@ -98,3 +98,25 @@ def test_unfiltered_weights_are_transformed_for_any_other_pipeline(rng):
         y = _cpu_backend.forward(g, x, lazy, None, kept, 2)
     np.testing.assert_array_equal(y, pywino3d.winograd_conv3d(x, pywino3d.filter_transform(w, 2), kernel_size=3,
                                                               tile=2, padding=1))
+
+
+def test_one_shot_u_past_the_budget_is_made_a_chunk_at_a_time(rng, monkeypatch):
+    """Tiles in one block, U over the workspace budget and slabs too large
+    for the product to transform: U is made one chunk of output channels at
+    a time into reused memory (two chunks here), with the same bits."""
+    C = K = _cpu_fused.MAX_CHANNELS + 8
+    x = rng.standard_normal((1, C, 5, 6, 4)).astype(np.float32)
+    w = rng.standard_normal((K, C, 3, 3, 3)).astype(np.float32)
+    g = make_geometry(x.shape, K, (3, 3, 3), 1, (4, 4, 4))
+    kept = np.arange(g.npos, dtype=np.int32)
+    ref = pywino3d.winograd_conv3d(x, pywino3d.filter_transform(w, 4), kernel_size=3, tile=4, padding=1)
+    assert not _cpu_blocked.takes_unfiltered(g, kept, w.dtype)  # U (4.5 MB) fits the default budget
+    monkeypatch.setattr(_cpu_blocked, "workspace_budget", lambda: 2 << 20)
+    assert _cpu_blocked.takes_unfiltered(g, kept, w.dtype) and not _cpu_blocked.transforms_in_product(g, kept, w.dtype)
+    chunks = []
+    real = _cpu.filter_expand
+    monkeypatch.setattr(_cpu, "filter_expand", lambda w, KC, *a: chunks.append(KC // C) or real(w, KC, *a))
+    for workers in (1, 2):
+        np.testing.assert_array_equal(pywino3d.conv3d(x, w, padding=1, tile=4, workers=workers), ref)
+    mc = _cpu.gemm_blocking(np.float32)["mc"]
+    assert chunks == [mc, K - mc] * 2
