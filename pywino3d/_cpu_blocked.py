@@ -127,8 +127,10 @@ def forward(g, x, U, bias, kept, nthreads):
     """y = Winograd convolution of x with U at the kept positions (a
     non-empty problem with at least one kept position and channel; the
     trivial ones are answered in ``_api._forward``).  U may be
-    :class:`~pywino3d._cpu_common.UnfilteredWeights`: the product then makes
-    U from w as it goes (``_cpu.product_w``; same bits)."""
+    :class:`~pywino3d._cpu_common.UnfilteredWeights` (``takes_unfiltered``):
+    the product then makes U from w as it goes (``_cpu.product_w``), or U is
+    made one chunk of output channels at a time into reused memory; same
+    bits either way."""
     dtype = x.dtype
     K, C = g.K, g.C
     y = np.empty((g.N, K, *g.out), dtype=dtype)

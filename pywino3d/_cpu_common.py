@@ -175,8 +175,9 @@ def resolve_workers(workers):
 class UnfilteredWeights:
     """The weights of a one-shot ``conv3d`` standing in for their filter
     transform U (``_cpu_backend.conv_weights``), which the blocked pipeline
-    computes inside its product (``src/cpu/product_w.template.h``) instead
-    of writing U to memory.
+    computes inside its product (``src/cpu/product_w.template.h``) or one
+    chunk of output channels at a time, instead of writing all of U to
+    memory (``_cpu_blocked.takes_unfiltered``).
 
     ``shape`` and ``dtype`` are U's; :meth:`transform` makes U for any other
     consumer.
