@@ -88,16 +88,17 @@ def transforms_in_product(g, kept, dtype):
     (``_cpu.product_w``): the tiles fit one block, so each kernel is
     transformed once either way, and the slabs fit the caches (above)."""
     dtype = np.dtype(dtype)
-    nk = int(kept.size)
-    blk = _cpu.gemm_blocking(dtype)
-    if not _one_block(g, nk, dtype):
-        return False
-    slab = nk * blk["kc"] * dtype.itemsize
-    return slab * blk["mr"] <= IN_PRODUCT_SLAB_BYTES and slab * g.ntiles <= IN_PRODUCT_V_BYTES
+    return _one_block(g, int(kept.size), dtype) and _slabs_fit(g, int(kept.size), dtype)
 
 
 def _one_block(g, nk, dtype):
     return nk > 0 and g.ntiles > 0 and not all(m == 1 for m in g.tile) and forward_layout(g, nk, dtype)[0] >= g.ntiles
+
+
+def _slabs_fit(g, nk, dtype):
+    blk = _cpu.gemm_blocking(dtype)
+    slab = nk * blk["kc"] * dtype.itemsize
+    return slab * blk["mr"] <= IN_PRODUCT_SLAB_BYTES and slab * g.ntiles <= IN_PRODUCT_V_BYTES
 
 
 def takes_unfiltered(g, kept, dtype):
@@ -110,8 +111,8 @@ def takes_unfiltered(g, kept, dtype):
     at 4x14x14, F(4^3): 226 MB)."""
     dtype = np.dtype(dtype)
     nk = int(kept.size)
-    return transforms_in_product(g, kept, dtype) or (
-        _one_block(g, nk, dtype) and nk * g.K * g.C * dtype.itemsize > workspace_budget())
+    return _one_block(g, nk, dtype) and (_slabs_fit(g, nk, dtype)
+                                         or nk * g.K * g.C * dtype.itemsize > workspace_budget())
 
 
 def _u_chunk(g, nk, dtype, kc):

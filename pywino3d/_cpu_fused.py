@@ -195,9 +195,8 @@ def forward(g, x, U, bias, kept, nthreads):
     CP, KP, tb, pin, pout, sbytes = _layout(g, run_pos, dtype, nthreads)
     x, geom = c_geometry(g, x)
     in_place = is_channels_last(x) and CP == g.C
-    copy_bytes = 0 if in_place else g.N * int(np.prod(g.spatial)) * CP * item
+    per_sample = 0 if in_place else int(np.prod(g.spatial)) * CP * item  # bytes of one sample's copy
     out_bytes = g.N * K * int(np.prod(g.out)) * item
-    per_sample = copy_bytes // g.N
     nb = samples_per_copy(g.N, per_sample)
     check_memory("the output and the fused pipeline's buffers",
                  out_bytes + per_sample * nb + sbytes + int(run_pos.size) * CP * KP * item)

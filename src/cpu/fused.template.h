@@ -32,20 +32,17 @@
 #define FUSED_NB (2 * VL) /* output channels per micro-tile */
 #define FUSED_MR 6        /* tiles per micro-tile */
 
-/* Scratch of one thread, carved from the caller's buffer in this order. */
-static size_t FN(fused_round64)(size_t b) { return (b + 63) & ~(size_t)63; }
-
 /* Elements between consecutive tiles of V (w = CP) or M (w = KP): nk * w,
- * one cache line more when that is a multiple of 1 KiB.  The micro-kernel
- * reads 6 tiles' rows of V and writes 6 of M at once; with nk * w * size a
- * multiple of 4 KiB (F(6^3) on 16 or 32 channels: 32 or 64 KiB) all twelve
- * fall in one set of the 8-way L1. */
+ * spread over the L1's sets (wino_spread_stride).  The micro-kernel reads 6
+ * tiles' rows of V and writes 6 of M at once; with nk * w * size a multiple
+ * of 4 KiB (F(6^3) on 16 or 32 channels: 32 or 64 KiB) all twelve fell in
+ * one set of the 8-way L1. */
 static wino_index FN(fused_tile_stride)(wino_index nk, wino_index w)
 {
-    const wino_index n = nk * w;
-    return (n * (wino_index)sizeof(REAL)) % 1024 ? n : n + 64 / (wino_index)sizeof(REAL);
+    return wino_spread_stride(nk * w, sizeof(REAL));
 }
 
+/* Scratch of one thread, carved from the caller's buffer in this order. */
 static void FN(fused_sizes)(const PLAN *pin, const PLAN *pout, wino_index tb, wino_index CP,
                             wino_index KP, size_t sz[6])
 {
@@ -58,12 +55,12 @@ static void FN(fused_sizes)(const PLAN *pin, const PLAN *pout, wino_index tb, wi
     size_t t = (size_t)SCRATCH_LEN(pin);
     if ((size_t)SCRATCH_LEN(pout) > t) t = (size_t)SCRATCH_LEN(pout);
     const size_t nk = (size_t)pin->nk;
-    sz[0] = FN(fused_round64)(sizeof(VEC) * patch);          /* patch */
-    sz[1] = FN(fused_round64)(sizeof(VEC) * t);              /* t1 */
-    sz[2] = FN(fused_round64)(sizeof(VEC) * t);              /* t2 */
+    sz[0] = wino_scratch_round(sizeof(VEC) * patch);          /* patch */
+    sz[1] = wino_scratch_round(sizeof(VEC) * t);              /* t1 */
+    sz[2] = wino_scratch_round(sizeof(VEC) * t);              /* t2 */
     sz[3] = 0;                                               /* (unused) */
-    sz[4] = FN(fused_round64)(sizeof(REAL) * (size_t)tb * (size_t)FN(fused_tile_stride)((wino_index)nk, CP)); /* V */
-    sz[5] = FN(fused_round64)(sizeof(REAL) * (size_t)tb * (size_t)FN(fused_tile_stride)((wino_index)nk, KP)); /* M */
+    sz[4] = wino_scratch_round(sizeof(REAL) * (size_t)tb * (size_t)FN(fused_tile_stride)((wino_index)nk, CP)); /* V */
+    sz[5] = wino_scratch_round(sizeof(REAL) * (size_t)tb * (size_t)FN(fused_tile_stride)((wino_index)nk, KP)); /* M */
 }
 
 /* One thread's scratch, carved from its slice in the order of fused_sizes:

@@ -47,17 +47,15 @@ static wino_index FN(pw_rows)(const PLAN *pl)
     return (wino_index)MR * (wino_index)(q > 1 ? q : 1);
 }
 
-/* Elements between two positions of a slab of mb rows, each cbp long: one
- * cache line more than mb * cbp where that is an even number of lines.  (The
- * transform writes one vector to every position in turn; 6 rows of 256
- * floats are 6 KiB apart, which maps all 64 positions to two sets of the L1
- * and evicted every line before its second half was written: 512x512
- * kernels to F(2^3), 32 tiles: product 25 -> 20 ms.) */
+/* Elements between two positions of a slab of mb rows, each cbp long,
+ * spread over the L1's sets (wino_spread_stride).  (The transform writes one
+ * vector to every position in turn; 6 rows of 256 floats are 6 KiB apart,
+ * which mapped all 64 positions to two sets of the L1 and evicted every line
+ * before its second half was written: 512x512 kernels to F(2^3), 32 tiles:
+ * product 25 -> 20 ms.) */
 static wino_index FN(pw_pos_stride)(wino_index mb, wino_index cbp)
 {
-    const wino_index line = WINO_SCRATCH_ALIGN / (wino_index)sizeof(REAL), len = mb * cbp;
-    const wino_index lines = (len + line - 1) / line;
-    return (lines % 2 ? lines : lines + 1) * line;
+    return wino_spread_stride(mb * cbp, sizeof(REAL));
 }
 
 static size_t FN(pw_thread_bytes)(const PLAN *pl)

@@ -15,6 +15,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "wino3d_common.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -37,6 +39,16 @@ static inline void *wino_scratch_slice(void *scratch, size_t per_thread, int tid
 {
     const uintptr_t base = ((uintptr_t)scratch + WINO_SCRATCH_ALIGN - 1) & ~(uintptr_t)(WINO_SCRATCH_ALIGN - 1);
     return (void *)(base + wino_scratch_round(per_thread) * (size_t)tid);
+}
+
+/* A stride of n elements (itemsize bytes each) between rows that a kernel
+ * touches together, one cache line longer where n * itemsize is a multiple
+ * of 1 KiB: rows that far apart share one or two sets of the L1 and evict
+ * each other (the fused pipeline's tiles of V and M; the positions of the
+ * in-product transform's slab). */
+static inline wino_index wino_spread_stride(wino_index n, size_t itemsize)
+{
+    return (n * (wino_index)itemsize) % 1024 ? n : n + WINO_SCRATCH_ALIGN / (wino_index)itemsize;
 }
 
 static inline int wino_thread_num(void)
