@@ -212,7 +212,7 @@ static inline void FN(fused_store_row)(const VEC *row, int ew, int lanes, const 
 /* M rows [0, ROWS) x columns [0, FUSED_NB):  Cm[r][:] = sum_c A[r][c] * B[c][:]
  * A: rows of CP values (stride lda), B: rows of KP values (stride ldb). */
 WINO_INLINE void FN(fused_ukernel)(const int ROWS, wino_index CP, const REAL *A, wino_index lda,
-                                   const REAL *B, wino_index ldb, REAL *Cm, wino_index ldc)
+                                   const REAL *B, wino_index ldb, REAL *Cm, wino_index ldc, const char *pf)
 {
     VEC acc0[FUSED_MR], acc1[FUSED_MR];
     for (int r = 0; r < ROWS; ++r) {
@@ -223,6 +223,7 @@ WINO_INLINE void FN(fused_ukernel)(const int ROWS, wino_index CP, const REAL *A,
         VEC b0, b1;
         memcpy(&b0, B + c * ldb, sizeof b0);
         memcpy(&b1, B + c * ldb + VL, sizeof b1);
+        if (pf) __builtin_prefetch(pf + c * 64, 0, 2);
         for (int r = 0; r < ROWS; ++r) {
             const REAL a = A[r * lda + c];
             acc0[r] += a * b0;
@@ -237,19 +238,24 @@ WINO_INLINE void FN(fused_ukernel)(const int ROWS, wino_index CP, const REAL *A,
 
 /* M (n x KP, row stride ldm) = V (n x CP, row stride ldv) @ Up (CP x KP). */
 static void FN(fused_product)(wino_index n, wino_index CP, wino_index KP, const REAL *V,
-                              wino_index ldv, const REAL *Up, REAL *M, wino_index ldm)
+                              wino_index ldv, const REAL *Up, REAL *M, wino_index ldm, const REAL *next)
 {
+    /* the first row group's calls prefetch the next position's weights, a
+     * line per step (CP lines a call, KP / FUSED_NB calls: all of them) */
+#define PF(k0_) (r0 == 0 && next ? (const char *)next + (k0_) / FUSED_NB * CP * 64 : NULL)
+    wino_index r0 = 0;
+    for (; r0 + FUSED_MR <= n; r0 += FUSED_MR)
+        for (wino_index k0 = 0; k0 < KP; k0 += FUSED_NB)
+            FN(fused_ukernel)(FUSED_MR, CP, V + r0 * ldv, ldv, Up + k0, KP, M + r0 * ldm + k0, ldm, PF(k0));
     for (wino_index k0 = 0; k0 < KP; k0 += FUSED_NB) {
-        wino_index r0 = 0;
-        for (; r0 + FUSED_MR <= n; r0 += FUSED_MR)
-            FN(fused_ukernel)(FUSED_MR, CP, V + r0 * ldv, ldv, Up + k0, KP, M + r0 * ldm + k0, ldm);
         switch (n - r0) {
-#define X(R_) case R_: FN(fused_ukernel)(R_, CP, V + r0 * ldv, ldv, Up + k0, KP, M + r0 * ldm + k0, ldm); break;
+#define X(R_) case R_: FN(fused_ukernel)(R_, CP, V + r0 * ldv, ldv, Up + k0, KP, M + r0 * ldm + k0, ldm, PF(k0)); break;
             X(1) X(2) X(3) X(4) X(5)
 #undef X
             default: break;
         }
     }
+#undef PF
 }
 
 /* Gather the alpha^3 patch of channel vector cg of tile (n, o) from xcl,
@@ -343,7 +349,7 @@ int FN(wino_fused_forward)(const wino_geom *g, const REAL *xcl, const wino_index
             /* product, one kept position at a time */
             for (int i = 0; i < nk; ++i)
                 FN(fused_product)(nt, CP, KP, V + (wino_index)i * CP, ldv, Up + (wino_index)i * CP * KP,
-                                  M + (wino_index)i * KP, ldm);
+                                  M + (wino_index)i * KP, ldm, Up + (wino_index)((i + 1) % nk) * CP * KP);
             /* output transform, one channel vector at a time */
             for (wino_index r = 0; r < nt; ++r) {
                 wino_index n, o[3];
