@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -51,7 +51,11 @@ def parse_tile(tile):
 
 @dataclass(frozen=True)
 class Geometry:
-    """Everything the kernels need to know about the shapes of one call."""
+    """Everything the kernels need to know about the shapes of one call.
+
+    Immutable; the derived shapes are computed once per instance (a call
+    asks for them a dozen times).
+    """
 
     N: int
     C: int
@@ -61,24 +65,24 @@ class Geometry:
     pads: tuple  # ((front, back),) * 3
     tile: tuple  # (md, mh, mw)
 
-    @property
+    @cached_property
     def out(self):
         return tuple(s + p0 + p1 - r + 1 for s, (p0, p1), r in zip(self.spatial, self.pads, self.ksize))
 
-    @property
+    @cached_property
     def alpha(self):
         return tuple(m + r - 1 for m, r in zip(self.tile, self.ksize))
 
-    @property
+    @cached_property
     def npos(self):
         a = self.alpha
         return a[0] * a[1] * a[2]
 
-    @property
+    @cached_property
     def ntiles_axis(self):
         return tuple(-(-o // m) for o, m in zip(self.out, self.tile))
 
-    @property
+    @cached_property
     def ntiles(self):
         t = self.ntiles_axis
         return self.N * t[0] * t[1] * t[2]

@@ -112,7 +112,14 @@ def _model_cost(out, ksize, N, C, K, tile, itemsize, direct):
 def choose_tile(out, ksize, N, C, K, itemsize=4, direct=False):
     """Return the (m_d, m_h, m_w) with the lowest model cost.  ``direct``:
     the backend runs tile (1, 1, 1) with a direct kernel where
-    :func:`direct_preferred` (the CPU does), and that tile is costed as such."""
+    :func:`direct_preferred` (the CPU does), and that tile is costed as such.
+    Memoized per problem, as :func:`conv3d_candidates`."""
+    return _choose_tile(tuple(int(o) for o in out), tuple(int(r) for r in ksize), int(N), int(C), int(K),
+                        int(itemsize), bool(direct))
+
+
+@lru_cache(maxsize=1024)
+def _choose_tile(out, ksize, N, C, K, itemsize, direct):
     best = None
     for tile in candidate_tiles(ksize, itemsize):
         cost = _model_cost(out, ksize, N, C, K, tile, itemsize, direct)
