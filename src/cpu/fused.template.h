@@ -223,7 +223,7 @@ WINO_INLINE void FN(fused_ukernel)(const int ROWS, wino_index CP, const REAL *A,
         VEC b0, b1;
         memcpy(&b0, B + c * ldb, sizeof b0);
         memcpy(&b1, B + c * ldb + VL, sizeof b1);
-        if (pf) __builtin_prefetch(pf + c * 64, 0, 2);
+        WINO_PREFETCH_LINE(pf, c);
         for (int r = 0; r < ROWS; ++r) {
             const REAL a = A[r * lda + c];
             acc0[r] += a * b0;
@@ -240,22 +240,23 @@ WINO_INLINE void FN(fused_ukernel)(const int ROWS, wino_index CP, const REAL *A,
 static void FN(fused_product)(wino_index n, wino_index CP, wino_index KP, const REAL *V,
                               wino_index ldv, const REAL *Up, REAL *M, wino_index ldm, const REAL *next)
 {
-    /* the first row group's calls prefetch the next position's weights, a
-     * line per step (CP lines a call, KP / FUSED_NB calls: all of them) */
-#define PF(k0_) (r0 == 0 && next ? (const char *)next + (k0_) / FUSED_NB * CP * 64 : NULL)
+    /* each call prefetches CP lines of the next position's weights: the
+     * first row group's KP / FUSED_NB calls cover them */
+    wino_prefetch pf = wino_prefetch_of(next, sizeof(REAL) * (size_t)CP * KP);
     wino_index r0 = 0;
     for (; r0 + FUSED_MR <= n; r0 += FUSED_MR)
         for (wino_index k0 = 0; k0 < KP; k0 += FUSED_NB)
-            FN(fused_ukernel)(FUSED_MR, CP, V + r0 * ldv, ldv, Up + k0, KP, M + r0 * ldm + k0, ldm, PF(k0));
+            FN(fused_ukernel)(FUSED_MR, CP, V + r0 * ldv, ldv, Up + k0, KP, M + r0 * ldm + k0, ldm,
+                              wino_prefetch_next(&pf, CP));
     for (wino_index k0 = 0; k0 < KP; k0 += FUSED_NB) {
+        const char *at = wino_prefetch_next(&pf, CP);
         switch (n - r0) {
-#define X(R_) case R_: FN(fused_ukernel)(R_, CP, V + r0 * ldv, ldv, Up + k0, KP, M + r0 * ldm + k0, ldm, PF(k0)); break;
+#define X(R_) case R_: FN(fused_ukernel)(R_, CP, V + r0 * ldv, ldv, Up + k0, KP, M + r0 * ldm + k0, ldm, at); break;
             X(1) X(2) X(3) X(4) X(5)
 #undef X
             default: break;
         }
     }
-#undef PF
 }
 
 /* Gather the alpha^3 patch of channel vector cg of tile (n, o) from xcl,

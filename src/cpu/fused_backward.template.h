@@ -61,7 +61,7 @@
  * from zero otherwise). */
 WINO_INLINE void FN(fb_ukernel)(const int ROWS, const int NV, wino_index J, const REAL *A,
                                 wino_index ars, wino_index ajs, const REAL *B, wino_index ldb,
-                                REAL *Out, wino_index ldo, int acc_in)
+                                REAL *Out, wino_index ldo, int acc_in, const char *pf)
 {
     VEC acc0[FB_MR], acc1[FB_MR];
     for (int r = 0; r < ROWS; ++r) {
@@ -77,6 +77,7 @@ WINO_INLINE void FN(fb_ukernel)(const int ROWS, const int NV, wino_index J, cons
         VEC b0, b1;
         memcpy(&b0, B + j * ldb, sizeof b0);
         if (NV == 2) memcpy(&b1, B + j * ldb + VL, sizeof b1);
+        WINO_PREFETCH_LINE(pf, j);
         const REAL *a = A + j * ajs;
         for (int r = 0; r < ROWS; ++r) {
             const REAL ar = a[r * ars];
@@ -90,24 +91,26 @@ WINO_INLINE void FN(fb_ukernel)(const int ROWS, const int NV, wino_index J, cons
     }
 }
 
-/* Out (rows x ncols, ncols a multiple of VL) (+)= A (rows x J) @ B (J x ncols). */
+/* Out (rows x ncols, ncols a multiple of VL) (+)= A (rows x J) @ B (J x ncols);
+ * the calls prefetch `pf` (wino_prefetch_next, J lines each). */
 static void FN(fb_gemm)(wino_index rows, wino_index ncols, wino_index J, const REAL *A, wino_index ars,
-                        wino_index ajs, const REAL *B, wino_index ldb, REAL *Out, wino_index ldo, int acc_in)
+                        wino_index ajs, const REAL *B, wino_index ldb, REAL *Out, wino_index ldo, int acc_in,
+                        wino_prefetch pf)
 {
     for (wino_index c0 = 0; c0 < ncols;) {
         const int nv = ncols - c0 >= 2 * VL ? 2 : 1;
         wino_index r0 = 0;
         if (nv == 2) {
             for (; r0 + FB_MR <= rows; r0 += FB_MR)
-                FN(fb_ukernel)(FB_MR, 2, J, A + r0 * ars, ars, ajs, B + c0, ldb, Out + r0 * ldo + c0, ldo, acc_in);
+                FN(fb_ukernel)(FB_MR, 2, J, A + r0 * ars, ars, ajs, B + c0, ldb, Out + r0 * ldo + c0, ldo, acc_in, wino_prefetch_next(&pf, J));
         } else {
             for (; r0 + FB_MR <= rows; r0 += FB_MR)
-                FN(fb_ukernel)(FB_MR, 1, J, A + r0 * ars, ars, ajs, B + c0, ldb, Out + r0 * ldo + c0, ldo, acc_in);
+                FN(fb_ukernel)(FB_MR, 1, J, A + r0 * ars, ars, ajs, B + c0, ldb, Out + r0 * ldo + c0, ldo, acc_in, wino_prefetch_next(&pf, J));
         }
         switch ((int)(rows - r0) * 2 + nv - 1) {
 #define X(R_)                                                                                          \
-    case 2 * R_: FN(fb_ukernel)(R_, 1, J, A + r0 * ars, ars, ajs, B + c0, ldb, Out + r0 * ldo + c0, ldo, acc_in); break; \
-    case 2 * R_ + 1: FN(fb_ukernel)(R_, 2, J, A + r0 * ars, ars, ajs, B + c0, ldb, Out + r0 * ldo + c0, ldo, acc_in); break;
+    case 2 * R_: FN(fb_ukernel)(R_, 1, J, A + r0 * ars, ars, ajs, B + c0, ldb, Out + r0 * ldo + c0, ldo, acc_in, wino_prefetch_next(&pf, J)); break; \
+    case 2 * R_ + 1: FN(fb_ukernel)(R_, 2, J, A + r0 * ars, ars, ajs, B + c0, ldb, Out + r0 * ldo + c0, ldo, acc_in, wino_prefetch_next(&pf, J)); break;
             X(1) X(2) X(3) X(4) X(5)
 #undef X
             default: break;
@@ -227,13 +230,15 @@ static void FN(fb_block)(const wino_geom *g, const wino_index *tiles, wino_index
         /* P[i] (C x KV) += V[i]^T (C x nt) @ gM[i] (nt x KV), tiles in order */
         for (int i = 0; i < nk; ++i)
             FN(fb_gemm)(C, KV, nt, V + (wino_index)i * CV, 1, ldv, gM + (wino_index)i * KV, ldm,
-                        part + (wino_index)i * CV * KV, KV, 1);
+                        part + (wino_index)i * CV * KV, KV, 1,
+                        wino_prefetch_of(part + (wino_index)((i + 1) % nk) * CV * KV, sizeof(REAL) * (size_t)CV * KV));
     }
     if (gxcl) {
         /* gV[i] (nt x CV) = gM[i] (nt x K) @ Ut[i] (K x CV), into V's space */
         for (int i = 0; i < nk; ++i)
             FN(fb_gemm)(nt, CV, K, gM + (wino_index)i * KV, ldm, 1, Ut + (wino_index)i * KV * CV, CV,
-                        V + (wino_index)i * CV, ldv, 0);
+                        V + (wino_index)i * CV, ldv, 0,
+                        wino_prefetch_of(Ut + (wino_index)((i + 1) % nk) * KV * CV, sizeof(REAL) * (size_t)KV * CV));
         /* input adjoint, tiles in order */
         for (wino_index r = 0; r < nt; ++r) {
             wino_index n, o[3];

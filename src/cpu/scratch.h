@@ -51,6 +51,36 @@ static inline wino_index wino_spread_stride(wino_index n, size_t itemsize)
     return (n * (wino_index)itemsize) % 1024 ? n : n + WINO_SCRATCH_ALIGN / (wino_index)itemsize;
 }
 
+/* Software prefetch of the next operand while a product runs: the caller
+ * hands each micro-kernel call the next of `bytes` bytes at `base`, `lines`
+ * cache lines per call (NULL once all are covered, or without a base); the
+ * micro-kernel prefetches one line per step of its reduction.  Used where
+ * the products stream weights that the caches do not keep between blocks
+ * (the fused pipelines re-read every position's weights for each block of
+ * a few tiles: 3.5 MB for C64 F(4^3), missed in L3 when the machine is
+ * busy). */
+typedef struct {
+    const char *base;
+    size_t bytes, off;
+} wino_prefetch;
+
+static inline wino_prefetch wino_prefetch_of(const void *base, size_t bytes)
+{
+    wino_prefetch p = {(const char *)base, bytes, 0};
+    return p;
+}
+
+static inline const char *wino_prefetch_next(wino_prefetch *p, wino_index lines)
+{
+    const char *at = p->base && p->off < p->bytes ? p->base + p->off : NULL;
+    p->off += (size_t)lines * WINO_SCRATCH_ALIGN;
+    return at;
+}
+
+/* one line of a prefetch run (a no-op without one) */
+#define WINO_PREFETCH_LINE(pf_, step_) \
+    do { if (pf_) __builtin_prefetch((pf_) + (size_t)(step_) * WINO_SCRATCH_ALIGN, 0, 2); } while (0)
+
 static inline int wino_thread_num(void)
 {
 #ifdef _OPENMP
