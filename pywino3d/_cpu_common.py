@@ -206,7 +206,9 @@ class UnfilteredWeights:
         self.kept = kept
         self.dtype = self.w.dtype
         K, C = w.shape[:2]
-        npos = int(np.prod([m + r - 1 for m, r in zip(self.tile, self.ksize)]))
+        npos = 1
+        for m, r in zip(self.tile, self.ksize):
+            npos *= m + r - 1
         self.shape = (npos, K, C)
 
     def kernels(self):

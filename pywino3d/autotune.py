@@ -301,26 +301,29 @@ def _plain_key(key, name="key"):
 
 
 def _entry_key(op, key, threads, dtype):
+    """The cache's key string of a problem, and the fingerprint it holds
+    (the string memoized for hashable keys: ``conv3d`` asks on every call).
+    Keys that compare equal share the string (``(1,)`` and ``(True,)``):
+    every caller builds its keys with the same types in each place."""
     if not isinstance(op, str) or not op:
         raise TypeError(f"op: expected a non-empty str, got {op!r}")
     if isinstance(threads, bool) or not hasattr(threads, "__index__") or int(threads) < 1:
         raise ValueError(f"threads: expected a positive int, got {threads!r}")
     fp = _fingerprint(threads, dtype)
+    fields = (fp["cpu"], fp["threads"], fp["version"], fp["build"], fp["dtype"])
     try:
-        plain = _plain_key_memo(key)
+        return _key_string_memo(op, key, fields), fp
     except TypeError:  # an unhashable key (lists), or one _plain_key refuses
-        plain = _plain_key(key)
-    return json.dumps([op, plain, fp["cpu"], fp["threads"], fp["version"], fp["build"], fp["dtype"]],
-                      separators=(",", ":")), fp
+        return _key_string(op, _plain_key(key), fields), fp
 
 
 @lru_cache(maxsize=1024)
-def _plain_key_memo(key):
-    """``_plain_key`` of a hashable key, memoized: ``conv3d`` builds its entry
-    key on every call, and converting the key was most of that.  Keys that
-    compare equal share the result (``(1,)`` and ``(True,)``): every caller
-    builds its keys with the same types in each place."""
-    return _plain_key(key)
+def _key_string_memo(op, key, fields):
+    return _key_string(op, _plain_key(key), fields)
+
+
+def _key_string(op, plain, fields):
+    return json.dumps([op, plain, *fields], separators=(",", ":"))
 
 
 # ------------------------------------------------------------ the file
