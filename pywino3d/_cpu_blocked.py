@@ -138,24 +138,32 @@ def forward(g, x, U, bias, kept, nthreads):
     nk = int(kept.size)
     T = g.ntiles
     tb, kc = forward_layout(g, nk, dtype)
-    check_memory("the output and the tile workspace", y.nbytes + workspace_bytes(g, kept, dtype, nthreads))
+    unfiltered = isinstance(U, UnfilteredWeights)
+    in_product = unfiltered and transforms_in_product(g, kept, dtype)
+    # the buffers one-shot weights add: V packed for the product, or a chunk of U
+    if in_product:
+        extra = _cpu.product_w_packed_len(dtype, nk, C, tb)
+    elif unfiltered:  # U made a chunk of output channels at a time (takes_unfiltered)
+        kc = _u_chunk(g, nk, dtype, kc)
+        extra = nk * kc * C
+    else:
+        extra = 0
+    check_memory("the output and the tile workspace",
+                 y.nbytes + workspace_bytes(g, kept, dtype, nthreads) + extra * np.dtype(dtype).itemsize)
     x, geom = c_geometry(g, x)
     bias = None if bias is None else np.ascontiguousarray(bias)
     pin, pout = _plans(g, dtype, kept)
     V = workspace("V", nk * C * tb, dtype)
     M = workspace("M", nk * kc * tb, dtype)
     sc_bytes = _scratch_bytes(pin, pout, dtype, nthreads)
-    unfiltered = isinstance(U, UnfilteredWeights)
-    in_product = unfiltered and transforms_in_product(g, kept, dtype)
     if unfiltered:
         w = U.kernels()
         pfil = plan("filter", g.tile, g.ksize, dtype, kept)
     if in_product:
-        Vp = workspace("Vp", _cpu.product_w_packed_len(dtype, nk, C, tb), dtype)
+        Vp = workspace("Vp", extra, dtype)
         sc_bytes = max(sc_bytes, _cpu.product_w_scratch_bytes(pfil, nthreads))
-    elif unfiltered:  # U made a chunk of output channels at a time (takes_unfiltered)
-        kc = _u_chunk(g, nk, dtype, kc)
-        Uc = workspace("conv_U", nk * kc * C, dtype)
+    elif unfiltered:
+        Uc = workspace("conv_U", extra, dtype)
         sc_bytes = max(sc_bytes, _cpu.filter_scratch_bytes(pfil, nthreads))
     else:
         U = np.ascontiguousarray(U)

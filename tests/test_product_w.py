@@ -120,3 +120,31 @@ def test_one_shot_u_past_the_budget_is_made_a_chunk_at_a_time(rng, monkeypatch):
         np.testing.assert_array_equal(pywino3d.conv3d(x, w, padding=1, tile=4, workers=workers), ref)
     mc = _cpu.gemm_blocking(np.float32)["mc"]
     assert chunks == [mc, K - mc] * 2
+
+
+@pytest.mark.parametrize("budget, in_product", [(None, True), (2 << 20, False)])
+def test_one_shot_memory_check_counts_the_weights_buffers(rng, monkeypatch, budget, in_product):
+    """The blocked pipeline's MemoryError counts what one-shot weights add
+    (V packed for the in-product transform, or the chunk of U): memory that
+    holds the output and the tile workspace but not those is refused before
+    anything is allocated."""
+    from pywino3d import _cpu_common
+
+    C = K = _cpu_fused.MAX_CHANNELS + 8
+    x = rng.standard_normal((1, C, 5, 6, 4)).astype(np.float32)
+    w = rng.standard_normal((K, C, 3, 3, 3)).astype(np.float32)
+    tile = (2, 2, 2) if in_product else (4, 4, 4)
+    if budget is not None:
+        monkeypatch.setattr(_cpu_blocked, "workspace_budget", lambda: budget)
+    g = make_geometry(x.shape, K, (3, 3, 3), 1, tile)
+    kept = np.arange(g.npos, dtype=np.int32)
+    assert _cpu_blocked.takes_unfiltered(g, kept, w.dtype)
+    assert _cpu_blocked.transforms_in_product(g, kept, w.dtype) == in_product
+    base = 4 * K * g.out[0] * g.out[1] * g.out[2] + _cpu_blocked.workspace_bytes(g, kept, w.dtype, 2)
+    monkeypatch.setattr(_cpu_common, "available_memory", lambda: base + 64)
+    with pytest.raises(MemoryError, match="tile workspace"):
+        pywino3d.conv3d(x, w, padding=1, tile=tile[0], workers=2)
+    monkeypatch.setattr(_cpu_common, "available_memory", lambda: 1 << 40)
+    y = pywino3d.conv3d(x, w, padding=1, tile=tile[0], workers=2)
+    ref = pywino3d.winograd_conv3d(x, pywino3d.filter_transform(w, tile[0]), kernel_size=3, tile=tile[0], padding=1)
+    np.testing.assert_array_equal(y, ref)
