@@ -241,7 +241,7 @@ static void FN(fused_product)(wino_index n, wino_index CP, wino_index KP, const 
                               wino_index ldv, const REAL *Up, REAL *M, wino_index ldm, const REAL *next)
 {
     /* each call prefetches CP lines of the next position's weights: the
-     * first row group's KP / FUSED_NB calls cover them */
+     * KP / FUSED_NB calls of the first row group cover them */
     wino_prefetch pf = wino_prefetch_of(next, sizeof(REAL) * (size_t)CP * KP);
     wino_index r0 = 0;
     for (; r0 + FUSED_MR <= n; r0 += FUSED_MR)

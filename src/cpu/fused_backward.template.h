@@ -100,19 +100,18 @@ static void FN(fb_gemm)(wino_index rows, wino_index ncols, wino_index J, const R
     for (wino_index c0 = 0; c0 < ncols;) {
         const int nv = ncols - c0 >= 2 * VL ? 2 : 1;
         wino_index r0 = 0;
+#define UK(R_, NV_) FN(fb_ukernel)(R_, NV_, J, A + r0 * ars, ars, ajs, B + c0, ldb, Out + r0 * ldo + c0, ldo, \
+                                 acc_in, wino_prefetch_next(&pf, J))
         if (nv == 2) {
-            for (; r0 + FB_MR <= rows; r0 += FB_MR)
-                FN(fb_ukernel)(FB_MR, 2, J, A + r0 * ars, ars, ajs, B + c0, ldb, Out + r0 * ldo + c0, ldo, acc_in, wino_prefetch_next(&pf, J));
+            for (; r0 + FB_MR <= rows; r0 += FB_MR) UK(FB_MR, 2);
         } else {
-            for (; r0 + FB_MR <= rows; r0 += FB_MR)
-                FN(fb_ukernel)(FB_MR, 1, J, A + r0 * ars, ars, ajs, B + c0, ldb, Out + r0 * ldo + c0, ldo, acc_in, wino_prefetch_next(&pf, J));
+            for (; r0 + FB_MR <= rows; r0 += FB_MR) UK(FB_MR, 1);
         }
         switch ((int)(rows - r0) * 2 + nv - 1) {
-#define X(R_)                                                                                          \
-    case 2 * R_: FN(fb_ukernel)(R_, 1, J, A + r0 * ars, ars, ajs, B + c0, ldb, Out + r0 * ldo + c0, ldo, acc_in, wino_prefetch_next(&pf, J)); break; \
-    case 2 * R_ + 1: FN(fb_ukernel)(R_, 2, J, A + r0 * ars, ars, ajs, B + c0, ldb, Out + r0 * ldo + c0, ldo, acc_in, wino_prefetch_next(&pf, J)); break;
+#define X(R_) case 2 * R_: UK(R_, 1); break; case 2 * R_ + 1: UK(R_, 2); break;
             X(1) X(2) X(3) X(4) X(5)
 #undef X
+#undef UK
             default: break;
         }
         c0 += (wino_index)nv * VL;

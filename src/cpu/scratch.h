@@ -21,7 +21,8 @@
 #include <omp.h>
 #endif
 
-#define WINO_SCRATCH_ALIGN 64
+#define WINO_SCRATCH_ALIGN 64 /* a cache line */
+#define WINO_CACHE_LINE 64
 
 static inline size_t wino_scratch_round(size_t n)
 {
@@ -73,13 +74,13 @@ static inline wino_prefetch wino_prefetch_of(const void *base, size_t bytes)
 static inline const char *wino_prefetch_next(wino_prefetch *p, wino_index lines)
 {
     const char *at = p->base && p->off < p->bytes ? p->base + p->off : NULL;
-    p->off += (size_t)lines * WINO_SCRATCH_ALIGN;
+    p->off += (size_t)lines * WINO_CACHE_LINE;
     return at;
 }
 
 /* one line of a prefetch run (a no-op without one) */
 #define WINO_PREFETCH_LINE(pf_, step_) \
-    do { if (pf_) __builtin_prefetch((pf_) + (size_t)(step_) * WINO_SCRATCH_ALIGN, 0, 2); } while (0)
+    do { if (pf_) __builtin_prefetch((pf_) + (size_t)(step_) * WINO_CACHE_LINE, 0, 2); } while (0)
 
 static inline int wino_thread_num(void)
 {
