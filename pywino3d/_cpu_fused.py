@@ -30,7 +30,9 @@ ARITHMETIC = "blocked"
 #: phase by phase: within the rounding bound of the blocked pipeline's.
 BACKWARD_ARITHMETIC = None
 
-#: Bytes of a thread's V + M block: half of a 1 MiB L2, as oneDNN budgets.
+#: Bytes of a thread's V + M block: half of a 1 MiB L2, as oneDNN budgets
+#: (all of a 512 KiB L2, as some development machines report; 256-768 KiB
+#: measured alike on C16-C64 layers there, 256 slower for C64).
 L2_BUDGET = 512 * 1024
 
 #: Above this many channels the blocked pipeline's packed GEMM wins (measured:
