@@ -21,8 +21,8 @@
 #include <omp.h>
 #endif
 
-#define WINO_SCRATCH_ALIGN 64 /* a cache line */
 #define WINO_CACHE_LINE 64
+#define WINO_SCRATCH_ALIGN WINO_CACHE_LINE /* slices start on a cache line */
 
 static inline size_t wino_scratch_round(size_t n)
 {
@@ -49,7 +49,7 @@ static inline void *wino_scratch_slice(void *scratch, size_t per_thread, int tid
  * in-product transform's slab). */
 static inline wino_index wino_spread_stride(wino_index n, size_t itemsize)
 {
-    return (n * (wino_index)itemsize) % 1024 ? n : n + WINO_SCRATCH_ALIGN / (wino_index)itemsize;
+    return (n * (wino_index)itemsize) % 1024 ? n : n + WINO_CACHE_LINE / (wino_index)itemsize;
 }
 
 /* Software prefetch of the next operand while a product runs: the caller
