@@ -107,6 +107,29 @@ def test_out_receives_the_same_u(dtype, tile):
     np.testing.assert_array_equal(out, want)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_streamed_u_is_the_same_at_any_alignment(dtype):
+    """A U of 2 MiB or more is written with streaming stores from the first
+    16-byte boundary of each run (src/cpu/filter.template.h): the values are
+    those of the small transforms of its rows, into an out= at any element
+    offset (an unaligned head and tail) and for any thread count.  K * C is
+    not a multiple of the vector width (a partial last group)."""
+    K, C = 37, 29
+    w = np.random.default_rng(5).standard_normal((K, C, 3, 3, 3)).astype(dtype)
+    U = pywino3d.filter_transform(w, 6, workers=2)
+    assert U.nbytes >= 2 << 20
+    for k in (0, 18, K - 1):  # one row at a time: 0.1 MB, ordinary stores
+        np.testing.assert_array_equal(pywino3d.filter_transform(w[k:k + 1], 6)[:, 0], U[:, k])
+    for offset in range(4):
+        buf = np.full(U.size + 4, np.nan, dtype)
+        out = buf[offset:offset + U.size].reshape(U.shape)
+        for workers in (1, 3):
+            out[...] = np.nan
+            assert pywino3d.filter_transform(w, 6, out=out, workers=workers) is out
+            np.testing.assert_array_equal(out, U)
+        assert np.isnan(buf[:offset]).all() and np.isnan(buf[offset + U.size:]).all()
+
+
 def test_out_is_checked():
     w = np.ones((4, 2, 3, 3, 3), np.float32)
     U = pywino3d.filter_transform(w, 2)

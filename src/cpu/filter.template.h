@@ -15,7 +15,8 @@
  * core, 64x64 kernels to F(2^3): 205 -> 175 us).  (Writing each group's
  * VL values per position would touch every position's row -- K * C
  * elements apart, a power of two for the usual channel counts, so all of
- * them fall in one cache set -- for a few bytes each.)  The adjoint reads
+ * them fall in one cache set -- for a few bytes each.)  A U larger than
+ * WINO_FILTER_STREAM_BYTES is written with streaming stores.  The adjoint reads
  * the same runs and transposes the contracted patches back.
  *
  * Scratch: a thread's tile scratch and the values of one job's groups, in
@@ -28,6 +29,12 @@
 #include "template_names.h"
 
 #define WINO_FILTER_GROUPS 16
+/* U at least this large is written with streaming stores (wino_stream_copy):
+ * 2 MiB, below the shared L3 where a U that the product reads next may
+ * still be cached.  Two threads, out= U: 64x64 kernels to F(4^3) (3.5 MB)
+ * 0.70 -> 0.44 ms, to F(6^3) 1.47 -> 1.0 ms, 256x256 to F(6^3) (134 MB)
+ * 20.3 -> 12.5 ms; 64x64 to F(2^3) (1 MB) alike either way. */
+#define WINO_FILTER_STREAM_BYTES ((size_t)2 << 20)
 /* (r, alpha) of the filter shapes with literal sizes: 3-wide kernels. */
 #define WINO_FILTER_CASES(X) X(3, 4) X(3, 5) X(3, 6) X(3, 7) X(3, 8)
 
@@ -104,6 +111,7 @@ static int FN(filter_any)(const REAL *src, wino_index KC, const PLAN *pl, REAL *
     const int nk = pl->nk;
     const size_t per_thread = FN(filter_thread_bytes)(pl);
     if (!scratch || scratch_bytes < wino_scratch_total(per_thread, nthreads)) return WINO_ESCRATCH;
+    const int stream = !adjoint && (size_t)nk * (size_t)KC * sizeof(REAL) >= WINO_FILTER_STREAM_BYTES;
 #pragma omp parallel num_threads(nthreads)
     {
         char *mem = (char *)wino_scratch_slice(scratch, per_thread, wino_thread_num());
@@ -123,8 +131,12 @@ static int FN(filter_any)(const REAL *src, wino_index KC, const PLAN *pl, REAL *
                     FN(filter_gather)(src + (j0 + b * VL) * rsz, rsz, lanes, s.patch);
                     FN(filter_expandv)(pl, s.patch, vals + b, WINO_FILTER_GROUPS, s.t1, s.t2);
                 }
-                for (int i = 0; i < nk; ++i)
-                    memcpy(dst + i * KC + j0, vals + (size_t)i * WINO_FILTER_GROUPS, sizeof(REAL) * (size_t)len);
+                if (stream)
+                    for (int i = 0; i < nk; ++i)
+                        wino_stream_copy(dst + i * KC + j0, vals + (size_t)i * WINO_FILTER_GROUPS, sizeof(REAL) * (size_t)len);
+                else
+                    for (int i = 0; i < nk; ++i)
+                        memcpy(dst + i * KC + j0, vals + (size_t)i * WINO_FILTER_GROUPS, sizeof(REAL) * (size_t)len);
             } else {
                 for (int i = 0; i < nk; ++i) {
                     const REAL *row = src + i * KC + j0;
@@ -144,6 +156,7 @@ static int FN(filter_any)(const REAL *src, wino_index KC, const PLAN *pl, REAL *
                 }
             }
         }
+        if (stream) wino_stream_fence();
     }
     return 0;
 }
@@ -161,5 +174,6 @@ int FN(wino_filter_adjoint)(const REAL *gU, wino_index KC, const PLAN *pl, REAL 
 }
 
 #undef WINO_FILTER_GROUPS
+#undef WINO_FILTER_STREAM_BYTES
 #undef WINO_FILTER_CASES
 #include "template_names_end.h"

@@ -16,9 +16,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <string.h>
+
 #include "wino3d_common.h"
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+#if defined(__SSE2__)
+#include <emmintrin.h>
 #endif
 
 #define WINO_CACHE_LINE 64
@@ -50,6 +55,37 @@ static inline void *wino_scratch_slice(void *scratch, size_t per_thread, int tid
 static inline wino_index wino_spread_stride(wino_index n, size_t itemsize)
 {
     return (n * (wino_index)itemsize) % 1024 ? n : n + WINO_CACHE_LINE / (wino_index)itemsize;
+}
+
+/* Copy `bytes` from src to dst with non-temporal stores where the target
+ * has them (x86-64: 16-byte streaming stores from dst's first 16-byte
+ * boundary, the unaligned head and tail copied as usual): for results
+ * larger than the caches, the stores skip the read for ownership that an
+ * ordinary store makes of each destination line (a third of the traffic of
+ * writing them).  Each thread calls wino_stream_fence() after its last
+ * streaming store, before another thread may read the data. */
+static inline void wino_stream_copy(void *dst, const void *src, size_t bytes)
+{
+#if defined(__SSE2__)
+    char *d = (char *)dst;
+    const char *s = (const char *)src;
+    size_t head = (16 - (uintptr_t)d % 16) % 16;
+    if (head > bytes) head = bytes;
+    memcpy(d, s, head);
+    d += head, s += head, bytes -= head;
+    for (; bytes >= 16; bytes -= 16, d += 16, s += 16)
+        _mm_stream_si128((__m128i *)d, _mm_loadu_si128((const __m128i *)s));
+    memcpy(d, s, bytes);
+#else
+    memcpy(dst, src, bytes);
+#endif
+}
+
+static inline void wino_stream_fence(void)
+{
+#if defined(__SSE2__)
+    _mm_sfence();
+#endif
 }
 
 /* Software prefetch of the next operand while a product runs: the caller
