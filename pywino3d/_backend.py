@@ -21,10 +21,13 @@ import contextvars
 import os
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+
 NAMES = ("cpu", "cuda", "auto")
 
 _context = contextvars.ContextVar("pywino3d_backend", default=None)
 _global = None
+_cpu_impl = None  # the CPU backend object, once get_impl("cpu") has imported it
 
 #: Backend implementations by name; tests may register a fake one.
 _REGISTRY = {}
@@ -156,6 +159,8 @@ def get_backend():
 
 def is_cupy_array(a):
     """True for CuPy arrays, checked without importing CuPy."""
+    if type(a) is np.ndarray:  # the common case, without the module lookup
+        return False
     mod = type(a).__module__ or ""
     return mod.split(".", 1)[0] == "cupy"
 
@@ -205,9 +210,12 @@ def get_impl(name):
     if name in _REGISTRY:
         return _REGISTRY[name]
     if name == "cpu":
-        from . import _cpu_backend
+        global _cpu_impl
+        if _cpu_impl is None:  # imported on first use; then one lookup per call
+            from . import _cpu_backend
 
-        return _cpu_backend.BACKEND
+            _cpu_impl = _cpu_backend.BACKEND
+        return _cpu_impl
     if name == "cuda":
         ok, why = cuda_status()
         if not ok:

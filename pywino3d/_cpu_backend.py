@@ -18,6 +18,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from . import _cpu, _cpu_blocked, _cpu_direct, _cpu_im2col
+from ._backend import is_cupy_array
 from ._cpu_common import (  # noqa: F401  (re-exported: tests and benchmarks use them here)
     UnfilteredWeights, available_memory, block_size, check_memory, plan, release_workspace, resolve_workers, scratch,
     stage_timer, workspace, workspace_budget,
@@ -212,8 +213,6 @@ class CpuBackend:
 
     @staticmethod
     def asarray(name, a, coerce):
-        from ._backend import is_cupy_array
-
         if is_cupy_array(a):
             if not coerce:
                 raise TypeError(
@@ -225,8 +224,6 @@ class CpuBackend:
 
     @staticmethod
     def to_own(a):
-        from ._backend import is_cupy_array
-
         return a.get() if is_cupy_array(a) else np.asarray(a)
 
     @staticmethod

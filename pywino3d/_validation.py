@@ -55,7 +55,7 @@ def as_float_array(name, a, ndim=None, dtype=None, *, backend, coerce=False):
 
 def as_int(name, v, lo=None, hi=None):
     """Check that ``v`` is an integer (not a bool) within [lo, hi]."""
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+    if type(v) is not int and (isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral)):
         raise TypeError(f"{name}: expected an int, got {type(v).__name__} {v!r}")
     v = operator.index(v)
     if lo is not None and v < lo:
