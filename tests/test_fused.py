@@ -245,3 +245,29 @@ def test_one_shot_weights_are_the_packed_form(tile, rng, monkeypatch):
         monkeypatch.setattr(_cpu, "fused_pack", real)
         np.testing.assert_array_equal(y, ref)
         assert bool(calls) == packs
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("C,CP,shape", [
+    (16, 16, (1, 16, 32, 67)),   # a 2.2 MB copy of whole vectors
+    (72, 72, (2, 3, 5, 37)),     # more channels than one transpose batch
+    (12, 16, (1, 4, 5, 19)),     # partial channel vector, padding lanes
+    (16, 16, (1, 2, 3, 5)),      # narrower than a vector along w
+])
+def test_channels_last_copy(dtype, C, CP, shape):
+    """_cpu.to_channels_last against NumPy's transpose, for contiguous and
+    strided x: whole blocks, the edge columns and channels, the zero padding
+    lanes, and thread counts."""
+    from pywino3d._cpu_common import c_geometry
+
+    N, D, H, W = shape
+    rng = np.random.default_rng(C + W)
+    base = rng.standard_normal((N, C, D, H, 2 * W)).astype(dtype)
+    for x in (np.ascontiguousarray(base[..., :W]), base[..., ::2]):
+        g = make_geometry(x.shape, 4, (3, 3, 3), 1, (2, 2, 2))
+        xs, geom = c_geometry(g, x)
+        for workers in (1, 3):
+            xcl = np.full((N, D, H, W, CP), np.nan, dtype)
+            _cpu.to_channels_last(geom, xs, xcl, workers)
+            np.testing.assert_array_equal(xcl[..., :C], x.transpose(0, 2, 3, 4, 1))
+            assert (xcl[..., C:] == 0).all()

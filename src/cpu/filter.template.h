@@ -15,8 +15,11 @@
  * core, 64x64 kernels to F(2^3): 205 -> 175 us).  (Writing each group's
  * VL values per position would touch every position's row -- K * C
  * elements apart, a power of two for the usual channel counts, so all of
- * them fall in one cache set -- for a few bytes each.)  A U larger than
- * WINO_FILTER_STREAM_BYTES is written with streaming stores.  The adjoint reads
+ * them fall in one cache set -- for a few bytes each.)  A U of
+ * WINO_STREAM_BYTES or more is written with streaming stores (two threads,
+ * out= U: 64x64 kernels to F(4^3), 3.5 MB, 0.70 -> 0.44 ms; to F(6^3)
+ * 1.47 -> 1.0 ms; 256x256 to F(6^3), 134 MB, 20.3 -> 12.5 ms; 64x64 to
+ * F(2^3), 1 MB, alike either way).  The adjoint reads
  * the same runs and transposes the contracted patches back.
  *
  * Scratch: a thread's tile scratch and the values of one job's groups, in
@@ -29,12 +32,6 @@
 #include "template_names.h"
 
 #define WINO_FILTER_GROUPS 16
-/* U at least this large is written with streaming stores (wino_stream_copy):
- * 2 MiB, below the shared L3 where a U that the product reads next may
- * still be cached.  Two threads, out= U: 64x64 kernels to F(4^3) (3.5 MB)
- * 0.70 -> 0.44 ms, to F(6^3) 1.47 -> 1.0 ms, 256x256 to F(6^3) (134 MB)
- * 20.3 -> 12.5 ms; 64x64 to F(2^3) (1 MB) alike either way. */
-#define WINO_FILTER_STREAM_BYTES ((size_t)2 << 20)
 /* (r, alpha) of the filter shapes with literal sizes: 3-wide kernels. */
 #define WINO_FILTER_CASES(X) X(3, 4) X(3, 5) X(3, 6) X(3, 7) X(3, 8)
 
@@ -111,7 +108,7 @@ static int FN(filter_any)(const REAL *src, wino_index KC, const PLAN *pl, REAL *
     const int nk = pl->nk;
     const size_t per_thread = FN(filter_thread_bytes)(pl);
     if (!scratch || scratch_bytes < wino_scratch_total(per_thread, nthreads)) return WINO_ESCRATCH;
-    const int stream = !adjoint && (size_t)nk * (size_t)KC * sizeof(REAL) >= WINO_FILTER_STREAM_BYTES;
+    const int stream = !adjoint && (size_t)nk * (size_t)KC * sizeof(REAL) >= WINO_STREAM_BYTES;
 #pragma omp parallel num_threads(nthreads)
     {
         char *mem = (char *)wino_scratch_slice(scratch, per_thread, wino_thread_num());
@@ -174,6 +171,5 @@ int FN(wino_filter_adjoint)(const REAL *gU, wino_index KC, const PLAN *pl, REAL 
 }
 
 #undef WINO_FILTER_GROUPS
-#undef WINO_FILTER_STREAM_BYTES
 #undef WINO_FILTER_CASES
 #include "template_names_end.h"

@@ -57,6 +57,11 @@ static inline wino_index wino_spread_stride(wino_index n, size_t itemsize)
     return (n * (wino_index)itemsize) % 1024 ? n : n + WINO_CACHE_LINE / (wino_index)itemsize;
 }
 
+/* Results written once and at least this large go past the caches
+ * (wino_stream_copy): 2 MiB, below the shared L3, where a result read back
+ * soon after may still be cached. */
+#define WINO_STREAM_BYTES ((size_t)2 << 20)
+
 /* Copy `bytes` from src to dst with non-temporal stores where the target
  * has them (x86-64: 16-byte streaming stores from dst's first 16-byte
  * boundary, the unaligned head and tail copied as usual): for results
