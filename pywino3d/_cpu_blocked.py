@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _cpu
+from . import _cpu, _cpu_outputs
 from ._cpu_common import (
     UnfilteredWeights, block_size, c_geometry, check_memory, plan, run, scratch, workspace, workspace_budget,
 )
@@ -134,7 +134,7 @@ def forward(g, x, U, bias, kept, nthreads):
     bits either way."""
     dtype = x.dtype
     K, C = g.K, g.C
-    y = np.empty((g.N, K, *g.out), dtype=dtype)
+    y = _cpu_outputs.empty((g.N, K, *g.out), dtype)
     nk = int(kept.size)
     T = g.ntiles
     tb, kc = forward_layout(g, nk, dtype)

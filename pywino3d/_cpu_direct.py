@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _cpu_blocked, _direct
+from . import _cpu_blocked, _cpu_outputs, _direct
 from ._cpu_common import c_geometry, check_memory, run, workspace, workspace_budget
 
 NAME = "direct"
@@ -99,7 +99,7 @@ def forward(g, x, U, bias, kept, nthreads):
     dtype = x.dtype
     K, C = g.K, g.C
     T = g.npos
-    y = np.empty((g.N, K, *g.out), dtype=dtype)
+    y = _cpu_outputs.empty((g.N, K, *g.out), dtype)
     planes, nscratch, npacked = _sizes(g, dtype)
     check_memory("the output, the packed weights and the input slab",
                  y.nbytes + (nscratch + npacked) * dtype.itemsize)

@@ -20,7 +20,7 @@ import dataclasses
 
 import numpy as np
 
-from . import _cpu, _cpu_fused_backward
+from . import _cpu, _cpu_fused_backward, _cpu_outputs
 from ._cpu_common import c_geometry, check_memory, plan, run, scratch, workspace
 
 NAME = "fused"
@@ -204,9 +204,9 @@ def forward(g, x, U, bias, kept, nthreads):
                  out_bytes + per_sample * nb + sbytes + int(run_pos.size) * CP * KP * item)
     Up = run("pack", pack_weights, np.asarray(U), kept, CP, KP, run_pos, nthreads)
     if is_channels_last(x):
-        y = np.empty((g.N, *g.out, K), dtype=dtype).transpose(0, 4, 1, 2, 3)
+        y = _cpu_outputs.empty((g.N, *g.out, K), dtype).transpose(0, 4, 1, 2, 3)
     else:
-        y = np.empty((g.N, K, *g.out), dtype=dtype)
+        y = _cpu_outputs.empty((g.N, K, *g.out), dtype)
     sc = scratch(sbytes)
     for n0 in range(0, g.N, nb):
         gb = g if nb == g.N else dataclasses.replace(g, N=min(nb, g.N - n0))

@@ -40,7 +40,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import _cpu, _cpu_blocked
+from . import _cpu, _cpu_blocked, _cpu_outputs
 from ._cpu_common import check_memory, run, scratch, workspace, workspace_budget
 
 NAME = "im2col"
@@ -206,7 +206,7 @@ def forward(g, x, U, bias, kept, nthreads):
     dtype = x.dtype
     N, K, C, T = g.N, g.K, g.C, g.npos
     P = math.prod(g.out)
-    y = np.empty((N, K, *g.out), dtype=dtype)
+    y = _cpu_outputs.empty((N, K, *g.out), dtype)
     check_memory("the output, a padded copy of the input and the grouped output",
                  y.nbytes + workspace_bytes(g, kept, dtype, nthreads))
     nb = samples_per_call(g, dtype)
