@@ -156,8 +156,21 @@ def _c_plan(arrays):
     return _cpu.TilePlan(arrays)
 
 
+_dense_plans = {}
+
+
 def plan(kind, tile, ksize, dtype, kept):
-    """The C tile plan (``_cpu.TilePlan``) of transform ``kind``, memoized."""
+    """The C tile plan (``_cpu.TilePlan``) of transform ``kind``, memoized.
+    The plans of every position (``kept`` a valid set of as many positions
+    as there are) are found by shape and dtype alone: that key needs no copy
+    of ``kept`` (a few microseconds of a small call)."""
+    tile, ksize = tuple(tile), tuple(ksize)
+    if kept.size == (tile[0] + ksize[0] - 1) * (tile[1] + ksize[1] - 1) * (tile[2] + ksize[2] - 1):
+        key = (kind, tile, ksize, dtype)
+        arrays = _dense_plans.get(key)
+        if arrays is None:
+            arrays = _dense_plans[key] = tile_plan(kind, tile, ksize, dtype, kept)
+        return _c_plan(arrays)
     return _c_plan(tile_plan(kind, tile, ksize, dtype, kept))
 
 

@@ -6,6 +6,7 @@ This module imports nothing else of the package (no import circle).
 """
 from __future__ import annotations
 
+import functools
 import numbers
 import operator
 
@@ -67,11 +68,21 @@ def as_int(name, v, lo=None, hi=None):
 
 def as_triple(name, v, lo=None, hi=None):
     """An int or a sequence of three ints -> tuple of three ints."""
+    if type(v) is int and (lo is None or v >= lo) and (hi is None or v <= hi):
+        return (v, v, v)
     if isinstance(v, (tuple, list, np.ndarray)):
         if len(v) != 3:
             raise ValueError(f"{name}: expected an int or 3 ints (d, h, w), got {v!r}")
         return tuple(as_int(f"{name}[{i}]", e, lo, hi) for i, e in enumerate(v))
     return (as_int(name, v, lo, hi),) * 3
+
+
+@functools.lru_cache(maxsize=64)
+def _all_columns(npos):
+    """0 .. npos - 1 as a read-only int32 array, shared between calls."""
+    arr = np.arange(npos, dtype=np.int32)
+    arr.setflags(write=False)
+    return arr
 
 
 def as_columns(columns, npos):
@@ -85,7 +96,7 @@ def as_columns(columns, npos):
         Number of positions ``alpha_d * alpha_h * alpha_w``.
     """
     if columns is None:
-        return np.arange(npos, dtype=np.int32)
+        return _all_columns(npos)
     if hasattr(columns, "__cuda_array_interface__") and not isinstance(columns, np.ndarray):
         columns = columns.get()
     arr = np.asarray(columns)
