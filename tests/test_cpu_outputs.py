@@ -6,7 +6,7 @@ output's values, so every pipeline must write every element: the tests fill
 a dropped output with NaN before its buffer is reused and compare the new
 output with a fresh one bit for bit.
 """
-import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -125,23 +125,15 @@ def test_threads_get_distinct_buffers(small_pool, rng):
     x, w, U, tile = _problem(rng, C=8, K=8, shape=(8, 8, 8))
     inputs = [rng.standard_normal(x.shape).astype(np.float32) for _ in range(4)]
     wants = [_conv(xi, U, tile, workers=1).copy() for xi in inputs]
-    errors, outs = [], [[] for _ in inputs]
 
     def work(i):
-        try:
-            for _ in range(20):
-                y = _conv(inputs[i], U, tile, workers=1)
-                outs[i].append(y)  # kept alive: no two may share memory
-                if not np.array_equal(y, wants[i]):
-                    errors.append(i)
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        outs = []
+        for _ in range(20):
+            outs.append(_conv(inputs[i], U, tile, workers=1))  # kept alive: no two may share memory
+            np.testing.assert_array_equal(outs[-1], wants[i])
+        return outs
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(inputs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-    addresses = [y.ctypes.data for ys in outs for y in ys]
+    with ThreadPoolExecutor(len(inputs)) as pool:  # a failed check raises here
+        outs = [y for ys in pool.map(work, range(len(inputs))) for y in ys]
+    addresses = [y.ctypes.data for y in outs]
     assert len(set(addresses)) == len(addresses)
