@@ -15,7 +15,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-
 #include <string.h>
 
 #include "wino3d_common.h"
