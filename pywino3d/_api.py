@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _backend
-from ._geometry import make_geometry, parse_kernel_size, parse_tile
+from ._geometry import make_geometry, n_positions, parse_kernel_size, parse_tile
 from . import autotune
 from ._tiles import candidates_to_time, choose_tile, conv3d_candidates
 from ._transforms import MAX_KERNEL
@@ -266,9 +266,7 @@ def filter_transform(w, tile, *, out=None, workers=None, backend=None, coerce=Fa
     call = _Call(w, backend, coerce)
     w = _check_kernel_extent(call.array("w", w, ndim=5))
     tile = _tile_for_filter(tile)
-    ksize = w.shape[2:]
-    a = [m + r - 1 for m, r in zip(tile, ksize)]
-    kept = as_columns(None, a[0] * a[1] * a[2])
+    kept = as_columns(None, n_positions(tile, w.shape[2:]))
     nthreads = call.workers(workers)
     if out is None:
         return call.result(call.impl.filter_transform(w, tile, kept, nthreads))
@@ -321,9 +319,7 @@ def filter_transform_backward(grad_U, kernel_size, tile, *, workers=None, backen
     ksize = parse_kernel_size(kernel_size)
     tile = _tile_for_filter(tile)
     gU = call.array("grad_U", grad_U, ndim=3)
-    P = 1
-    for m, r in zip(tile, ksize):
-        P *= m + r - 1
+    P = n_positions(tile, ksize)
     if gU.shape[0] != P:
         raise ValueError(f"grad_U: expected {P} positions for tile {tile} and kernel_size {ksize}, "
                          f"got shape {gU.shape}")

@@ -19,6 +19,7 @@ import numpy as np
 
 from . import _cpu, _cpu_blocked, _cpu_direct, _cpu_im2col
 from ._backend import is_cupy_array
+from ._geometry import n_positions
 from ._cpu_common import (  # noqa: F401  (re-exported: tests and benchmarks use them here)
     UnfilteredWeights, available_memory, block_size, check_memory, plan, release_workspace, resolve_workers, scratch,
     stage_timer, workspace, workspace_budget,
@@ -113,8 +114,7 @@ def filter_transform(w, tile, kept, nthreads, out=None):
     ``out`` (checked by the caller) when given."""
     K, C = w.shape[:2]
     ksize = w.shape[2:]
-    a = [m + r - 1 for m, r in zip(tile, ksize)]
-    npos = a[0] * a[1] * a[2]
+    npos = n_positions(tile, ksize)
     if out is None:
         U = np.zeros((npos, K, C), dtype=w.dtype)
     else:
@@ -161,7 +161,7 @@ def conv_weights(w, tile, kept, nthreads, g=None):
     if (g is not None and _cpu_blocked.takes_unfiltered(g, kept, w.dtype)
             and choose_pipeline(g, kept, w.dtype) is _cpu_blocked):
         return UnfilteredWeights(w, tile, kept)
-    npos = math.prod(m + r - 1 for m, r in zip(tile, w.shape[2:]))
+    npos = n_positions(tile, w.shape[2:])
     if npos * K * C * w.itemsize > workspace_budget():
         return filter_transform(w, tile, kept, nthreads)
     # where the fused pipeline will run, transform w with K and C swapped:

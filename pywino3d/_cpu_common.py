@@ -17,6 +17,7 @@ from functools import lru_cache
 import numpy as np
 
 from . import _cpu
+from ._geometry import n_positions
 from ._plans import tile_plan
 from ._validation import as_int
 
@@ -165,7 +166,7 @@ def plan(kind, tile, ksize, dtype, kept):
     as there are) are found by shape and dtype alone: that key needs no copy
     of ``kept`` (a few microseconds of a small call)."""
     tile, ksize = tuple(tile), tuple(ksize)
-    if kept.size == (tile[0] + ksize[0] - 1) * (tile[1] + ksize[1] - 1) * (tile[2] + ksize[2] - 1):
+    if kept.size == n_positions(tile, ksize):
         key = (kind, tile, ksize, dtype)
         arrays = _dense_plans.get(key)
         if arrays is None:
@@ -219,10 +220,7 @@ class UnfilteredWeights:
         self.kept = kept
         self.dtype = self.w.dtype
         K, C = w.shape[:2]
-        npos = 1
-        for m, r in zip(self.tile, self.ksize):
-            npos *= m + r - 1
-        self.shape = (npos, K, C)
+        self.shape = (n_positions(self.tile, self.ksize), K, C)
 
     def kernels(self):
         """w as (K, C, taps), the layout the kernel reads."""

@@ -49,6 +49,10 @@ def _is_free(i):
     return sys.getrefcount(_pool[i][0]) == _pool[i][1]
 
 
+def _held():  # under _lock
+    return sum(entry[0].nbytes for entry in _pool)
+
+
 def empty(shape, dtype):
     """An uninitialised array like ``np.empty(shape, dtype)`` (C order),
     backed by a pooled buffer when it is large; the caller must write every
@@ -62,7 +66,7 @@ def empty(shape, dtype):
         for i in range(len(_pool)):
             if _pool[i][0].nbytes == nbytes and _is_free(i):
                 return _pool[i][0].view(dtype).reshape(shape)
-        kept = sum(entry[0].nbytes for entry in _pool)
+        kept = _held()
         i = 0
         while kept + nbytes > cap and i < len(_pool):  # make room: free buffers, oldest first
             if _is_free(i):
@@ -90,4 +94,4 @@ def release():
 def kept_bytes():
     """Bytes of the buffers the pool holds, free or in use."""
     with _lock:
-        return sum(entry[0].nbytes for entry in _pool)
+        return _held()

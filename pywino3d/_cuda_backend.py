@@ -24,7 +24,7 @@ import numpy as np
 
 from . import _cuda_sources as srcs
 from ._backend import is_cupy_array
-from ._geometry import geom_record
+from ._geometry import geom_record, n_positions
 from ._plans import tile_plan
 from ._validation import as_int
 
@@ -217,8 +217,7 @@ class CudaBackend:
         cp = _cp()
         K, C = w.shape[:2]
         ksize = tuple(w.shape[2:])
-        a = [m + r - 1 for m, r in zip(tile, ksize)]
-        npos = a[0] * a[1] * a[2]
+        npos = n_positions(tile, ksize)
         U = cp.zeros((npos, K, C), dtype=w.dtype) if out is None else out
         if K * C == 0:
             U[...] = 0

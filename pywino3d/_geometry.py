@@ -49,6 +49,12 @@ def parse_tile(tile):
     return as_triple("tile", tile, 1, MAX_TILE)
 
 
+def n_positions(tile, ksize):
+    """Winograd-domain positions of a tile: the product over the three axes
+    of alpha = m + r - 1."""
+    return (tile[0] + ksize[0] - 1) * (tile[1] + ksize[1] - 1) * (tile[2] + ksize[2] - 1)
+
+
 @dataclass(frozen=True)
 class Geometry:
     """Everything the kernels need to know about the shapes of one call.
@@ -75,8 +81,7 @@ class Geometry:
 
     @cached_property
     def npos(self):
-        a = self.alpha
-        return a[0] * a[1] * a[2]
+        return n_positions(self.tile, self.ksize)
 
     @cached_property
     def ntiles_axis(self):
