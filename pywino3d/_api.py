@@ -97,7 +97,8 @@ def _check_w(call, w, x):
 
 
 def _check_kernel_extent(w):
-    if not all(1 <= r <= MAX_KERNEL for r in w.shape[2:]):
+    extents = w.shape[2:]
+    if min(extents) < 1 or max(extents) > MAX_KERNEL:
         raise ValueError(f"w: kernel extents must be in 1..{MAX_KERNEL}, got shape {w.shape}")
     return w
 
@@ -280,13 +281,14 @@ def _check_out(call, out, shape, w):
     if not call.impl.owns(out):
         raise TypeError(f"out: expected an array of the {call.name!r} backend "
                         f"({call.impl.xp.__name__}.ndarray), got {type(out).__name__}")
-    if tuple(out.shape) != tuple(shape):
-        raise ValueError(f"out: expected shape {tuple(shape)} (positions, K, C), got {tuple(out.shape)}")
+    if tuple(out.shape) != shape:
+        raise ValueError(f"out: expected shape {shape} (positions, K, C), got {tuple(out.shape)}")
     if out.dtype != w.dtype:
         raise TypeError(f"out: expected dtype {w.dtype} (w's), got {out.dtype}")
-    if not out.flags.c_contiguous:
+    flags = out.flags
+    if not flags.c_contiguous:
         raise ValueError("out: must be C-contiguous")
-    if not out.flags.writeable:
+    if not flags.writeable:
         raise ValueError("out: is read-only")
     if getattr(out, "device", None) != getattr(w, "device", None):
         raise ValueError(f"out: is on device {out.device}, w on {w.device}")

@@ -63,20 +63,24 @@ def workspace(slot, n, dtype):
     channels-last copy of x).
     """
     dtype = np.dtype(dtype)
+    return _workspace_bytes(slot, n * dtype.itemsize).view(dtype)
+
+
+def _workspace_bytes(slot, need):
+    """The first ``need`` bytes (uint8) of this thread's buffer ``slot``."""
     cache = getattr(_tls, "buffers", None)
     if cache is None:
         cache = _tls.buffers = {}
     buf = cache.get(slot)
-    need = n * dtype.itemsize
     if buf is None or buf.nbytes < need:
         raw = np.empty(max(need, 64) + 64, dtype=np.uint8)
         cache[slot] = buf = raw[-raw.ctypes.data % 64:][:max(need, 64)]
-    return buf[:need].view(dtype)
+    return buf[:need]
 
 
 def scratch(nbytes):
     """This thread's reusable kernel scratch of ``nbytes`` bytes (uint8)."""
-    return workspace("scratch", int(nbytes), np.uint8)
+    return _workspace_bytes("scratch", int(nbytes))
 
 
 def release_workspace():

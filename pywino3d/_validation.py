@@ -31,13 +31,16 @@ def as_float_array(name, a, ndim=None, dtype=None, *, backend, coerce=False):
         Where the array must live (``pywino3d._backend.Backend``); arrays of
         the other device raise TypeError unless ``coerce``.
     """
-    if isinstance(a, (str, bytes)) or a is None:
-        raise TypeError(f"{name}: expected a numeric array, got {type(a).__name__}")
-    a = backend.asarray(name, a, coerce)
-    try:
-        arr = backend.xp.asarray(a)
-    except Exception as exc:  # ragged lists and the like
-        raise TypeError(f"{name}: expected a numeric array, could not convert: {exc}") from None
+    if type(a) is np.ndarray and getattr(backend, "takes_ndarray", False):  # nothing to convert
+        arr = a
+    else:
+        if isinstance(a, (str, bytes)) or a is None:
+            raise TypeError(f"{name}: expected a numeric array, got {type(a).__name__}")
+        a = backend.asarray(name, a, coerce)
+        try:
+            arr = backend.xp.asarray(a)
+        except Exception as exc:  # ragged lists and the like
+            raise TypeError(f"{name}: expected a numeric array, could not convert: {exc}") from None
     if arr.dtype not in FLOAT_DTYPES:
         kind = "not a numeric array" if arr.dtype.kind not in "biufc" else f"dtype {arr.dtype}"
         raise TypeError(

@@ -1,5 +1,6 @@
 """Backend selection, device rules and their errors (CPU-only, with a fake
 device backend), plus the CUDA compile check that needs no GPU."""
+import os
 import shutil
 import threading
 
@@ -113,6 +114,19 @@ def test_precedence(monkeypatch):
         pywino3d.set_backend("auto")
     monkeypatch.delenv("PYWINO3D_BACKEND")
     assert pywino3d.get_backend() == "auto"
+
+
+def test_environment_read_matches_os_environ(monkeypatch):
+    """The backend variable is read on every call, as os.environ.get reads it
+    (set, changed, unset, non-ASCII), also where os.environ lacks the dict it
+    is read from."""
+    for value in ("cpu", " CUDA ", "caf\u00e9", ""):
+        monkeypatch.setenv("PYWINO3D_BACKEND", value)
+        assert _backend._getenv("PYWINO3D_BACKEND") == os.environ.get("PYWINO3D_BACKEND") == value
+    monkeypatch.delenv("PYWINO3D_BACKEND")
+    assert _backend._getenv("PYWINO3D_BACKEND") is None
+    monkeypatch.setattr(_backend.os, "environ", {"PYWINO3D_BACKEND": "cuda"})
+    assert _backend._getenv("PYWINO3D_BACKEND") == "cuda" and pywino3d.get_backend() == "cuda"
 
 
 def test_context_is_per_thread():
