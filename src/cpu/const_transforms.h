@@ -47,6 +47,39 @@ static void wino_cx_contract_##S##_##TAG(const wino_v##S *in, wino_index is,    
         wino_cx_linet_##S##_##TAG(t1 + ab * (A), 1, out + ab * (N), 1);                    \
 }
 
+/* WINO_CX_FILTER(S, TAG, A, N): wino_cx_expandc_S_TAG, the dense cubic
+ * expand of G = D G' (TAG's G' line wino_cx_line_S_TAGp, the products of D
+ * in wino_cx_S_TAG_scale) column by column, into out[i * os]. */
+#define WINO_CX_FILTER(S, TAG, A, N)                                                       \
+static void wino_cx_expandc_##S##_##TAG(const wino_v##S *in, wino_v##S *out, wino_index os) \
+{                                                                                          \
+    _Pragma("GCC unroll 8")                                                                \
+    for (int w = 0; w < (A); ++w) {                                                        \
+        wino_v##S c1[(N) * (N)];                                                           \
+        _Pragma("GCC unroll 64")                                                           \
+        for (int ab = 0; ab < (N) * (N); ++ab) {                                           \
+            wino_v##S l[(A)];                                                              \
+            wino_cx_line_##S##_##TAG##p(in + ab * (N), 1, l, 1);                           \
+            c1[ab] = l[w];                                                                 \
+        }                                                                                  \
+        _Pragma("GCC unroll 8")                                                            \
+        for (int h = 0; h < (A); ++h) {                                                    \
+            wino_v##S c2[(N)], l[(A)];                                                     \
+            _Pragma("GCC unroll 8")                                                        \
+            for (int a = 0; a < (N); ++a) {                                                \
+                wino_v##S m[(A)];                                                          \
+                wino_cx_line_##S##_##TAG##p(c1 + a * (N), 1, m, 1);                        \
+                c2[a] = m[h];                                                              \
+            }                                                                              \
+            wino_cx_line_##S##_##TAG##p(c2, 1, l, 1);                                      \
+            _Pragma("GCC unroll 8")                                                        \
+            for (int d = 0; d < (A); ++d)                                                  \
+                out[((d * (A) + h) * (A) + w) * os] =                                      \
+                    l[d] * wino_cx_##S##_##TAG##_scale[(d * (A) + h) * (A) + w];           \
+        }                                                                                  \
+    }                                                                                      \
+}
+
 /* Bt of F(2, 3): 4 x 4 */
 static const float wino_cx_f_bt2[16] = {0x1.0000000000000p+0f, 0x0.0p+0f, -0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+0f, 0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f};
 static inline void wino_cx_line_f_bt2(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
@@ -126,6 +159,22 @@ static inline void wino_cx_linet_f_g2(const wino_vf *in, wino_index is, wino_vf 
     out[2 * os] = (v3 + 0x1.0000000000000p-1f * s1_2);
 }
 WINO_CX_CUBE(f, g2, 4, 3)
+
+/* G of F(2, 3) = D G': G' and the products D_d D_h D_w */
+static inline void wino_cx_line_f_g2p(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
+{
+    const wino_vf v0 = in[0 * is];
+    const wino_vf v1 = in[1 * is];
+    const wino_vf v2 = in[2 * is];
+    const wino_vf e1 = (v0 + v2);
+    const wino_vf o1 = v1;
+    out[0 * os] = v0;
+    out[1 * os] = e1 + o1;
+    out[2 * os] = e1 - o1;
+    out[3 * os] = v2;
+}
+static const float wino_cx_f_g2_scale[64] = {0x1.0000000000000p+0f, 0x1.0000000000000p-1f, 0x1.0000000000000p-1f, 0x1.0000000000000p+0f, 0x1.0000000000000p-1f, 0x1.0000000000000p-2f, 0x1.0000000000000p-2f, 0x1.0000000000000p-1f, 0x1.0000000000000p-1f, 0x1.0000000000000p-2f, 0x1.0000000000000p-2f, 0x1.0000000000000p-1f, 0x1.0000000000000p+0f, 0x1.0000000000000p-1f, 0x1.0000000000000p-1f, 0x1.0000000000000p+0f, 0x1.0000000000000p-1f, 0x1.0000000000000p-2f, 0x1.0000000000000p-2f, 0x1.0000000000000p-1f, 0x1.0000000000000p-2f, 0x1.0000000000000p-3f, 0x1.0000000000000p-3f, 0x1.0000000000000p-2f, 0x1.0000000000000p-2f, 0x1.0000000000000p-3f, 0x1.0000000000000p-3f, 0x1.0000000000000p-2f, 0x1.0000000000000p-1f, 0x1.0000000000000p-2f, 0x1.0000000000000p-2f, 0x1.0000000000000p-1f, 0x1.0000000000000p-1f, 0x1.0000000000000p-2f, 0x1.0000000000000p-2f, 0x1.0000000000000p-1f, 0x1.0000000000000p-2f, 0x1.0000000000000p-3f, 0x1.0000000000000p-3f, 0x1.0000000000000p-2f, 0x1.0000000000000p-2f, 0x1.0000000000000p-3f, 0x1.0000000000000p-3f, 0x1.0000000000000p-2f, 0x1.0000000000000p-1f, 0x1.0000000000000p-2f, 0x1.0000000000000p-2f, 0x1.0000000000000p-1f, 0x1.0000000000000p+0f, 0x1.0000000000000p-1f, 0x1.0000000000000p-1f, 0x1.0000000000000p+0f, 0x1.0000000000000p-1f, 0x1.0000000000000p-2f, 0x1.0000000000000p-2f, 0x1.0000000000000p-1f, 0x1.0000000000000p-1f, 0x1.0000000000000p-2f, 0x1.0000000000000p-2f, 0x1.0000000000000p-1f, 0x1.0000000000000p+0f, 0x1.0000000000000p-1f, 0x1.0000000000000p-1f, 0x1.0000000000000p+0f};
+WINO_CX_FILTER(f, g2, 4, 3)
 
 /* Bt of F(3, 3): 5 x 5 */
 static const float wino_cx_f_bt3[25] = {0x1.0000000000000p+1f, -0x1.0000000000000p+0f, -0x1.0000000000000p+1f, 0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+1f, 0x1.0000000000000p+0f, -0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+1f, 0x1.8000000000000p+1f, -0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+1f, -0x1.0000000000000p+0f, -0x1.0000000000000p+1f, 0x1.0000000000000p+0f};
@@ -212,6 +261,23 @@ static inline void wino_cx_linet_f_g3(const wino_vf *in, wino_index is, wino_vf 
     out[2 * os] = ((v4 + 0x1.0000000000000p-1f * v1) + (0x1.5555560000000p-3f * v2 + 0x1.5555560000000p-1f * v3));
 }
 WINO_CX_CUBE(f, g3, 5, 3)
+
+/* G of F(3, 3) = D G': G' and the products D_d D_h D_w */
+static inline void wino_cx_line_f_g3p(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
+{
+    const wino_vf v0 = in[0 * is];
+    const wino_vf v1 = in[1 * is];
+    const wino_vf v2 = in[2 * is];
+    const wino_vf e1 = (v0 + v2);
+    const wino_vf o1 = v1;
+    out[0 * os] = v0;
+    out[1 * os] = e1 + o1;
+    out[2 * os] = e1 - o1;
+    out[3 * os] = (v0 + (0x1.0000000000000p+1f * v1 + 0x1.0000000000000p+2f * v2));
+    out[4 * os] = v2;
+}
+static const float wino_cx_f_g3_scale[125] = {0x1.0000000000000p-3f, 0x1.0000000000000p-3f, 0x1.5555560000000p-5f, 0x1.5555560000000p-5f, 0x1.0000000000000p-2f, 0x1.0000000000000p-3f, 0x1.0000000000000p-3f, 0x1.5555560000000p-5f, 0x1.5555560000000p-5f, 0x1.0000000000000p-2f, 0x1.5555560000000p-5f, 0x1.5555560000000p-5f, 0x1.c71c720000000p-7f, 0x1.c71c720000000p-7f, 0x1.5555560000000p-4f, 0x1.5555560000000p-5f, 0x1.5555560000000p-5f, 0x1.c71c720000000p-7f, 0x1.c71c720000000p-7f, 0x1.5555560000000p-4f, 0x1.0000000000000p-2f, 0x1.0000000000000p-2f, 0x1.5555560000000p-4f, 0x1.5555560000000p-4f, 0x1.0000000000000p-1f, 0x1.0000000000000p-3f, 0x1.0000000000000p-3f, 0x1.5555560000000p-5f, 0x1.5555560000000p-5f, 0x1.0000000000000p-2f, 0x1.0000000000000p-3f, 0x1.0000000000000p-3f, 0x1.5555560000000p-5f, 0x1.5555560000000p-5f, 0x1.0000000000000p-2f, 0x1.5555560000000p-5f, 0x1.5555560000000p-5f, 0x1.c71c720000000p-7f, 0x1.c71c720000000p-7f, 0x1.5555560000000p-4f, 0x1.5555560000000p-5f, 0x1.5555560000000p-5f, 0x1.c71c720000000p-7f, 0x1.c71c720000000p-7f, 0x1.5555560000000p-4f, 0x1.0000000000000p-2f, 0x1.0000000000000p-2f, 0x1.5555560000000p-4f, 0x1.5555560000000p-4f, 0x1.0000000000000p-1f, 0x1.5555560000000p-5f, 0x1.5555560000000p-5f, 0x1.c71c720000000p-7f, 0x1.c71c720000000p-7f, 0x1.5555560000000p-4f, 0x1.5555560000000p-5f, 0x1.5555560000000p-5f, 0x1.c71c720000000p-7f, 0x1.c71c720000000p-7f, 0x1.5555560000000p-4f, 0x1.c71c720000000p-7f, 0x1.c71c720000000p-7f, 0x1.2f684c0000000p-8f, 0x1.2f684c0000000p-8f, 0x1.c71c720000000p-6f, 0x1.c71c720000000p-7f, 0x1.c71c720000000p-7f, 0x1.2f684c0000000p-8f, 0x1.2f684c0000000p-8f, 0x1.c71c720000000p-6f, 0x1.5555560000000p-4f, 0x1.5555560000000p-4f, 0x1.c71c720000000p-6f, 0x1.c71c720000000p-6f, 0x1.5555560000000p-3f, 0x1.5555560000000p-5f, 0x1.5555560000000p-5f, 0x1.c71c720000000p-7f, 0x1.c71c720000000p-7f, 0x1.5555560000000p-4f, 0x1.5555560000000p-5f, 0x1.5555560000000p-5f, 0x1.c71c720000000p-7f, 0x1.c71c720000000p-7f, 0x1.5555560000000p-4f, 0x1.c71c720000000p-7f, 0x1.c71c720000000p-7f, 0x1.2f684c0000000p-8f, 0x1.2f684c0000000p-8f, 0x1.c71c720000000p-6f, 0x1.c71c720000000p-7f, 0x1.c71c720000000p-7f, 0x1.2f684c0000000p-8f, 0x1.2f684c0000000p-8f, 0x1.c71c720000000p-6f, 0x1.5555560000000p-4f, 0x1.5555560000000p-4f, 0x1.c71c720000000p-6f, 0x1.c71c720000000p-6f, 0x1.5555560000000p-3f, 0x1.0000000000000p-2f, 0x1.0000000000000p-2f, 0x1.5555560000000p-4f, 0x1.5555560000000p-4f, 0x1.0000000000000p-1f, 0x1.0000000000000p-2f, 0x1.0000000000000p-2f, 0x1.5555560000000p-4f, 0x1.5555560000000p-4f, 0x1.0000000000000p-1f, 0x1.5555560000000p-4f, 0x1.5555560000000p-4f, 0x1.c71c720000000p-6f, 0x1.c71c720000000p-6f, 0x1.5555560000000p-3f, 0x1.5555560000000p-4f, 0x1.5555560000000p-4f, 0x1.c71c720000000p-6f, 0x1.c71c720000000p-6f, 0x1.5555560000000p-3f, 0x1.0000000000000p-1f, 0x1.0000000000000p-1f, 0x1.5555560000000p-3f, 0x1.5555560000000p-3f, 0x1.0000000000000p+0f};
+WINO_CX_FILTER(f, g3, 5, 3)
 
 /* Bt of F(4, 3): 6 x 6 */
 static const float wino_cx_f_bt4[36] = {0x1.0000000000000p+2f, 0x0.0p+0f, -0x1.4000000000000p+2f, 0x0.0p+0f, 0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+2f, 0x1.0000000000000p+2f, -0x1.0000000000000p+0f, -0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+2f, 0x1.0000000000000p+2f, 0x1.0000000000000p+0f, -0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, -0x1.0000000000000p+1f, -0x1.0000000000000p+0f, 0x1.0000000000000p+1f, 0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+1f, -0x1.0000000000000p+0f, -0x1.0000000000000p+1f, 0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+2f, 0x0.0p+0f, -0x1.4000000000000p+2f, 0x0.0p+0f, 0x1.0000000000000p+0f};
@@ -649,6 +715,14 @@ static inline int wino_cx_expand3_f(const float *X, const wino_vf *in, wino_inde
     return 0;
 }
 
+/* Run the constant dense cubic expandc when all three axes use one table; 0 if none. */
+static inline int wino_cx_expandc_f(const float *X, const wino_vf *in, wino_vf *out, wino_index os)
+{
+    if (X == wino_cx_f_g2) { wino_cx_expandc_f_g2(in, out, os); return 1; }
+    if (X == wino_cx_f_g3) { wino_cx_expandc_f_g3(in, out, os); return 1; }
+    return 0;
+}
+
 /* Run the constant dense cubic contract when all three axes use one table; 0 if none. */
 static inline int wino_cx_contract_f(const float *X, const wino_vf *in, wino_index is, wino_vf *out, wino_vf *t1, wino_vf *t2)
 {
@@ -750,6 +824,22 @@ static inline void wino_cx_linet_d_g2(const wino_vd *in, wino_index is, wino_vd 
 }
 WINO_CX_CUBE(d, g2, 4, 3)
 
+/* G of F(2, 3) = D G': G' and the products D_d D_h D_w */
+static inline void wino_cx_line_d_g2p(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
+{
+    const wino_vd v0 = in[0 * is];
+    const wino_vd v1 = in[1 * is];
+    const wino_vd v2 = in[2 * is];
+    const wino_vd e1 = (v0 + v2);
+    const wino_vd o1 = v1;
+    out[0 * os] = v0;
+    out[1 * os] = e1 + o1;
+    out[2 * os] = e1 - o1;
+    out[3 * os] = v2;
+}
+static const double wino_cx_d_g2_scale[64] = {0x1.0000000000000p+0, 0x1.0000000000000p-1, 0x1.0000000000000p-1, 0x1.0000000000000p+0, 0x1.0000000000000p-1, 0x1.0000000000000p-2, 0x1.0000000000000p-2, 0x1.0000000000000p-1, 0x1.0000000000000p-1, 0x1.0000000000000p-2, 0x1.0000000000000p-2, 0x1.0000000000000p-1, 0x1.0000000000000p+0, 0x1.0000000000000p-1, 0x1.0000000000000p-1, 0x1.0000000000000p+0, 0x1.0000000000000p-1, 0x1.0000000000000p-2, 0x1.0000000000000p-2, 0x1.0000000000000p-1, 0x1.0000000000000p-2, 0x1.0000000000000p-3, 0x1.0000000000000p-3, 0x1.0000000000000p-2, 0x1.0000000000000p-2, 0x1.0000000000000p-3, 0x1.0000000000000p-3, 0x1.0000000000000p-2, 0x1.0000000000000p-1, 0x1.0000000000000p-2, 0x1.0000000000000p-2, 0x1.0000000000000p-1, 0x1.0000000000000p-1, 0x1.0000000000000p-2, 0x1.0000000000000p-2, 0x1.0000000000000p-1, 0x1.0000000000000p-2, 0x1.0000000000000p-3, 0x1.0000000000000p-3, 0x1.0000000000000p-2, 0x1.0000000000000p-2, 0x1.0000000000000p-3, 0x1.0000000000000p-3, 0x1.0000000000000p-2, 0x1.0000000000000p-1, 0x1.0000000000000p-2, 0x1.0000000000000p-2, 0x1.0000000000000p-1, 0x1.0000000000000p+0, 0x1.0000000000000p-1, 0x1.0000000000000p-1, 0x1.0000000000000p+0, 0x1.0000000000000p-1, 0x1.0000000000000p-2, 0x1.0000000000000p-2, 0x1.0000000000000p-1, 0x1.0000000000000p-1, 0x1.0000000000000p-2, 0x1.0000000000000p-2, 0x1.0000000000000p-1, 0x1.0000000000000p+0, 0x1.0000000000000p-1, 0x1.0000000000000p-1, 0x1.0000000000000p+0};
+WINO_CX_FILTER(d, g2, 4, 3)
+
 /* Bt of F(3, 3): 5 x 5 */
 static const double wino_cx_d_bt3[25] = {0x1.0000000000000p+1, -0x1.0000000000000p+0, -0x1.0000000000000p+1, 0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+1, 0x1.0000000000000p+0, -0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, -0x1.0000000000000p+1, 0x1.8000000000000p+1, -0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, -0x1.0000000000000p+0, 0x0.0p+0, 0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+1, -0x1.0000000000000p+0, -0x1.0000000000000p+1, 0x1.0000000000000p+0};
 static inline void wino_cx_line_d_bt3(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
@@ -835,6 +925,23 @@ static inline void wino_cx_linet_d_g3(const wino_vd *in, wino_index is, wino_vd 
     out[2 * os] = ((v4 + 0x1.0000000000000p-1 * v1) + (0x1.5555555555555p-3 * v2 + 0x1.5555555555555p-1 * v3));
 }
 WINO_CX_CUBE(d, g3, 5, 3)
+
+/* G of F(3, 3) = D G': G' and the products D_d D_h D_w */
+static inline void wino_cx_line_d_g3p(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
+{
+    const wino_vd v0 = in[0 * is];
+    const wino_vd v1 = in[1 * is];
+    const wino_vd v2 = in[2 * is];
+    const wino_vd e1 = (v0 + v2);
+    const wino_vd o1 = v1;
+    out[0 * os] = v0;
+    out[1 * os] = e1 + o1;
+    out[2 * os] = e1 - o1;
+    out[3 * os] = (v0 + (0x1.0000000000000p+1 * v1 + 0x1.0000000000000p+2 * v2));
+    out[4 * os] = v2;
+}
+static const double wino_cx_d_g3_scale[125] = {0x1.0000000000000p-3, 0x1.0000000000000p-3, 0x1.5555555555555p-5, 0x1.5555555555555p-5, 0x1.0000000000000p-2, 0x1.0000000000000p-3, 0x1.0000000000000p-3, 0x1.5555555555555p-5, 0x1.5555555555555p-5, 0x1.0000000000000p-2, 0x1.5555555555555p-5, 0x1.5555555555555p-5, 0x1.c71c71c71c71cp-7, 0x1.c71c71c71c71cp-7, 0x1.5555555555555p-4, 0x1.5555555555555p-5, 0x1.5555555555555p-5, 0x1.c71c71c71c71cp-7, 0x1.c71c71c71c71cp-7, 0x1.5555555555555p-4, 0x1.0000000000000p-2, 0x1.0000000000000p-2, 0x1.5555555555555p-4, 0x1.5555555555555p-4, 0x1.0000000000000p-1, 0x1.0000000000000p-3, 0x1.0000000000000p-3, 0x1.5555555555555p-5, 0x1.5555555555555p-5, 0x1.0000000000000p-2, 0x1.0000000000000p-3, 0x1.0000000000000p-3, 0x1.5555555555555p-5, 0x1.5555555555555p-5, 0x1.0000000000000p-2, 0x1.5555555555555p-5, 0x1.5555555555555p-5, 0x1.c71c71c71c71cp-7, 0x1.c71c71c71c71cp-7, 0x1.5555555555555p-4, 0x1.5555555555555p-5, 0x1.5555555555555p-5, 0x1.c71c71c71c71cp-7, 0x1.c71c71c71c71cp-7, 0x1.5555555555555p-4, 0x1.0000000000000p-2, 0x1.0000000000000p-2, 0x1.5555555555555p-4, 0x1.5555555555555p-4, 0x1.0000000000000p-1, 0x1.5555555555555p-5, 0x1.5555555555555p-5, 0x1.c71c71c71c71cp-7, 0x1.c71c71c71c71cp-7, 0x1.5555555555555p-4, 0x1.5555555555555p-5, 0x1.5555555555555p-5, 0x1.c71c71c71c71cp-7, 0x1.c71c71c71c71cp-7, 0x1.5555555555555p-4, 0x1.c71c71c71c71cp-7, 0x1.c71c71c71c71cp-7, 0x1.2f684bda12f68p-8, 0x1.2f684bda12f68p-8, 0x1.c71c71c71c71cp-6, 0x1.c71c71c71c71cp-7, 0x1.c71c71c71c71cp-7, 0x1.2f684bda12f68p-8, 0x1.2f684bda12f68p-8, 0x1.c71c71c71c71cp-6, 0x1.5555555555555p-4, 0x1.5555555555555p-4, 0x1.c71c71c71c71cp-6, 0x1.c71c71c71c71cp-6, 0x1.5555555555555p-3, 0x1.5555555555555p-5, 0x1.5555555555555p-5, 0x1.c71c71c71c71cp-7, 0x1.c71c71c71c71cp-7, 0x1.5555555555555p-4, 0x1.5555555555555p-5, 0x1.5555555555555p-5, 0x1.c71c71c71c71cp-7, 0x1.c71c71c71c71cp-7, 0x1.5555555555555p-4, 0x1.c71c71c71c71cp-7, 0x1.c71c71c71c71cp-7, 0x1.2f684bda12f68p-8, 0x1.2f684bda12f68p-8, 0x1.c71c71c71c71cp-6, 0x1.c71c71c71c71cp-7, 0x1.c71c71c71c71cp-7, 0x1.2f684bda12f68p-8, 0x1.2f684bda12f68p-8, 0x1.c71c71c71c71cp-6, 0x1.5555555555555p-4, 0x1.5555555555555p-4, 0x1.c71c71c71c71cp-6, 0x1.c71c71c71c71cp-6, 0x1.5555555555555p-3, 0x1.0000000000000p-2, 0x1.0000000000000p-2, 0x1.5555555555555p-4, 0x1.5555555555555p-4, 0x1.0000000000000p-1, 0x1.0000000000000p-2, 0x1.0000000000000p-2, 0x1.5555555555555p-4, 0x1.5555555555555p-4, 0x1.0000000000000p-1, 0x1.5555555555555p-4, 0x1.5555555555555p-4, 0x1.c71c71c71c71cp-6, 0x1.c71c71c71c71cp-6, 0x1.5555555555555p-3, 0x1.5555555555555p-4, 0x1.5555555555555p-4, 0x1.c71c71c71c71cp-6, 0x1.c71c71c71c71cp-6, 0x1.5555555555555p-3, 0x1.0000000000000p-1, 0x1.0000000000000p-1, 0x1.5555555555555p-3, 0x1.5555555555555p-3, 0x1.0000000000000p+0};
+WINO_CX_FILTER(d, g3, 5, 3)
 
 /* Bt of F(4, 3): 6 x 6 */
 static const double wino_cx_d_bt4[36] = {0x1.0000000000000p+2, 0x0.0p+0, -0x1.4000000000000p+2, 0x0.0p+0, 0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+2, 0x1.0000000000000p+2, -0x1.0000000000000p+0, -0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, -0x1.0000000000000p+2, 0x1.0000000000000p+2, 0x1.0000000000000p+0, -0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, -0x1.0000000000000p+1, -0x1.0000000000000p+0, 0x1.0000000000000p+1, 0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+1, -0x1.0000000000000p+0, -0x1.0000000000000p+1, 0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+2, 0x0.0p+0, -0x1.4000000000000p+2, 0x0.0p+0, 0x1.0000000000000p+0};
@@ -1272,6 +1379,14 @@ static inline int wino_cx_expand3_d(const double *X, const wino_vd *in, wino_ind
     return 0;
 }
 
+/* Run the constant dense cubic expandc when all three axes use one table; 0 if none. */
+static inline int wino_cx_expandc_d(const double *X, const wino_vd *in, wino_vd *out, wino_index os)
+{
+    if (X == wino_cx_d_g2) { wino_cx_expandc_d_g2(in, out, os); return 1; }
+    if (X == wino_cx_d_g3) { wino_cx_expandc_d_g3(in, out, os); return 1; }
+    return 0;
+}
+
 /* Run the constant dense cubic contract when all three axes use one table; 0 if none. */
 static inline int wino_cx_contract_d(const double *X, const wino_vd *in, wino_index is, wino_vd *out, wino_vd *t1, wino_vd *t2)
 {
@@ -1294,5 +1409,6 @@ static inline int wino_cx_contract_d(const double *X, const wino_vd *in, wino_in
 }
 
 #undef WINO_CX_CUBE
+#undef WINO_CX_FILTER
 #endif /* WINO_CX_DEFINE */
 #endif /* WINO3D_CONST_TRANSFORMS_H */

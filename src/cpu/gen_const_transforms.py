@@ -190,6 +190,77 @@ static void wino_cx_contract_##S##_##TAG(const wino_v##S *in, wino_index is,    
 }"""
 
 
+#: The filter transform's dense expand for small alpha, in factored form:
+#: G = D G' with D diagonal (each row's first nonzero coefficient) and G'
+#: dyadic (entries 1, +-1, +-2, 4), so G' lines are adds and exact scalings,
+#: and D_d D_h D_w is one multiply per output (none where it is 1).  It runs
+#: one output column (h, w) at a time with every intermediate in registers
+#: (per w the 9 values along w, per (h, w) the 3 along h, then the alpha
+#: outputs along d, scaled and stored), recomputing a line's shared sums per
+#: output instead of storing 148 intermediate vectors (F(2^3)).  One core,
+#: in cache: F(2^3) 133 -> 90 ns a group of VL pairs.  For alpha 7 and 8 the
+#: recomputation costs more than the stores saved (64x64 kernels to F(6^3):
+#: 1.3 -> 2.0 ms), and for alpha 6 it is alike; they keep WINO_CX_CUBE's
+#: pass-by-pass expand.  For F(2, 3), whose D is powers of two, U is the
+#: same bit for bit as the pass-by-pass expand's; for F(3, 3) it agrees to
+#: rounding.
+EXPANDC_MAX_ALPHA = 5
+FILTER_MACRO = r"""/* WINO_CX_FILTER(S, TAG, A, N): wino_cx_expandc_S_TAG, the dense cubic
+ * expand of G = D G' (TAG's G' line wino_cx_line_S_TAGp, the products of D
+ * in wino_cx_S_TAG_scale) column by column, into out[i * os]. */
+#define WINO_CX_FILTER(S, TAG, A, N)                                                       \
+static void wino_cx_expandc_##S##_##TAG(const wino_v##S *in, wino_v##S *out, wino_index os) \
+{                                                                                          \
+    _Pragma("GCC unroll 8")                                                                \
+    for (int w = 0; w < (A); ++w) {                                                        \
+        wino_v##S c1[(N) * (N)];                                                           \
+        _Pragma("GCC unroll 64")                                                           \
+        for (int ab = 0; ab < (N) * (N); ++ab) {                                           \
+            wino_v##S l[(A)];                                                              \
+            wino_cx_line_##S##_##TAG##p(in + ab * (N), 1, l, 1);                           \
+            c1[ab] = l[w];                                                                 \
+        }                                                                                  \
+        _Pragma("GCC unroll 8")                                                            \
+        for (int h = 0; h < (A); ++h) {                                                    \
+            wino_v##S c2[(N)], l[(A)];                                                     \
+            _Pragma("GCC unroll 8")                                                        \
+            for (int a = 0; a < (N); ++a) {                                                \
+                wino_v##S m[(A)];                                                          \
+                wino_cx_line_##S##_##TAG##p(c1 + a * (N), 1, m, 1);                        \
+                c2[a] = m[h];                                                              \
+            }                                                                              \
+            wino_cx_line_##S##_##TAG##p(c2, 1, l, 1);                                      \
+            _Pragma("GCC unroll 8")                                                        \
+            for (int d = 0; d < (A); ++d)                                                  \
+                out[((d * (A) + h) * (A) + w) * os] =                                      \
+                    l[d] * wino_cx_##S##_##TAG##_scale[(d * (A) + h) * (A) + w];           \
+        }                                                                                  \
+    }                                                                                      \
+}"""
+
+
+def has_expandc(tag, M):
+    """True for the filter tables (G) that get a column expand."""
+    return tag.startswith("g") and M.shape[0] <= EXPANDC_MAX_ALPHA
+
+
+def factored(m):
+    """(D, G') of G = diag(D) G' for F(m, 3), exact: D the first nonzero of
+    each row of G, G' dyadic."""
+    from fractions import Fraction
+
+    from pywino3d._transforms import winograd_matrices
+
+    _, G, _ = winograd_matrices(m, 3, exact=True)
+    D = [next(v for v in row if v != 0) for row in G]
+    Gp = [[Fraction(v) / d for v in row] for row, d in zip(G, D)]
+    for row in Gp:
+        for v in row:
+            den = v.denominator
+            assert den & (den - 1) == 0, f"G' of F({m}, 3) is not dyadic: {v}"
+    return D, np.array([[float(v) for v in row] for row in Gp])
+
+
 def matrices(dtype):
     """[(tag, description, matrix)] of every constant transform."""
     out = []
@@ -208,7 +279,7 @@ def header():
          "/* The table holding the same values as X (a x n), or X itself. */"]
     for s, ctype, _ in TYPES:
         L.append(f"const {ctype} *wino_cx_match_{s}(const {ctype} *X, int a, int n);")
-    L += ["", "#ifdef WINO_CX_DEFINE", "", *CUBE_MACRO.split("\n"), ""]
+    L += ["", "#ifdef WINO_CX_DEFINE", "", *CUBE_MACRO.split("\n"), "", *FILTER_MACRO.split("\n"), ""]
     for s, ctype, dtype in TYPES:
         mats = matrices(dtype)
         for tag, desc, M in mats:
@@ -218,6 +289,15 @@ def header():
             L += line_function(f"wino_cx_line_{s}_{tag}", M, s, ctype, adjoint=False)
             L += line_function(f"wino_cx_linet_{s}_{tag}", M, s, ctype, adjoint=True)
             L += [f"WINO_CX_CUBE({s}, {tag}, {M.shape[0]}, {M.shape[1]})", ""]
+            if has_expandc(tag, M):
+                D, Gp = factored(int(tag[1:]))
+                a = len(D)
+                scale = [D[i] * D[j] * D[k] for i in range(a) for j in range(a) for k in range(a)]
+                L += [f"/* {desc} = D G': G' and the products D_d D_h D_w */"]
+                L += line_function(f"wino_cx_line_{s}_{tag}p", Gp, s, ctype, adjoint=False)
+                L += [f"static const {ctype} wino_cx_{s}_{tag}_scale[{a ** 3}] = "
+                      f"{{{', '.join(literal(float(np.dtype(dtype).type(float(v))), ctype) for v in scale)}}};",
+                      f"WINO_CX_FILTER({s}, {tag}, {a}, 3)", ""]
         L += [f"const {ctype} *wino_cx_match_{s}(const {ctype} *X, int a, int n)", "{"]
         for tag, _, M in mats:
             L.append(f"    if (a == {M.shape[0]} && n == {M.shape[1]} && "
@@ -229,15 +309,18 @@ def header():
                 ("expand3", f"const wino_v{s} *in, wino_index vs, wino_index hs, wino_index ds, "
                             f"wino_v{s} *out, wino_index os, wino_v{s} *t1, wino_v{s} *t2",
                  "in, vs, hs, ds, out, os, t1, t2"),
+                ("expandc", f"const wino_v{s} *in, wino_v{s} *out, wino_index os", "in, out, os"),
                 ("contract", f"const wino_v{s} *in, wino_index is, wino_v{s} *out, wino_v{s} *t1, wino_v{s} *t2",
                  "in, is, out, t1, t2")):
             L += [f"/* Run the constant dense cubic {op} when all three axes use one table; 0 if none. */",
                   f"static inline int wino_cx_{op}_{s}(const {ctype} *X, {sig})",
                   "{"]
-            for tag, _, _ in mats:
+            for tag, _, M in mats:
+                if op == "expandc" and not has_expandc(tag, M):
+                    continue
                 L.append(f"    if (X == wino_cx_{s}_{tag}) {{ wino_cx_{op}_{s}_{tag}({args}); return 1; }}")
             L += ["    return 0;", "}", ""]
-    L += ["#undef WINO_CX_CUBE", "#endif /* WINO_CX_DEFINE */", "#endif /* WINO3D_CONST_TRANSFORMS_H */"]
+    L += ["#undef WINO_CX_CUBE", "#undef WINO_CX_FILTER", "#endif /* WINO_CX_DEFINE */", "#endif /* WINO3D_CONST_TRANSFORMS_H */"]
     return "\n".join(L) + "\n"
 
 
