@@ -28,6 +28,8 @@ class _Call:
     returned in ``x``'s array type.
     """
 
+    __slots__ = ("name", "impl", "coerce", "x_is_device")
+
     def __init__(self, x, backend, coerce):
         if backend is not None and not isinstance(backend, str):
             raise ValueError(f"backend: expected one of {_backend.NAMES}, got {backend!r}")

@@ -161,6 +161,9 @@ def _c_plan(arrays):
     return _cpu.TilePlan(arrays)
 
 
+#: (kind, tile, ksize, dtype) -> (plan maker, PlanArrays, C plan) of the
+#: dense plans; the C plan is reused while ``_c_plan`` is the maker that
+#: made it (tests swap the maker).
 _dense_plans = {}
 
 
@@ -172,10 +175,13 @@ def plan(kind, tile, ksize, dtype, kept):
     tile, ksize = tuple(tile), tuple(ksize)
     if kept.size == n_positions(tile, ksize):
         key = (kind, tile, ksize, dtype)
-        arrays = _dense_plans.get(key)
-        if arrays is None:
-            arrays = _dense_plans[key] = tile_plan(kind, tile, ksize, dtype, kept)
-        return _c_plan(arrays)
+        hit = _dense_plans.get(key)
+        if hit is not None and hit[0] is _c_plan:  # made by the plan maker in force
+            return hit[2]
+        arrays = tile_plan(kind, tile, ksize, dtype, kept) if hit is None else hit[1]
+        c_plan = _c_plan(arrays)
+        _dense_plans[key] = (_c_plan, arrays, c_plan)
+        return c_plan
     return _c_plan(tile_plan(kind, tile, ksize, dtype, kept))
 
 
