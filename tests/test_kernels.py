@@ -331,7 +331,7 @@ def test_kernels_check_their_arrays(rng):
     g, kept, pin, pout = _setup(rng, np.float32)
     x = rng.standard_normal((2, 3, 7, 6, 5)).astype(np.float32)
     x, geom = _cpu_common.c_geometry(g, x)
-    V = np.empty(kept.size * g.C * g.ntiles, np.float32)
+    V = np.zeros(kept.size * g.C * g.ntiles, np.float32)  # cast below: no garbage NaNs
     sc = _blocked_scratch(pin, 1)
     with pytest.raises(ValueError, match="V"):
         _cpu.input_block(geom, x, pin, 0, g.ntiles, V[:-1], sc, 1)
