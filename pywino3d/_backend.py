@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import os
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from ._env import getenv
 
 NAMES = ("cpu", "cuda", "auto")
 
@@ -138,19 +139,6 @@ def use_backend(name):
         _context.reset(token)
 
 
-def _getenv(key):
-    """``os.environ.get(key)``, read from the mapping's dict where CPython's
-    ``os.environ`` has one: a missing key costs ``os.environ.get`` about 2 us
-    (a KeyError raised and caught), a fifth of a small call's Python."""
-    env = os.environ
-    data = getattr(env, "_data", None)
-    encode, decode = getattr(env, "encodekey", None), getattr(env, "decodevalue", None)
-    if type(data) is not dict or encode is None or decode is None:
-        return env.get(key)
-    value = data.get(encode(key))
-    return None if value is None else decode(value)
-
-
 def get_backend():
     """The backend name in force here (without a per-call override).
 
@@ -164,7 +152,7 @@ def get_backend():
     if name is None:
         name = _global
     if name is None:
-        env = _getenv("PYWINO3D_BACKEND")
+        env = getenv("PYWINO3D_BACKEND")
         if env:
             return _check_name(env.strip().lower(), "PYWINO3D_BACKEND")
         name = "auto"

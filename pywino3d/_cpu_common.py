@@ -17,6 +17,7 @@ from functools import lru_cache
 import numpy as np
 
 from . import _cpu
+from ._env import getenv
 from ._geometry import n_positions
 from ._plans import tile_plan
 from ._validation import as_int
@@ -90,7 +91,7 @@ def release_workspace():
 
 def workspace_budget():
     """Bytes of workspace one call may use (``PYWINO3D_WORKSPACE_MB``)."""
-    return int(float(os.environ.get("PYWINO3D_WORKSPACE_MB", "48")) * 2**20)
+    return int(float(getenv("PYWINO3D_WORKSPACE_MB", "48")) * 2**20)
 
 
 #: Seconds a reading of the available memory is reused: reading

@@ -24,11 +24,12 @@ fresh ones bit for bit).  ``PYWINO3D_OUTPUT_POOL_MB`` caps the bytes kept
 from __future__ import annotations
 
 import math
-import os
 import sys
 import threading
 
 import numpy as np
+
+from ._env import getenv
 
 #: Outputs smaller than this come from ``np.empty``: glibc's allocator reuses
 #: freed blocks below its mmap threshold (up to 32 MiB) on its own, and
@@ -42,7 +43,7 @@ _pool = []  # [buffer, refcount when only the pool holds it], oldest first
 
 def cap_bytes():
     """Bytes the pool may keep (``PYWINO3D_OUTPUT_POOL_MB``, default 512)."""
-    return int(float(os.environ.get("PYWINO3D_OUTPUT_POOL_MB", "512")) * 2**20)
+    return int(float(getenv("PYWINO3D_OUTPUT_POOL_MB", "512")) * 2**20)
 
 
 def _is_free(i):
@@ -59,8 +60,10 @@ def empty(shape, dtype):
     element."""
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes < MIN_BYTES:
+        return np.empty(shape, dtype)
     cap = cap_bytes()
-    if nbytes < MIN_BYTES or nbytes > cap:
+    if nbytes > cap:
         return np.empty(shape, dtype)
     with _lock:
         for i in range(len(_pool)):

@@ -48,6 +48,8 @@ import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from ._env import getenv
+
 try:  # POSIX advisory locks; elsewhere writers merge without a lock
     import fcntl
 except ImportError:  # pragma: no cover - Windows
@@ -155,7 +157,7 @@ def enabled():
     >>> autotune.enabled() == (os.environ.get("PYWINO3D_AUTOTUNE", "1") != "0")
     True
     """
-    v = os.environ.get(ENV_ENABLE, "1").strip().lower()
+    v = getenv(ENV_ENABLE, "1").strip().lower()
     return v not in ("0", "false", "no", "off")
 
 

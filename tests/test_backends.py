@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import pywino3d
-from pywino3d import _backend, _cuda_sources
+from pywino3d import _backend, _cuda_sources, _env
 from pywino3d._cpu_backend import BACKEND as CPU
 
 
@@ -122,11 +122,11 @@ def test_environment_read_matches_os_environ(monkeypatch):
     is read from."""
     for value in ("cpu", " CUDA ", "caf\u00e9", ""):
         monkeypatch.setenv("PYWINO3D_BACKEND", value)
-        assert _backend._getenv("PYWINO3D_BACKEND") == os.environ.get("PYWINO3D_BACKEND") == value
+        assert _env.getenv("PYWINO3D_BACKEND") == os.environ.get("PYWINO3D_BACKEND") == value
     monkeypatch.delenv("PYWINO3D_BACKEND")
-    assert _backend._getenv("PYWINO3D_BACKEND") is None
-    monkeypatch.setattr(_backend.os, "environ", {"PYWINO3D_BACKEND": "cuda"})
-    assert _backend._getenv("PYWINO3D_BACKEND") == "cuda" and pywino3d.get_backend() == "cuda"
+    assert _env.getenv("PYWINO3D_BACKEND") is None
+    monkeypatch.setattr(_env.os, "environ", {"PYWINO3D_BACKEND": "cuda"})
+    assert _env.getenv("PYWINO3D_BACKEND") == "cuda" and pywino3d.get_backend() == "cuda"
 
 
 def test_context_is_per_thread():
