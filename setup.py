@@ -23,9 +23,15 @@ from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 #: CUDA sources and the headers they share with the CPU build, shipped as
-#: package data in pywino3d/_kernels/ (loaded by pywino3d._cuda_sources).
+#: package data beside their loader, pywino3d/_backends/cuda/kernels/ (read by
+#: pywino3d._backends.cuda.sources; an editable install reads src/ itself).
 KERNEL_FILES = ["src/wino3d_common.h", "src/wino3d_tile.h", "src/wino3d_tile.template.h"] + sorted(
     glob.glob("src/cuda/*.cu"))
+
+#: Where the compiled extensions live: one folder, ``pywino3d._backends.cpu._ext``.
+EXT_DIR = "pywino3d/_backends/cpu/_ext"
+#: Where the CUDA sources are installed (package data of the CUDA backend).
+KERNEL_DEST = "pywino3d/_backends/cuda/kernels"
 
 OMP_TEST = textwrap.dedent(
     """
@@ -85,7 +91,7 @@ class BuildExt(build_ext):
 class BuildPy(build_py):
     def run(self):
         super().run()
-        dest = os.path.join(self.build_lib, "pywino3d", "_kernels")
+        dest = os.path.join(self.build_lib, *KERNEL_DEST.split("/"))
         os.makedirs(dest, exist_ok=True)
         for f in KERNEL_FILES:
             shutil.copy(f, dest)
@@ -93,19 +99,19 @@ class BuildPy(build_py):
 
 extensions = [
     Extension(
-        "pywino3d._cpu",
-        sources=["pywino3d/_cpu.pyx", "src/cpu/wino3d_cpu.c"],
+        "pywino3d._backends.cpu._ext._cpu",
+        sources=[f"{EXT_DIR}/_cpu.pyx", "src/cpu/wino3d_cpu.c"],
         include_dirs=["src", "src/cpu", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        depends=["pywino3d/_cpu.pxd", "src/wino3d_common.h", "src/wino3d_tile.h", "src/wino3d_tile.template.h",
+        depends=[f"{EXT_DIR}/_cpu.pxd", "src/wino3d_common.h", "src/wino3d_tile.h", "src/wino3d_tile.template.h",
                  *sorted(glob.glob("src/cpu/*.h"))],
     ),
     Extension(
-        "pywino3d._direct",
-        sources=["pywino3d/_direct.pyx", "src/cpu/direct.c"],
+        "pywino3d._backends.cpu._ext._direct",
+        sources=[f"{EXT_DIR}/_direct.pyx", "src/cpu/direct.c"],
         include_dirs=["src", "src/cpu", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        depends=["pywino3d/_cpu.pxd", "src/wino3d_common.h", "src/cpu/simd.h", "src/cpu/direct.h",
+        depends=[f"{EXT_DIR}/_cpu.pxd", "src/wino3d_common.h", "src/cpu/simd.h", "src/cpu/direct.h",
                  "src/cpu/direct.template.h", "src/cpu/template_names.h"],
     ),
 ]

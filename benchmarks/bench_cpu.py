@@ -35,8 +35,8 @@ if any(v in os.environ for v in _BLAS_VARS) and __name__ == "__main__":
 import numpy as np  # noqa: E402
 
 import pywino3d  # noqa: E402
-from pywino3d._cpu_backend import stage_timer  # noqa: E402
-from pywino3d._tiles import choose_tile  # noqa: E402
+from pywino3d._backends.cpu.backend import stage_timer  # noqa: E402
+from pywino3d._choice.cost import choose_tile  # noqa: E402
 
 # name: (C_in, C_out, (D, H, W) of the output) -- 3x3x3, stride 1, padding 1
 LAYERS = {
@@ -68,7 +68,7 @@ def median_time(fn, repeat, min_time=0.0):
 
 def machine_peaks(threads):
     """SGEMM peak (best of OpenBLAS and pywino3d's micro-kernel) and copy bandwidth."""
-    from pywino3d import _cpu
+    from pywino3d._backends.cpu._ext import _cpu
 
     n = 2048
     a = np.random.rand(n, n).astype(np.float32)

@@ -50,7 +50,7 @@ def main(argv=None):
     import torch
 
     import pywino3d
-    from pywino3d import _cuda_backend
+    from pywino3d._backends.cuda import backend as _cuda_backend
 
     if not cp.cuda.is_available():
         sys.exit("no CUDA GPU available")
@@ -78,8 +78,8 @@ def main(argv=None):
         g = None
         for mode in ("auto", "rawkernel", "cublas"):
             def f(mode=mode, c=None):
-                from pywino3d._geometry import make_geometry
-                from pywino3d._validation import as_columns
+                from pywino3d._core.geometry import make_geometry
+                from pywino3d._core.validation import as_columns
 
                 nonlocal g
                 g = g or make_geometry(x.shape, K, (3, 3, 3), 1, (4, 4, 4))

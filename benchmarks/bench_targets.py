@@ -28,7 +28,7 @@ def main(argv=None):
     import torch
 
     import pywino3d
-    from pywino3d import _cpu_backend
+    from pywino3d._backends.cpu import backend as _cpu_backend
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--threads", type=int, default=2)

@@ -17,18 +17,18 @@ prune_columns, refit_columns one-shot transform-aware pruning with least-squares
 pywino3d.torch              nn.Module layers (optional extra "torch")
 pywino3d.autotune           measured algorithm choice with an on-disk cache
 """
-from ._api import (
+from pywino3d._api import (
     conv3d,
     filter_transform,
     filter_transform_backward,
     winograd_conv3d,
     winograd_conv3d_backward,
 )
-from ._backend import available_backends, get_backend, set_backend, use_backend
-from ._info import show_versions
-from ._transforms import winograd_matrices
-from .lowrank import LowRankWinograd
-from .pruning import (
+from pywino3d._backends.dispatch import available_backends, get_backend, set_backend, use_backend
+from pywino3d._info import show_versions
+from pywino3d._core.transforms import winograd_matrices
+from pywino3d.lowrank import LowRankWinograd
+from pywino3d.pruning import (
     column_importance,
     cubic_density,
     magnitude_mask,
@@ -37,8 +37,8 @@ from .pruning import (
     select_columns,
     select_columns_global,
 )
-from . import testing  # noqa: E402  (public test helpers)
-from . import autotune  # noqa: E402  (measured algorithm choice)
+from pywino3d import testing  # noqa: E402  (public test helpers)
+from pywino3d import autotune  # noqa: E402  (measured algorithm choice)
 
 __version__ = "0.1.0"
 

@@ -39,8 +39,8 @@ def demo(batch=1, repeat=3, workers=None, seed=0, layers=DEMO_LAYERS, out=sys.st
 
 def _demo_layer(name, batch, cin, cout, size, repeat, workers, seed, out):
     import pywino3d
-    from pywino3d import _cpu_backend
-    from pywino3d._geometry import make_geometry
+    from pywino3d._backends.cpu import backend as _cpu_backend
+    from pywino3d._core.geometry import make_geometry
     from pywino3d.testing import conv3d_reference
 
     rng = np.random.default_rng(seed)
@@ -93,7 +93,7 @@ def _torch_time(x, w, repeat, workers):
         import torch
     except ImportError:
         return None
-    from pywino3d._cpu_common import resolve_workers
+    from pywino3d._backends.cpu.common import resolve_workers
 
     prev = torch.get_num_threads()
     torch.set_num_threads(resolve_workers(workers))

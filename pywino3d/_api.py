@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _backend
-from ._geometry import make_geometry, n_positions, parse_kernel_size, parse_tile
-from . import autotune
-from ._tiles import candidates_to_time, choose_tile, conv3d_candidates
-from ._transforms import MAX_KERNEL
-from ._validation import as_columns, as_float_array
+from pywino3d._backends import dispatch as _backend
+from pywino3d._core.geometry import make_geometry, n_positions, parse_kernel_size, parse_tile
+from pywino3d import autotune
+from pywino3d._choice.cost import candidates_to_time, choose_tile, conv3d_candidates
+from pywino3d._core.transforms import MAX_KERNEL
+from pywino3d._core.validation import as_columns, as_float_array
 
 __all__ = [
     "conv3d",
@@ -174,7 +174,7 @@ def conv3d(x, w, bias=None, *, padding=0, tile="auto", workers=None, backend=Non
         spatial size (the extra element of an even kernel goes at the end).
     tile : int, tuple of 3 ints or "auto"
         Output tile size m per axis (1..8).  ``1`` is direct convolution.
-        ``"auto"`` picks a tile with the cost model of ``pywino3d._tiles``
+        ``"auto"`` picks a tile with the cost model of ``pywino3d._choice.cost``
         and, where the model is unsure, by timing the plausible tiles on this
         problem once per machine (:mod:`pywino3d.autotune`; first call
         slower, see ``docs/autotune.md``; ``PYWINO3D_AUTOTUNE=0`` turns it

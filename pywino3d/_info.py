@@ -9,7 +9,8 @@ def info_dict():
     """Versions, OpenMP status, threads and available backends."""
     import numpy as np
 
-    from . import __version__, _cpu
+    from pywino3d import __version__
+    from pywino3d._backends.cpu._ext import _cpu
 
     d = {
         "pywino3d": __version__,
@@ -26,7 +27,7 @@ def info_dict():
             d[mod] = getattr(m, "__version__", "?")
         except Exception:
             d[mod] = "not installed"
-    from ._backend import available_backends, cuda_status, get_backend
+    from pywino3d._backends.dispatch import available_backends, cuda_status, get_backend
 
     d["backends available"] = ", ".join(available_backends())
     d["cuda"] = cuda_status()[1]

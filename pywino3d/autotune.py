@@ -48,7 +48,7 @@ import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from ._env import getenv
+from pywino3d._core.env import getenv
 
 try:  # POSIX advisory locks; elsewhere writers merge without a lock
     import fcntl
@@ -242,7 +242,7 @@ def _cpu_model():
 
 
 def _version():
-    from . import __version__
+    from pywino3d import __version__
 
     return __version__
 
@@ -256,7 +256,7 @@ def _build():
     import importlib.util
 
     h = hashlib.sha1()
-    for name in ("pywino3d._cpu", "pywino3d._direct"):
+    for name in ("pywino3d._backends.cpu._ext._cpu", "pywino3d._backends.cpu._ext._direct"):
         spec = importlib.util.find_spec(name)
         if spec is None or not spec.origin:
             continue

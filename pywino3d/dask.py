@@ -39,9 +39,9 @@ import dask.array as da
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from . import _api
-from ._geometry import make_geometry, parse_kernel_size, parse_padding, parse_tile
-from ._tiles import choose_tile
+from pywino3d import _api
+from pywino3d._core.geometry import make_geometry, parse_kernel_size, parse_padding, parse_tile
+from pywino3d._choice.cost import choose_tile
 
 __all__ = ["conv3d", "winograd_conv3d", "task_threads"]
 
@@ -123,7 +123,7 @@ def task_threads(workers=None):
     >>> task_threads() >= 1
     True
     """
-    from ._cpu_common import resolve_workers
+    from pywino3d._backends.cpu.common import resolve_workers
 
     if workers is not None:
         return resolve_workers(workers)
@@ -134,7 +134,7 @@ def task_threads(workers=None):
 
 def _conv_block(pieces, weights, shape, dests, crop, workers):
     """One output block: assemble the padded input of its tiles, convolve, crop."""
-    from ._backend import get_impl
+    from pywino3d._backends.dispatch import get_impl
 
     if len(pieces) == 1 and tuple(pieces[0].shape) == tuple(shape):
         xb = pieces[0]
@@ -267,7 +267,7 @@ def conv3d(x, w, bias=None, *, padding=0, tile="auto", workers=None):
         Zero padding at the volume's borders only.
     tile : int, tuple of 3 ints or "auto"
         ``"auto"``: one tile for the whole volume, the cost model's choice
-        (``pywino3d._tiles``) for the largest output block; nothing is timed.
+        (``pywino3d._choice.cost``) for the largest output block; nothing is timed.
     workers : int, optional
         Kernel threads per task; None follows :func:`task_threads`.
 

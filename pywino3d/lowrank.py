@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._backend import is_cupy_array
-from ._geometry import parse_kernel_size, parse_tile
-from ._validation import as_int
+from pywino3d._backends.dispatch import is_cupy_array
+from pywino3d._core.geometry import parse_kernel_size, parse_tile
+from pywino3d._core.validation import as_int
 
 __all__ = ["LowRankWinograd"]
 
@@ -104,7 +104,7 @@ class LowRankWinograd:
         >>> pywino3d.LowRankWinograd.from_filter(w, 3, 2, mode="residual").mode
         'residual'
         """
-        from ._api import filter_transform
+        from pywino3d._api import filter_transform
 
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
@@ -140,7 +140,7 @@ class LowRankWinograd:
         >>> lr.shape, lr.num_params, lr.num_dense_params
         ((64, 16, 8), 1152, 8192)
         """
-        from ._api import filter_transform
+        from pywino3d._api import filter_transform
 
         ks = parse_kernel_size(kernel_size)
         rng = np.random.default_rng(seed)

@@ -23,10 +23,10 @@ import numpy as np
 
 from functools import lru_cache
 
-from ._geometry import parse_kernel_size, parse_tile
-from ._transforms import kron3, winograd_matrices
-from . import _calibration
-from .lowrank import LowRankWinograd
+from pywino3d._core.geometry import parse_kernel_size, parse_tile
+from pywino3d._core.transforms import kron3, winograd_matrices
+from pywino3d._core import calibration as _calibration
+from pywino3d.lowrank import LowRankWinograd
 
 __all__ = ["column_importance", "select_columns", "select_columns_global", "cubic_density",
            "magnitude_mask", "prune_columns", "refit_columns", "operator_error"]
@@ -64,7 +64,7 @@ def column_importance(U, method="l2", *, grad=None, kernel_size=None, tile=None,
         Calibration inputs of the layer, for ``"output"``: the score is then
         the output error of removing p alone measured on these inputs (root
         mean square per tile, summed over output channels) instead of for
-        white noise; see :mod:`pywino3d._calibration` and ``docs/lowrank.md``.
+        white noise; see :mod:`pywino3d._core.calibration` and ``docs/lowrank.md``.
     padding : int, tuple or str
         The layer's padding, with ``inputs``.
 
@@ -389,7 +389,7 @@ def _zero_rows(keep, A):
 
 
 def _xp_of(a):
-    from .lowrank import _xp
+    from pywino3d.lowrank import _xp
 
     return _xp(a)
 
@@ -423,7 +423,7 @@ def refit_columns(U, columns, *, kernel_size=None, tile=None, inputs=None, paddi
         ``1e-6`` of the mean diagonal) instead of the white-noise operator
         norm; input channels are coupled, so the refit is a full least-squares
         solve over (kept position, input channel) per layer rather than one
-        matrix on positions (see :mod:`pywino3d._calibration`).  Array U only.
+        matrix on positions (see :mod:`pywino3d._core.calibration`).  Array U only.
     padding : int, tuple or str
         The layer's padding, with ``inputs``.
     reference_inputs : array like ``inputs``, optional
@@ -447,7 +447,7 @@ def refit_columns(U, columns, *, kernel_size=None, tile=None, inputs=None, paddi
     >>> bool(operator_error(fit, U, kernel_size=3, tile=2) < operator_error(plain, U, kernel_size=3, tile=2))
     True
     """
-    from ._validation import as_columns
+    from pywino3d._core.validation import as_columns
 
     U, ks, tl = _weights_and_transform(U, kernel_size, tile)
     npos = math.prod(m + r - 1 for m, r in zip(tl, ks))

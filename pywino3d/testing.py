@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._geometry import parse_padding
+from pywino3d._core.geometry import parse_padding
 
 __all__ = [
     "conv3d_reference",
@@ -114,7 +114,7 @@ AXIS_ERROR = np.array([
 
 
 def _abs_mats(tile, ksize):
-    from ._transforms import winograd_matrices
+    from pywino3d._core.transforms import winograd_matrices
 
     return [tuple(np.abs(M) for M in winograd_matrices(m, r)) for m, r in zip(tile, ksize)]
 
@@ -137,7 +137,7 @@ def winograd_magnitudes(x, w, tile, *, padding=0, grad_y=None):
     >>> bool((mag >= conv3d_reference(x, w)).all())
     True
     """
-    from ._geometry import make_geometry, parse_tile, tile_patches
+    from pywino3d._core.geometry import make_geometry, parse_tile, tile_patches
 
     x = np.abs(np.asarray(x, np.float64))
     w = np.abs(np.asarray(w, np.float64))
@@ -215,7 +215,7 @@ def error_bound(x, w, tile, dtype, *, padding=0):
     >>> bool((err <= error_bound(x, w, 4, np.float32)).all())
     True
     """
-    from ._geometry import parse_tile
+    from pywino3d._core.geometry import parse_tile
 
     w = np.asarray(w)
     tile = parse_tile(tile)

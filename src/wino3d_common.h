@@ -33,8 +33,8 @@ typedef int64_t wino_index;    /* 64-bit: element counts can exceed 2^31 */
 #define WINO_CAT(a, b) WINO_CAT_(a, b)
 
 /* Geometry of one convolution, by name in every language: filled field by
- * field from pywino3d._geometry.Geometry.c_fields() (the Cython wrapper
- * pywino3d._cpu.CGeom for the CPU; the NumPy record of GEOM_DTYPE passed by
+ * field from pywino3d._core.geometry.Geometry.c_fields() (the Cython wrapper
+ * pywino3d._backends.cpu._ext._cpu.CGeom for the CPU; the NumPy record of GEOM_DTYPE passed by
  * value to the CUDA kernels).  Every field is 64-bit, so the layout has no
  * padding and is the same under C, C++ and NVRTC; a test compares it with
  * GEOM_DTYPE field by field. */

@@ -28,7 +28,7 @@ def rng():
 
 
 # ------------------------------------------------------------ backends
-from pywino3d._backend import cuda_status  # noqa: E402
+from pywino3d._backends.dispatch import cuda_status  # noqa: E402
 
 CUDA_OK, CUDA_WHY = cuda_status()
 #: Parametrise a test over both backends; GPU cases skip only when
@@ -58,7 +58,7 @@ def host(a):
 @pytest.fixture(autouse=True)
 def _reset_backend_state():
     """Tests (and doctests) that call set_backend must not leak into others."""
-    from pywino3d import _backend
+    from pywino3d._backends import dispatch as _backend
 
     yield
     _backend._global = None

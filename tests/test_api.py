@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 
 import pywino3d
-from pywino3d import _cpu_backend, _cpu_common
-from pywino3d._tiles import choose_tile
+from pywino3d._backends.cpu import backend as _cpu_backend
+from pywino3d._backends.cpu import common as _cpu_common
+from pywino3d._choice.cost import choose_tile
 from pywino3d.testing import conv3d_reference
 
 

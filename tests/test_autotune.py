@@ -369,7 +369,7 @@ def test_keyboard_interrupt_while_writing_leaves_old_file(monkeypatch):
 
 # --------------------------------------------------- conv3d(tile="auto")
 import pywino3d  # noqa: E402
-from pywino3d import _tiles  # noqa: E402
+from pywino3d._choice import cost as _tiles  # noqa: E402
 
 
 @pytest.fixture

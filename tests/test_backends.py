@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 import pywino3d
-from pywino3d import _backend, _cuda_sources, _env
-from pywino3d._cpu_backend import BACKEND as CPU
+from pywino3d._backends import dispatch as _backend
+from pywino3d._backends.cuda import sources as _cuda_sources
+from pywino3d._core import env as _env
+from pywino3d._backends.cpu.backend import BACKEND as CPU
 
 
 class FakeDeviceArray(np.ndarray):
@@ -283,9 +285,9 @@ gpu = pytest.mark.skipif(not CUDA_OK, reason=CUDA_WHY)
 def test_cuda_product_implementations(rng, mode, density):
     import cupy as cp
 
-    from pywino3d import _cuda_backend
-    from pywino3d._geometry import make_geometry
-    from pywino3d._validation import as_columns
+    from pywino3d._backends.cuda import backend as _cuda_backend
+    from pywino3d._core.geometry import make_geometry
+    from pywino3d._core.validation import as_columns
 
     x = rng.standard_normal((2, 5, 7, 9, 6)).astype(np.float32)
     w = rng.standard_normal((6, 5, 3, 3, 3)).astype(np.float32)
@@ -302,7 +304,7 @@ def test_cuda_product_implementations(rng, mode, density):
 def test_cuda_module_memoized_per_device():
     import cupy as cp
 
-    from pywino3d import _cuda_backend
+    from pywino3d._backends.cuda import backend as _cuda_backend
 
     dev = cp.cuda.Device().id
     assert _cuda_backend._module(dev) is _cuda_backend._module(dev)
@@ -347,9 +349,9 @@ def test_no_import_circle_through_validation():
     import ast
     import inspect
 
-    from pywino3d import _validation
+    from pywino3d._core import validation as _validation
 
     tree = ast.parse(inspect.getsource(_validation))
     relative = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and (n.level > 0 or
                 (n.module or "").startswith("pywino3d"))]
-    assert not relative, "pywino3d._validation must not import the package"
+    assert not relative, "pywino3d._core.validation must not import the package"

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 import pywino3d
-from pywino3d import _cpu_backend, _cpu_outputs
-from pywino3d._geometry import make_geometry
+from pywino3d._backends.cpu import backend as _cpu_backend
+from pywino3d._backends.cpu import outputs as _cpu_outputs
+from pywino3d._core.geometry import make_geometry
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import pywino3d
-from pywino3d._cuda_sources import kernel_dir, kernel_path
-from pywino3d._geometry import axis_matrices, make_geometry
+from pywino3d._backends.cuda.sources import kernel_dir, kernel_path
+from pywino3d._core.geometry import axis_matrices, make_geometry
 
 HERE = pathlib.Path(__file__).parent / "cuda_emulation"
 AMAX = 6  # the emulator builds the AMAX 4 and 6 kernels (F(2, 3), F(4, 3), F(2, 5), ...)
@@ -92,7 +92,7 @@ def fake_gpu(emu, monkeypatch):
         import fake_cupy
     finally:
         sys.path.pop(0)
-    from pywino3d import _cuda_backend
+    from pywino3d._backends.cuda import backend as _cuda_backend
 
     _cuda_backend._module.cache_clear()
     _cuda_backend._plan.cache_clear()
@@ -120,7 +120,7 @@ def test_cuda_backend_end_to_end_on_emulator(fake_gpu, problem, monkeypatch):
     dispatch), and matches the CPU backend: conv3d, the sparse forward with
     both product implementations, backward and the filter adjoint."""
     cp = fake_gpu
-    from pywino3d import _cuda_backend
+    from pywino3d._backends.cuda import backend as _cuda_backend
 
     x, w, b, cols = problem
     assert "cuda" in pywino3d.available_backends()

@@ -246,7 +246,7 @@ def test_bad_volume_arguments():
 
 
 def test_task_threads_follow_the_scheduler(client, monkeypatch):
-    from pywino3d._cpu_common import resolve_workers
+    from pywino3d._backends.cpu.common import resolve_workers
 
     budget = resolve_workers(None)
     # distributed: 2 single-threaded workers (their nanny sets OMP_NUM_THREADS=1)

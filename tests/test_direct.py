@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pywino3d
-from pywino3d import _cpu_direct, _direct
+from pywino3d._backends.cpu.pipelines import direct as _cpu_direct
+from pywino3d._backends.cpu._ext import _direct
 from pywino3d.testing import conv3d_reference
 
 TOL = {np.float32: 2e-5, np.float64: 1e-12}
@@ -109,7 +110,7 @@ def test_auto_variant_wastes_fewer_lanes():
     no longer than the flattened row with its rw - 1 padding columns."""
     vl = _direct.lanes(4)
     for Wo, rw in ((vl * 8, 3), (vl - 1, 3), (2, 3), (vl + 1, 3), (vl, 1)):
-        g = pywino3d._geometry.make_geometry((1, 2, 3, 4, Wo + rw - 1), 4, (3, 3, rw), 0, (1, 1, 1))
+        g = pywino3d._core.geometry.make_geometry((1, 2, 3, 4, Wo + rw - 1), 4, (3, 3, rw), 0, (1, 1, 1))
         fields = g.c_fields((0, 0, 0, 0, 0))
         want = "position_lanes" if -(-Wo // vl) * vl <= Wo + rw - 1 else "channel_lanes"
         assert _direct.variant(fields, 4) == want, (Wo, rw)
@@ -132,7 +133,7 @@ def test_bit_identical_for_any_workers_and_slab(monkeypatch, variant, dtype, C, 
 
 
 def test_slab_planes_and_scratch_queries():
-    g = pywino3d._geometry.make_geometry((1, 4, 10, 6, 5), 8, (3, 3, 3), 1, (1, 1, 1))
+    g = pywino3d._core.geometry.make_geometry((1, 4, 10, 6, 5), 8, (3, 3, 3), 1, (1, 1, 1))
     fields = g.c_fields((1200, 300, 30, 5, 1))
     plane = (6 + 2) * (16 + 2)  # rows padded for 16-lane vectors
     assert _direct.slab_planes(fields, 10**9) == 10  # everything fits: all output planes
@@ -185,7 +186,7 @@ def test_im2col_pipeline_matches_reference(dtype, layout):
     kernel, a different padding per axis, two samples, bias, any input
     strides; agrees with the direct kernel to rounding and is bit-identical
     for any thread count."""
-    from pywino3d import _cpu_backend
+    from pywino3d._backends.cpu import backend as _cpu_backend
 
     rng = np.random.default_rng(21)
     x = rng.standard_normal((2, 5, 4, 6, 7)).astype(dtype)
@@ -211,7 +212,8 @@ def test_im2col_every_grouping_skips_padded_and_pruned_taps_exactly(split, monke
     the result is the convolution: padding wider than the kernel on one axis
     (positions with no valid tap), pruned taps (``columns``) left out of every
     group, a batch of three."""
-    from pywino3d import _cpu_backend, _cpu_im2col
+    from pywino3d._backends.cpu import backend as _cpu_backend
+    from pywino3d._backends.cpu.pipelines import im2col as _cpu_im2col
 
     monkeypatch.setattr(_cpu_im2col, "SPLIT", split)
     rng = np.random.default_rng(5)
@@ -232,8 +234,9 @@ def test_im2col_every_grouping_skips_padded_and_pruned_taps_exactly(split, monke
 def test_im2col_splits_a_large_batch_to_stay_in_budget(monkeypatch):
     """A batch whose padded input and grouped output exceed the workspace
     budget runs a few samples per gathered GEMM: the same bits."""
-    from pywino3d import _cpu_backend, _cpu_im2col
-    from pywino3d._geometry import make_geometry
+    from pywino3d._backends.cpu import backend as _cpu_backend
+    from pywino3d._backends.cpu.pipelines import im2col as _cpu_im2col
+    from pywino3d._core.geometry import make_geometry
 
     rng = np.random.default_rng(6)
     x = rng.standard_normal((7, 16, 3, 4, 5)).astype(np.float32)
@@ -252,8 +255,8 @@ def test_im2col_grouping_follows_the_valid_taps():
     """At 4^3 with padding 1 a corner position reads 8 of the 27 taps; the
     groups of any split cover every position once and each sums a superset
     of its positions' valid taps."""
-    from pywino3d import _cpu_im2col
-    from pywino3d._geometry import make_geometry
+    from pywino3d._backends.cpu.pipelines import im2col as _cpu_im2col
+    from pywino3d._core.geometry import make_geometry
 
     g = make_geometry((1, 8, 4, 4, 4), 8, (3, 3, 3), 1, (1, 1, 1))
     kept = np.arange(27)
@@ -273,8 +276,9 @@ def test_im2col_grouping_follows_the_valid_taps():
 
 
 def test_im2col_serves_large_weights_on_small_volumes_and_declines_the_rest():
-    from pywino3d import _cpu_backend, _cpu_im2col
-    from pywino3d._geometry import make_geometry
+    from pywino3d._backends.cpu import backend as _cpu_backend
+    from pywino3d._backends.cpu.pipelines import im2col as _cpu_im2col
+    from pywino3d._core.geometry import make_geometry
 
     g = make_geometry((1, 256, 4, 4, 4), 256, (3, 3, 3), 1, (1, 1, 1))
     all_taps = np.arange(27, dtype=np.int32)
@@ -295,7 +299,7 @@ def test_im2col_serves_large_weights_on_small_volumes_and_declines_the_rest():
 def test_one_shot_tile_one_reads_w_through_a_read_only_view():
     """conv3d(tile=1) hands w to the kernels as a read-only view (no copy of
     the weights); the public filter_transform still returns a new array."""
-    from pywino3d import _cpu_backend
+    from pywino3d._backends.cpu import backend as _cpu_backend
 
     w = np.random.default_rng(22).standard_normal((4, 3, 3, 3, 3)).astype(np.float32)
     kept = np.arange(27, dtype=np.int32)
@@ -322,7 +326,7 @@ def test_one_shot_conv3d_reusing_its_workspace_stays_correct(monkeypatch):
         y = pywino3d.conv3d(x.astype(dtype), w.astype(dtype), padding=1, tile=tile)
         assert _rel_err(y, conv3d_reference(x, w, padding=1)) < TOL[dtype]
     monkeypatch.setenv("PYWINO3D_WORKSPACE_MB", "0.001")
-    from pywino3d import _cpu_backend
+    from pywino3d._backends.cpu import backend as _cpu_backend
 
     U = _cpu_backend.conv_weights(w, (2, 2, 2), np.arange(64, dtype=np.int32), 1)
     assert not np.shares_memory(U, _cpu_backend.conv_weights(w, (2, 2, 2), np.arange(64, dtype=np.int32), 1))

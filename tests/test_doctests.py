@@ -4,8 +4,8 @@ import importlib
 
 import pytest
 
-MODULES = ["pywino3d._api", "pywino3d._transforms", "pywino3d.testing", "pywino3d._info",
-           "pywino3d._backend", "pywino3d.lowrank", "pywino3d.pruning", "pywino3d.torch",
+MODULES = ["pywino3d._api", "pywino3d._core.transforms", "pywino3d.testing", "pywino3d._info",
+           "pywino3d._backends.dispatch", "pywino3d.lowrank", "pywino3d.pruning", "pywino3d.torch",
            "pywino3d.experiments.data",
            "pywino3d.experiments.models", "pywino3d.experiments.training", "pywino3d.experiments.cli",
            "pywino3d.experiments.stats", "pywino3d.experiments.reproduction"]

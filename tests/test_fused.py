@@ -10,8 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pywino3d
-from pywino3d import _cpu, _cpu_backend, _cpu_common
-from pywino3d._geometry import make_geometry
+from pywino3d._backends.cpu._ext import _cpu
+from pywino3d._backends.cpu import backend as _cpu_backend
+from pywino3d._backends.cpu import common as _cpu_common
+from pywino3d._core.geometry import make_geometry
 from pywino3d.testing import conv3d_reference, conv_problems, error_bound
 
 
@@ -97,7 +99,7 @@ def test_channels_last_input_is_read_in_place_and_kept(C, rng):
 
 
 def test_fused_block_size_does_not_change_bits(rng, monkeypatch):
-    from pywino3d import _cpu_fused
+    from pywino3d._backends.cpu.pipelines import fused as _cpu_fused
 
     x = rng.standard_normal((1, 16, 9, 11, 13)).astype(np.float32)
     w = rng.standard_normal((24, 16, 3, 3, 3)).astype(np.float32)
@@ -116,7 +118,7 @@ def test_a_batch_larger_than_the_kept_copy_runs_in_chunks_with_the_same_bits(lay
     """Where the channels-last copy of the whole batch would exceed
     KEEP_COPY_BYTES, the samples are copied and convolved a few at a time
     (here 2, then 2, then 1) into the one output: same bits, with bias."""
-    from pywino3d import _cpu_fused
+    from pywino3d._backends.cpu.pipelines import fused as _cpu_fused
 
     C, K = 5, 12  # 5 channels: padded, so channels-last x is copied too
     x = rng.standard_normal((5, C, 7, 6, 9)).astype(np.float32)
@@ -160,7 +162,7 @@ def test_high_density_runs_dense_with_the_same_bits(density, rng):
     pruned positions' values of U (here NaN) are never read.  The dense
     cubic transforms are the constant code, which sums in another order than
     the sparse plans' run-time code: equal to rounding."""
-    from pywino3d import _cpu_fused
+    from pywino3d._backends.cpu.pipelines import fused as _cpu_fused
 
     x = rng.standard_normal((1, 8, 9, 10, 11)).astype(np.float32)
     w = rng.standard_normal((16, 8, 3, 3, 3)).astype(np.float32)
@@ -185,7 +187,8 @@ def test_packed_weights_are_the_transposed_kept_positions(dtype, K, C, rng):
     positions' (c, k) blocks, zero at positions run but not kept and in the
     channel padding, whatever the workspace held before; a source position
     past U is refused."""
-    from pywino3d import _cpu, _cpu_fused
+    from pywino3d._backends.cpu._ext import _cpu
+    from pywino3d._backends.cpu.pipelines import fused as _cpu_fused
 
     P = 27
     U = rng.standard_normal((P, K, C)).astype(dtype)
@@ -230,7 +233,8 @@ def test_one_shot_weights_are_the_packed_form(tile, rng, monkeypatch):
     padding, transforms w with K and C swapped so that U's memory is the
     packed weights: no transpose runs, and y is bit-equal to filter_transform
     followed by winograd_conv3d.  Counts that need padding still pack."""
-    from pywino3d import _cpu, _cpu_fused
+    from pywino3d._backends.cpu._ext import _cpu
+    from pywino3d._backends.cpu.pipelines import fused as _cpu_fused
 
     vl = _cpu_fused.lanes(np.float32)
     for C, K, packs in ((vl, 2 * vl, False), (vl, vl + 3, True)):
@@ -258,7 +262,7 @@ def test_channels_last_copy(dtype, C, CP, shape):
     """_cpu.to_channels_last against NumPy's transpose, for contiguous and
     strided x: whole blocks, the edge columns and channels, the zero padding
     lanes, and thread counts."""
-    from pywino3d._cpu_common import c_geometry
+    from pywino3d._backends.cpu.common import c_geometry
 
     N, D, H, W = shape
     rng = np.random.default_rng(C + W)

@@ -19,8 +19,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pywino3d
-from pywino3d import _cpu, _cpu_backend, _cpu_common, _cpu_fused_backward as _fused_backward
-from pywino3d._geometry import make_geometry
+from pywino3d._backends.cpu._ext import _cpu
+from pywino3d._backends.cpu import backend as _cpu_backend
+from pywino3d._backends.cpu import common as _cpu_common
+from pywino3d._backends.cpu.pipelines.fused import backward as _fused_backward
+from pywino3d._core.geometry import make_geometry
 from conftest import same_to_rounding
 from pywino3d.testing import conv3d_backward_reference, conv_problems, rounding_terms, winograd_magnitudes
 

@@ -8,8 +8,10 @@ import types
 import numpy as np
 import pytest
 
-from pywino3d import _cpu, _cpu_backend, _cpu_common
-from pywino3d._geometry import GEOM_DTYPE, geom_record, make_geometry, parse_tile
+from pywino3d._backends.cpu._ext import _cpu
+from pywino3d._backends.cpu import backend as _cpu_backend
+from pywino3d._backends.cpu import common as _cpu_common
+from pywino3d._core.geometry import GEOM_DTYPE, geom_record, make_geometry, parse_tile
 from pywino3d.testing import error_bound
 
 

@@ -5,9 +5,12 @@ import numpy as np
 import pytest
 
 import pywino3d
-from pywino3d import _cpu, _cpu_backend, _cpu_blocked, _cpu_fused
-from pywino3d._cpu_common import UnfilteredWeights, plan, scratch
-from pywino3d._geometry import make_geometry
+from pywino3d._backends.cpu._ext import _cpu
+from pywino3d._backends.cpu import backend as _cpu_backend
+from pywino3d._backends.cpu.pipelines import blocked as _cpu_blocked
+from pywino3d._backends.cpu.pipelines import fused as _cpu_fused
+from pywino3d._backends.cpu.common import UnfilteredWeights, plan, scratch
+from pywino3d._core.geometry import make_geometry
 from pywino3d.testing import conv3d_reference
 
 
@@ -128,7 +131,7 @@ def test_one_shot_memory_check_counts_the_weights_buffers(rng, monkeypatch, budg
     (V packed for the in-product transform, or the chunk of U): memory that
     holds the output and the tile workspace but not those is refused before
     anything is allocated."""
-    from pywino3d import _cpu_common
+    from pywino3d._backends.cpu import common as _cpu_common
 
     C = K = _cpu_fused.MAX_CHANNELS + 8
     x = rng.standard_normal((1, C, 5, 6, 4)).astype(np.float32)

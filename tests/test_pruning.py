@@ -122,7 +122,7 @@ def test_calibrated_error_is_the_kernels_output_error(rng, ks, tile, C):
     kernels on x (every tile full: the output extents are multiples of the
     tile).  C=40 takes the channel-diagonal moments (positions * C > FULL_LIMIT),
     which drop the cross-channel terms: exact when only one input channel changes."""
-    from pywino3d import _calibration
+    from pywino3d._core import calibration as _calibration
 
     x = smooth_inputs(rng, (2, C, 4, 4, 4))
     w = rng.standard_normal((3, C, *ks))
@@ -403,7 +403,7 @@ def test_prune_model_errors_and_refit_helps():
 
 
 def test_prune_model_docstring_example():
-    import pywino3d._torch_pruning as mod
+    import pywino3d.torch.pruning as mod
 
     res = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert res.attempted > 0 and res.failed == 0

@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pywino3d
-from pywino3d import _cpu
-from pywino3d._geometry import make_geometry
+from pywino3d._backends.cpu._ext import _cpu
+from pywino3d._core.geometry import make_geometry
 
 ALLOWED = (ValueError, TypeError, MemoryError)
 

@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
-from pywino3d import _torch_plan  # noqa: E402
+from pywino3d.torch import plan as _torch_plan  # noqa: E402
 from pywino3d.torch import Conv3d, conv3d  # noqa: E402
 
 
@@ -96,7 +96,7 @@ def test_unbatched_and_channels_last_input():
     xc = torch.randn(2, 3, 5, 6, 4, dtype=torch.float64).contiguous(memory_format=torch.channels_last_3d)
     check_parity(ref, ours, xc)
     # the kernels read channels_last input in place (no copy on the way in)
-    from pywino3d._torch_ops import to_array
+    from pywino3d.torch.ops import to_array
 
     assert np.shares_memory(to_array(xc), xc.numpy())
     # non-contiguous views and expanded (stride 0) inputs
@@ -153,7 +153,7 @@ def test_functional_matches_F(kw):
 
 
 def test_custom_ops_opcheck():
-    from pywino3d._torch_ops import filter_transform_op, winograd_conv3d_op
+    from pywino3d.torch.ops import filter_transform_op, winograd_conv3d_op
 
     x = torch.randn(2, 3, 5, 4, 6, dtype=torch.float64, requires_grad=True)
     w = torch.randn(4, 3, 2, 3, 3, dtype=torch.float64, requires_grad=True)

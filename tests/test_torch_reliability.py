@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from pywino3d import _torch_plan  # noqa: E402
+from pywino3d.torch import plan as _torch_plan  # noqa: E402
 from pywino3d.torch import Conv3d, LowRankWinogradConv3d  # noqa: E402
 
 
@@ -171,7 +171,7 @@ def test_lowrank_composes_U_once_in_eval():
 
 
 def _cuda_ok():
-    from pywino3d._backend import cuda_status
+    from pywino3d._backends.dispatch import cuda_status
 
     return cuda_status()[0] and torch.cuda.is_available()
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pywino3d import winograd_matrices
-from pywino3d._transforms import MAX_KERNEL, MAX_TILE, interpolation_points
+from pywino3d._core.transforms import MAX_KERNEL, MAX_TILE, interpolation_points
 
 ALL = [(m, r) for m in range(1, MAX_TILE + 1) for r in range(1, MAX_KERNEL + 1)]
 

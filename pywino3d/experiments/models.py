@@ -32,7 +32,7 @@ def make_model(kind, *, tile=2, rank=8, seed=0, nclass=NCLASS, channels=CHANNELS
     import torch
     from torch import nn
 
-    from ..torch import LowRankWinogradConv3d, WinogradConv3d
+    from pywino3d.torch import LowRankWinogradConv3d, WinogradConv3d
 
     torch.manual_seed(seed)
     layers = []
@@ -66,7 +66,7 @@ def conv_layers(model):
     >>> len(conv_layers(make_model("vanilla"))), len(conv_layers(make_model("spatial")))
     (4, 0)
     """
-    from ..torch import _WinogradBase
+    from pywino3d.torch import _WinogradBase
 
     return [m for m in model.modules() if isinstance(m, _WinogradBase)]
 
@@ -103,7 +103,7 @@ def to_vanilla(model):
 
     import torch
 
-    from ..torch import WinogradConv3d, _WinogradBase
+    from pywino3d.torch import WinogradConv3d, _WinogradBase
 
     model = copy.deepcopy(model)
     for name, m in list(model.named_children()):

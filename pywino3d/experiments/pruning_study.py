@@ -105,7 +105,7 @@ def run_seed(cfg, study, seed, threads=1, progress=None):
     """
     import torch
 
-    from ..torch import convert_model, prune_model
+    from pywino3d.torch import convert_model, prune_model
     from .models import make_model
     from .reproduction import _data
 

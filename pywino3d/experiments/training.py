@@ -243,7 +243,7 @@ def prune_finetune(model, method, density, data, *, epochs, lr=3e-3, batch=32, s
     """
     import torch
 
-    from ..pruning import column_importance, cubic_density, magnitude_mask, select_columns
+    from pywino3d.pruning import column_importance, cubic_density, magnitude_mask, select_columns
 
     if method not in PRUNE_METHODS:
         raise ValueError(f"method: expected one of {PRUNE_METHODS}, got {method!r}")
@@ -265,7 +265,7 @@ def prune_finetune(model, method, density, data, *, epochs, lr=3e-3, batch=32, s
                     m.weight_U.mul_(mask)
                 continue
             if method == "lowrank-column":
-                from ..lowrank import LowRankWinograd
+                from pywino3d.lowrank import LowRankWinograd
 
                 lr_w = LowRankWinograd(m.P.detach().numpy(), m.Q.detach().numpy(), kernel_size=m.kernel_size,
                                        tile=m.tile, U0=None if m.U0 is None else m.U0.numpy())

@@ -1,6 +1,6 @@
 /*
  * blocked.h -- the chunk sizes of the blocked pipeline (blocked.template.h),
- * exported by the extension (pywino3d._cpu.blocked_chunks) for the Python
+ * exported by the extension (pywino3d._backends.cpu._ext._cpu.blocked_chunks) for the Python
  * block loop.
  */
 #ifndef WINO3D_BLOCKED_H

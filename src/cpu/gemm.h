@@ -5,7 +5,7 @@
  * With AVX-512 a float micro-tile is 12 x 32 (24 zmm accumulators);
  * otherwise the vectors are 256-bit and the tile is 6 x 16 (12 ymm).
  * Panels: KC deep; an A block is MC = 8 * MR rows, a B block NC = 8 * NR
- * columns.  The extension exports these numbers (pywino3d._cpu.gemm_blocking)
+ * columns.  The extension exports these numbers (pywino3d._backends.cpu._ext._cpu.gemm_blocking)
  * so Python never restates them.
  */
 #ifndef WINO3D_GEMM_H

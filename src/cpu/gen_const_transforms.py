@@ -40,7 +40,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
-from pywino3d._geometry import axis_matrices  # noqa: E402
+from pywino3d._core.geometry import axis_matrices  # noqa: E402
 
 #: The tiles of 3-wide kernels whose transforms get constant code.
 TILES = (2, 3, 4, 5, 6)
@@ -249,7 +249,7 @@ def factored(m):
     each row of G, G' dyadic."""
     from fractions import Fraction
 
-    from pywino3d._transforms import winograd_matrices
+    from pywino3d._core.transforms import winograd_matrices
 
     _, G, _ = winograd_matrices(m, 3, exact=True)
     D = [next(v for v in row if v != 0) for row in G]

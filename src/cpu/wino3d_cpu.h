@@ -47,7 +47,7 @@ int wino_has_openmp(void);
 void wino_tile_origin(const wino_geom *g, wino_index t, wino_index out[4]);
 int wino_max_threads(void);
 int wino_num_procs(void);
-/* Compile-time facts of the build, for Python (pywino3d._cpu.build_facts):
+/* Compile-time facts of the build, for Python (pywino3d._backends.cpu._ext._cpu.build_facts):
  * the SIMD vector size, and per type (itemsize 4 or 8) the GEMM blocking. */
 typedef struct {
     int mr, nr;     /* micro-tile of C in registers: mr rows x nr columns */

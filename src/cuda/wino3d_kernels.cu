@@ -12,7 +12,7 @@
  * Integer arguments: 64-bit (long long) for sizes and offsets, 32-bit (int)
  * for the small counts; the Python side passes numpy.int64 / numpy.int32.
  * The geometry is the struct wino_geom of wino3d_common.h, passed by value
- * (a NumPy record of pywino3d._geometry.GEOM_DTYPE on the Python side).
+ * (a NumPy record of pywino3d._core.geometry.GEOM_DTYPE on the Python side).
  */
 #include "wino3d_common.h"
 #include "wino3d_tile.h"

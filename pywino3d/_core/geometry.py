@@ -6,8 +6,8 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
-from ._transforms import MAX_KERNEL, MAX_TILE, winograd_matrices
-from ._validation import as_int, as_triple
+from pywino3d._core.transforms import MAX_KERNEL, MAX_TILE, winograd_matrices
+from pywino3d._core.validation import as_int, as_triple
 
 AXES = ("d", "h", "w")
 

@@ -1,7 +1,7 @@
 """The CUDA backend: CuPy RawKernels built from ``src/cuda/wino3d_kernels.cu``.
 
 One :class:`cupy.RawModule` per device, compiled lazily by NVRTC with every
-(dtype x AMAX) instantiation listed in :func:`pywino3d._cuda_sources.kernel_names`
+(dtype x AMAX) instantiation listed in :func:`pywino3d._backends.cuda.sources.kernel_names`
 and memoized (``_module``).  The block structure is the CPU backend's:
 input transform -> column-sparse batched product -> output transform, over
 blocks of tiles bounded by a workspace budget.
@@ -22,11 +22,11 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import _cuda_sources as srcs
-from ._backend import is_cupy_array
-from ._geometry import geom_record, n_positions
-from ._plans import tile_plan
-from ._validation import as_int
+from pywino3d._backends.cuda import sources as srcs
+from pywino3d._backends.dispatch import is_cupy_array
+from pywino3d._core.geometry import geom_record, n_positions
+from pywino3d._core.plans import tile_plan
+from pywino3d._core.validation import as_int
 
 _lock = threading.Lock()
 _BLOCK = 256
@@ -69,7 +69,7 @@ def _i32(v):
 
 
 class _DevicePlan:
-    """Device copies of one tile plan (``pywino3d._plans.PlanArrays``, the
+    """Device copies of one tile plan (``pywino3d._core.plans.PlanArrays``, the
     host arrays the CPU plan points into)."""
 
     def __init__(self, arrays):

@@ -40,8 +40,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import _cpu, _cpu_blocked, _cpu_outputs
-from ._cpu_common import check_memory, run, scratch, workspace, workspace_budget
+from pywino3d._backends.cpu._ext import _cpu
+from pywino3d._backends.cpu.pipelines import blocked as _cpu_blocked
+from pywino3d._backends.cpu import outputs as _cpu_outputs
+from pywino3d._backends.cpu.common import check_memory, run, scratch, workspace, workspace_budget
 
 NAME = "im2col"
 #: Its own arithmetic (sums over each group's taps): agreement is to rounding.

@@ -12,7 +12,7 @@
 * :class:`LowRankWinogradConv3d` -- trains the factors P, Q (U = P Q, or
   U0 + P Q in residual mode).
 
-Every layer calls the custom operators of :mod:`pywino3d._torch_ops`
+Every layer calls the custom operators of :mod:`pywino3d.torch.ops`
 (``torch.library``, with fake implementations and autograd formulas), so
 ``torch.compile(fullgraph=True)`` and ``torch.export`` trace through them.
 CPU tensors reach NumPy without a copy (``Tensor.numpy()``), CUDA tensors
@@ -30,12 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _torch_plan as plan_mod
-from ._api import filter_transform
-from ._geometry import parse_kernel_size, parse_padding, parse_tile
-from ._torch_ops import backward_arrays, filter_transform_op, forward_arrays, winograd_conv3d_op
-from ._torch_plan import TORCH, Plan, pads6
-from ._transforms import MAX_KERNEL
+from pywino3d.torch import plan as plan_mod
+from pywino3d._api import filter_transform
+from pywino3d._core.geometry import parse_kernel_size, parse_padding, parse_tile
+from pywino3d.torch.ops import backward_arrays, filter_transform_op, forward_arrays, winograd_conv3d_op
+from pywino3d.torch.plan import TORCH, Plan, pads6
+from pywino3d._core.transforms import MAX_KERNEL
 
 __all__ = ["Conv3d", "conv3d", "convert_model", "conversion_summary", "WinogradConv3d",
            "LowRankWinogradConv3d", "WinogradConv3dFunction"]
@@ -60,7 +60,7 @@ def _check_tile(tile):
 
 
 def _triple(name, v, lo):
-    from ._validation import as_triple
+    from pywino3d._core.validation import as_triple
 
     return as_triple(name, v, lo)
 
@@ -222,7 +222,7 @@ class Conv3d(nn.Conv3d):
     Attributes
     ----------
     plans : dict
-        The :class:`~pywino3d._torch_plan.Plan` used per problem (input
+        The :class:`~pywino3d.torch.plan.Plan` used per problem (input
         shape, training or inference), for :func:`conversion_summary`.
 
     Examples
@@ -534,7 +534,7 @@ class LowRankWinogradConv3d(_WinogradBase):
     def __init__(self, in_channels, out_channels, kernel_size=3, padding=0, tile=2, rank=8, bias=True,
                  mode="factor", weight=None, dtype=torch.float32, seed=0):
         super().__init__(in_channels, out_channels, kernel_size, padding, tile, bias, dtype)
-        from .lowrank import LowRankWinograd
+        from pywino3d.lowrank import LowRankWinograd
 
         npdt = np.float32 if dtype == torch.float32 else np.float64
         rank = min(int(rank), self.positions, self.out_channels * self.in_channels)
@@ -740,7 +740,7 @@ def convert_model(model, *, example_inputs=None, weights="spatial", tile="auto",
     if weights == "lowrank":
         if rank is None:
             raise ValueError("rank: weights='lowrank' needs a rank (an int >= 1)")
-        from ._validation import as_int
+        from pywino3d._core.validation import as_int
 
         as_int("rank", rank, 1)
         if mode not in ("factor", "residual"):
@@ -820,4 +820,4 @@ def conversion_summary(model):
     return rows
 
 
-from ._torch_pruning import prune_model  # noqa: F401,E402
+from pywino3d.torch.pruning import prune_model  # noqa: F401,E402

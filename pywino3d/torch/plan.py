@@ -12,7 +12,7 @@ random data of the problem's shape (once per shape, machine, thread count
 and dtype; cached on disk), timing the forward pass with U precomputed for
 inference, and forward + backward (filter transform included) when gradients
 are needed.  The candidate tiles are the cost model's three best
-(:mod:`pywino3d._tiles`, which also bounds float32 error) plus the direct
+(:mod:`pywino3d._choice.cost`, which also bounds float32 error) plus the direct
 tile 1.  With tuning off (``PYWINO3D_AUTOTUNE=0``) the cost model's tile is
 used, as in :func:`pywino3d.conv3d`'s ``tile="auto"``.  Under
 ``torch.compile``/``torch.export`` nothing is timed: a decision already made
@@ -28,9 +28,9 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from ._geometry import parse_tile
-from ._tiles import candidate_tiles, choose_tile, tile_cost
-from ._transforms import MAX_KERNEL
+from pywino3d._core.geometry import parse_tile
+from pywino3d._choice.cost import candidate_tiles, choose_tile, tile_cost
+from pywino3d._core.transforms import MAX_KERNEL
 
 TORCH = "torch"
 #: Operation name of the decisions in the autotune cache.
@@ -119,7 +119,7 @@ def ineligible(x, weight, stride, dilation, groups):
 
 
 def _cupy_ok():
-    from ._backend import cuda_status
+    from pywino3d._backends.dispatch import cuda_status
 
     return cuda_status()[0]
 
@@ -160,7 +160,7 @@ def candidate_set(x_shape, K, kernel_size, pads, dtype):
 
 def _candidates(x_shape, K, kernel_size, pads, dtype, device, channels_last, grad, bias, tiles):
     """name -> callable running that algorithm once on random data."""
-    from ._torch_ops import filter_transform_op, winograd_conv3d_op
+    from pywino3d.torch.ops import filter_transform_op, winograd_conv3d_op
 
     gen = torch.Generator(device="cpu").manual_seed(0)
 
@@ -211,7 +211,7 @@ def _candidates(x_shape, K, kernel_size, pads, dtype, device, channels_last, gra
 
 def _autotune():
     try:
-        from . import autotune
+        from pywino3d import autotune
     except ImportError:  # pragma: no cover - the tuner is part of the package
         return None
     return autotune

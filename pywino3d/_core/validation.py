@@ -28,7 +28,7 @@ def as_float_array(name, a, ndim=None, dtype=None, *, backend, coerce=False):
     dtype : dtype, optional
         Required dtype (for arguments that must match ``x``).
     backend : backend object
-        Where the array must live (``pywino3d._backend.Backend``); arrays of
+        Where the array must live (``pywino3d._backends.dispatch.Backend``); arrays of
         the other device raise TypeError unless ``coerce``.
     """
     if type(a) is np.ndarray and getattr(backend, "takes_ndarray", False):  # nothing to convert

@@ -40,7 +40,7 @@ PER_TILE_CHANNEL = 2e-9
 #: Largest alpha = m + r - 1 per axis, by itemsize (accuracy limit).
 MAX_ALPHA = {4: 8, 8: 8}
 
-#: Rate of the CPU's direct kernel (tile 1, ``pywino3d._cpu_direct``): output
+#: Rate of the CPU's direct kernel (tile 1, ``pywino3d._backends.cpu.pipelines.direct``): output
 #: channels in SIMD lanes reach 0.4 to 0.85 of the SGEMM rate (measured 17 to
 #: 36 against 42 GFLOP/s on one busy core; writing y, modelled separately,
 #: is most of the difference on one input channel); 0.65 puts the crossover

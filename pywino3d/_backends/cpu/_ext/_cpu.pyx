@@ -77,7 +77,7 @@ cdef class CGeom:
     Parameters
     ----------
     fields : dict
-        ``pywino3d._geometry.Geometry.c_fields(x_strides)``; every field of
+        ``pywino3d._core.geometry.Geometry.c_fields(x_strides)``; every field of
         the struct must be present (Cython converts the dict by name and
         raises on a missing or extra key).
     """
@@ -114,7 +114,7 @@ def tile_origin(CGeom geom, wino_index t):
 
 
 cdef class TilePlan:
-    """The C plan struct over the arrays of a ``pywino3d._plans.PlanArrays``
+    """The C plan struct over the arrays of a ``pywino3d._core.plans.PlanArrays``
     (kept alive by this object).  ``itemsize`` says which of the float and
     double structs is filled.  With ``constants`` (the default) a matrix
     equal to one of ``src/cpu/const_transforms.h``'s tables points at the

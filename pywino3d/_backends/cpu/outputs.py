@@ -29,7 +29,7 @@ import threading
 
 import numpy as np
 
-from ._env import getenv
+from pywino3d._core.env import getenv
 
 #: Outputs smaller than this come from ``np.empty``: glibc's allocator reuses
 #: freed blocks below its mmap threshold (up to 32 MiB) on its own, and

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._api import filter_transform, filter_transform_backward, winograd_conv3d, winograd_conv3d_backward
+from pywino3d._api import filter_transform, filter_transform_backward, winograd_conv3d, winograd_conv3d_backward
 
 __all__ = ["to_array", "to_tensor", "api_padding", "filter_transform_op", "winograd_conv3d_op"]
 

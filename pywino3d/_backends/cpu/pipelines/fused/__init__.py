@@ -20,8 +20,10 @@ import dataclasses
 
 import numpy as np
 
-from . import _cpu, _cpu_fused_backward, _cpu_outputs
-from ._cpu_common import c_geometry, check_memory, plan, run, scratch, workspace
+from pywino3d._backends.cpu._ext import _cpu
+from pywino3d._backends.cpu.pipelines.fused import backward as _cpu_fused_backward
+from pywino3d._backends.cpu import outputs as _cpu_outputs
+from pywino3d._backends.cpu.common import c_geometry, check_memory, plan, run, scratch, workspace
 
 NAME = "fused"
 #: Same arithmetic as the blocked pipeline (bit-for-bit agreement expected).

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _cpu, _cpu_fused
-from ._cpu_common import c_geometry, check_memory, plan, run, scratch, workspace
+from pywino3d._backends.cpu._ext import _cpu
+from pywino3d._backends.cpu.pipelines import fused as _cpu_fused
+from pywino3d._backends.cpu.common import c_geometry, check_memory, plan, run, scratch, workspace
 
 #: Most partial weight gradients (chunks of tile rows) grad_U is summed in.
 MAX_CHUNKS = 8

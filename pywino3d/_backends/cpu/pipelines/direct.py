@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _cpu_blocked, _cpu_outputs, _direct
-from ._cpu_common import c_geometry, check_memory, run, workspace, workspace_budget
+from pywino3d._backends.cpu.pipelines import blocked as _cpu_blocked
+from pywino3d._backends.cpu import outputs as _cpu_outputs
+from pywino3d._backends.cpu._ext import _direct
+from pywino3d._backends.cpu.common import c_geometry, check_memory, run, workspace, workspace_budget
 
 NAME = "direct"
 #: Kernel variant (a key of ``_direct.VARIANTS``): "auto" lets the C side
@@ -42,11 +44,11 @@ ARITHMETIC = None
 
 def prefer(g, kept, dtype):
     """Whether the direct kernel should run this tile-1 problem: few input
-    channels (``pywino3d._tiles.direct_preferred``, with its measurements),
+    channels (``pywino3d._choice.cost.direct_preferred``, with its measurements),
     or a problem the im2col pipeline declines (a volume too large for it) --
     the blocked F(1, r) pipeline is slower than either."""
-    from . import _cpu_im2col
-    from ._tiles import direct_preferred
+    from pywino3d._backends.cpu.pipelines import im2col as _cpu_im2col
+    from pywino3d._choice.cost import direct_preferred
 
     return direct_preferred(g.N, g.C, g.out) or _cpu_im2col.supports(g, kept, dtype) is not None
 

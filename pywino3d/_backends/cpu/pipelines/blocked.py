@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _cpu, _cpu_outputs
-from ._cpu_common import (
+from pywino3d._backends.cpu._ext import _cpu
+from pywino3d._backends.cpu import outputs as _cpu_outputs
+from pywino3d._backends.cpu.common import (
     UnfilteredWeights, block_size, c_geometry, check_memory, plan, run, scratch, workspace, workspace_budget,
 )
 
@@ -103,7 +104,7 @@ def _slabs_fit(g, nk, dtype):
 
 def takes_unfiltered(g, kept, dtype):
     """Whether a one-shot call should hand this pipeline w instead of U
-    (:class:`~pywino3d._cpu_common.UnfilteredWeights`): where the product
+    (:class:`~pywino3d._backends.cpu.common.UnfilteredWeights`): where the product
     transforms it (:func:`transforms_in_product`), or where the tiles fit one
     block and U exceeds the workspace budget -- U is then made one chunk of
     output channels at a time into reused memory, just before that chunk's
@@ -128,7 +129,7 @@ def forward(g, x, U, bias, kept, nthreads):
     """y = Winograd convolution of x with U at the kept positions (a
     non-empty problem with at least one kept position and channel; the
     trivial ones are answered in ``_api._forward``).  U may be
-    :class:`~pywino3d._cpu_common.UnfilteredWeights` (``takes_unfiltered``):
+    :class:`~pywino3d._backends.cpu.common.UnfilteredWeights` (``takes_unfiltered``):
     the product then makes U from w as it goes (``_cpu.product_w``), or U is
     made one chunk of output channels at a time into reused memory; same
     bits either way."""

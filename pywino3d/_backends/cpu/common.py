@@ -16,11 +16,11 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import _cpu
-from ._env import getenv
-from ._geometry import n_positions
-from ._plans import tile_plan
-from ._validation import as_int
+from pywino3d._backends.cpu._ext import _cpu
+from pywino3d._core.env import getenv
+from pywino3d._core.geometry import n_positions
+from pywino3d._core.plans import tile_plan
+from pywino3d._core.validation import as_int
 
 #: When a dict, stage times (seconds) are accumulated into it (benchmarks).
 _stage_times = None
@@ -240,6 +240,6 @@ class UnfilteredWeights:
 
     def transform(self, nthreads):
         """U itself (``filter_transform``)."""
-        from ._cpu_backend import filter_transform
+        from pywino3d._backends.cpu.backend import filter_transform
 
         return filter_transform(self.w, self.tile, self.kept, nthreads)

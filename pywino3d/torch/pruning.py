@@ -13,9 +13,9 @@ import math
 import numpy as np
 import torch
 
-from .lowrank import LowRankWinograd
-from . import _calibration
-from .pruning import PRUNE_METHODS, _check_density, _dense, _prune_scores, _prune_to, select_columns_global
+from pywino3d.lowrank import LowRankWinograd
+from pywino3d._core import calibration as _calibration
+from pywino3d.pruning import PRUNE_METHODS, _check_density, _dense, _prune_scores, _prune_to, select_columns_global
 
 __all__ = ["prune_model"]
 
@@ -23,7 +23,7 @@ SCOPES = ("global", "layer")
 
 
 def _winograd_layers(model):
-    from .torch import LowRankWinogradConv3d, WinogradConv3d
+    from pywino3d.torch import LowRankWinogradConv3d, WinogradConv3d
 
     return [(name, m) for name, m in model.named_modules()
             if isinstance(m, (WinogradConv3d, LowRankWinogradConv3d))]

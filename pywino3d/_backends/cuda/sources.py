@@ -2,7 +2,9 @@
 
 This module does not import CuPy: the NVRTC compile check of CPU-only CI
 uses it too.  The sources are ``src/cuda/*.cu`` plus the shared headers of
-``src/``; ``pip install .`` copies them into ``pywino3d/_kernels/``.
+``src/``; ``pip install .`` installs them as this package's data in
+``kernels/`` beside this module (``setup.py``'s ``KERNEL_DEST``); a source
+checkout or an editable install reads ``src/`` itself.
 """
 from __future__ import annotations
 
@@ -24,11 +26,11 @@ HEADERS = ("wino3d_common.h", "wino3d_tile.h", "wino3d_tile.template.h")
 def kernel_dir():
     """Folder holding wino3d_kernels.cu and the shared headers."""
     here = Path(__file__).resolve().parent
-    for cand in (here / "_kernels", here.parent / "src"):
+    for cand in (here / "kernels", here.parents[2] / "src"):
         if (cand / KERNEL_FILE).exists() or (cand / "cuda" / KERNEL_FILE).exists():
             return cand
     raise FileNotFoundError(
-        "pywino3d: CUDA sources not found (expected pywino3d/_kernels/ in an installed "
+        "pywino3d: CUDA sources not found (expected pywino3d/_backends/cuda/kernels/ in an installed "
         "package or src/ in a source checkout)")
 
 

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ._geometry import axis_matrices
+from pywino3d._core.geometry import axis_matrices
 
 #: Which matrix of ``axis_matrices`` each transform uses.
 KINDS = {"input": 0, "output": 1, "filter": 2}

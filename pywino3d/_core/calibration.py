@@ -38,8 +38,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._geometry import make_geometry, parse_kernel_size, parse_tile, tile_patches
-from ._transforms import kron3, winograd_matrices
+from pywino3d._core.geometry import make_geometry, parse_kernel_size, parse_tile, tile_patches
+from pywino3d._core.transforms import kron3, winograd_matrices
 
 #: Largest ``positions * C_in`` for which the channel-coupled moments are used.
 FULL_LIMIT = 2048

@@ -17,10 +17,13 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from . import _cpu, _cpu_blocked, _cpu_direct, _cpu_im2col
-from ._backend import is_cupy_array
-from ._geometry import n_positions
-from ._cpu_common import (  # noqa: F401  (re-exported: tests and benchmarks use them here)
+from pywino3d._backends.cpu._ext import _cpu
+from pywino3d._backends.cpu.pipelines import blocked as _cpu_blocked
+from pywino3d._backends.cpu.pipelines import direct as _cpu_direct
+from pywino3d._backends.cpu.pipelines import im2col as _cpu_im2col
+from pywino3d._backends.dispatch import is_cupy_array
+from pywino3d._core.geometry import n_positions
+from pywino3d._backends.cpu.common import (  # noqa: F401  (re-exported: tests and benchmarks use them here)
     UnfilteredWeights, available_memory, block_size, check_memory, plan, release_workspace, resolve_workers, scratch,
     stage_timer, workspace, workspace_budget,
 )
@@ -245,6 +248,6 @@ BACKEND = CpuBackend()
 
 # The fused pipeline registers last so that it may import this module's
 # helpers; "auto" tries it before "blocked".
-from . import _cpu_fused  # noqa: E402
+from pywino3d._backends.cpu.pipelines import fused as _cpu_fused  # noqa: E402
 
 register_pipeline(_cpu_fused, before="blocked")

@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ._env import getenv
+from pywino3d._core.env import getenv
 
 NAMES = ("cpu", "cuda", "auto")
 
@@ -214,7 +214,7 @@ def get_impl(name):
     if name == "cpu":
         global _cpu_impl
         if _cpu_impl is None:  # imported on first use; then one lookup per call
-            from . import _cpu_backend
+            from pywino3d._backends.cpu import backend as _cpu_backend
 
             _cpu_impl = _cpu_backend.BACKEND
         return _cpu_impl
@@ -222,7 +222,7 @@ def get_impl(name):
         ok, why = cuda_status()
         if not ok:
             raise RuntimeError(f"backend 'cuda' requested but unavailable: {why}")
-        from . import _cuda_backend
+        from pywino3d._backends.cuda import backend as _cuda_backend
 
         return _cuda_backend.BACKEND
     raise ValueError(f"backend: expected one of {NAMES}, got {name!r}")

@@ -1,13 +1,13 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """Thin Cython wrappers over the direct convolution (``src/cpu/direct.h``).
 
-The callers (``pywino3d._cpu_direct``) validate everything: the geometry
+The callers (``pywino3d._backends.cpu.pipelines.direct``) validate everything: the geometry
 dict matches the arrays, ``Wp`` and ``scratch`` have the lengths the size
 queries return, ``y`` is C-contiguous.  Every call releases the GIL.
 """
 from cython cimport floating
 
-from pywino3d._cpu cimport wino_geom, wino_index
+from pywino3d._backends.cpu._ext._cpu cimport wino_geom, wino_index
 
 
 cdef extern from "direct.h" nogil:
