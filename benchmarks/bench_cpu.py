@@ -35,7 +35,7 @@ if any(v in os.environ for v in _BLAS_VARS) and __name__ == "__main__":
 import numpy as np  # noqa: E402
 
 import pywino3d  # noqa: E402
-from pywino3d._backends.cpu.backend import stage_timer  # noqa: E402
+from pywino3d._backends.cpu.common import stage_timer  # noqa: E402
 from pywino3d._choice.cost import choose_tile  # noqa: E402
 
 # name: (C_in, C_out, (D, H, W) of the output) -- 3x3x3, stride 1, padding 1

@@ -38,7 +38,7 @@ same round, so slow phases of a shared machine hit both sides):
   ``--tiles`` chooses the tiles.
 
 For every pywino3d column the report adds the stage breakdown
-(``pywino3d._backends.cpu.backend.stage_timer``), the float32 relative L2 error
+(``pywino3d._backends.cpu.common.stage_timer``), the float32 relative L2 error
 against a float64 torch convolution (first sample), and a roofline: the product's FLOPs at
 the measured GEMM rate, and the bytes each stage must move (x, V, U, M, y) at
 the measured copy bandwidth.  "staged" adds the three stages as if V and M
@@ -307,7 +307,7 @@ def bench_layer(lay, N, cols, args, peaks):
     import torch
     import torch.nn.functional as F
 
-    from pywino3d._backends.cpu.backend import stage_timer
+    from pywino3d._backends.cpu.common import stage_timer
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((N, lay.C, *lay.spatial), dtype=np.float32)

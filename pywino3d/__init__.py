@@ -40,7 +40,7 @@ from pywino3d.pruning import (
 from pywino3d import testing  # noqa: E402  (public test helpers)
 from pywino3d import autotune  # noqa: E402  (measured algorithm choice)
 
-__version__ = "0.1.0"
+from pywino3d._core.version import __version__  # noqa: E402,F401
 
 __all__ = [
     "conv3d",

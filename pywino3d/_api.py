@@ -1,9 +1,9 @@
 """The public NumPy-style API of pywino3d."""
 from __future__ import annotations
 
-import numpy as np
 
 from pywino3d._backends import dispatch as _backend
+from pywino3d._core.arrays import is_cupy_array
 from pywino3d._core.geometry import make_geometry, n_positions, parse_kernel_size, parse_tile
 from pywino3d import autotune
 from pywino3d._choice.cost import candidates_to_time, choose_tile, conv3d_candidates
@@ -36,13 +36,13 @@ class _Call:
         self.name = _backend.resolve(backend, x)
         self.impl = _backend.get_impl(self.name)
         self.coerce = bool(coerce)
-        self.x_is_device = _backend.is_cupy_array(x)
+        self.x_is_device = is_cupy_array(x)
 
     def array(self, name, a, ndim=None, dtype=None):
         return as_float_array(name, a, ndim=ndim, dtype=dtype, backend=self.impl, coerce=self.coerce)
 
     def columns(self, columns, npos):
-        if columns is not None and _backend.is_cupy_array(columns):
+        if columns is not None and is_cupy_array(columns):
             columns = columns.get()  # small index arrays follow x without ceremony
         return as_columns(columns, npos)
 

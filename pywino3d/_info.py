@@ -9,7 +9,7 @@ def info_dict():
     """Versions, OpenMP status, threads and available backends."""
     import numpy as np
 
-    from pywino3d import __version__
+    from pywino3d._core.version import __version__
     from pywino3d._backends.cpu._ext import _cpu
 
     d = {

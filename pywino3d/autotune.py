@@ -242,7 +242,7 @@ def _cpu_model():
 
 
 def _version():
-    from pywino3d import __version__
+    from pywino3d._core.version import __version__
 
     return __version__
 

@@ -22,21 +22,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from pywino3d._backends.dispatch import is_cupy_array
-from pywino3d._core.geometry import parse_kernel_size, parse_tile
+from pywino3d._core.arrays import array_module as _xp
+from pywino3d._core.geometry import n_positions, parse_kernel_size, parse_tile
 from pywino3d._core.validation import as_int
 
 __all__ = ["LowRankWinograd"]
 
 MODES = ("factor", "residual")
 
-
-def _xp(a):
-    if is_cupy_array(a):
-        import cupy
-
-        return cupy
-    return np
 
 
 class LowRankWinograd:
@@ -65,8 +58,7 @@ class LowRankWinograd:
     def __init__(self, P, Q, *, kernel_size, tile, U0=None):
         self.kernel_size = parse_kernel_size(kernel_size)
         self.tile = parse_tile(tile)
-        alpha = [m + r - 1 for m, r in zip(self.tile, self.kernel_size)]
-        npos = alpha[0] * alpha[1] * alpha[2]
+        npos = n_positions(self.tile, self.kernel_size)
         xp = _xp(P)
         if P.ndim != 2 or P.shape[0] != npos:
             raise ValueError(f"P: expected shape (positions={npos}, k), got {P.shape}")

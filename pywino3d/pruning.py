@@ -23,7 +23,8 @@ import numpy as np
 
 from functools import lru_cache
 
-from pywino3d._core.geometry import parse_kernel_size, parse_tile
+from pywino3d._core.arrays import array_module
+from pywino3d._core.geometry import n_positions, parse_kernel_size, parse_tile
 from pywino3d._core.transforms import kron3, winograd_matrices
 from pywino3d._core import calibration as _calibration
 from pywino3d.lowrank import LowRankWinograd
@@ -261,7 +262,7 @@ def _weights_and_transform(U, kernel_size, tile):
         raise ValueError("kernel_size, tile: the transform-aware methods need the kernel_size and tile "
                          "U was made with")
     ks, tl = parse_kernel_size(kernel_size), parse_tile(tile)
-    npos = math.prod(m + r - 1 for m, r in zip(tl, ks))
+    npos = n_positions(tl, ks)
     if getattr(U, "ndim", None) != 3 or U.shape[0] != npos:
         raise ValueError(f"U: expected shape (positions={npos}, C_out, C_in) for tile {tl} and "
                          f"kernel_size {ks}, got {getattr(U, 'shape', type(U).__name__)}")
@@ -325,7 +326,7 @@ def _moments(inputs, ks, tl, padding, reference=None):
 
 def _like(U, A):
     """A (float64 host) as an array of U's type, device and dtype."""
-    return _xp_of(U).asarray(A.astype(U.dtype))
+    return array_module(U).asarray(A.astype(U.dtype))
 
 
 def _obs_order(X, ks, tl, k):
@@ -372,7 +373,7 @@ def _psd_solve(A, B):
 
 def _apply_rows(R, keep, A):
     """Array like A (positions, ...) with rows ``keep`` = R @ A and zeros elsewhere."""
-    xp = _xp_of(A)
+    xp = array_module(A)
     flat = A.reshape(A.shape[0], -1)
     out = xp.zeros(flat.shape, dtype=A.dtype)
     Rx = xp.asarray(R)
@@ -381,17 +382,11 @@ def _apply_rows(R, keep, A):
 
 
 def _zero_rows(keep, A):
-    xp = _xp_of(A)
+    xp = array_module(A)
     out = xp.zeros_like(A)
     idx = xp.asarray(keep)
     out[idx] = A[idx]
     return out
-
-
-def _xp_of(a):
-    from pywino3d.lowrank import _xp
-
-    return _xp(a)
 
 
 def refit_columns(U, columns, *, kernel_size=None, tile=None, inputs=None, padding=0, reference_inputs=None):
@@ -450,7 +445,7 @@ def refit_columns(U, columns, *, kernel_size=None, tile=None, inputs=None, paddi
     from pywino3d._core.validation import as_columns
 
     U, ks, tl = _weights_and_transform(U, kernel_size, tile)
-    npos = math.prod(m + r - 1 for m, r in zip(tl, ks))
+    npos = n_positions(tl, ks)
     keep = as_columns(columns, npos).astype(np.int64)
     if inputs is not None:
         if isinstance(U, LowRankWinograd):
@@ -586,7 +581,7 @@ def prune_columns(U, density, *, kernel_size=None, tile=None, method="output", r
     if method not in PRUNE_METHODS:
         raise ValueError(f"method: expected one of {PRUNE_METHODS}, got {method!r}")
     U, ks, tl = _weights_and_transform(U, kernel_size, tile)
-    npos = math.prod(m + r - 1 for m, r in zip(tl, ks))
+    npos = n_positions(tl, ks)
     k = max(1, math.ceil(density * npos - 1e-9))
     mom = None if inputs is None else _moments(inputs, ks, tl, padding, reference_inputs)
     if mom is None and reference_inputs is not None:

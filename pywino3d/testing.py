@@ -192,8 +192,9 @@ def rounding_terms(tile, ksize, nsum):
     >>> rounding_terms((4, 4, 4), (3, 3, 3), nsum=64)
     121
     """
-    alpha = [m + r - 1 for m, r in zip(tile, ksize)]
-    return 2 * sum(alpha) + sum(ksize) + nsum + 12
+    from pywino3d._core.geometry import alphas
+
+    return 2 * sum(alphas(tile, ksize)) + sum(ksize) + nsum + 12
 
 
 def error_bound(x, w, tile, dtype, *, padding=0):

@@ -109,7 +109,7 @@ def test_small_workspace_blocks_agree(xw, monkeypatch):
     x, w = xw
     y1 = pywino3d.conv3d(x, w, padding=1, tile=2)
     monkeypatch.setenv("PYWINO3D_WORKSPACE_MB", "0.001")
-    assert _cpu_backend.block_size(1000, 64 * 7, 8) < 10
+    assert _cpu_common.block_size(1000, 64 * 7, 8) < 10
     y2 = pywino3d.conv3d(x, w, padding=1, tile=2)
     np.testing.assert_array_equal(y1, y2)
     U = pywino3d.filter_transform(w, 2)

@@ -425,9 +425,14 @@ def test_workspace_sizing_is_per_pipeline(rng):
     g = make_geometry((2, 8, 12, 12, 12), 16, (3, 3, 3), 1, (4, 4, 4))
     kept = np.arange(g.npos, dtype=np.int32)
     for impl in _cpu_backend.PIPELINES.values():
-        fwd = impl.workspace_bytes(g, kept, np.dtype(np.float32), 2)
-        bwd = impl.workspace_bytes(g, kept, np.dtype(np.float32), 2, backward=True)
+        fwd = _cpu_backend.workspace_bytes(impl, g, kept, np.dtype(np.float32), 2)
+        bwd = _cpu_backend.workspace_bytes(impl, g, kept, np.dtype(np.float32), 2, backward=True)
         assert 0 < fwd and 0 < bwd
+        owner = _cpu_backend.backward_pipeline(impl)
+        assert bwd == owner.workspace_bytes(g, kept, np.dtype(np.float32), 2, backward=True)
+        if owner is not impl:  # a pipeline whose backward pass is another's says so, never sizes it
+            with pytest.raises(ValueError, match="backward pass"):
+                impl.workspace_bytes(g, kept, np.dtype(np.float32), 2, backward=True)
 
 
 def test_blocked_chunks_fit_the_build():

@@ -9,7 +9,8 @@ from pywino3d._backends.cpu._ext import _cpu
 from pywino3d._backends.cpu import backend as _cpu_backend
 from pywino3d._backends.cpu.pipelines import blocked as _cpu_blocked
 from pywino3d._backends.cpu.pipelines import fused as _cpu_fused
-from pywino3d._backends.cpu.common import UnfilteredWeights, plan, scratch
+from pywino3d._backends.cpu.common import plan, scratch
+from pywino3d._backends.cpu.filter import UnfilteredWeights
 from pywino3d._core.geometry import make_geometry
 from pywino3d.testing import conv3d_reference
 

@@ -20,8 +20,7 @@ import contextlib
 import contextvars
 from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
-
+from pywino3d._core.arrays import is_cupy_array
 from pywino3d._core.env import getenv
 
 NAMES = ("cpu", "cuda", "auto")
@@ -157,14 +156,6 @@ def get_backend():
             return _check_name(env.strip().lower(), "PYWINO3D_BACKEND")
         name = "auto"
     return name
-
-
-def is_cupy_array(a):
-    """True for CuPy arrays, checked without importing CuPy."""
-    if type(a) is np.ndarray:  # the common case, without the module lookup
-        return False
-    mod = type(a).__module__ or ""
-    return mod.split(".", 1)[0] == "cupy"
 
 
 def cuda_status():

@@ -28,6 +28,8 @@ import itertools
 from dataclasses import dataclass
 from functools import lru_cache
 
+from pywino3d._core.geometry import alphas, n_positions
+
 #: Rates in units per second; only ratios matter.
 GEMM_FLOPS = 300e9
 TRANSFORM_FLOPS = 40e9
@@ -79,8 +81,8 @@ def direct_cost(out, ksize, N, C, K, itemsize=4):
 
 def tile_cost(out, ksize, N, C, K, tile, itemsize=4):
     """Model time (s) of one forward call with this tile."""
-    alpha = [m + r - 1 for m, r in zip(tile, ksize)]
-    P = alpha[0] * alpha[1] * alpha[2]
+    alpha = alphas(tile, ksize)
+    P = n_positions(tile, ksize)
     T = N
     for o, m in zip(out, tile):
         T *= -(-o // m)

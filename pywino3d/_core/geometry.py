@@ -7,7 +7,7 @@ from functools import cached_property, lru_cache
 import numpy as np
 
 from pywino3d._core.transforms import MAX_KERNEL, MAX_TILE, winograd_matrices
-from pywino3d._core.validation import as_int, as_triple
+from pywino3d._core.validation import as_triple
 
 AXES = ("d", "h", "w")
 
@@ -41,12 +41,35 @@ def parse_padding(padding, ksize):
     return tuple((p, p) for p in pads)
 
 
+def pads6(padding, ksize):
+    """Padding as six ints, (front, back) per axis: :func:`parse_padding`'s,
+    flattened (the form the custom torch operators carry)."""
+    return tuple(p for pair in parse_padding(padding, ksize) for p in pair)
+
+
+def padding_arg(pads, ksize):
+    """Six ints (front, back per axis) back to a padding argument that
+    :func:`pywino3d.conv3d` and ``torch.nn.functional.conv3d`` both take:
+    3 ints when symmetric, ``"same"`` for :func:`parse_padding`'s split."""
+    pairs = tuple(tuple(int(p) for p in pads[2 * i:2 * i + 2]) for i in range(3))
+    if all(a == b for a, b in pairs):
+        return tuple(a for a, _ in pairs)
+    if pairs == parse_padding("same", ksize):
+        return "same"
+    raise ValueError(f"padding: expected symmetric padding or torch's 'same' split, got {tuple(pads)}")
+
+
 def parse_kernel_size(kernel_size):
     return as_triple("kernel_size", kernel_size, 1, MAX_KERNEL)
 
 
 def parse_tile(tile):
     return as_triple("tile", tile, 1, MAX_TILE)
+
+
+def alphas(tile, ksize):
+    """alpha = m + r - 1 per axis: the Winograd tile's input extent."""
+    return tuple(m + r - 1 for m, r in zip(tile, ksize))
 
 
 def n_positions(tile, ksize):

@@ -66,7 +66,7 @@ def conv_layers(model):
     >>> len(conv_layers(make_model("vanilla"))), len(conv_layers(make_model("spatial")))
     (4, 0)
     """
-    from pywino3d.torch import _WinogradBase
+    from pywino3d.torch.winograd import _WinogradBase
 
     return [m for m in model.modules() if isinstance(m, _WinogradBase)]
 
@@ -103,7 +103,7 @@ def to_vanilla(model):
 
     import torch
 
-    from pywino3d.torch import WinogradConv3d, _WinogradBase
+    from pywino3d.torch.winograd import WinogradConv3d, _WinogradBase
 
     model = copy.deepcopy(model)
     for name, m in list(model.named_children()):

@@ -30,8 +30,9 @@ import torch
 from torch import Tensor
 
 from pywino3d._api import filter_transform, filter_transform_backward, winograd_conv3d, winograd_conv3d_backward
+from pywino3d._core.geometry import n_positions, padding_arg
 
-__all__ = ["to_array", "to_tensor", "api_padding", "filter_transform_op", "winograd_conv3d_op"]
+__all__ = ["to_array", "to_tensor", "filter_transform_op", "winograd_conv3d_op"]
 
 
 def to_array(t):
@@ -49,16 +50,6 @@ def to_tensor(a, like):
     if isinstance(a, np.ndarray):
         return torch.from_numpy(a)
     return torch.from_dlpack(a).to(like.device)
-
-
-def api_padding(padding, kernel_size):
-    """Six ints (front, back per axis) -> the API's 3-tuple or ``"same"``."""
-    pads = [tuple(padding[2 * i:2 * i + 2]) for i in range(3)]
-    if all(a == b for a, b in pads):
-        return tuple(a for a, _ in pads)
-    if pads == [((r - 1) // 2, (r - 1) - (r - 1) // 2) for r in kernel_size]:
-        return "same"
-    raise ValueError(f"padding: expected symmetric padding or torch's 'same' split, got {padding}")
 
 
 def _workers(t):
@@ -85,10 +76,7 @@ def filter_transform_op(w: Tensor, tile: list[int]) -> Tensor:
 
 @filter_transform_op.register_fake
 def _(w, tile):
-    P = 1
-    for m, r in zip(tile, w.shape[2:]):
-        P *= m + r - 1
-    return w.new_empty((P, w.shape[0], w.shape[1]))
+    return w.new_empty((n_positions(tile, w.shape[2:]), w.shape[0], w.shape[1]))
 
 
 @torch.library.custom_op("pywino3d::filter_transform_backward", mutates_args=())
@@ -138,7 +126,7 @@ def backward_arrays(grad_y, x, U, kernel_size, tile, padding, columns):
 def winograd_conv3d_op(x: Tensor, U: Tensor, bias: Optional[Tensor], kernel_size: list[int], tile: list[int],
                        padding: list[int], columns: Optional[Tensor]) -> Tensor:
     """y = winograd_conv3d(x, U) + bias; ``padding`` is six ints (front, back per axis)."""
-    return forward_arrays(x, U, bias, kernel_size, tile, api_padding(padding, kernel_size), _columns(columns))
+    return forward_arrays(x, U, bias, kernel_size, tile, padding_arg(padding, kernel_size), _columns(columns))
 
 
 @winograd_conv3d_op.register_fake
@@ -150,7 +138,7 @@ def _(x, U, bias, kernel_size, tile, padding, columns):
 def winograd_conv3d_backward_op(grad_y: Tensor, x: Tensor, U: Tensor, kernel_size: list[int], tile: list[int],
                                 padding: list[int], columns: Optional[Tensor]) -> tuple[Tensor, Tensor]:
     """(grad_x, grad_U) of :func:`winograd_conv3d_op`."""
-    return backward_arrays(grad_y, x, U, kernel_size, tile, api_padding(padding, kernel_size),
+    return backward_arrays(grad_y, x, U, kernel_size, tile, padding_arg(padding, kernel_size),
                            _columns(columns))
 
 
@@ -169,17 +157,29 @@ def _wc_setup(ctx, inputs, output):
     ctx.meta = (list(kernel_size), list(tile), list(padding), need_xU)
 
 
-def _wc_backward(ctx, grad_y):
-    kernel_size, tile, padding, need_xU = ctx.meta
+def winograd_grads(needs_input_grad, grad_y, grads_xU):
+    """The gradients of (x, U, bias, kernel_size, tile, padding, columns):
+    ``grads_xU()`` gives (grad_x, grad_U) where either is needed, grad_bias
+    is grad_y summed over all but the channel axis.  Shared by the custom
+    operator and :class:`pywino3d.torch.WinogradConv3dFunction`."""
     gx = gU = gb = None
-    if need_xU:
-        x, U, columns = ctx.saved_tensors
-        gx, gU = winograd_conv3d_backward_op(grad_y, x, U, kernel_size, tile, padding, columns)
-        gx = gx if ctx.needs_input_grad[0] else None
-        gU = gU if ctx.needs_input_grad[1] else None
-    if ctx.needs_input_grad[2]:
+    if needs_input_grad[0] or needs_input_grad[1]:
+        gx, gU = grads_xU()
+        gx = gx if needs_input_grad[0] else None
+        gU = gU if needs_input_grad[1] else None
+    if needs_input_grad[2]:
         gb = grad_y.sum(dim=(0, 2, 3, 4))
     return gx, gU, gb, None, None, None, None
+
+
+def _wc_backward(ctx, grad_y):
+    kernel_size, tile, padding, need_xU = ctx.meta
+
+    def grads_xU():
+        x, U, columns = ctx.saved_tensors
+        return winograd_conv3d_backward_op(grad_y, x, U, kernel_size, tile, padding, columns)
+
+    return winograd_grads(ctx.needs_input_grad, grad_y, grads_xU)
 
 
 winograd_conv3d_op.register_autograd(_wc_backward, setup_context=_wc_setup)

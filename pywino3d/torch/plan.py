@@ -28,7 +28,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from pywino3d._core.geometry import parse_tile
+from pywino3d._core.geometry import padding_arg, parse_tile
 from pywino3d._choice.cost import candidate_tiles, choose_tile, tile_cost
 from pywino3d._core.transforms import MAX_KERNEL
 
@@ -73,36 +73,28 @@ def parse_name(name):
     return tuple(int(v) for v in name.split(":", 1)[1].split("x"))
 
 
-def pads6(padding, kernel_size):
-    """nn.Conv3d padding (ints, tuple, "same", "valid") -> (front, back) * 3."""
-    if isinstance(padding, str):
-        if padding == "valid":
-            return (0,) * 6
-        out = []
-        for r in kernel_size:
-            out += [(r - 1) // 2, (r - 1) - (r - 1) // 2]
-        return tuple(out)
-    p = (padding,) * 3 if isinstance(padding, int) else tuple(padding)
-    return (p[0], p[0], p[1], p[1], p[2], p[2])
 
 
-def torch_padding(pads):
-    """Six ints back to what F.conv3d takes (a 3-tuple, or "same" for the split)."""
-    if all(pads[2 * i] == pads[2 * i + 1] for i in range(3)):
-        return (pads[0], pads[2], pads[4])
-    return "same"
-
-
-def ineligible(x, weight, stride, dilation, groups):
-    """Why pywino3d cannot run this problem (a short reason), or None."""
+def layer_ineligible(stride, dilation, groups, kernel_size):
+    """Why no pywino3d algorithm fits a layer of this structure (a short
+    reason), or None: what the layer's own attributes decide, whatever its
+    input (:func:`ineligible` adds the tensors' dtype, device, ...)."""
     if any(s != 1 for s in stride):
         return "stride"
     if any(d != 1 for d in dilation):
         return "dilation"
     if groups != 1:
         return "groups"
-    if not all(1 <= r <= MAX_KERNEL for r in weight.shape[2:]):
+    if not all(1 <= r <= MAX_KERNEL for r in kernel_size):
         return f"kernel > {MAX_KERNEL}"
+    return None
+
+
+def ineligible(x, weight, stride, dilation, groups):
+    """Why pywino3d cannot run this problem (a short reason), or None."""
+    why = layer_ineligible(stride, dilation, groups, weight.shape[2:])
+    if why is not None:
+        return why
     if x.dtype not in (torch.float32, torch.float64) or weight.dtype != x.dtype:
         return f"dtype {str(x.dtype).replace('torch.', '')}"
     if x.device.type not in ("cpu", "cuda"):
@@ -174,7 +166,7 @@ def _candidates(x_shape, K, kernel_size, pads, dtype, device, channels_last, gra
     b = rand(K) if bias else None
     out = _out_extent(x_shape, kernel_size, pads)
     gy = rand(x_shape[0], K, *out)
-    tpad = torch_padding(pads)
+    tpad = padding_arg(pads, kernel_size)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     ks, pl = list(kernel_size), list(pads)
 

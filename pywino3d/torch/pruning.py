@@ -15,6 +15,7 @@ import torch
 
 from pywino3d.lowrank import LowRankWinograd
 from pywino3d._core import calibration as _calibration
+from pywino3d.torch.winograd import LowRankWinogradConv3d, WinogradConv3d
 from pywino3d.pruning import PRUNE_METHODS, _check_density, _dense, _prune_scores, _prune_to, select_columns_global
 
 __all__ = ["prune_model"]
@@ -23,8 +24,6 @@ SCOPES = ("global", "layer")
 
 
 def _winograd_layers(model):
-    from pywino3d.torch import LowRankWinogradConv3d, WinogradConv3d
-
     return [(name, m) for name, m in model.named_modules()
             if isinstance(m, (WinogradConv3d, LowRankWinogradConv3d))]
 

@@ -4,8 +4,11 @@ A *pipeline* runs the convolution and its gradients around the C kernels of
 ``src/cpu/``.  Pipelines are sibling modules, registered in
 :data:`PIPELINES` and tried in :data:`ORDER` by ``pipeline="auto"``, the way
 oneDNN lists its implementations: the first whose ``supports()`` returns
-None serves the problem, and ``"blocked"`` (``_cpu_blocked``), which serves
-every problem, comes last.  Each pipeline sizes its own workspace
+None (and that ``prefers()`` it, where it says) serves the problem, and
+``"blocked"``, which serves every problem, comes last.  Pipelines never
+import each other or this module: what the backend needs from one beyond
+:class:`CpuPipeline` it finds by attribute (``BACKWARD``, ``weights``,
+``TAKES_UNFILTERED``, ``prefers``).  Each pipeline sizes its own workspace
 (``workspace_bytes``).  See ``docs/design.md`` for how to add one.
 """
 from __future__ import annotations
@@ -17,16 +20,11 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from pywino3d._backends.cpu._ext import _cpu
-from pywino3d._backends.cpu.pipelines import blocked as _cpu_blocked
-from pywino3d._backends.cpu.pipelines import direct as _cpu_direct
-from pywino3d._backends.cpu.pipelines import im2col as _cpu_im2col
-from pywino3d._backends.dispatch import is_cupy_array
+from pywino3d._backends.cpu.common import resolve_workers, workspace, workspace_budget
+from pywino3d._backends.cpu.filter import filter_transform, filter_transform_backward
+from pywino3d._backends.cpu.pipelines import blocked, direct, fused, im2col
+from pywino3d._core.arrays import is_cupy_array
 from pywino3d._core.geometry import n_positions
-from pywino3d._backends.cpu.common import (  # noqa: F401  (re-exported: tests and benchmarks use them here)
-    UnfilteredWeights, available_memory, block_size, check_memory, plan, release_workspace, resolve_workers, scratch,
-    stage_timer, workspace, workspace_budget,
-)
 
 
 @runtime_checkable
@@ -48,7 +46,16 @@ class CpuPipeline(Protocol):
         """y of a non-trivial problem."""
 
     def backward(self, g, gy, x, U, kept, nthreads, need_x=True, need_U=True):
-        """(grad_x, grad_U) of a non-trivial problem."""
+        """(grad_x, grad_U) of a non-trivial problem.  A pipeline whose
+        backward pass is another's names it in ``BACKWARD`` instead."""
+
+    # Optional members, looked up by attribute:
+    #   BACKWARD: str -- the pipeline that runs this one's backward pass;
+    #   TAKES_UNFILTERED: bool -- forward() accepts UnfilteredWeights for U;
+    #   weights(w, tile, kept, nthreads, g) -- U for a one-shot conv3d in the
+    #       pipeline's own layout, or None for filter_transform's;
+    #   prefers(g, kept, dtype) -- under "auto", False passes the problem on
+    #       to the next pipeline in ORDER (a speed preference, not a limit).
 
 
 #: The CPU pipelines by name.
@@ -60,9 +67,10 @@ ORDER = []
 def register_pipeline(module, before="blocked"):
     """Add a pipeline module (checked against :class:`CpuPipeline`), tried by
     "auto" before ``before`` (None: last)."""
-    missing = [m for m in ("NAME", "ARITHMETIC", "supports", "workspace_bytes", "forward", "backward")
-               if not hasattr(module, m)]
-    if missing or not isinstance(module, CpuPipeline):
+    required = ("NAME", "ARITHMETIC", "supports", "workspace_bytes", "forward",
+                *(() if getattr(module, "BACKWARD", None) else ("backward",)))
+    missing = [m for m in required if not hasattr(module, m)]
+    if missing:
         raise TypeError(f"pipeline: {getattr(module, '__name__', module)!r} lacks {', '.join(missing)}")
     PIPELINES[module.NAME] = module
     if module.NAME in ORDER:
@@ -70,9 +78,10 @@ def register_pipeline(module, before="blocked"):
     ORDER.insert(ORDER.index(before) if before in ORDER else len(ORDER), module.NAME)
 
 
-register_pipeline(_cpu_blocked, before=None)
-register_pipeline(_cpu_direct)  # tile 1 where the direct kernel is the faster
-register_pipeline(_cpu_im2col)  # tile 1 with large weights on a small volume
+register_pipeline(blocked, before=None)
+register_pipeline(direct)  # tile 1
+register_pipeline(im2col, before="direct")  # tile 1 with large weights on a small volume
+register_pipeline(fused)  # few channels: every stage of a block of tiles in L2
 
 _pipeline = contextvars.ContextVar("pywino3d_cpu_pipeline", default="auto")
 
@@ -95,6 +104,10 @@ def _check_pipeline(name):
     return name
 
 
+def _always(g, kept, dtype):
+    return True
+
+
 def choose_pipeline(g, kept, dtype, pipeline=None):
     """The pipeline module for this problem: ``pipeline`` (default: the
     context's, "auto"), or under "auto" the first in :data:`ORDER` that
@@ -107,35 +120,10 @@ def choose_pipeline(g, kept, dtype, pipeline=None):
             raise ValueError(f"pipeline: {name!r} cannot run this problem: {why}")
         return impl
     for key in ORDER:
-        if PIPELINES[key].supports(g, kept, dtype) is None:
-            return PIPELINES[key]
+        impl = PIPELINES[key]
+        if impl.supports(g, kept, dtype) is None and getattr(impl, "prefers", _always)(g, kept, dtype):
+            return impl
     raise AssertionError("the blocked pipeline serves every problem")
-
-
-def filter_transform(w, tile, kept, nthreads, out=None):
-    """U (npos, K, C) with rows at ``kept`` filled, others zero; written into
-    ``out`` (checked by the caller) when given."""
-    K, C = w.shape[:2]
-    ksize = w.shape[2:]
-    npos = n_positions(tile, ksize)
-    if out is None:
-        U = np.zeros((npos, K, C), dtype=w.dtype)
-    else:
-        U = out
-        if kept.size != npos or K * C == 0:
-            U[...] = 0
-    if K * C == 0 or kept.size == 0:
-        return U
-    w = np.ascontiguousarray(w)
-    pl = plan("filter", tile, ksize, w.dtype, kept)
-    sc = scratch(_cpu.filter_scratch_bytes(pl, nthreads))
-    if kept.size == npos:
-        _cpu.filter_expand(w.reshape(-1), K * C, pl, U.reshape(-1), sc, nthreads)
-    else:
-        Uk = np.empty((kept.size, K, C), dtype=w.dtype)
-        _cpu.filter_expand(w.reshape(-1), K * C, pl, Uk.reshape(-1), sc, nthreads)
-        U[kept] = Uk
-    return U
 
 
 def conv_weights(w, tile, kept, nthreads, g=None):
@@ -143,65 +131,60 @@ def conv_weights(w, tile, kept, nthreads, g=None):
 
     Tile 1 with every tap kept is ``w`` itself seen through a read-only view
     (``U[tap, k, c] = w[k, c, tap]``: F(1, r) has G = I), which the direct
-    and im2col pipelines read without a copy.  Otherwise U is
-    ``filter_transform``'s, written into this thread's reused workspace
-    where it fits the workspace budget: a fresh U of tens of MB costs more
-    in page faults than the transform itself (256x256 kernels to F(2^3):
-    17 MB, 4.1 ms into reused memory, several ms more into fresh pages).
-    Where the fused pipeline will run and needs no channel padding, U is
-    the transform of w with its first two axes swapped, seen as (P, K, C):
-    its memory is then the fused pipeline's packed weights (the pipeline
-    skips its transpose; same values).  Where the blocked pipeline will run
-    and ``_cpu_blocked.takes_unfiltered`` holds, no U is made here: the
-    pipeline gets w (:class:`UnfilteredWeights`) and transforms it inside
-    its product, or a chunk of output channels at a time."""
+    and im2col pipelines read without a copy.  Otherwise the pipeline that
+    will run may make its own (its ``weights`` hook: the blocked pipeline
+    hands on w unfiltered, the fused one transforms w straight into its
+    packed layout); else U is ``filter_transform``'s, written into this
+    thread's reused workspace where it fits the workspace budget: a fresh U
+    of tens of MB costs more in page faults than the transform itself
+    (256x256 kernels to F(2^3): 17 MB, 4.1 ms into reused memory, several ms
+    more into fresh pages)."""
     taps = math.prod(w.shape[2:])
     K, C = w.shape[:2]
     if all(m == 1 for m in tile) and kept.size == taps:
         U = np.ascontiguousarray(w).reshape(K, C, taps).transpose(2, 0, 1)
         U.flags.writeable = False
         return U
-    if (g is not None and _cpu_blocked.takes_unfiltered(g, kept, w.dtype)
-            and choose_pipeline(g, kept, w.dtype) is _cpu_blocked):
-        return UnfilteredWeights(w, tile, kept)
+    if g is not None:
+        hook = getattr(choose_pipeline(g, kept, w.dtype), "weights", None)
+        U = None if hook is None else hook(w, tile, kept, nthreads, g)
+        if U is not None:
+            return U
     npos = n_positions(tile, w.shape[2:])
     if npos * K * C * w.itemsize > workspace_budget():
         return filter_transform(w, tile, kept, nthreads)
-    # where the fused pipeline will run, transform w with K and C swapped:
-    # U's memory is then its packed weights (no transpose per call)
-    swap = (kept.size == npos and _pipeline.get() in ("auto", "fused") and _cpu_fused.packed_layout(C, K, w.dtype)
-            and _cpu_fused.supports_channels(C, K, npos, w.dtype) is None)
-    U = workspace("conv_U", npos * K * C, w.dtype).reshape(npos, *((C, K) if swap else (K, C)))
-    if swap:
-        return filter_transform(np.ascontiguousarray(w.swapaxes(0, 1)), tile, kept, nthreads, out=U).transpose(0, 2, 1)
-    return filter_transform(w, tile, kept, nthreads, out=U)
-
-
-def filter_transform_backward(gU, ksize, tile, nthreads):
-    P, K, C = gU.shape
-    gw = np.empty((K, C, *ksize), dtype=gU.dtype)
-    if K * C == 0:
-        return gw
-    kept = np.arange(P, dtype=np.int32)
-    pl = plan("filter", tile, ksize, gU.dtype, kept)
-    sc = scratch(_cpu.filter_scratch_bytes(pl, nthreads))
-    _cpu.filter_contract(np.ascontiguousarray(gU).reshape(-1), K * C, pl, gw.reshape(-1), sc, nthreads)
-    return gw
+    return filter_transform(w, tile, kept, nthreads, out=workspace("conv_U", npos * K * C, w.dtype).reshape(npos, K, C))
 
 
 def forward(g, x, U, bias, kept, nthreads, pipeline=None):
     """y of a non-trivial problem (see ``_api._forward``) by the chosen
-    pipeline; U made from :class:`UnfilteredWeights` where that pipeline is
-    not the blocked one."""
+    pipeline; U made from :class:`~pywino3d._backends.cpu.filter.UnfilteredWeights`
+    unless that pipeline says ``TAKES_UNFILTERED``."""
     impl = choose_pipeline(g, kept, x.dtype, pipeline)
-    if isinstance(U, UnfilteredWeights) and impl is not _cpu_blocked:
+    if getattr(U, "unfiltered", False) and not getattr(impl, "TAKES_UNFILTERED", False):
         U = U.transform(nthreads)
     return impl.forward(g, x, U, bias, kept, nthreads)
 
 
+def backward_pipeline(impl):
+    """The pipeline that runs ``impl``'s backward pass: its own, or the one
+    it names in ``BACKWARD`` (direct and im2col: "blocked")."""
+    return PIPELINES[getattr(impl, "BACKWARD", None) or impl.NAME]
+
+
+def workspace_bytes(impl, g, kept, dtype, nthreads, backward=False):
+    """Bytes of workspace one call of pipeline ``impl`` uses (its backward
+    pass: the pipeline that runs it, :func:`backward_pipeline`)."""
+    if backward:
+        return backward_pipeline(impl).workspace_bytes(g, kept, dtype, nthreads, backward=True)
+    return impl.workspace_bytes(g, kept, dtype, nthreads)
+
+
 def backward(g, gy, x, U, kept, nthreads, need_x=True, need_U=True, pipeline=None):
-    """(grad_x, grad_U) of a non-trivial problem by the chosen pipeline."""
-    return choose_pipeline(g, kept, x.dtype, pipeline).backward(g, gy, x, U, kept, nthreads, need_x, need_U)
+    """(grad_x, grad_U) of a non-trivial problem by the chosen pipeline
+    (or the one it names for its backward pass)."""
+    impl = backward_pipeline(choose_pipeline(g, kept, x.dtype, pipeline))
+    return impl.backward(g, gy, x, U, kept, nthreads, need_x, need_U)
 
 
 class CpuBackend:
@@ -245,9 +228,3 @@ class CpuBackend:
 
 BACKEND = CpuBackend()
 
-
-# The fused pipeline registers last so that it may import this module's
-# helpers; "auto" tries it before "blocked".
-from pywino3d._backends.cpu.pipelines import fused as _cpu_fused  # noqa: E402
-
-register_pipeline(_cpu_fused, before="blocked")

@@ -211,35 +211,3 @@ def resolve_workers(workers):
             raise ValueError(f"workers: {w} leaves no core (this machine has {_cpu.num_procs()})")
         return n
     return w
-
-
-class UnfilteredWeights:
-    """The weights of a one-shot ``conv3d`` standing in for their filter
-    transform U (``_cpu_backend.conv_weights``), which the blocked pipeline
-    computes inside its product (``src/cpu/product_w.template.h``) or one
-    chunk of output channels at a time, instead of writing all of U to
-    memory (``_cpu_blocked.takes_unfiltered``).
-
-    ``shape`` and ``dtype`` are U's; :meth:`transform` makes U for any other
-    consumer.
-    """
-
-    def __init__(self, w, tile, kept):
-        self.w = np.ascontiguousarray(w)
-        self.tile = tuple(tile)
-        self.ksize = tuple(w.shape[2:])
-        self.kept = kept
-        self.dtype = self.w.dtype
-        K, C = w.shape[:2]
-        self.shape = (n_positions(self.tile, self.ksize), K, C)
-
-    def kernels(self):
-        """w as (K, C, taps), the layout the kernel reads."""
-        K, C = self.shape[1:]
-        return self.w.reshape(K, C, -1)
-
-    def transform(self, nthreads):
-        """U itself (``filter_transform``)."""
-        from pywino3d._backends.cpu.backend import filter_transform
-
-        return filter_transform(self.w, self.tile, self.kept, nthreads)

@@ -23,7 +23,7 @@ from functools import lru_cache
 import numpy as np
 
 from pywino3d._backends.cuda import sources as srcs
-from pywino3d._backends.dispatch import is_cupy_array
+from pywino3d._core.arrays import is_cupy_array
 from pywino3d._core.geometry import geom_record, n_positions
 from pywino3d._core.plans import tile_plan
 from pywino3d._core.validation import as_int

@@ -19,12 +19,15 @@ import numpy as np
 from pywino3d._backends.cpu._ext import _cpu
 from pywino3d._backends.cpu import outputs as _cpu_outputs
 from pywino3d._backends.cpu.common import (
-    UnfilteredWeights, block_size, c_geometry, check_memory, plan, run, scratch, workspace, workspace_budget,
+    block_size, c_geometry, check_memory, plan, run, scratch, workspace, workspace_budget,
 )
+from pywino3d._backends.cpu.filter import UnfilteredWeights
 
 NAME = "blocked"
 #: Same arithmetic as this pipeline (bit-for-bit agreement expected).
 ARITHMETIC = "blocked"
+#: forward() takes :class:`UnfilteredWeights` for U (:func:`weights`).
+TAKES_UNFILTERED = True
 
 
 def supports(g, kept, dtype):
@@ -104,7 +107,7 @@ def _slabs_fit(g, nk, dtype):
 
 def takes_unfiltered(g, kept, dtype):
     """Whether a one-shot call should hand this pipeline w instead of U
-    (:class:`~pywino3d._backends.cpu.common.UnfilteredWeights`): where the product
+    (:class:`~pywino3d._backends.cpu.filter.UnfilteredWeights`): where the product
     transforms it (:func:`transforms_in_product`), or where the tiles fit one
     block and U exceeds the workspace budget -- U is then made one chunk of
     output channels at a time into reused memory, just before that chunk's
@@ -114,6 +117,14 @@ def takes_unfiltered(g, kept, dtype):
     nk = int(kept.size)
     return _one_block(g, nk, dtype) and (_slabs_fit(g, nk, dtype)
                                          or nk * g.K * g.C * dtype.itemsize > workspace_budget())
+
+
+def weights(w, tile, kept, nthreads, g):
+    """The backend's hook for one-shot weights: w itself, unfiltered, where
+    :func:`takes_unfiltered` holds; else None (filter_transform's U)."""
+    if takes_unfiltered(g, kept, w.dtype):
+        return UnfilteredWeights(w, tile, kept)
+    return None
 
 
 def _u_chunk(g, nk, dtype, kc):
@@ -129,7 +140,7 @@ def forward(g, x, U, bias, kept, nthreads):
     """y = Winograd convolution of x with U at the kept positions (a
     non-empty problem with at least one kept position and channel; the
     trivial ones are answered in ``_api._forward``).  U may be
-    :class:`~pywino3d._backends.cpu.common.UnfilteredWeights` (``takes_unfiltered``):
+    :class:`~pywino3d._backends.cpu.filter.UnfilteredWeights` (``takes_unfiltered``):
     the product then makes U from w as it goes (``_cpu.product_w``), or U is
     made one chunk of output channels at a time into reused memory; same
     bits either way."""

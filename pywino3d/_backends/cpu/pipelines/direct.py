@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from pywino3d._backends.cpu.pipelines import blocked as _cpu_blocked
 from pywino3d._backends.cpu import outputs as _cpu_outputs
 from pywino3d._backends.cpu._ext import _direct
 from pywino3d._backends.cpu.common import c_geometry, check_memory, run, workspace, workspace_budget
@@ -40,25 +39,15 @@ NAME = "direct"
 VARIANT = "auto"
 #: Its own arithmetic: one chain of C * taps FMAs per output.
 ARITHMETIC = None
-
-
-def prefer(g, kept, dtype):
-    """Whether the direct kernel should run this tile-1 problem: few input
-    channels (``pywino3d._choice.cost.direct_preferred``, with its measurements),
-    or a problem the im2col pipeline declines (a volume too large for it) --
-    the blocked F(1, r) pipeline is slower than either."""
-    from pywino3d._backends.cpu.pipelines import im2col as _cpu_im2col
-    from pywino3d._choice.cost import direct_preferred
-
-    return direct_preferred(g.N, g.C, g.out) or _cpu_im2col.supports(g, kept, dtype) is not None
+#: The backward pass of tile 1 runs on the blocked F(1, r) pipeline (27
+#: GEMMs, then a gather and sum; ``backend.backward_pipeline``).
+BACKWARD = "blocked"
 
 
 def supports(g, kept, dtype):
     """None when the direct kernel serves this problem, else why not."""
     if tuple(g.tile) != (1, 1, 1):
         return f"the direct kernel runs tile (1, 1, 1) only, not {tuple(g.tile)}"
-    if not prefer(g, kept, dtype):
-        return "the im2col pipeline is the faster here (_tiles.direct_preferred)"
     return None
 
 
@@ -70,18 +59,14 @@ def _sizes(g, dtype):
 
 
 def workspace_bytes(g, kept, dtype, nthreads, backward=False):
-    """Bytes of workspace one call uses: the input slab and the packed
-    weights (forward); the blocked pipeline's (backward)."""
+    """Bytes of workspace one forward call uses: the input slab and the
+    packed weights (the backward pass is the blocked pipeline's)."""
     dtype = np.dtype(dtype)
     if backward:
-        return _cpu_blocked.workspace_bytes(g, kept, dtype, nthreads, backward=True)
+        raise ValueError(f"backward: the {NAME!r} pipeline's backward pass is the {BACKWARD!r} one's")
     _, nscratch, npacked = _sizes(g, dtype)
     return (nscratch + npacked) * dtype.itemsize
 
-
-def backward(g, gy, x, U, kept, nthreads, need_x=True, need_U=True):
-    """(grad_x, grad_U): the blocked F(1, r) pipeline's."""
-    return _cpu_blocked.backward(g, gy, x, U, kept, nthreads, need_x, need_U)
 
 
 def pack_weights(fields, src, strides, tap_mask, nthreads):

@@ -41,13 +41,16 @@ from functools import lru_cache
 import numpy as np
 
 from pywino3d._backends.cpu._ext import _cpu
-from pywino3d._backends.cpu.pipelines import blocked as _cpu_blocked
+from pywino3d._choice.cost import direct_preferred
 from pywino3d._backends.cpu import outputs as _cpu_outputs
 from pywino3d._backends.cpu.common import check_memory, run, scratch, workspace, workspace_budget
 
 NAME = "im2col"
 #: Its own arithmetic (sums over each group's taps): agreement is to rounding.
 ARITHMETIC = None
+#: The backward pass of tile 1 runs on the blocked F(1, r) pipeline
+#: (``backend.backward_pipeline``).
+BACKWARD = "blocked"
 #: ``_grouping``'s cost of a group, per summed tap: the SIMD lanes of its
 #: columns, plus GROUP_LANES (each group reloads its columns of A per
 #: block of rows) and SMALL_GROUP_LANES more for a group of at most one
@@ -73,16 +76,21 @@ def _terms(g):
 
 
 def supports(g, kept, dtype):
-    """None when this pipeline serves the problem, else why not.  Under
-    ``pipeline="auto"`` the direct pipeline, tried first, takes the tile-1
-    problems it is the faster on (``_tiles.direct_preferred``): this one sees
-    the rest -- 128 or more input channels on small volumes."""
+    """None when this pipeline serves the problem, else why not."""
     if tuple(g.tile) != (1, 1, 1):
         return f"im2col runs tile (1, 1, 1) only, not {tuple(g.tile)}"
     if _terms(g) * np.dtype(dtype).itemsize > workspace_budget():
         return ("one sample's im2col terms (C * taps * positions) exceed the workspace budget "
                 "(PYWINO3D_WORKSPACE_MB): a volume this large runs on the direct kernel")
     return None
+
+
+def prefers(g, kept, dtype):
+    """Under ``pipeline="auto"``: whether this pipeline, tried before the
+    direct one, should take a problem it supports -- 128 or more input
+    channels (:func:`pywino3d._choice.cost.direct_preferred`, with its
+    measurements); the direct kernel takes the rest."""
+    return not direct_preferred(g.N, g.C, g.out)
 
 
 def _padded_shape(g):
@@ -109,13 +117,9 @@ def workspace_bytes(g, kept, dtype, nthreads, backward=False):
     packing buffer (forward); the blocked pipeline's (backward)."""
     dtype = np.dtype(dtype)
     if backward:
-        return _cpu_blocked.workspace_bytes(g, kept, dtype, nthreads, backward=True)
+        raise ValueError(f"backward: the {NAME!r} pipeline's backward pass is the {BACKWARD!r} one's")
     return _work_bytes(replace(g, N=samples_per_call(g, dtype)), dtype) + _cpu.gemm_gathered_scratch_bytes(dtype)
 
-
-def backward(g, gy, x, U, kept, nthreads, need_x=True, need_U=True):
-    """(grad_x, grad_U): the blocked F(1, r) pipeline's."""
-    return _cpu_blocked.backward(g, gy, x, U, kept, nthreads, need_x, need_U)
 
 
 def _axis_classes(o, r, s, p0):

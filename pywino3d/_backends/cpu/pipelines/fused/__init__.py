@@ -11,7 +11,7 @@ design notes: ``docs/design.md``.
 The arithmetic repeats the blocked pipeline's exactly (same per-tile maths,
 the product summed over input channels in order), so both give the same
 bits; ``tests/test_kernels.py`` and ``tests/test_fused.py`` check it.
-The backward pass (``_cpu_fused_backward``) sums in other orders than the
+The backward pass (``_fused_backward``) sums in other orders than the
 blocked pipeline, within the rounding bound (``BACKWARD_ARITHMETIC``).
 """
 from __future__ import annotations
@@ -20,10 +20,13 @@ import dataclasses
 
 import numpy as np
 
-from pywino3d._backends.cpu._ext import _cpu
-from pywino3d._backends.cpu.pipelines.fused import backward as _cpu_fused_backward
 from pywino3d._backends.cpu import outputs as _cpu_outputs
-from pywino3d._backends.cpu.common import c_geometry, check_memory, plan, run, scratch, workspace
+from pywino3d._backends.cpu._ext import _cpu
+from pywino3d._backends.cpu.common import c_geometry, check_memory, plan, run, scratch, workspace, workspace_budget
+from pywino3d._backends.cpu.filter import filter_transform
+from pywino3d._backends.cpu.pipelines.fused import backward as _fused_backward
+from pywino3d._backends.cpu.pipelines.fused.layout import KEEP_COPY_BYTES, is_channels_last
+from pywino3d._core.geometry import n_positions
 
 NAME = "fused"
 #: Same arithmetic as the blocked pipeline (bit-for-bit agreement expected).
@@ -44,8 +47,6 @@ MAX_CHANNELS = 64
 #: Tiles per micro-kernel call (rows of its register block).
 MICRO_ROWS = 6
 
-#: Channels-last copies of x up to this size are kept for reuse between calls.
-KEEP_COPY_BYTES = 256 * 2**20
 
 
 def lanes(dtype):
@@ -136,11 +137,11 @@ def pack_weights(U, kept, CP, KP, run=None, nthreads=1):
     workspace: valid until the next call.  (It was a NumPy gather and
     transpose into fresh zeros: 2.6 ms a call for C64->64 F(4^3), 5 % of
     that layer.)  A dense U whose memory is already (positions, C, K) with
-    no padding -- one-shot ``conv3d``'s, see ``_cpu_backend.conv_weights``
-    -- is used as it is."""
+    no padding -- one-shot ``conv3d``'s, see :func:`weights` -- is used as
+    it is."""
     run = kept if run is None else run
     if run.size == kept.size == U.shape[0] and U.shape[1:] == (KP, CP) and U.transpose(0, 2, 1).flags.c_contiguous:
-        return U.transpose(0, 2, 1)  # already packed (``_cpu_backend.conv_weights``)
+        return U.transpose(0, 2, 1)  # already packed (``weights``)
     src = np.full(run.size, -1, dtype=np.int64)
     src[np.searchsorted(run, kept)] = kept
     Up = workspace("fused_Up", run.size * CP * KP, U.dtype).reshape(run.size, CP, KP)
@@ -148,9 +149,20 @@ def pack_weights(U, kept, CP, KP, run=None, nthreads=1):
     return Up
 
 
-def is_channels_last(x):
-    """True when x (N, C, D, H, W) has unit channel stride (NDHWC memory)."""
-    return x.shape[1] > 1 and x.strides[1] == x.itemsize
+def weights(w, tile, kept, nthreads, g):
+    """The backend's hook for one-shot weights: where every position is kept
+    and the channels need no padding, w transformed with K and C swapped into
+    this thread's reused workspace, seen as (P, K, C) -- U's memory is then
+    the packed weights (:func:`pack_weights` skips its transpose; same
+    values).  None (filter_transform's U) otherwise, and where U would not
+    fit the workspace budget."""
+    K, C = w.shape[:2]
+    npos = n_positions(tile, w.shape[2:])
+    if (kept.size != npos or not packed_layout(C, K, w.dtype) or supports_channels(C, K, npos, w.dtype) is not None
+            or npos * K * C * w.itemsize > workspace_budget()):
+        return None
+    U = workspace("conv_U", npos * K * C, w.dtype).reshape(npos, C, K)
+    return filter_transform(np.ascontiguousarray(w.swapaxes(0, 1)), tile, kept, nthreads, out=U).transpose(0, 2, 1)
 
 
 def samples_per_copy(N, per_sample):
@@ -175,7 +187,7 @@ def workspace_bytes(g, kept, dtype, nthreads, backward=False):
     """Bytes of workspace (channels-last copy, packed weights, per-thread
     blocks) one forward or backward call uses."""
     if backward:
-        return _cpu_fused_backward.workspace_bytes(g, kept, dtype, nthreads)
+        return _fused_backward.workspace_bytes(g, kept, dtype, nthreads)
     item = np.dtype(dtype).itemsize
     CP, KP, tb, pin, pout, sbytes = _layout(g, kept, dtype, nthreads)
     per_sample = int(np.prod(g.spatial)) * CP * item
@@ -230,5 +242,5 @@ def forward(g, x, U, bias, kept, nthreads):
 
 def backward(g, gy, x, U, kept, nthreads, need_x=True, need_U=True):
     """(grad_x, grad_U) of a non-trivial problem: the fused backward pass
-    (``_cpu_fused_backward``)."""
-    return _cpu_fused_backward.backward(g, gy, x, U, kept, nthreads, need_x, need_U)
+    (``_fused_backward``)."""
+    return _fused_backward.backward(g, gy, x, U, kept, nthreads, need_x, need_U)

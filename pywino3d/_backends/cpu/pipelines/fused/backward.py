@@ -1,5 +1,5 @@
 """The fused pipeline's backward pass (src/cpu/fused_backward.template.h);
-``_cpu_fused.backward`` runs it.
+the pipeline module (``fused/__init__.py``) runs it.
 
 Per block of tiles, in one thread's scratch: the output adjoint of grad_y
 (read in place, any layout), then
@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from pywino3d._backends.cpu._ext import _cpu
-from pywino3d._backends.cpu.pipelines import fused as _cpu_fused
+from pywino3d._backends.cpu.pipelines.fused.layout import KEEP_COPY_BYTES, is_channels_last
 from pywino3d._backends.cpu.common import c_geometry, check_memory, plan, run, scratch, workspace
 
 #: Most partial weight gradients (chunks of tile rows) grad_U is summed in.
@@ -92,7 +92,7 @@ def padded_channels(C, K, itemsize):
 def _in_place(x, CV):
     """x is channels-last with CV channels and reads as (N, D, H, W, CV)
     C-contiguous."""
-    return _cpu_fused.is_channels_last(x) and CV == x.shape[1] and x.transpose(0, 2, 3, 4, 1).flags.c_contiguous
+    return is_channels_last(x) and CV == x.shape[1] and x.transpose(0, 2, 3, 4, 1).flags.c_contiguous
 
 
 def _layout(g, kept, dtype, nthreads, need_U):
@@ -140,7 +140,7 @@ def backward(g, gy, x, U, kept, nthreads, need_x=True, need_U=True):
     check_memory("the gradients and the fused backward workspace",
                  workspace_bytes(g, kept, dtype, nthreads, need_x, need_U, in_place)
                  + item * ((vol * C if need_x else 0) + (g.npos * K * C if need_U else 0)))
-    keep = vol * CV * item <= _cpu_fused.KEEP_COPY_BYTES
+    keep = vol * CV * item <= KEEP_COPY_BYTES
 
     xcl = parts = gU = Ut = gxcl = gx = None
     if need_U:
