@@ -6,7 +6,7 @@ from pywino3d._backends import dispatch as _backend
 from pywino3d._core.arrays import is_cupy_array
 from pywino3d._core.geometry import make_geometry, n_positions, parse_kernel_size, parse_tile
 from pywino3d import autotune
-from pywino3d._choice.cost import candidates_to_time, choose_tile, conv3d_candidates
+from pywino3d._choice import candidates_to_time, conv3d_candidates, has_direct_kernel, model_tile
 from pywino3d._core.transforms import MAX_KERNEL
 from pywino3d._core.validation import as_columns, as_float_array
 
@@ -135,11 +135,10 @@ def _auto_tile(call, g, x, w, bias, padding, nthreads):
     and tuning is on (CPU backend) -- the fastest measured candidate, filter
     transform included (``docs/autotune.md``)."""
     ksize = g.ksize
-    direct = call.name == "cpu"  # tile 1 runs the CPU's direct kernel (_cpu_direct.py)
-    cands = conv3d_candidates(g.out, ksize, g.N, g.C, g.K, x.dtype.itemsize, direct=direct)
+    cands = conv3d_candidates(g.out, ksize, g.N, g.C, g.K, x.dtype.itemsize, direct=has_direct_kernel(call.name))
     timed = candidates_to_time(cands) if call.name == "cpu" else []
     if not timed or not autotune.enabled():
-        return choose_tile(g.out, ksize, g.N, g.C, g.K, x.dtype.itemsize, direct=direct)
+        return model_tile(g.out, ksize, g.N, g.C, g.K, x.dtype.itemsize, call.name)
     key = ("cpu", g.N, g.C, g.K, *g.spatial, *ksize, *(p for ab in g.pads for p in ab),
            bias is not None, _layout(x))
 

@@ -39,9 +39,9 @@ def layer_tiles(layers, chunks):
     """One tile per layer, the cost model's choice for a chunk (what
     ``pywino3d.dask.conv3d(tile="auto")`` picks); both paths use these, so
     they run the same arithmetic and nothing is autotuned while timing."""
-    from pywino3d._choice.cost import choose_tile
+    from pywino3d._choice import model_tile
 
-    return [choose_tile((chunks,) * 3, w.shape[2:], 1, w.shape[1], w.shape[0], w.dtype.itemsize)
+    return [model_tile((chunks,) * 3, w.shape[2:], 1, w.shape[1], w.shape[0], w.dtype.itemsize, "cpu")
             for w, _ in layers]
 
 

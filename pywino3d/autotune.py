@@ -247,24 +247,32 @@ def _version():
     return __version__
 
 
+#: The package holding every compiled extension (``setup.py``'s ``EXT_DIR``).
+EXTENSIONS_PACKAGE = "pywino3d._backends.cpu._ext"
+
+
 @lru_cache(maxsize=1)
 def _build():
-    """A digest of the compiled kernels (the extension modules' bytes), so that
-    a rebuild with changed kernels -- same version string, e.g. a development
-    checkout -- does not reuse decisions measured on the old kernels."""
+    """A digest of the compiled kernels (the bytes of every extension module
+    in :data:`EXTENSIONS_PACKAGE`, found by listing that folder, so a new or
+    moved extension cannot silently drop out), so that a rebuild with
+    changed kernels -- same version string, e.g. a development checkout --
+    does not reuse decisions measured on the old kernels."""
     import hashlib
+    import importlib.machinery
     import importlib.util
 
+    spec = importlib.util.find_spec(EXTENSIONS_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"autotune: the compiled extensions' package {EXTENSIONS_PACKAGE} is missing")
+    files = sorted(p for d in spec.submodule_search_locations for p in pathlib.Path(d).iterdir()
+                   if p.name.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)))
+    if not files:
+        raise ImportError(f"autotune: no compiled extension in {EXTENSIONS_PACKAGE} (is the package built?)")
     h = hashlib.sha1()
-    for name in ("pywino3d._backends.cpu._ext._cpu", "pywino3d._backends.cpu._ext._direct"):
-        spec = importlib.util.find_spec(name)
-        if spec is None or not spec.origin:
-            continue
-        try:
-            with open(spec.origin, "rb") as f:
-                h.update(f.read())
-        except OSError:
-            continue
+    for p in files:
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
     return h.hexdigest()[:12]
 
 

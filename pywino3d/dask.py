@@ -41,7 +41,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from pywino3d import _api
 from pywino3d._core.geometry import make_geometry, parse_kernel_size, parse_padding, parse_tile
-from pywino3d._choice.cost import choose_tile
+from pywino3d._choice import model_tile
 
 __all__ = ["conv3d", "winograd_conv3d", "task_threads"]
 
@@ -301,8 +301,7 @@ def conv3d(x, w, bias=None, *, padding=0, tile="auto", workers=None):
         if tile != "auto":
             raise ValueError(f"tile: expected an int, 3 ints or 'auto', got {tile!r}")
         block = tuple(max(_output_chunks(c, o)) for c, o in zip(x.chunks[2:], g.out))
-        tile = choose_tile(block, ksize, max(x.chunks[0], default=0), x.shape[1], K, x.dtype.itemsize,
-                           direct=call.name == "cpu")
+        tile = model_tile(block, ksize, max(x.chunks[0], default=0), x.shape[1], K, x.dtype.itemsize, call.name)
     tile = parse_tile(tile)
     U = _api.filter_transform(w, tile, workers=workers, backend=call.name)
     weights = _Weights(U, bias, None, ksize, tile, call.name)

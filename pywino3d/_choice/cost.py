@@ -28,6 +28,7 @@ import itertools
 from dataclasses import dataclass
 from functools import lru_cache
 
+from pywino3d._choice.names import tile_name
 from pywino3d._core.geometry import alphas, n_positions
 
 #: Rates in units per second; only ratios matter.
@@ -160,14 +161,6 @@ class Candidate:
     pipeline: str = "winograd"
     cost: float = 0.0
 
-
-def tile_name(tile, pipeline="winograd"):
-    """Cache name of a tile: ``"direct"`` for (1, 1, 1), else
-    ``"<pipeline>:<md>x<mh>x<mw>"``."""
-    tile = tuple(int(m) for m in tile)
-    if tile == (1, 1, 1) and pipeline == "winograd":
-        return "direct"
-    return f"{pipeline}:{tile[0]}x{tile[1]}x{tile[2]}"
 
 
 def conv3d_candidates(out, ksize, N, C, K, itemsize=4, direct=False):

@@ -7,6 +7,7 @@ import contextlib
 import torch
 from torch import nn
 
+from pywino3d._choice import DOMAIN_TILE
 from pywino3d._core.geometry import parse_tile
 from pywino3d.torch import plan as plan_mod
 from pywino3d.torch.conv import Conv3d
@@ -26,7 +27,7 @@ def _winograd_eligible(conv):
 
 
 def _to_winograd(child, weights, tile, rank, mode):
-    tile = 2 if isinstance(tile, str) else tile  # a Winograd-domain parameterisation needs one tile
+    tile = DOMAIN_TILE if isinstance(tile, str) else tile  # U is held for one tile (pywino3d._choice)
     kw = dict(kernel_size=child.kernel_size, padding=child.padding, tile=tile, bias=child.bias is not None,
               weight=child.weight, dtype=child.weight.dtype)
     if weights == "winograd":

@@ -11,9 +11,9 @@ few pywino3d tiles is *measured* by :func:`pywino3d.autotune.choose` on
 random data of the problem's shape (once per shape, machine, thread count
 and dtype; cached on disk), timing the forward pass with U precomputed for
 inference, and forward + backward (filter transform included) when gradients
-are needed.  The candidate tiles are the cost model's three best
-(:mod:`pywino3d._choice.cost`, which also bounds float32 error) plus the direct
-tile 1.  With tuning off (``PYWINO3D_AUTOTUNE=0``) the cost model's tile is
+are needed.  The candidate tiles are :func:`pywino3d._choice.torch_candidates`
+(the cost model's three best, which also bounds float32 error, plus the
+direct tile 1).  With tuning off (``PYWINO3D_AUTOTUNE=0``) the cost model's tile is
 used, as in :func:`pywino3d.conv3d`'s ``tile="auto"``.  Under
 ``torch.compile``/``torch.export`` nothing is timed: a decision already made
 in this process or on disk is reused, otherwise the cost model decides.
@@ -23,20 +23,16 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 
 from pywino3d._core.geometry import padding_arg, parse_tile
-from pywino3d._choice.cost import candidate_tiles, choose_tile, tile_cost
+from pywino3d._choice import TORCH, model_tile, parse_name, tile_name, torch_candidates
 from pywino3d._core.transforms import MAX_KERNEL
 
-TORCH = "torch"
 #: Operation name of the decisions in the autotune cache.
 OP = "torch.conv3d"
-#: Cost-model tiles timed per problem (plus the direct tile 1).
-N_TILES = 3
 
 
 @dataclass(frozen=True)
@@ -58,19 +54,6 @@ class Plan:
         return TORCH if self.algo == TORCH else tile_name(self.tile)
 
 
-def tile_name(tile):
-    """Candidate name of a tile: ``"direct"`` for 1x1x1, else ``"winograd:2x2x2"``."""
-    tile = tuple(tile)
-    return "direct" if tile == (1, 1, 1) else "winograd:" + "x".join(map(str, tile))
-
-
-def parse_name(name):
-    """Inverse of :func:`tile_name` (``"torch"`` gives None)."""
-    if name == TORCH:
-        return None
-    if name == "direct":
-        return (1, 1, 1)
-    return tuple(int(v) for v in name.split(":", 1)[1].split("x"))
 
 
 
@@ -130,24 +113,18 @@ def _out_extent(x_shape, kernel_size, pads):
     return tuple(s + pads[2 * i] + pads[2 * i + 1] - r + 1 for i, (s, r) in enumerate(zip(x_shape[2:], kernel_size)))
 
 
-@lru_cache(maxsize=1024)
-def cost_model_tile(x_shape, K, kernel_size, pads, dtype):
-    """The NumPy API's ``tile="auto"`` choice for this problem."""
+def cost_model_tile(x_shape, K, kernel_size, pads, dtype, device_type="cpu"):
+    """The NumPy API's ``tile="auto"`` choice for this problem when nothing
+    is timed (:func:`pywino3d._choice.model_tile`)."""
     out = _out_extent(x_shape, kernel_size, pads)
-    return choose_tile(out, tuple(kernel_size), x_shape[0], x_shape[1], K, torch.finfo(dtype).bits // 8)
+    return model_tile(out, tuple(kernel_size), x_shape[0], x_shape[1], K, torch.finfo(dtype).bits // 8, device_type)
 
 
-def candidate_set(x_shape, K, kernel_size, pads, dtype):
-    """The tiles worth timing: the cost model's best few plus direct."""
+def candidate_set(x_shape, K, kernel_size, pads, dtype, device_type="cpu"):
+    """The tiles worth timing (:func:`pywino3d._choice.torch_candidates`)."""
     out = _out_extent(x_shape, kernel_size, pads)
-    item = torch.finfo(dtype).bits // 8
-    ksize = tuple(kernel_size)
-    tiles = sorted(set(candidate_tiles(ksize, item)),
-                   key=lambda t: (tile_cost(out, ksize, x_shape[0], x_shape[1], K, t, item), t))
-    picked = tiles[:N_TILES]
-    if (1, 1, 1) not in picked:
-        picked.append((1, 1, 1))
-    return picked
+    return torch_candidates(out, tuple(kernel_size), x_shape[0], x_shape[1], K, torch.finfo(dtype).bits // 8,
+                            device_type)
 
 
 def _candidates(x_shape, K, kernel_size, pads, dtype, device, channels_last, grad, bias, tiles):
@@ -240,7 +217,7 @@ def decide(x_shape, K, kernel_size, pads, dtype, device, channels_last, grad, bi
     plan = None
     if at is not None and at.enabled():
         if measure:
-            tiles = candidate_set(x_shape, K, kernel_size, pads, dtype)
+            tiles = candidate_set(x_shape, K, kernel_size, pads, dtype, device.type)
             d = at.choose(OP, key, _candidates(x_shape, K, kernel_size, pads, dtype, device, channels_last,
                                                grad, bias, tiles), dtype=dname, threads=threads)
             plan = None if d is None else _from_decision(d, "cached" if d.cached else "measured")
@@ -248,7 +225,8 @@ def decide(x_shape, K, kernel_size, pads, dtype, device, channels_last, grad, bi
             d = at.lookup(OP, key, dtype=dname, threads=threads)
             plan = None if d is None else _from_decision(d, "cached")
     if plan is None:  # tuning off, or nothing known while tracing
-        return Plan("pywino3d", cost_model_tile(tuple(x_shape), int(K), tuple(kernel_size), tuple(pads), dtype),
+        return Plan("pywino3d", cost_model_tile(tuple(x_shape), int(K), tuple(kernel_size), tuple(pads), dtype,
+                                                    device.type),
                     {}, "cost model")
     _PLANS[mkey] = plan
     return plan

@@ -22,6 +22,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from pywino3d import autotune
 from pywino3d._backends.cuda import sources as srcs
 from pywino3d._core.arrays import is_cupy_array
 from pywino3d._core.geometry import geom_record, n_positions
@@ -146,19 +147,24 @@ def product(mode, U, kept_dev, kept_host, Vb, nk, K, C, n, out):
         raise ValueError(f"product: expected 'auto', 'rawkernel' or 'cublas', got {mode!r}")
 
 
-def _autotune(key, *args):
+def _autotune(key, U, kept_dev, kept_host, Vb, nk, K, C, n, out):
+    """The product implementation for this shape, measured by the one tuner
+    of the package (:func:`pywino3d.autotune.choose`: warm-up, alternating
+    rounds, cached per machine and build); with tuning off, cuBLAS for a
+    dense product and the raw kernel for a sparse one (no gathered copy of
+    U).  Memoized in this process per device, dtype and shape."""
     cp = _cp()
-    times = {}
-    for mode in ("rawkernel", "cublas"):
-        product(mode, *args)  # warm-up (and compile)
-        start, stop = cp.cuda.Event(), cp.cuda.Event()
-        start.record()
-        for _ in range(3):
+    args = (U, kept_dev, kept_host, Vb, nk, K, C, n, out)
+
+    def runner(mode):
+        def run():
             product(mode, *args)
-        stop.record()
-        stop.synchronize()
-        times[mode] = cp.cuda.get_elapsed_time(start, stop)
-    best = min(times, key=times.get)
+            cp.cuda.Device().synchronize()
+        return run
+
+    decision = autotune.choose("cuda.product", key, {m: runner(m) for m in ("rawkernel", "cublas")},
+                               dtype=U.dtype, threads=1)
+    best = decision.best if decision is not None else ("cublas" if nk == U.shape[0] else "rawkernel")
     with _lock:
         _product_choice[key] = best
     return best
