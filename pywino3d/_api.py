@@ -1,4 +1,12 @@
-"""The public NumPy-style API of pywino3d."""
+"""The public NumPy-style API of pywino3d.
+
+Besides the public functions, the package's own integrations
+(:mod:`pywino3d.dask`) use this module's argument checks so that they raise
+the same errors: :class:`_Call` (backend selection and array placement),
+``_check_w``, ``_check_bias``, ``_check_U`` and ``_tile_for_filter``.  They
+are internal -- no compatibility promise outside the package -- but kept
+stable for those callers and documented here.
+"""
 from __future__ import annotations
 
 

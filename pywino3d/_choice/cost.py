@@ -52,7 +52,7 @@ DIRECT_FLOPS = 0.65 * GEMM_FLOPS
 #: The direct kernel runs tile 1 on fewer than DIRECT_MIN_LARGE_C input
 #: channels; from there on the im2col pipeline (one GEMM with w read in
 #: place) is the faster wherever one sample's im2col terms fit the
-#: workspace budget (``_cpu_im2col.supports``; the direct kernel takes the
+#: workspace budget (the im2col pipeline's ``supports``; the direct kernel takes the
 #: rest).  Measured before im2col skipped the padded taps, which only made
 #: it faster (ms, 2 threads, direct kernel / im2col): C64->64 at 12^3
 #: 6.8 / 8.1; C64->128 at 12^3, batch 2, 24.2 / 26.4; C128->128 at 6^3 6.5 /

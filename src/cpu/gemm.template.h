@@ -315,7 +315,7 @@ static wino_index FN(lower_bound)(const wino_index *acol, wino_index K, wino_ind
  * B (NB elements; C has NC columns).  Every offset is checked first
  * (WINO_EARG): A's columns increasing inside KA, B's offsets inside B, the
  * groups' columns disjoint and in increasing order inside C.  The im2col
- * pipeline (_cpu_im2col.py) runs one group per set of output positions
+ * pipeline (pywino3d/_backends/cpu/pipelines/im2col.py) runs one group per set of output positions
  * that share their valid kernel taps, so taps that fall in the padding are
  * skipped instead of multiplied as zeros.
  *

@@ -1,6 +1,6 @@
 /*
  * wino3d_cpu.h -- the CPU kernels of pywino3d (C99 + OpenMP): every entry
- * point of src/cpu/, as called by pywino3d/_cpu.pyx.
+ * point of src/cpu/, as called by pywino3d/_backends/cpu/_ext/_cpu.pyx.
  *
  * The convolution runs over blocks of tiles; for one block of `tb` tiles
  * starting at tile `t0` the stages are

@@ -7,7 +7,8 @@
  * Kernels are templates on the value type T and on AMAX, the largest
  * alpha (and n) over the three axes, which sizes the per-thread scratch.
  * Every (T, AMAX) pair used by the library is listed in kernel_names() of
- * pywino3d/_cuda_backend.py and compiled through name_expressions.
+ * pywino3d/_backends/cuda/sources.py and compiled through name_expressions
+ * (launched by pywino3d/_backends/cuda/backend.py).
  *
  * Integer arguments: 64-bit (long long) for sizes and offsets, 32-bit (int)
  * for the small counts; the Python side passes numpy.int64 / numpy.int32.

@@ -5,10 +5,11 @@ variant used on rows of a vector or more, consecutive outputs along w -- in
 the SIMD lanes and broadcasts the other operand, so a layer with one to
 three input channels costs ``27 * K / lanes`` FMAs per output position
 instead of a Winograd input and output transform per channel.  It is the
-CPU pipeline "direct" (``_cpu_backend.PIPELINES``): it serves ``tile=1``
-(``F(1, r)``, the direct algorithm) in the forward pass where it is the
-faster (``prefer``); its backward pass is the blocked ``F(1, r)``
-pipeline's (the same gradients: F(1, r) has G = I).
+CPU pipeline "direct" (``cpu/backend.py``'s ``PIPELINES``): it serves ``tile=1``
+(``F(1, r)``, the direct algorithm) in the forward pass; under ``"auto"``
+the im2col pipeline, tried first, takes the tile-1 problems it is the faster
+on (its ``prefers``).  Its backward pass is the blocked ``F(1, r)``
+pipeline's (``BACKWARD``; the same gradients: F(1, r) has G = I).
 
 Two steps per call:
 
@@ -21,7 +22,7 @@ Two steps per call:
    (channel group, plane, chunk of positions) job runs register blocks of
    2 lane vectors x a few consecutive positions.
 
-Both buffers are per-thread workspaces (``_cpu_common.workspace``); the
+Both buffers are per-thread workspaces (``common.workspace``); the
 input slab is bounded by ``PYWINO3D_WORKSPACE_MB``.  Each output element is
 summed by one thread in a fixed order: results do not depend on ``workers``.
 """

@@ -1,14 +1,14 @@
 """Tap-skipping im2col on the CPU: tile-1 layers with large weights on small
 volumes (C256->256 at 4^3, the 512-channel layers of C3D's last stage).
 
-There the direct kernel (``_cpu_direct``) would stream its packed weights
+There the direct kernel (``pipelines/direct.py``) would stream its packed weights
 once per block of positions, and the blocked F(1, r) pipeline would run 27
 GEMMs and then gather and sum their outputs.  This pipeline runs one GEMM
 
     y (K x positions) = w (K x C * taps) @ B (C * taps x positions)
 
 with ``w`` read as it is stored: ``conv3d`` hands tile-1 weights over as a
-view of ``w`` (``_cpu_backend.conv_weights``), whose (k, c, tap) layout is
+view of ``w`` (``cpu/backend.py``'s ``conv_weights``), whose (k, c, tap) layout is
 the GEMM's A with contiguous rows, which the GEMM reads in place.  ``U``
 from ``filter_transform`` (taps, K, C) is accepted too, at the cost of one
 copy.
@@ -69,7 +69,7 @@ SPLIT = None
 def _terms(g):
     """Elements of one sample's (dense) im2col matrix.  No such matrix is
     written any more, but it still bounds the volumes this pipeline takes:
-    the bound the routing (``_tiles.DIRECT_MIN_LARGE_C``) was measured with.
+    the bound the routing (``pywino3d._choice.cost.DIRECT_MIN_LARGE_C``) was measured with.
     Padded taps are a large share only of small volumes; larger ones run on
     the direct kernel or, under ``tile="auto"``, on Winograd tiles."""
     return g.C * g.npos * math.prod(g.out)
