@@ -229,11 +229,14 @@ def test_cuda_sources_installed_with_package():
     import pathlib
 
     pkg = pathlib.Path(pywino3d.__file__).parent
-    if (pkg.parent / "src" / "cuda").is_dir() and not (pkg / "_kernels").is_dir():
+    kernels = pathlib.Path(_cuda_sources.__file__).parent / "kernels"  # package data beside the loader
+    if (pkg.parent / "src" / "cuda").is_dir() and not kernels.is_dir():
         pytest.skip("running from a source checkout (editable install); "
                     "the installed-package layout is checked in CI's pip install")
-    assert (pkg / "_kernels" / _cuda_sources.KERNEL_FILE).is_file()
-    assert _cuda_sources.kernel_dir() == pkg / "_kernels"
+    assert (kernels / _cuda_sources.KERNEL_FILE).is_file()
+    for header in _cuda_sources.HEADERS:
+        assert (kernels / header).is_file()
+    assert _cuda_sources.kernel_dir() == kernels
 
 
 def _have_nvrtc():

@@ -5,7 +5,9 @@ import importlib
 import pytest
 
 MODULES = ["pywino3d._api", "pywino3d._core.transforms", "pywino3d.testing", "pywino3d._info",
-           "pywino3d._backends.dispatch", "pywino3d.lowrank", "pywino3d.pruning", "pywino3d.torch",
+           "pywino3d._backends.dispatch", "pywino3d.lowrank", "pywino3d.pruning", "pywino3d._choice",
+           "pywino3d._choice.names", "pywino3d.torch.functional", "pywino3d.torch.conv", "pywino3d.torch.winograd",
+           "pywino3d.torch.convert", "pywino3d.torch.pruning",
            "pywino3d.experiments.data",
            "pywino3d.experiments.models", "pywino3d.experiments.training", "pywino3d.experiments.cli",
            "pywino3d.experiments.stats", "pywino3d.experiments.reproduction"]

@@ -22,7 +22,7 @@ import pywino3d
 from pywino3d._backends.cpu._ext import _cpu
 from pywino3d._backends.cpu import backend as _cpu_backend
 from pywino3d._backends.cpu import common as _cpu_common
-from pywino3d._backends.cpu.pipelines.fused import backward as _fused_backward
+from pywino3d._backends.cpu.pipelines.fused import backward_pass as _fused_backward
 from pywino3d._core.geometry import make_geometry
 from conftest import same_to_rounding
 from pywino3d.testing import conv3d_backward_reference, conv_problems, rounding_terms, winograd_magnitudes

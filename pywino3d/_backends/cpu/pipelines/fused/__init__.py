@@ -24,7 +24,7 @@ from pywino3d._backends.cpu import outputs as _cpu_outputs
 from pywino3d._backends.cpu._ext import _cpu
 from pywino3d._backends.cpu.common import c_geometry, check_memory, plan, run, scratch, workspace, workspace_budget
 from pywino3d._backends.cpu.filter import filter_transform
-from pywino3d._backends.cpu.pipelines.fused import backward as _fused_backward
+from pywino3d._backends.cpu.pipelines.fused import backward_pass as _fused_backward
 from pywino3d._backends.cpu.pipelines.fused.layout import KEEP_COPY_BYTES, is_channels_last
 from pywino3d._core.geometry import n_positions
 
