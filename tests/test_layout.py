@@ -108,7 +108,7 @@ def test_every_entry_point_chooses_the_same_algorithm(monkeypatch, N, C, K, spat
     assert seen == [expected]
 
     torch = pytest.importorskip("torch")
-    from pywino3d.torch import plan as torch_plan
+    from pywino3d.torch import algorithm as torch_plan
 
     torch_plan.clear()
     p = torch_plan.decide(x.shape, K, ksize, tuple(q for v in pad for q in (v, v)), torch.float32,

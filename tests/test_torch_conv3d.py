@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
-from pywino3d.torch import plan as _torch_plan  # noqa: E402
+from pywino3d.torch import algorithm as _torch_plan  # noqa: E402
 from pywino3d.torch import Conv3d, conv3d  # noqa: E402
 
 

@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from pywino3d.torch import plan as _torch_plan  # noqa: E402
+from pywino3d.torch import algorithm as _torch_plan  # noqa: E402
 from pywino3d.torch import Conv3d, conversion_summary, convert_model  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location(

@@ -1,5 +1,11 @@
 """The candidate-name codec: how a tile is named in the autotune cache and
-in the torch layers' plans (``"direct"``, ``"winograd:4x4x4"``, ``"torch"``)."""
+in the torch layers' choices (``"direct"``, ``"winograd:4x4x4"``, ``"torch"``).
+
+``"direct"`` names the *tile* (1, 1, 1) -- direct convolution, F(1, r) --
+not a pipeline: on the CPU it runs on the direct pipeline or, for 128 or
+more input channels on small volumes, the im2col pipeline
+(``pywino3d._backends.cpu``); on the GPU on the Winograd kernels with m = 1.
+"""
 from __future__ import annotations
 
 #: The name of "let torch run it" among the torch layers' candidates.

@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pywino3d.torch import plan as plan_mod
+from pywino3d.torch import algorithm
 from pywino3d.torch.functional import _check_extent, _check_input, _check_tile, _plan, _tensor_key, _tracing
 from pywino3d.torch.ops import filter_transform_op, winograd_conv3d_op
 from pywino3d._core.geometry import pads6
-from pywino3d.torch.plan import TORCH, Plan
+from pywino3d.torch.algorithm import TORCH, Choice
 
 __all__ = ["Conv3d"]
 
@@ -37,7 +37,7 @@ class Conv3d(nn.Conv3d):
     Attributes
     ----------
     plans : dict
-        The :class:`~pywino3d.torch.plan.Plan` used per problem (input
+        The :class:`~pywino3d.torch.algorithm.Choice` (the algorithm chosen) per problem (input
         shape, training or inference), for :func:`conversion_summary`.
 
     Examples
@@ -131,7 +131,7 @@ class Conv3d(nn.Conv3d):
         params = self._parameters
         w, b = params["weight"], params["bias"]
         dev = x.device
-        return (plan_mod.generation(), x.shape, x.stride(), x.dtype, dev, x.requires_grad,
+        return (algorithm.generation(), x.shape, x.stride(), x.dtype, dev, x.requires_grad,
                 torch.is_grad_enabled(), self.training, w.shape, w.dtype, w.device, w.requires_grad,
                 b is not None and b.requires_grad,
                 dev.type in ("cpu", "cuda") and torch.is_autocast_enabled(dev.type), self.tile,
@@ -154,10 +154,10 @@ class Conv3d(nn.Conv3d):
         else:
             pads = pads6(self.padding, self.kernel_size)
             _check_extent(x, self.kernel_size, pads, self.dilation)
-        reason = plan_mod.ineligible(x, self.weight, self.stride, self.dilation, self.groups)
+        reason = algorithm.ineligible(x, self.weight, self.stride, self.dilation, self.groups)
         if reason is not None:
             if key is not None:
-                self.plans[("ineligible", tuple(x.shape))] = Plan(TORCH, None, {}, reason)
+                self.plans[("ineligible", tuple(x.shape))] = Choice(TORCH, None, {}, reason)
                 self._memo[key] = (TORCH, None, None)
             return super().forward(input)
         if self.padding_mode != "zeros":

@@ -9,10 +9,10 @@ from torch import nn
 
 from pywino3d._choice import DOMAIN_TILE
 from pywino3d._core.geometry import parse_tile
-from pywino3d.torch import plan as plan_mod
+from pywino3d.torch import algorithm
 from pywino3d.torch.conv import Conv3d
 from pywino3d.torch.functional import _check_tile
-from pywino3d.torch.plan import TORCH
+from pywino3d.torch.algorithm import TORCH
 from pywino3d.torch.winograd import LowRankWinogradConv3d, WinogradConv3d
 
 __all__ = ["convert_model", "conversion_summary", "ConversionSummary"]
@@ -23,7 +23,7 @@ WEIGHTS = ("spatial", "winograd", "lowrank")
 
 def _winograd_eligible(conv):
     return (type(conv) in (nn.Conv3d, Conv3d) and conv.padding_mode == "zeros"
-            and plan_mod.layer_ineligible(conv.stride, conv.dilation, conv.groups, conv.kernel_size) is None)
+            and algorithm.layer_ineligible(conv.stride, conv.dilation, conv.groups, conv.kernel_size) is None)
 
 
 def _to_winograd(child, weights, tile, rank, mode):
@@ -70,7 +70,7 @@ def _run_example(model, example_inputs):
     plans_before = {m: dict(m.plans) for m in model.modules() if isinstance(m, Conv3d)}
     try:
         model.eval()
-        with torch.no_grad(), plan_mod.recording():
+        with torch.no_grad(), algorithm.recording():
             model(*example_inputs)
     finally:
         for h in hooks:

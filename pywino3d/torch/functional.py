@@ -7,10 +7,10 @@ import torch.nn.functional as F
 
 from pywino3d._core.geometry import parse_tile
 from pywino3d._core.validation import as_triple
-from pywino3d.torch import plan as plan_mod
+from pywino3d.torch import algorithm
 from pywino3d.torch.ops import filter_transform_op, winograd_conv3d_op
 from pywino3d._core.geometry import pads6
-from pywino3d.torch.plan import TORCH, Plan
+from pywino3d.torch.algorithm import TORCH, Choice
 
 __all__ = ["conv3d"]
 
@@ -81,7 +81,7 @@ def _check_extent(x, ksize, pads, dilation):
 
 def _traced_plan(x_shape, K, ksize, pads, dtype_name, device_type, channels_last, grad, bias, tile):
     """The plan under torch.compile/export, evaluated once at trace time."""
-    p = plan_mod.decide(x_shape, K, ksize, pads, getattr(torch, dtype_name), torch.device(device_type),
+    p = algorithm.decide(x_shape, K, ksize, pads, getattr(torch, dtype_name), torch.device(device_type),
                         channels_last, grad, bias, tile, measure=False)
     return (p.algo, p.tile)
 
@@ -93,7 +93,7 @@ _traced_plan._dynamo_marked_constant = True
 
 
 def _plan(x, weight, bias, pads, tile, training=True):
-    """(Plan, whether it is tuned for training) for an eligible problem (x is
+    """(Choice, whether it is tuned for training) for an eligible problem (x is
     5-D, padding already applied for non-zero padding modes).  Training
     (forward + backward timed) means: gradients are needed and the module is
     in training mode; otherwise the forward pass alone is timed."""
@@ -104,8 +104,8 @@ def _plan(x, weight, bias, pads, tile, training=True):
     if _tracing():
         algo, t = _traced_plan(shape, K, ks, tuple(pads), str(x.dtype).replace("torch.", ""), x.device.type,
                                cl, grad, bias is not None, tile)
-        return Plan(algo, t, {}, "traced"), grad
-    return plan_mod.decide(shape, K, ks, tuple(pads), x.dtype, x.device, cl, grad, bias is not None, tile), grad
+        return Choice(algo, t, {}, "traced"), grad
+    return algorithm.decide(shape, K, ks, tuple(pads), x.dtype, x.device, cl, grad, bias is not None, tile), grad
 
 
 # ------------------------------------------------------------ functional form
@@ -162,7 +162,7 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     else:
         pads = pads6(_triple("padding", padding, 0), ksize)
     _check_extent(x, ksize, pads, dilation)
-    reason = plan_mod.ineligible(x, weight, stride, dilation, groups)
+    reason = algorithm.ineligible(x, weight, stride, dilation, groups)
     p = None if reason else _plan(x, weight, bias, pads, tile)[0]
     if p is None or p.algo == TORCH:
         return F.conv3d(input, weight, bias, stride, padding, dilation, groups)

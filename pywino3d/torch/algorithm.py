@@ -36,7 +36,7 @@ OP = "torch.conv3d"
 
 
 @dataclass(frozen=True)
-class Plan:
+class Choice:
     """The algorithm for one problem.
 
     ``algo`` is ``"torch"`` or ``"pywino3d"``; ``tile`` the output tile for
@@ -186,26 +186,26 @@ def _autotune():
     return autotune
 
 
-#: Decisions made in this process: (key, dtype, threads) -> Plan.
+#: Decisions made in this process: (key, dtype, threads) -> Choice.
 _PLANS: dict = {}
 
 
 def _from_decision(d, source):
     tile = parse_name(d.best)
-    return Plan(TORCH if tile is None else "pywino3d", tile, dict(d.times), source)
+    return Choice(TORCH if tile is None else "pywino3d", tile, dict(d.times), source)
 
 
 def decide(x_shape, K, kernel_size, pads, dtype, device, channels_last, grad, bias, tile="auto",
            measure=True):
-    """The :class:`Plan` for an eligible problem.
+    """The :class:`Choice` for an eligible problem.
 
     ``tile`` other than ``"auto"`` is used as given.  With ``measure=False``
     (under tracing) nothing is timed: an earlier decision, else the cost model.
     """
     if not (isinstance(tile, str) and tile == "auto"):
-        return Plan("pywino3d", parse_tile(tile), {}, "fixed")
+        return Choice("pywino3d", parse_tile(tile), {}, "fixed")
     if _recording.get():
-        return Plan(TORCH, None, {}, "recording")
+        return Choice(TORCH, None, {}, "recording")
     key = problem_key(x_shape, K, kernel_size, pads, channels_last, grad, device.type)
     threads = _threads(device.type)
     dname = str(dtype).replace("torch.", "")
@@ -225,7 +225,7 @@ def decide(x_shape, K, kernel_size, pads, dtype, device, channels_last, grad, bi
             d = at.lookup(OP, key, dtype=dname, threads=threads)
             plan = None if d is None else _from_decision(d, "cached")
     if plan is None:  # tuning off, or nothing known while tracing
-        return Plan("pywino3d", cost_model_tile(tuple(x_shape), int(K), tuple(kernel_size), tuple(pads), dtype,
+        return Choice("pywino3d", cost_model_tile(tuple(x_shape), int(K), tuple(kernel_size), tuple(pads), dtype,
                                                     device.type),
                     {}, "cost model")
     _PLANS[mkey] = plan
