@@ -266,16 +266,23 @@ def test_no_leaks():
 
     burst(300)  # warm caches (plans, workspace)
     gc.collect()
-    rss0 = _rss_mib()
+    rss = [_rss_mib()]
     tracemalloc.start()
     snap0 = tracemalloc.take_snapshot()
-    burst(1500)
-    gc.collect()
+    for _ in range(2):
+        burst(750)
+        gc.collect()
+        rss.append(_rss_mib())
     snap1 = tracemalloc.take_snapshot()
     tracemalloc.stop()
     grown = sum(s.size_diff for s in snap1.compare_to(snap0, "filename"))
     assert grown < 256 * 1024, f"tracemalloc grew by {grown} bytes"
-    assert _rss_mib() - rss0 < 16, f"RSS grew from {rss0:.1f} to {_rss_mib():.1f} MiB"
+    # a leak grows RSS in both halves alike; one-off growth (allocator
+    # arenas, threads scheduled differently on a loaded machine) lands in
+    # the first: the second half is held to 4 MiB (a leak of 6 KiB per
+    # iteration of five calls would show), the whole run to a generous 16 MiB
+    assert rss[2] - rss[1] < 4, f"RSS grew from {rss[1]:.1f} to {rss[2]:.1f} MiB over the last 750 bursts"
+    assert rss[2] - rss[0] < 16, f"RSS grew from {rss[0]:.1f} to {rss[2]:.1f} MiB"
 
 
 def test_index_arithmetic_is_64_bit():
