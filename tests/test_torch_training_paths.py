@@ -16,7 +16,7 @@ F = torch.nn.functional
 
 from pywino3d import _torch_ops  # noqa: E402  (private: to see that the pywino3d operators ran)
 from pywino3d.torch import (  # noqa: E402
-    Conv3d, LowRankWinogradConv3d, WinogradConv3d, WinogradConv3dFunction, convert_model, prune_model,
+    Conv3d, LowRankWinogradConv3d, WinogradConv3dFunction, convert_model, prune_model,
 )
 
 
