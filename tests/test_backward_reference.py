@@ -35,7 +35,8 @@ from pywino3d._geometry import make_geometry  # noqa: E402
 
 PIPELINE_MODULES = {"fused": _cpu_fused, "blocked": _cpu_blocked, "direct": _cpu_direct, "im2col": _cpu_im2col}
 
-#: Relative L2 tolerance per dtype (float32: by tile, 3-10x the measured error).
+#: Relative L2 tolerance per dtype (float32: by the largest tile extent, 4-8x the
+#: largest error measured on these tests: 2.4e-7, 6.2e-7, 1.3e-6, 3.7e-6, 8.1e-6).
 RTOL64 = 1e-10
 RTOL32 = {1: 1e-6, 2: 3e-6, 3: 1e-5, 4: 2e-5, 6: 5e-5}
 
