@@ -2,6 +2,7 @@
 import doctest
 import json
 import time
+import types
 import warnings
 
 import numpy as np
@@ -21,15 +22,52 @@ def fresh_cache(tmp_path, monkeypatch):
     autotune.clear()
 
 
-#: Sleep times far enough apart that a loaded machine cannot swap them.
+#: Nominal run times of the candidates below (seconds).
 FAST, SLOW = 0.001, 0.030
+
+
+class VirtualClock:
+    """autotune's clock in these tests: it advances only when a candidate
+    "runs" (``sleeper``), by exactly that candidate's nominal time.  The
+    decisions under test (order, early stop, budget, close calls) then do not
+    depend on how loaded the machine is; one test
+    (``test_fastest_of_real_sleeps_wins``) keeps the real clock."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def perf_counter(self):
+        return self.now
+
+
+_CLOCK = None  # the active VirtualClock, or None: real sleeps
+#: The tests that keep the real clock.
+REAL_CLOCK = {"test_docstring_examples", "test_fastest_of_real_sleeps_wins"}
+
+
+@pytest.fixture(autouse=True)
+def clock(request, monkeypatch):
+    global _CLOCK
+    if request.node.originalname in REAL_CLOCK:
+        yield None
+        return
+    c = VirtualClock()
+    fake = types.SimpleNamespace(**{k: getattr(time, k) for k in dir(time) if not k.startswith("_")})
+    fake.perf_counter = c.perf_counter
+    monkeypatch.setattr(autotune, "time", fake)
+    _CLOCK = c
+    yield c
+    _CLOCK = None
 
 
 def sleeper(seconds, calls=None, name=None):
     def run():
         if calls is not None:
             calls.append(name)
-        time.sleep(seconds)
+        if _CLOCK is None:
+            time.sleep(seconds)
+        else:
+            _CLOCK.now += seconds
     return run
 
 
@@ -42,19 +80,26 @@ def entries_on_disk():
     return doc["entries"]
 
 
-def test_docstring_examples():
+def test_docstring_examples():  # on the real clock: the examples time real work
     res = doctest.testmod(autotune, optionflags=doctest.ELLIPSIS)
     assert res.attempted > 0 and res.failed == 0
 
 
 # ------------------------------------------------------------ the choice
-def test_fastest_of_controlled_sleeps_wins():
+def test_fastest_of_controlled_sleeps_wins(clock):
+    t0 = clock.now
     d = autotune.choose("t.sleep", (1, 2), sleepers({"slow": 0.060, "fast": 0.004, "mid": 0.025}),
                         dtype="float32", threads=1)
     assert isinstance(d, Decision) and d.best == "fast" and not d.cached
-    assert set(d.times) == {"slow", "fast", "mid"}
-    assert d.times["fast"] < d.times["mid"] < d.times["slow"]
-    assert d.times["slow"] >= 0.060
+    assert d.times == pytest.approx({"slow": 0.060, "fast": 0.004, "mid": 0.025})  # exact virtual times
+    assert clock.now - t0 > 0.089 * 2  # warm-up and at least one round of all three
+
+
+def test_fastest_of_real_sleeps_wins():
+    """The same on the real clock: sleeps 15x apart (a loaded machine delays
+    wake-ups by milliseconds, not by 15x over a 60 ms sleep)."""
+    d = autotune.choose("t.sleep", (1, 2), sleepers({"slow": 0.060, "fast": 0.004}), dtype="float32", threads=1)
+    assert d.best == "fast" and d.times["slow"] >= 0.060 and d.times["fast"] < d.times["slow"]
 
 
 def test_warm_up_interleaving_and_early_stop(monkeypatch):
@@ -68,12 +113,13 @@ def test_warm_up_interleaving_and_early_stop(monkeypatch):
     assert calls.count("a") == calls.count("c") == 1 + 5  # warm-up + rounds=5
 
 
-def test_time_budget_bounds_the_decision(monkeypatch):
+def test_time_budget_bounds_the_decision(monkeypatch, clock):
     monkeypatch.setattr(autotune, "TIME_BUDGET", 0.2)
-    t0 = time.perf_counter()
+    t0 = clock.now
     d = autotune.choose("t.budget", (1,), sleepers({"a": 0.05, "b": 0.075}), dtype="float32",
                         threads=1, rounds=50)
-    assert time.perf_counter() - t0 < 0.25 + 0.13  # warm-ups + 1 round minimum fit, then stop
+    # warm-ups (0.125 s) + one round (0.125 s): the next round would pass the budget
+    assert clock.now - t0 == pytest.approx(0.25)
     assert d.best == "a"
 
 
@@ -81,7 +127,7 @@ def test_close_calls_get_more_rounds_beyond_the_budget(monkeypatch):
     """Over budget after one round, the candidates within CLOSE_FACTOR of the
     best go on alone to CLOSE_ROUNDS samples; the slow one is not timed again."""
     monkeypatch.setattr(autotune, "TIME_BUDGET", 0.05)
-    monkeypatch.setattr(autotune, "CLOSE_FACTOR", 2.0)  # a and b stay close on a loaded machine
+    monkeypatch.setattr(autotune, "CLOSE_FACTOR", 2.0)
     calls = []
     d = autotune.choose("t.close", (1,), sleepers({"a": 0.020, "b": 0.021, "slow": 0.100}, calls),
                         dtype="float32", threads=1, rounds=50)
@@ -341,7 +387,7 @@ def test_keyboard_interrupt_leaves_no_entry(when, monkeypatch):
         count.append(1)
         if len(count) > when:
             raise KeyboardInterrupt
-        time.sleep(FAST)
+        sleeper(FAST)()
 
     with pytest.raises(KeyboardInterrupt):
         autotune.choose("t.int", (1,), {"a": sleeper(FAST), "b": interrupted}, dtype="float32", threads=1)

@@ -374,7 +374,9 @@ def test_save_load_and_deepcopy_whole_module():
             torch.testing.assert_close(m(x), y)
         with torch.no_grad():
             m.weight.zero_()
-            assert not m(x).any() or m.bias is not None
+            # the copy's cached U must follow its weight: the output is now its bias, exactly
+            assert m.bias is not None and m.bias.abs().min() > 0
+            torch.testing.assert_close(m(x), m.bias.view(1, -1, 1, 1, 1).expand_as(y), rtol=0, atol=0)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), y)  # the original is untouched
 

@@ -86,15 +86,16 @@ def test_no_memory_growth_over_1000_training_steps():
         step()
     gc.collect()
     tracemalloc.start()
-    rss0 = _rss_bytes()
+    rss = [_rss_bytes()]
     snaps = [tracemalloc.take_snapshot()]
     for half in range(2):
         for _ in range(500):
             step()
         gc.collect()
         snaps.append(tracemalloc.take_snapshot())
+        rss.append(_rss_bytes())
     tracemalloc.stop()
-    rss_grown = _rss_bytes() - rss0
+    rss_grown = rss[2] - rss[0]
     # allocations made by the layer's code (module, plans, operators): nothing may accumulate
     ours = [tracemalloc.Filter(True, "*pywino3d*torch*")]
     grown = sum(s.size_diff for s in snaps[2].filter_traces(ours).compare_to(snaps[0].filter_traces(ours),
@@ -104,6 +105,11 @@ def test_no_memory_growth_over_1000_training_steps():
     # while): a leak of a small object per step would show in the second half
     total = sum(s.size_diff for s in snaps[2].compare_to(snaps[1], "filename"))
     assert total < 64 * 1024, f"Python allocations grew by {total} bytes over the last 500 steps"
+    # RSS: a leak grows in both halves alike; one-off growth (allocator arenas
+    # of threads scheduled differently on a loaded machine, torch's caches)
+    # lands in the first.  So the second half is held to 4 MiB (a leak of
+    # 8 KiB per step would show), the whole run to a generous 16 MiB.
+    assert rss[2] - rss[1] < 4 * 2 ** 20, f"RSS grew by {(rss[2] - rss[1]) / 2**20:.1f} MiB over the last 500 steps"
     assert rss_grown < 16 * 2 ** 20, f"RSS grew by {rss_grown / 2**20:.1f} MiB over 1000 steps"
     assert all(len(m.plans) <= 2 for m in model if isinstance(m, Conv3d))
 

@@ -244,6 +244,7 @@ class CudaBackend:
         """U for a one-shot conv3d: the filter transform's."""
         return self.filter_transform(w, tile, kept, nthreads)
 
+    @_on_device_of_first_array
     def filter_transform_backward(self, gU, ksize, tile, nthreads):
         cp = _cp()
         P, K, C = gU.shape
