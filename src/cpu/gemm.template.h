@@ -19,6 +19,7 @@
 #define MR WINO_GEMM_MR
 #define NR WINO_CAT(WINO_GEMM_NR_, WINO_SUFFIX)
 #define KC_BLK WINO_GEMM_KC
+#define KB WINO_GEMM_KB
 #define MC_BLK WINO_GEMM_MC
 #define NC_BLK WINO_CAT(WINO_GEMM_NC_, WINO_SUFFIX)
 
@@ -34,22 +35,34 @@ WINO_INLINE void FN(ukernel)(int kc, const REAL *WINO_RESTRICT a, wino_index ars
                              const wino_index *acol, const REAL *WINO_RESTRICT Bp, REAL *Cb,
                              wino_index rsc, int mr, int nr, int accumulate)
 {
-    VEC acc0[MR], acc1[MR];
+    VEC acc0[MR], acc1[MR], sum0[MR], sum1[MR];
     const REAL *row[MR];
     for (int i = 0; i < MR; ++i) {
         acc0[i] = (VEC){0};
         acc1[i] = (VEC){0};
         row[i] = a + (aks != 1 || i < mr ? i : 0) * ars;
     }
-    for (int k = 0; k < kc; ++k) {
-        VEC b0, b1;
-        memcpy(&b0, Bp + (wino_index)k * NR, sizeof b0);
-        memcpy(&b1, Bp + (wino_index)k * NR + VL, sizeof b1);
-        const wino_index ka = acol ? acol[k] : (wino_index)k * aks;
+    /* chains of KB products, added in order (gemm.h) */
+    for (int k0 = 0; k0 < kc; k0 += KB) {
+        const int k1 = kc - k0 < KB ? kc : k0 + KB;
         for (int i = 0; i < MR; ++i) {
-            const REAL ai = row[i][ka];
-            acc0[i] += ai * b0;
-            acc1[i] += ai * b1;
+            sum0[i] = (VEC){0};
+            sum1[i] = (VEC){0};
+        }
+        for (int k = k0; k < k1; ++k) {
+            VEC b0, b1;
+            memcpy(&b0, Bp + (wino_index)k * NR, sizeof b0);
+            memcpy(&b1, Bp + (wino_index)k * NR + VL, sizeof b1);
+            const wino_index ka = acol ? acol[k] : (wino_index)k * aks;
+            for (int i = 0; i < MR; ++i) {
+                const REAL ai = row[i][ka];
+                sum0[i] += ai * b0;
+                sum1[i] += ai * b1;
+            }
+        }
+        for (int i = 0; i < MR; ++i) {
+            acc0[i] = k0 ? acc0[i] + sum0[i] : sum0[i];
+            acc1[i] = k0 ? acc1[i] + sum1[i] : sum1[i];
         }
     }
     if (mr == MR && nr == NR) {
@@ -83,17 +96,23 @@ WINO_INLINE void FN(ukernel_half)(int kc, const REAL *WINO_RESTRICT a, wino_inde
                                   const REAL *WINO_RESTRICT Bp, REAL *Cb, wino_index rsc, int mr,
                                   int nr, int accumulate)
 {
-    VEC acc[MR];
+    VEC acc[MR], sum[MR];
     const REAL *row[MR];
     for (int i = 0; i < MR; ++i) {
         acc[i] = (VEC){0};
         row[i] = a + (aks != 1 || i < mr ? i : 0) * ars;
     }
-    for (int k = 0; k < kc; ++k) {
-        VEC b0;
-        memcpy(&b0, Bp + (wino_index)k * NR, sizeof b0);
-        const wino_index ka = acol ? acol[k] : (wino_index)k * aks;
-        for (int i = 0; i < MR; ++i) acc[i] += row[i][ka] * b0;
+    /* chains of KB products, added in order (gemm.h) */
+    for (int k0 = 0; k0 < kc; k0 += KB) {
+        const int k1 = kc - k0 < KB ? kc : k0 + KB;
+        for (int i = 0; i < MR; ++i) sum[i] = (VEC){0};
+        for (int k = k0; k < k1; ++k) {
+            VEC b0;
+            memcpy(&b0, Bp + (wino_index)k * NR, sizeof b0);
+            const wino_index ka = acol ? acol[k] : (wino_index)k * aks;
+            for (int i = 0; i < MR; ++i) sum[i] += row[i][ka] * b0;
+        }
+        for (int i = 0; i < MR; ++i) acc[i] = k0 ? acc[i] + sum[i] : sum[i];
     }
     REAL tmp[VL];
     for (int i = 0; i < mr; ++i) {
@@ -420,6 +439,7 @@ int FN(wino_gemm_gathered)(wino_index M, wino_index KA, const REAL *A, wino_inde
 #undef MR
 #undef NR
 #undef KC_BLK
+#undef KB
 #undef MC_BLK
 #undef NC_BLK
 #include "template_names_end.h"
