@@ -19,6 +19,8 @@ float64 direct result).  The NumPy float32 stages sum in NumPy/BLAS order,
 not in the C kernels' order; the "all" column runs every stage in float32 and
 is to be compared with the library's end-to-end error (part 3).
 
+Part 5 (only when asked for): the point search of pywino3d._transforms.SEARCHED_POINTS.
+
     python benchmarks/accuracy.py --part 3 --stats gauss relu trained
     python benchmarks/accuracy.py --part 4 --layers C256 --tiles 4 6
 """
@@ -248,9 +250,46 @@ def part4(layers=tuple(LAYERS), stats=("gauss",), tiles=range(2, 7), small=False
                       + " | ".join(f"{st[k] / e1:.1f}x" for k in STAGES) + " |", flush=True)
 
 
+def point_score(pts, m, r=3):
+    """Search score of a finite point set for F(m, r): the mean over the
+    outputs of sum_p AT[i,p]^2 |G[p,:]|^2 |BT[p,:]|^2 / r (the first-order
+    variance of the product's rounding for unit i.i.d. inputs; invariant to
+    the G/BT scaling; its cube is the 3-D tile's)."""
+    def ev(n):
+        return np.array([[float(p) ** j for j in range(n)] for p in pts] + [[0.0] * (n - 1) + [1.0]])
+    AT, G, BT = ev(m).T, ev(r), np.linalg.inv(ev(m + r - 1)).T
+    return float((AT ** 2 * ((G ** 2).sum(1) * (BT ** 2).sum(1))).sum(1).mean() / r)
+
+
+def part5(tiles=(4, 5, 6), top=5):
+    """The point search behind pywino3d._transforms.SEARCHED_POINTS: symmetric
+    sets 0, +-p, +-q (, s) with p, q, |s| fractions of integers 1..9 up to 4."""
+    import itertools
+    from fractions import Fraction
+
+    from pywino3d._transforms import interpolation_points
+    pool = sorted({Fraction(p, q) for p in range(1, 10) for q in range(1, 10) if Fraction(p, q) <= 4})
+    for m in tiles:
+        nf = m + 1
+        res = []
+        for ps in itertools.combinations(pool, (nf - 1) // 2):
+            base = [Fraction(0)] + [s * p for p in ps for s in (1, -1)]
+            extra = [[]] if nf % 2 else [[s] for s in pool + [-q for q in pool] if abs(s) not in ps]
+            for ex in extra:
+                try:
+                    res.append((point_score(base + ex, m), base + ex))
+                except np.linalg.LinAlgError:
+                    pass
+        res.sort(key=lambda t: t[0])
+        now = interpolation_points(nf)
+        print(f"F({m}, 3): in use {', '.join(map(str, now))}: {point_score(now, m):.3g}")
+        for v, pts in res[:top]:
+            print(f"    {v:.3g}  {', '.join(map(str, pts))}")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", type=int, choices=[1, 2, 3, 4], default=None)
+    ap.add_argument("--part", type=int, choices=[1, 2, 3, 4, 5], default=None)
     ap.add_argument("--layers", nargs="+", choices=list(LAYERS), default=list(LAYERS))
     ap.add_argument("--stats", nargs="+", choices=list(STATS), default=["gauss"])
     ap.add_argument("--tiles", nargs="+", type=int, default=[2, 3, 4, 5, 6])
@@ -269,3 +308,5 @@ if __name__ == "__main__":
     if a.part in (None, 4):
         print()
         part4(a.layers, a.stats, a.tiles, a.small, a.block)
+    if a.part == 5:
+        part5()
