@@ -19,7 +19,9 @@ float64 direct result).  The NumPy float32 stages sum in NumPy/BLAS order,
 not in the C kernels' order; the "all" column runs every stage in float32 and
 is to be compared with the library's end-to-end error (part 3).
 
-Part 5 (only when asked for): the point search of pywino3d._transforms.SEARCHED_POINTS.
+Parts 5 and 6 (only when asked for): the point search of
+pywino3d._transforms.SEARCHED_POINTS, and the error table behind
+tile="auto"'s accuracy rule (docs/accuracy.md).
 
     python benchmarks/accuracy.py --part 3 --stats gauss relu trained
     python benchmarks/accuracy.py --part 4 --layers C256 --tiles 4 6
@@ -287,9 +289,25 @@ def part5(tiles=(4, 5, 6), top=5):
             print(f"    {v:.3g}  {', '.join(map(str, pts))}")
 
 
+def part6(seed=0, C=32, S=18):
+    """The table behind tile="auto"'s accuracy rule (pywino3d._tiles.MAX_ALPHA):
+    float32 relative L2 error of F(m^3, r^3) against the float64 direct
+    result, C -> C channels, S^3 input, padding "same", weights scaled to
+    unit output variance."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((1, C, S, S, S)).astype(np.float32)
+    print("| r \\ m | " + " | ".join(str(m) for m in range(1, 9)) + " |")
+    print("|---" * 9 + "|")
+    for r in range(1, 8):
+        w = (rng.standard_normal((C, C, r, r, r)) / np.sqrt(C * r ** 3)).astype(np.float32)
+        ref = conv3d_reference(x, w, padding="same")
+        row = [f"{rel_l2(pywino3d.conv3d(x, w, padding='same', tile=m), ref):.1e}" for m in range(1, 9)]
+        print(f"| {r} | " + " | ".join(row) + " |", flush=True)
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", type=int, choices=[1, 2, 3, 4, 5], default=None)
+    ap.add_argument("--part", type=int, choices=[1, 2, 3, 4, 5, 6], default=None)
     ap.add_argument("--layers", nargs="+", choices=list(LAYERS), default=list(LAYERS))
     ap.add_argument("--stats", nargs="+", choices=list(STATS), default=["gauss"])
     ap.add_argument("--tiles", nargs="+", type=int, default=[2, 3, 4, 5, 6])
@@ -310,3 +328,5 @@ if __name__ == "__main__":
         part4(a.layers, a.stats, a.tiles, a.small, a.block)
     if a.part == 5:
         part5()
+    if a.part == 6:
+        part6()

@@ -27,7 +27,8 @@
  * sqrt(KB / 2 + n / (2 KB)) -- 128 -> 16 squared for 256 input channels, a
  * 2.8x smaller product error (issue 30; benchmarks/accuracy.py --part 4).
  * The same chains in every pipeline (the fused kernel's too) and for every
- * thread count; sums of up to KB products are what they were. */
+ * thread count; sums of up to KB products are what they were.  The gathered
+ * GEMM (im2col) keeps one chain per KC block: see its micro-kernel. */
 #define WINO_GEMM_KB 32
 #define WINO_GEMM_MC (WINO_GEMM_MR * 8)
 #define WINO_GEMM_NC_f (WINO_GEMM_NR_f * 8)

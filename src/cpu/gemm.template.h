@@ -31,7 +31,7 @@
  * order either way.  With an index `acol` (the gathered GEMM), A[i][k] is
  * a[i * ars + acol[k]] instead; every other caller passes a constant NULL,
  * which the inlining folds away. */
-WINO_INLINE void FN(ukernel)(int kc, const REAL *WINO_RESTRICT a, wino_index ars, wino_index aks,
+WINO_INLINE void FN(ukernel)(int kc, int kb, const REAL *WINO_RESTRICT a, wino_index ars, wino_index aks,
                              const wino_index *acol, const REAL *WINO_RESTRICT Bp, REAL *Cb,
                              wino_index rsc, int mr, int nr, int accumulate)
 {
@@ -42,9 +42,9 @@ WINO_INLINE void FN(ukernel)(int kc, const REAL *WINO_RESTRICT a, wino_index ars
         acc1[i] = (VEC){0};
         row[i] = a + (aks != 1 || i < mr ? i : 0) * ars;
     }
-    /* chains of KB products, added in order (gemm.h) */
-    for (int k0 = 0; k0 < kc; k0 += KB) {
-        const int k1 = kc - k0 < KB ? kc : k0 + KB;
+    /* chains of kb products, added in order (gemm.h) */
+    for (int k0 = 0; k0 < kc; k0 += kb) {
+        const int k1 = kc - k0 < kb ? kc : k0 + kb;
         for (int i = 0; i < MR; ++i) {
             sum0[i] = (VEC){0};
             sum1[i] = (VEC){0};
@@ -91,7 +91,7 @@ WINO_INLINE void FN(ukernel)(int kc, const REAL *WINO_RESTRICT a, wino_index ars
 
 /* Half-width variant for the last column panel when it has <= VL columns
  * (e.g. 16 tiles): half the FMAs of the full kernel. */
-WINO_INLINE void FN(ukernel_half)(int kc, const REAL *WINO_RESTRICT a, wino_index ars,
+WINO_INLINE void FN(ukernel_half)(int kc, int kb, const REAL *WINO_RESTRICT a, wino_index ars,
                                   wino_index aks, const wino_index *acol,
                                   const REAL *WINO_RESTRICT Bp, REAL *Cb, wino_index rsc, int mr,
                                   int nr, int accumulate)
@@ -102,9 +102,9 @@ WINO_INLINE void FN(ukernel_half)(int kc, const REAL *WINO_RESTRICT a, wino_inde
         acc[i] = (VEC){0};
         row[i] = a + (aks != 1 || i < mr ? i : 0) * ars;
     }
-    /* chains of KB products, added in order (gemm.h) */
-    for (int k0 = 0; k0 < kc; k0 += KB) {
-        const int k1 = kc - k0 < KB ? kc : k0 + KB;
+    /* chains of kb products, added in order (gemm.h) */
+    for (int k0 = 0; k0 < kc; k0 += kb) {
+        const int k1 = kc - k0 < kb ? kc : k0 + kb;
         for (int i = 0; i < MR; ++i) sum[i] = (VEC){0};
         for (int k = k0; k < k1; ++k) {
             VEC b0;
@@ -128,24 +128,28 @@ WINO_INLINE void FN(ukernel_half)(int kc, const REAL *WINO_RESTRICT a, wino_inde
 static void FN(ukernel_packed)(int kc, const REAL *Ap, const REAL *Bp, REAL *Cb, wino_index rsc,
                                int mr, int nr, int accumulate)
 {
-    if (nr <= VL) FN(ukernel_half)(kc, Ap, 1, MR, NULL, Bp, Cb, rsc, mr, nr, accumulate);
-    else FN(ukernel)(kc, Ap, 1, MR, NULL, Bp, Cb, rsc, mr, nr, accumulate);
+    if (nr <= VL) FN(ukernel_half)(kc, KB, Ap, 1, MR, NULL, Bp, Cb, rsc, mr, nr, accumulate);
+    else FN(ukernel)(kc, KB, Ap, 1, MR, NULL, Bp, Cb, rsc, mr, nr, accumulate);
 }
 
 static void FN(ukernel_inplace)(int kc, const REAL *A, wino_index rsa, const REAL *Bp, REAL *Cb,
                                 wino_index rsc, int mr, int nr, int accumulate)
 {
-    if (nr <= VL) FN(ukernel_half)(kc, A, rsa, 1, NULL, Bp, Cb, rsc, mr, nr, accumulate);
-    else FN(ukernel)(kc, A, rsa, 1, NULL, Bp, Cb, rsc, mr, nr, accumulate);
+    if (nr <= VL) FN(ukernel_half)(kc, KB, A, rsa, 1, NULL, Bp, Cb, rsc, mr, nr, accumulate);
+    else FN(ukernel)(kc, KB, A, rsa, 1, NULL, Bp, Cb, rsc, mr, nr, accumulate);
 }
 
-/* A in place with its columns gathered through `acol` (wino_gemm_gathered). */
+/* A in place with its columns gathered through `acol` (wino_gemm_gathered).
+ * One chain per KC block, not chains of KB: the im2col pipeline's groups
+ * skip the taps in the padding or multiply them as zeros depending on how
+ * it splits a batch, and only a single chain sums to the same bits either
+ * way (a zero term moves the chains' boundaries). */
 static void FN(ukernel_gathered)(int kc, const REAL *A, wino_index rsa, const wino_index *acol,
                                  const REAL *Bp, REAL *Cb, wino_index rsc, int mr, int nr,
                                  int accumulate)
 {
-    if (nr <= VL) FN(ukernel_half)(kc, A, rsa, 1, acol, Bp, Cb, rsc, mr, nr, accumulate);
-    else FN(ukernel)(kc, A, rsa, 1, acol, Bp, Cb, rsc, mr, nr, accumulate);
+    if (nr <= VL) FN(ukernel_half)(kc, kc, A, rsa, 1, acol, Bp, Cb, rsc, mr, nr, accumulate);
+    else FN(ukernel)(kc, kc, A, rsa, 1, acol, Bp, Cb, rsc, mr, nr, accumulate);
 }
 
 /* pack rows [i0, i0+mc) x cols [p0, p0+kc) of A into MR-row panels */
