@@ -294,10 +294,15 @@ def test_lowrank_refit_is_the_refit_of_the_composed_weights(rng, mode):
 # ------------------------------------------------------------ targets
 def test_targets_against_random_positions():
     """One-shot prune_columns (transform-aware + refit) on random 3x3x3 weights,
-    5 -> 4 channels, padding 1: output error <= 0.1x that of random positions at
-    F(4^3) with 50 % and 75 % kept, <= 0.5x at F(2^3) with 75 % kept."""
+    5 -> 4 channels, padding 1: output error <= 0.2x that of random positions at
+    F(4^3) with 50 % and 75 % kept, <= 0.5x at F(2^3) with 75 % kept.
+
+    F(4^3)'s factor was 0.1 with the points 0, +-1, +-2 (measured 0.040x and
+    0.036x on these draws); with the searched points 0, +-2/3, +-3/2 (issue 30)
+    random positions lose far less (output error 20 -> 6.4 and 15 -> 4.9) while
+    ours stays near (0.80 -> 0.84 and 0.54 -> 0.68): 0.13x and 0.14x."""
     rng = np.random.default_rng(7)
-    for tile, density, factor in ((4, 0.5, 0.1), (4, 0.75, 0.1), (2, 0.75, 0.5)):
+    for tile, density, factor in ((4, 0.5, 0.2), (4, 0.75, 0.2), (2, 0.75, 0.5)):
         ours, rand = [], []
         for _ in range(2):
             w = rng.standard_normal((4, 5, 3, 3, 3))

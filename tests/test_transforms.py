@@ -47,8 +47,35 @@ def test_float_matches_exact():
 
 def test_points_and_lavin_form():
     assert interpolation_points(7) == [0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2)]
-    AT, G, BT = winograd_matrices(4, 3, exact=True)
-    assert all(v.denominator == 1 for v in BT.ravel())  # lavin: BT rows are integers
+    for m in (2, 3, 6):
+        AT, G, BT = winograd_matrices(m, 3, exact=True)
+        assert all(v.denominator == 1 for v in BT.ravel())  # lavin: BT rows are integers
+
+
+def test_searched_points_and_unit_form():
+    """alpha 6 and 7 use the searched sets; their BT rows and AT rows each
+    hold a +-1 entry (adds, not multiplies, in the generated transforms)."""
+    assert interpolation_points(5) == [0, Fraction(2, 3), Fraction(-2, 3), Fraction(3, 2), Fraction(-3, 2)]
+    assert interpolation_points(6) == [0, Fraction(5, 9), Fraction(-5, 9), Fraction(9, 8), Fraction(-9, 8),
+                                       Fraction(8, 3)]
+    for m, r in [(4, 3), (5, 3), (3, 4), (2, 5), (3, 5)]:
+        AT, G, BT = winograd_matrices(m, r, exact=True)
+        assert all(any(abs(v) == 1 for v in row) for row in BT), (m, r)
+        assert all(any(abs(v) == 1 for v in row) for row in AT), (m, r)
+
+
+def test_searched_points_lower_product_error():
+    """The search's score (first-order variance of the product's rounding,
+    per output) is lower for the searched sets than for the default ones."""
+    def score(m, pts):
+        n = m + 2
+        ev = lambda k: np.array([[float(p) ** j for j in range(k)] for p in pts] + [[0.0] * (k - 1) + [1.0]])
+        AT, G, BT = ev(m).T, ev(3), np.linalg.inv(ev(n)).T
+        return float((AT ** 2 * ((G ** 2).sum(1) * (BT ** 2).sum(1))).sum(1).mean())
+
+    default = [Fraction(v) for v in (0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2))]
+    assert score(4, interpolation_points(5)) < 0.5 * score(4, default[:5])
+    assert score(5, interpolation_points(6)) < 0.9 * score(5, default[:6])
 
 
 @pytest.mark.parametrize("bad,exc", [((0, 3), ValueError), ((9, 3), ValueError), ((2, 8), ValueError),

@@ -22,8 +22,14 @@ with ``AT = E_m.T`` (m x alpha), ``G = E_r`` (alpha x r) and
 
 Two choices are free and matter for float accuracy:
 
-* the points: we use ``0, 1, -1, 2, -2, 1/2, -1/2, 3, -3, 1/3, -1/3, 4, -4,
-  1/4, -1/4, ...`` (the first ``alpha - 1`` of them, plus infinity);
+* the points: by default ``0, 1, -1, 2, -2, 1/2, -1/2, 3, -3, 1/3, -1/3, 4,
+  -4, 1/4, -1/4, ...`` (the first ``alpha - 1`` of them, plus infinity),
+  except for alpha = 6 and 7 (:data:`SEARCHED_POINTS`), whose sets were
+  searched for the lowest rounding error (``benchmarks/accuracy.py --part
+  5``; ``docs/accuracy.md``): F(4^3, 3^3) is 2.5 to 3.5 times more accurate
+  with ``0, +-2/3, +-3/2`` than with ``0, +-1, +-2``, F(5^3, 3^3) 1.4 times
+  with ``0, +-5/9, +-9/8, 8/3``.  The sets keep the +-p pairs that the
+  generated C transforms share sums over, so no transform costs more;
 * a diagonal scaling ``D`` that can move between ``G`` and ``BT``
   (``G -> D G``, ``BT -> D^{-1} BT``).  ``scaling="balanced"`` (default)
   ``scaling="lavin"`` (default) keeps the classic form of Lavin & Gray in
@@ -40,13 +46,14 @@ dot product (``AT = ones``, ``G = BT = I``) and ``r == 1`` is a plain scaling
 """
 from __future__ import annotations
 
+import itertools
 import math
 from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["winograd_matrices", "interpolation_points", "MAX_TILE", "MAX_KERNEL"]
+__all__ = ["winograd_matrices", "interpolation_points", "SEARCHED_POINTS", "MAX_TILE", "MAX_KERNEL"]
 
 #: Largest tile size and kernel size for which matrices are provided.
 MAX_TILE = 8
@@ -55,13 +62,40 @@ MAX_KERNEL = 7
 _SCALINGS = ("lavin", "balanced")
 
 
-def interpolation_points(n):
-    """Return the first ``n`` finite interpolation points as Fractions.
+#: The finite points of the searched sets, by their number (alpha - 1): the
+#: symmetric sets ``0, +-p, +-q (, s)`` with p, q, |s| fractions of integers
+#: 1..9 up to 4 that minimise the mean over the outputs of
+#: ``sum_p AT[i,p]^2 |G[p,:]|^2 |BT[p,:]|^2`` (the first-order variance of the
+#: product stage's rounding, invariant to the G/BT scaling), which predicted
+#: the measured end-to-end error of every set tried.  Other counts keep the
+#: default sequence: for 7 finite points (alpha 8, F(6, 3)) it is the optimum
+#: of the same search, and for 3 and 4 the filter transform's factored code
+#: needs G dyadic (``src/cpu/gen_const_transforms.py``).
+SEARCHED_POINTS = {
+    5: (Fraction(0), Fraction(2, 3), Fraction(-2, 3), Fraction(3, 2), Fraction(-3, 2)),
+    6: (Fraction(0), Fraction(5, 9), Fraction(-5, 9), Fraction(9, 8), Fraction(-9, 8), Fraction(8, 3)),
+}
 
-    The sequence is ``0, 1, -1, 2, -2, 1/2, -1/2, 3, -3, 1/3, -1/3, ...``:
+
+def interpolation_points(n):
+    """Return the ``n`` finite interpolation points used for alpha = n + 1.
+
+    For ``n`` in :data:`SEARCHED_POINTS` the searched set; otherwise the
+    first ``n`` of ``0, 1, -1, 2, -2, 1/2, -1/2, 3, -3, 1/3, -1/3, ...``:
     small integers and their reciprocals, which keep the Vandermonde system
     well conditioned.
+
+    Parameters
+    ----------
+    n : int
+        Number of finite points, ``alpha - 1``.
+
+    Returns
+    -------
+    list of Fraction
     """
+    if n in SEARCHED_POINTS:
+        return list(SEARCHED_POINTS[n])
     pts = [Fraction(0)]
     k = 1
     while len(pts) < n:
@@ -121,7 +155,13 @@ def _exact(m, r, scaling):
     for j in range(alpha):
         bmax = max(abs(v) for v in BT[j])
         gmax = max(abs(v) for v in G[j])
-        if scaling == "lavin":
+        if scaling == "lavin" and alpha - 1 in SEARCHED_POINTS:
+            # the searched sets: the BT row gets as many +-1 entries as one
+            # scale can give (ties: its largest entry becomes 1), each an add
+            # instead of a multiply in the generated transforms.
+            s = max((Fraction(1) / abs(v) for v in BT[j] if v != 0),
+                    key=lambda c: (sum(abs(v * c) == 1 for v in BT[j]), -c))
+        elif scaling == "lavin":
             # BT rows become integers with no common factor; G takes the rest.
             den = math.lcm(*(v.denominator for v in BT[j]))
             num = math.gcd(*(v.numerator for v in BT[j] if v != 0))
@@ -131,7 +171,38 @@ def _exact(m, r, scaling):
             s = Fraction(s)
         BT[j] = [v * s for v in BT[j]]
         G[j] = [v / s for v in G[j]]
+    if scaling == "lavin" and alpha - 1 in SEARCHED_POINTS:
+        _unit_columns(AT, G, pts)
     return (AT, G, BT)
+
+
+def _unit_columns(AT, G, pts):
+    """Scale the columns of AT (G's rows take the inverse, exactly) so that
+    as many rows of AT as possible hold a +-1 entry: one scale per pair of
+    points +-p (the generated transforms share their sums), chosen among
+    those that make an entry of the pair's column 1.  A row with a unit term
+    adds it where it would otherwise multiply.  Ties: the most unit entries,
+    then the smallest largest entry."""
+    groups = {}
+    for j, p in enumerate(pts):
+        if p != 0:
+            groups.setdefault(abs(p), []).append(j)
+    keys = sorted(groups)
+    cands = [sorted({Fraction(1)} | {1 / abs(AT[i][groups[k][0]]) for i in range(len(AT))})
+             for k in keys]
+
+    def score(scales):
+        col = {j: c for k, c in zip(keys, scales) for j in groups[k]}
+        rows = [[v * col.get(j, 1) for j, v in enumerate(row)] for row in AT]
+        units = [sum(abs(v) == 1 for v in row) for row in rows]
+        return (sum(u > 0 for u in units), sum(units), -max(abs(v) for row in rows for v in row))
+
+    best = max(itertools.product(*cands), key=score)
+    for k, c in zip(keys, best):
+        for j in groups[k]:
+            for row in AT:
+                row[j] *= c
+            G[j] = [v / c for v in G[j]]
 
 
 def winograd_matrices(m, r, *, exact=False, dtype=np.float64, scaling="lavin"):

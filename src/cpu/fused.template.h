@@ -214,20 +214,33 @@ static inline void FN(fused_store_row)(const VEC *row, int ew, int lanes, const 
 WINO_INLINE void FN(fused_ukernel)(const int ROWS, wino_index CP, const REAL *A, wino_index lda,
                                    const REAL *B, wino_index ldb, REAL *Cm, wino_index ldc, const char *pf)
 {
-    VEC acc0[FUSED_MR], acc1[FUSED_MR];
+    VEC acc0[FUSED_MR], acc1[FUSED_MR], sum0[FUSED_MR], sum1[FUSED_MR];
     for (int r = 0; r < ROWS; ++r) {
         acc0[r] = (VEC){0};
         acc1[r] = (VEC){0};
     }
-    for (wino_index c = 0; c < CP; ++c) {
-        VEC b0, b1;
-        memcpy(&b0, B + c * ldb, sizeof b0);
-        memcpy(&b1, B + c * ldb + VL, sizeof b1);
-        WINO_PREFETCH_LINE(pf, c);
+    /* chains of WINO_GEMM_KB products, added in order: the GEMM's chains
+     * (gemm.h), so the bits stay the blocked pipeline's */
+    for (wino_index c0 = 0; c0 < CP; c0 += WINO_GEMM_KB) {
+        const wino_index c1 = CP - c0 < WINO_GEMM_KB ? CP : c0 + WINO_GEMM_KB;
         for (int r = 0; r < ROWS; ++r) {
-            const REAL a = A[r * lda + c];
-            acc0[r] += a * b0;
-            acc1[r] += a * b1;
+            sum0[r] = (VEC){0};
+            sum1[r] = (VEC){0};
+        }
+        for (wino_index c = c0; c < c1; ++c) {
+            VEC b0, b1;
+            memcpy(&b0, B + c * ldb, sizeof b0);
+            memcpy(&b1, B + c * ldb + VL, sizeof b1);
+            WINO_PREFETCH_LINE(pf, c);
+            for (int r = 0; r < ROWS; ++r) {
+                const REAL a = A[r * lda + c];
+                sum0[r] += a * b0;
+                sum1[r] += a * b1;
+            }
+        }
+        for (int r = 0; r < ROWS; ++r) {
+            acc0[r] = c0 ? acc0[r] + sum0[r] : sum0[r];
+            acc1[r] = c0 ? acc1[r] + sum1[r] : sum1[r];
         }
     }
     for (int r = 0; r < ROWS; ++r) {

@@ -21,6 +21,15 @@
 #define WINO_GEMM_NR_f (2 * WINO_VL_f)
 #define WINO_GEMM_NR_d (2 * WINO_VL_d)
 #define WINO_GEMM_KC 256
+/* The micro-kernels sum each element's products in chains of KB, each from
+ * zero, and add the chains in order (blocked summation): a float32 chain
+ * of n products loses about sqrt(n / 2) rounding steps, KB-chains
+ * sqrt(KB / 2 + n / (2 KB)) -- 128 -> 16 squared for 256 input channels, a
+ * 2.8x smaller product error (issue 30; benchmarks/accuracy.py --part 4).
+ * The same chains in every pipeline (the fused kernel's too) and for every
+ * thread count; sums of up to KB products are what they were.  The gathered
+ * GEMM (im2col) keeps one chain per KC block: see its micro-kernel. */
+#define WINO_GEMM_KB 32
 #define WINO_GEMM_MC (WINO_GEMM_MR * 8)
 #define WINO_GEMM_NC_f (WINO_GEMM_NR_f * 8)
 #define WINO_GEMM_NC_d (WINO_GEMM_NR_d * 8)

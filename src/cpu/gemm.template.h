@@ -19,6 +19,7 @@
 #define MR WINO_GEMM_MR
 #define NR WINO_CAT(WINO_GEMM_NR_, WINO_SUFFIX)
 #define KC_BLK WINO_GEMM_KC
+#define KB WINO_GEMM_KB
 #define MC_BLK WINO_GEMM_MC
 #define NC_BLK WINO_CAT(WINO_GEMM_NC_, WINO_SUFFIX)
 
@@ -30,26 +31,38 @@
  * order either way.  With an index `acol` (the gathered GEMM), A[i][k] is
  * a[i * ars + acol[k]] instead; every other caller passes a constant NULL,
  * which the inlining folds away. */
-WINO_INLINE void FN(ukernel)(int kc, const REAL *WINO_RESTRICT a, wino_index ars, wino_index aks,
+WINO_INLINE void FN(ukernel)(int kc, int kb, const REAL *WINO_RESTRICT a, wino_index ars, wino_index aks,
                              const wino_index *acol, const REAL *WINO_RESTRICT Bp, REAL *Cb,
                              wino_index rsc, int mr, int nr, int accumulate)
 {
-    VEC acc0[MR], acc1[MR];
+    VEC acc0[MR], acc1[MR], sum0[MR], sum1[MR];
     const REAL *row[MR];
     for (int i = 0; i < MR; ++i) {
         acc0[i] = (VEC){0};
         acc1[i] = (VEC){0};
         row[i] = a + (aks != 1 || i < mr ? i : 0) * ars;
     }
-    for (int k = 0; k < kc; ++k) {
-        VEC b0, b1;
-        memcpy(&b0, Bp + (wino_index)k * NR, sizeof b0);
-        memcpy(&b1, Bp + (wino_index)k * NR + VL, sizeof b1);
-        const wino_index ka = acol ? acol[k] : (wino_index)k * aks;
+    /* chains of kb products, added in order (gemm.h) */
+    for (int k0 = 0; k0 < kc; k0 += kb) {
+        const int k1 = kc - k0 < kb ? kc : k0 + kb;
         for (int i = 0; i < MR; ++i) {
-            const REAL ai = row[i][ka];
-            acc0[i] += ai * b0;
-            acc1[i] += ai * b1;
+            sum0[i] = (VEC){0};
+            sum1[i] = (VEC){0};
+        }
+        for (int k = k0; k < k1; ++k) {
+            VEC b0, b1;
+            memcpy(&b0, Bp + (wino_index)k * NR, sizeof b0);
+            memcpy(&b1, Bp + (wino_index)k * NR + VL, sizeof b1);
+            const wino_index ka = acol ? acol[k] : (wino_index)k * aks;
+            for (int i = 0; i < MR; ++i) {
+                const REAL ai = row[i][ka];
+                sum0[i] += ai * b0;
+                sum1[i] += ai * b1;
+            }
+        }
+        for (int i = 0; i < MR; ++i) {
+            acc0[i] = k0 ? acc0[i] + sum0[i] : sum0[i];
+            acc1[i] = k0 ? acc1[i] + sum1[i] : sum1[i];
         }
     }
     if (mr == MR && nr == NR) {
@@ -78,22 +91,28 @@ WINO_INLINE void FN(ukernel)(int kc, const REAL *WINO_RESTRICT a, wino_index ars
 
 /* Half-width variant for the last column panel when it has <= VL columns
  * (e.g. 16 tiles): half the FMAs of the full kernel. */
-WINO_INLINE void FN(ukernel_half)(int kc, const REAL *WINO_RESTRICT a, wino_index ars,
+WINO_INLINE void FN(ukernel_half)(int kc, int kb, const REAL *WINO_RESTRICT a, wino_index ars,
                                   wino_index aks, const wino_index *acol,
                                   const REAL *WINO_RESTRICT Bp, REAL *Cb, wino_index rsc, int mr,
                                   int nr, int accumulate)
 {
-    VEC acc[MR];
+    VEC acc[MR], sum[MR];
     const REAL *row[MR];
     for (int i = 0; i < MR; ++i) {
         acc[i] = (VEC){0};
         row[i] = a + (aks != 1 || i < mr ? i : 0) * ars;
     }
-    for (int k = 0; k < kc; ++k) {
-        VEC b0;
-        memcpy(&b0, Bp + (wino_index)k * NR, sizeof b0);
-        const wino_index ka = acol ? acol[k] : (wino_index)k * aks;
-        for (int i = 0; i < MR; ++i) acc[i] += row[i][ka] * b0;
+    /* chains of kb products, added in order (gemm.h) */
+    for (int k0 = 0; k0 < kc; k0 += kb) {
+        const int k1 = kc - k0 < kb ? kc : k0 + kb;
+        for (int i = 0; i < MR; ++i) sum[i] = (VEC){0};
+        for (int k = k0; k < k1; ++k) {
+            VEC b0;
+            memcpy(&b0, Bp + (wino_index)k * NR, sizeof b0);
+            const wino_index ka = acol ? acol[k] : (wino_index)k * aks;
+            for (int i = 0; i < MR; ++i) sum[i] += row[i][ka] * b0;
+        }
+        for (int i = 0; i < MR; ++i) acc[i] = k0 ? acc[i] + sum[i] : sum[i];
     }
     REAL tmp[VL];
     for (int i = 0; i < mr; ++i) {
@@ -109,24 +128,28 @@ WINO_INLINE void FN(ukernel_half)(int kc, const REAL *WINO_RESTRICT a, wino_inde
 static void FN(ukernel_packed)(int kc, const REAL *Ap, const REAL *Bp, REAL *Cb, wino_index rsc,
                                int mr, int nr, int accumulate)
 {
-    if (nr <= VL) FN(ukernel_half)(kc, Ap, 1, MR, NULL, Bp, Cb, rsc, mr, nr, accumulate);
-    else FN(ukernel)(kc, Ap, 1, MR, NULL, Bp, Cb, rsc, mr, nr, accumulate);
+    if (nr <= VL) FN(ukernel_half)(kc, KB, Ap, 1, MR, NULL, Bp, Cb, rsc, mr, nr, accumulate);
+    else FN(ukernel)(kc, KB, Ap, 1, MR, NULL, Bp, Cb, rsc, mr, nr, accumulate);
 }
 
 static void FN(ukernel_inplace)(int kc, const REAL *A, wino_index rsa, const REAL *Bp, REAL *Cb,
                                 wino_index rsc, int mr, int nr, int accumulate)
 {
-    if (nr <= VL) FN(ukernel_half)(kc, A, rsa, 1, NULL, Bp, Cb, rsc, mr, nr, accumulate);
-    else FN(ukernel)(kc, A, rsa, 1, NULL, Bp, Cb, rsc, mr, nr, accumulate);
+    if (nr <= VL) FN(ukernel_half)(kc, KB, A, rsa, 1, NULL, Bp, Cb, rsc, mr, nr, accumulate);
+    else FN(ukernel)(kc, KB, A, rsa, 1, NULL, Bp, Cb, rsc, mr, nr, accumulate);
 }
 
-/* A in place with its columns gathered through `acol` (wino_gemm_gathered). */
+/* A in place with its columns gathered through `acol` (wino_gemm_gathered).
+ * One chain per KC block, not chains of KB: the im2col pipeline's groups
+ * skip the taps in the padding or multiply them as zeros depending on how
+ * it splits a batch, and only a single chain sums to the same bits either
+ * way (a zero term moves the chains' boundaries). */
 static void FN(ukernel_gathered)(int kc, const REAL *A, wino_index rsa, const wino_index *acol,
                                  const REAL *Bp, REAL *Cb, wino_index rsc, int mr, int nr,
                                  int accumulate)
 {
-    if (nr <= VL) FN(ukernel_half)(kc, A, rsa, 1, acol, Bp, Cb, rsc, mr, nr, accumulate);
-    else FN(ukernel)(kc, A, rsa, 1, acol, Bp, Cb, rsc, mr, nr, accumulate);
+    if (nr <= VL) FN(ukernel_half)(kc, kc, A, rsa, 1, acol, Bp, Cb, rsc, mr, nr, accumulate);
+    else FN(ukernel)(kc, kc, A, rsa, 1, acol, Bp, Cb, rsc, mr, nr, accumulate);
 }
 
 /* pack rows [i0, i0+mc) x cols [p0, p0+kc) of A into MR-row panels */
@@ -420,6 +443,7 @@ int FN(wino_gemm_gathered)(wino_index M, wino_index KA, const REAL *A, wino_inde
 #undef MR
 #undef NR
 #undef KC_BLK
+#undef KB
 #undef MC_BLK
 #undef NC_BLK
 #include "template_names_end.h"

@@ -61,12 +61,27 @@ def _term(c, op, ctype):
     return f"{literal(c, ctype)} * {op}"
 
 
+def _fma_order(terms):
+    """The terms reordered so that the balanced tree pairs each product
+    (coefficient not +-1) with a unit term where there are units to spare:
+    a product added to a unit term is one FMA, two products added are a
+    multiply and an FMA.  Orders with no product left unpaired are kept."""
+    units = [t for t in terms if t[0] == 1]
+    prods = [t for t in terms if abs(t[0]) != 1]
+    if len(terms) != 3 or len(units) != 1 or len(prods) != 2:
+        return terms
+    # (u, p1, p2) sums as u + (p1 + p2): a multiply, an FMA and an add;
+    # (p1, u, p2) as p1 + (u + p2): two FMAs.
+    return [prods[0], units[0], prods[1]]
+
+
 def tree_sum(terms, ctype):
     """C expression: the sum of (coefficient, operand) as a balanced tree,
-    positive unit terms first (a leading negation is an extra operation)."""
+    positive unit terms first (a leading negation is an extra operation),
+    three terms with one unit as product + (unit + product) (two FMAs)."""
     if not terms:
         return "z"
-    terms = sorted(terms, key=lambda t: t[0] != 1)
+    terms = _fma_order(sorted(terms, key=lambda t: t[0] != 1))
     if len(terms) == 1:
         return _term(*terms[0], ctype)
     h = len(terms) // 2
