@@ -20,7 +20,7 @@ not in the C kernels' order; the "all" column runs every stage in float32 and
 is to be compared with the library's end-to-end error (part 3).
 
 Parts 5 and 6 (only when asked for): the point search of
-pywino3d._transforms.SEARCHED_POINTS, and the error table behind
+pywino3d._core.transforms.SEARCHED_POINTS, and the error table behind
 tile="auto"'s accuracy rule (docs/accuracy.md).
 
     python benchmarks/accuracy.py --part 3 --stats gauss relu trained
@@ -264,12 +264,12 @@ def point_score(pts, m, r=3):
 
 
 def part5(tiles=(4, 5, 6), top=5):
-    """The point search behind pywino3d._transforms.SEARCHED_POINTS: symmetric
+    """The point search behind pywino3d._core.transforms.SEARCHED_POINTS: symmetric
     sets 0, +-p, +-q (, s) with p, q, |s| fractions of integers 1..9 up to 4."""
     import itertools
     from fractions import Fraction
 
-    from pywino3d._transforms import interpolation_points
+    from pywino3d._core.transforms import interpolation_points
     pool = sorted({Fraction(p, q) for p in range(1, 10) for q in range(1, 10) if Fraction(p, q) <= 4})
     for m in tiles:
         nf = m + 1
@@ -290,7 +290,7 @@ def part5(tiles=(4, 5, 6), top=5):
 
 
 def part6(seed=0, C=32, S=18):
-    """The table behind tile="auto"'s accuracy rule (pywino3d._tiles.MAX_ALPHA):
+    """The table behind tile="auto"'s accuracy rule (pywino3d._choice.cost.MAX_ALPHA):
     float32 relative L2 error of F(m^3, r^3) against the float64 direct
     result, C -> C channels, S^3 input, padding "same", weights scaled to
     unit output variance."""
