@@ -17,6 +17,7 @@ __all__ = [
     "term_scale",
     "check_typical",
     "winograd_magnitudes",
+    "winograd_reference",
     "local_max",
     "rounding_terms",
     "conv_problems",
@@ -181,6 +182,87 @@ def winograd_magnitudes(x, w, tile, *, padding=0, grad_y=None):
     gU = np.einsum("nKdhwijk,nCdhwijk->KCijk", gM, V, optimize=True)
     gw_mag = np.einsum("ia,jb,kc,KCijk->KCabc", Gd, Gh, Gw, gU, optimize=True)
     return y_mag, gx_mag, gw_mag
+
+
+def winograd_reference(x, U, ksize, tile, *, padding=0, bias=None, columns=None, grad_y=None):
+    """The Winograd convolution with given ``U``, in float64 NumPy: an
+    oracle for every pipeline that shares none of its code (only the
+    matrices of ``_transforms``).
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, D, H, W)
+    U : array_like, shape (P, K, C)
+        Transformed weights, positions in row-major (d, h, w) order, as
+        :func:`pywino3d.filter_transform` makes them.
+    ksize, tile : int or 3 ints
+    padding : as for :func:`pywino3d.conv3d`
+    bias : array_like, shape (K,), optional
+    columns : array_like of int, optional
+        Kept positions; the others count as zero (and get zero gradient).
+    grad_y : array_like, optional
+        With it, return ``(grad_x, grad_U)`` instead of y.
+
+    Examples
+    --------
+    >>> import numpy as np, pywino3d
+    >>> from pywino3d.testing import winograd_reference, conv3d_reference
+    >>> rng = np.random.default_rng(0)
+    >>> x, w = rng.standard_normal((1, 2, 5, 5, 5)), rng.standard_normal((3, 2, 3, 3, 3))
+    >>> y = winograd_reference(x, pywino3d.filter_transform(w, 2), 3, 2, padding=1)
+    >>> bool(np.allclose(y, conv3d_reference(x, w, padding=1), rtol=1e-12, atol=1e-12))
+    True
+    """
+    from ._geometry import make_geometry, parse_tile, tile_patches
+    from ._transforms import winograd_matrices
+
+    x = np.asarray(x, np.float64)
+    U = np.array(U, np.float64)
+    ksize = _triple(ksize)
+    tile = parse_tile(tile)
+    P, K, C = U.shape
+    if columns is not None:
+        keep = np.zeros(P, bool)
+        keep[np.asarray(columns, np.intp)] = True
+        U[~keep] = 0
+    g = make_geometry(x.shape, K, ksize, padding, tile)
+    nt, alpha = g.ntiles_axis, g.alpha
+    (ATd, _, BTd), (ATh, _, BTh), (ATw, _, BTw) = [winograd_matrices(m, r) for m, r in zip(tile, ksize)]
+    Ua = U.reshape(*alpha, K, C)
+    patches = tile_patches(x, g.pads, tile, alpha, nt)
+    V = np.einsum("ia,jb,kc,nCdhwabc->nCdhwijk", BTd, BTh, BTw, patches, optimize=True)
+    N = x.shape[0]
+    if grad_y is None:
+        M = np.einsum("ijkKC,nCdhwijk->nKdhwijk", Ua, V, optimize=True)
+        Y = np.einsum("pi,qj,sk,nKdhwijk->nKdphqws", ATd, ATh, ATw, M, optimize=True)
+        Y = Y.reshape(N, K, nt[0] * tile[0], nt[1] * tile[1], nt[2] * tile[2])
+        y = np.ascontiguousarray(Y[:, :, :g.out[0], :g.out[1], :g.out[2]])
+        if bias is not None:
+            y += np.asarray(bias, np.float64).reshape(1, K, 1, 1, 1)
+        return y
+    gy = np.asarray(grad_y, np.float64)
+    gyp = np.zeros((N, K, nt[0] * tile[0], nt[1] * tile[1], nt[2] * tile[2]))
+    gyp[:, :, :g.out[0], :g.out[1], :g.out[2]] = gy
+    gyt = gyp.reshape(N, K, nt[0], tile[0], nt[1], tile[1], nt[2], tile[2])
+    gM = np.einsum("pi,qj,sk,nKdphqws->nKdhwijk", ATd, ATh, ATw, gyt, optimize=True)
+    gV = np.einsum("ijkKC,nKdhwijk->nCdhwijk", Ua, gM, optimize=True)
+    gP = np.einsum("ia,jb,kc,nCdhwijk->nCdhwabc", BTd, BTh, BTw, gV, optimize=True)
+    need = [t * m + al - m for t, m, al in zip(nt, tile, alpha)]
+    gxp = np.zeros((N, C, *need))
+    for d in range(nt[0]):
+        for h in range(nt[1]):
+            for q in range(nt[2]):
+                o = (d * tile[0], h * tile[1], q * tile[2])
+                gxp[:, :, o[0]:o[0] + alpha[0], o[1]:o[1] + alpha[1], o[2]:o[2] + alpha[2]] += gP[:, :, d, h, q]
+    p0 = [p[0] for p in g.pads]
+    D, H, W = x.shape[2:]
+    gx = np.zeros_like(x)
+    src = gxp[:, :, p0[0]:p0[0] + D, p0[1]:p0[1] + H, p0[2]:p0[2] + W]
+    gx[:, :, :src.shape[2], :src.shape[3], :src.shape[4]] = src
+    gU = np.einsum("nKdhwijk,nCdhwijk->ijkKC", gM, V, optimize=True).reshape(P, K, C)
+    if columns is not None:
+        gU[~keep] = 0
+    return gx, gU
 
 
 def rounding_terms(tile, ksize, nsum):
@@ -475,13 +557,23 @@ def paddings():
     return st.one_of(p, st.tuples(p, p, p), st.sampled_from(["same", "valid"]))
 
 
-def conv_problems(tile=None, max_channels=8, max_batch=8, max_extent=9, kernels=(1, 2, 3, 5)):
+def conv_problems(tile=None, max_channels=8, max_batch=8, max_extent=9, kernels=(1, 2, 3, 5), wide=None):
     """Strategy: dicts with x, w, bias, padding, tile for a valid convolution.
 
     Parameters
     ----------
     tile : int or tuple, optional
         Fix the tile; otherwise drawn from :func:`tiles`.
+    max_channels, max_batch, max_extent : int
+        Largest C and K, N, and spatial extent past the smallest valid one.
+    kernels : sequence of int
+        Kernel extents drawn per axis.
+    wide : int, optional
+        Also draw, one time in four, problems with ``max_channels + 1`` to
+        ``wide`` input and output channels (past the fused pipeline's 64:
+        the blocked GEMM), on one sample of at most 3 voxels past the
+        smallest extent and kernels of at most 3, which keeps the oracle
+        cheap.
 
     Examples
     --------
@@ -498,16 +590,22 @@ def conv_problems(tile=None, max_channels=8, max_batch=8, max_extent=9, kernels=
     @st.composite
     def build(draw):
         dtype = draw(float_dtypes())
-        ks = draw(kernel_sizes(kernels))
+        is_wide = wide is not None and wide > max_channels and draw(st.integers(0, 3)) == 0
+        ks = draw(kernel_sizes([r for r in kernels if r <= 3] or [1] if is_wide else kernels))
         pad = draw(paddings())
         pads = parse_padding(pad, ks)
+        extent = min(max_extent, 3) if is_wide else max_extent
         spatial = tuple(
-            draw(st.integers(max(1, r - p0 - p1), max(1, r - p0 - p1) + max_extent - 1))
+            draw(st.integers(max(1, r - p0 - p1), max(1, r - p0 - p1) + extent - 1))
             for r, (p0, p1) in zip(ks, pads)
         )
-        N = draw(st.integers(1, max_batch))
-        C = draw(st.integers(1, max_channels))
-        K = draw(st.integers(1, max_channels))
+        N = 1 if is_wide else draw(st.integers(1, max_batch))
+        if is_wide:
+            C = draw(st.integers(max_channels + 1, wide))
+            K = draw(st.integers(max_channels + 1, wide))
+        else:
+            C = draw(st.integers(1, max_channels))
+            K = draw(st.integers(1, max_channels))
         t = tile if tile is not None else draw(tiles())
         seed = draw(st.integers(0, 2**32 - 1))
         rng = np.random.default_rng(seed)
