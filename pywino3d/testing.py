@@ -348,8 +348,12 @@ def typical_error(tile, ksize, nsum, dtype, *, adjoint=False):
     terms; ``SAFETY`` = :data:`TYPICAL_SAFETY` = 3 over the largest of the
     measured errors.  Compare it with
     ``||y - y_exact|| / ||term_scale(..., tile=tile)||`` per output channel
-    and sample
-    (:func:`check_typical`).  It is not a proof, unlike :func:`error_bound`,
+    and sample (:func:`check_typical`), for inputs that span the kernel on
+    every axis: a volume narrower than the kernel (a lone voxel with a 5^3
+    kernel) meets few taps while the rounding of the filter transform mixes
+    all of them in, which the term scale does not count (hypothesis found
+    15 times this value there, within :func:`error_bound`).  It is not a
+    proof, unlike :func:`error_bound`,
     but it is tens to thousands of times tighter: at C = 67, float32,
     F(2^3, 3^3) gives 9e-6, F(4^3, 3^3) 4e-5 and F(6^3, 3^3) 1.4e-4 for
     sums of 67 products, while a kernel off by 0.3 % in one output channel

@@ -64,9 +64,10 @@ def _check_oracle(gx, gU, gy, x, w, tile, padding):
     assert np.all(np.abs(gx - rgx) <= eps * rounding_terms(tile, ks, w.shape[0]) * mgx)
     nsum = gy.size // gy.shape[1] + 2 * sum(ks)
     assert np.all(np.abs(gw - rgw) <= eps * rounding_terms(tile, ks, nsum) * mgw)
-    sgx, sgw = term_scale(x, w, padding=padding, grad_y=gy)
-    check_typical(gx, rgx, sgx, typical_error(tile, ks, w.shape[0], x.dtype, adjoint=True), "grad_x")
-    check_typical(gw, rgw, sgw, typical_error(tile, ks, nsum, x.dtype, adjoint=True), "grad_w")
+    if all(n >= r for n, r in zip(x.shape[2:], ks)):  # x spans the kernel: the typical model holds
+        sgx, sgw = term_scale(x, w, padding=padding, grad_y=gy)
+        check_typical(gx, rgx, sgx, typical_error(tile, ks, w.shape[0], x.dtype, adjoint=True), "grad_x")
+        check_typical(gw, rgw, sgw, typical_error(tile, ks, nsum, x.dtype, adjoint=True), "grad_w")
 
 
 @settings(max_examples=25)

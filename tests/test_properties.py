@@ -31,6 +31,15 @@ KERNELS = (1, 2, 3, 4, 5, 6, 7)
 WIDE = 72  # past the fused pipeline's 64 channels: the blocked product
 
 
+def _fills_kernel(x, w):
+    """Whether x spans the kernel on every axis: where the typical-error
+    model holds.  A volume narrower than the kernel (a lone voxel with a
+    5x5x5 kernel) meets few taps, while the rounding of the filter transform
+    mixes all of them into its outputs: only the worst-case bound covers
+    that (hypothesis found one: 15x the typical error, within the bound)."""
+    return all(s >= r for s, r in zip(x.shape[2:], w.shape[2:]))
+
+
 def _tile_with(m, drawn):
     """Tile m, or a non-cubic one with m first where the draw is a tuple."""
     return (m,) + tuple(drawn[1:]) if isinstance(drawn, tuple) else m
@@ -70,8 +79,9 @@ def test_forward_matches_oracle(backend, m, prob):
     if b is not None:
         bound = bound + np.finfo(x.dtype).eps * np.abs(b).reshape(1, -1, 1, 1, 1)
     _within(y, ref, bound)
-    check_typical(y, ref, term_scale(x, w, b, padding=prob["padding"], tile=tile),
-                  typical_error(tile, w.shape[2:], x.shape[1], x.dtype), "y")
+    if _fills_kernel(x, w):
+        check_typical(y, ref, term_scale(x, w, b, padding=prob["padding"], tile=tile),
+                      typical_error(tile, w.shape[2:], x.shape[1], x.dtype), "y")
     np.testing.assert_array_equal(xs, x)
     np.testing.assert_array_equal(ws, w)
 
@@ -100,9 +110,10 @@ def test_backward_matches_oracle(backend, m, prob, data):
     nsum_w = y.size // y.shape[1] + 2 * sum(ks)
     _within(gx, rgx, eps * rounding_terms(t3, ks, y.shape[1]) * mgx)
     _within(gw, rgw, eps * rounding_terms(t3, ks, nsum_w) * mgw)
-    sgx, sgw = term_scale(x, w, padding=pad, grad_y=gy)
-    check_typical(gx, rgx, sgx, typical_error(t3, ks, y.shape[1], x.dtype, adjoint=True), "grad_x")
-    check_typical(gw, rgw, sgw, typical_error(t3, ks, nsum_w, x.dtype, adjoint=True), "grad_w")
+    if _fills_kernel(x, w):
+        sgx, sgw = term_scale(x, w, padding=pad, grad_y=gy)
+        check_typical(gx, rgx, sgx, typical_error(t3, ks, y.shape[1], x.dtype, adjoint=True), "grad_x")
+        check_typical(gw, rgw, sgw, typical_error(t3, ks, nsum_w, x.dtype, adjoint=True), "grad_w")
     for a, b in ((xs, x), (Us, U), (gys, gy)):
         np.testing.assert_array_equal(a, b)
 
