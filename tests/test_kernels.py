@@ -346,8 +346,9 @@ def test_kernels_check_their_arrays(rng):
 # --------------------------------------------------------------- pipelines
 def _problems(rng, dtype):
     """(x, w, bias, tile, padding, kept or None) covering tiles, pruning,
-    strided input, bias and several blocks, and a small tile-1 problem that
-    im2col serves even under a 0.05 MB workspace."""
+    strided input, bias and several blocks, a small tile-1 problem that
+    im2col serves even under a 0.05 MB workspace, and 70 -> 67 channels
+    (the blocked GEMM's forward and backward, dense and pruned)."""
     out = []
     x = rng.standard_normal((2, 5, 9, 8, 7)).astype(dtype)
     w = rng.standard_normal((6, 5, 3, 3, 3)).astype(dtype)
@@ -358,6 +359,11 @@ def _problems(rng, dtype):
     out.append((x, w, b, 1, 1, None))  # tile 1: the direct pipeline's problems
     out.append((x[..., ::-1], w[:, :, 1:], None, 1, (2, 0, 1), "sparse"))
     out.append((x[:, :3, :4, :4, :4], w[:4, :3], b[:4], 1, 1, None))  # 3 x 27 x 64 im2col terms: 41 KB in float64
+    # past the fused pipeline's 64 channels: the blocked GEMM, dense and pruned
+    xw = rng.standard_normal((1, 70, 4, 5, 4)).astype(dtype)
+    ww = rng.standard_normal((67, 70, 3, 3, 3)).astype(dtype)
+    out.append((xw, ww, rng.standard_normal(67).astype(dtype), 2, 1, None))
+    out.append((xw[..., ::-1], ww, None, 3, 1, "sparse"))
     return out
 
 
