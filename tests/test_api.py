@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import pywino3d
+from pywino3d._backends.cpu._ext import _cpu
 from pywino3d._backends.cpu import backend as _cpu_backend
 from pywino3d._backends.cpu import common as _cpu_common
 from pywino3d._choice.cost import choose_tile
@@ -105,21 +106,32 @@ def test_auto_matches_oracle(xw):
 
 
 def test_small_workspace_blocks_agree(xw, monkeypatch):
-    """Many small blocks (workspace limit) give the same bits as one block."""
+    """Many small blocks (workspace limit) give the same bits as one block.
+    Forced onto the blocked pipeline, the one that reads
+    ``PYWINO3D_WORKSPACE_MB`` (at C = 3 ``pipeline="auto"`` picks the fused
+    one, which does not); its per-block kernels count the blocks."""
     x, w = xw
-    y1 = pywino3d.conv3d(x, w, padding=1, tile=2)
-    monkeypatch.setenv("PYWINO3D_WORKSPACE_MB", "0.001")
-    assert _cpu_common.block_size(1000, 64 * 7, 8) < 10
-    y2 = pywino3d.conv3d(x, w, padding=1, tile=2)
-    np.testing.assert_array_equal(y1, y2)
+    blocks = []
+    for name in ("input_block", "output_adjoint_block"):
+        real = getattr(_cpu, name)
+        monkeypatch.setattr(_cpu, name, lambda *a, _real=real, _name=name: blocks.append(_name) or _real(*a))
     U = pywino3d.filter_transform(w, 2)
-    gy = np.ones_like(y1)
-    monkeypatch.delenv("PYWINO3D_WORKSPACE_MB")
-    ga = pywino3d.winograd_conv3d_backward(gy, x, U, kernel_size=3, tile=2, padding=1)
-    monkeypatch.setenv("PYWINO3D_WORKSPACE_MB", "0.001")
-    gb = pywino3d.winograd_conv3d_backward(gy, x, U, kernel_size=3, tile=2, padding=1)
+    with _cpu_backend.use_pipeline("blocked"):
+        y1 = pywino3d.conv3d(x, w, padding=1, tile=2)
+        gy = np.ones_like(y1)
+        ga = pywino3d.winograd_conv3d_backward(gy, x, U, kernel_size=3, tile=2, padding=1)
+        assert blocks == ["input_block", "output_adjoint_block", "input_block"]  # one block each
+        del blocks[:]
+        monkeypatch.setenv("PYWINO3D_WORKSPACE_MB", "0.001")
+        assert _cpu_common.block_size(1000, 64 * 7, 8) < 10
+        y2 = pywino3d.conv3d(x, w, padding=1, tile=2)
+        n_forward = len(blocks)
+        gb = pywino3d.winograd_conv3d_backward(gy, x, U, kernel_size=3, tile=2, padding=1)
+    assert n_forward > 4 and blocks.count("output_adjoint_block") > 4
+    np.testing.assert_array_equal(y1, y2)
     np.testing.assert_allclose(ga[0], gb[0], rtol=1e-12)
     np.testing.assert_allclose(ga[1], gb[1], rtol=1e-12)
+    np.testing.assert_allclose(y1, conv3d_reference(x, w, padding=1), rtol=1e-12, atol=1e-12)
 
 
 def test_memory_guard(monkeypatch):

@@ -21,7 +21,7 @@ from distributed import Client, LocalCluster
 
 import pywino3d
 import pywino3d.dask as pwd
-from pywino3d.testing import conv3d_reference, error_bound
+from pywino3d.testing import check_typical, conv3d_reference, error_bound, term_scale, typical_error
 
 from conftest import CUDA_OK, CUDA_WHY
 
@@ -110,6 +110,9 @@ def test_conv3d_matches_oracle_on_cluster(client):
         if b is not None:
             bound += np.finfo(x.dtype).eps * np.abs(b).reshape(1, -1, 1, 1, 1)
         _within(got, ref, bound)
+        # and the typical error of that tile, per sample and channel
+        check_typical(got, ref, term_scale(x, w, b, padding=pad, tile=weights.tile),
+                      typical_error(weights.tile, w.shape[2:], x.shape[1], x.dtype))
 
 
 def test_output_keeps_input_chunks():

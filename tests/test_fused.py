@@ -1,8 +1,12 @@
 """The fused cache-resident pipeline against the blocked one and the oracle.
 
 Both pipelines run the same per-tile arithmetic in the same order (the
-product sums over input channels from zero, in order), so they must agree
-bit for bit, whatever the layout of x, the block size or the thread count.
+product sums over input channels from zero, in order), but in separately
+compiled kernels: where GCC contracts a*b+c into an FMA can differ between
+them (-ffp-contract=fast), so they are compared to rounding
+(``same_to_rounding``, tolerance tied to the dtype).  What one compiled
+kernel computes -- any thread count, block size or layout of x -- stays
+bit for bit.
 """
 import numpy as np
 import pytest
@@ -14,7 +18,14 @@ from pywino3d._backends.cpu._ext import _cpu
 from pywino3d._backends.cpu import backend as _cpu_backend
 from pywino3d._backends.cpu import common as _cpu_common
 from pywino3d._core.geometry import make_geometry
-from pywino3d.testing import conv3d_reference, conv_problems, error_bound
+from pywino3d.testing import (check_typical, conv3d_reference, conv_problems, error_bound, term_scale,
+                               typical_error)
+
+from conftest import same_to_rounding
+
+#: Values of float32 in one SIMD vector of this build (8 with AVX2, 16 with
+#: AVX-512 or -DWINO_FORCE_VBYTES=64): channel counts that are whole vectors.
+LANES = _cpu.simd_lanes(np.float32)
 
 
 def _run(pipeline, x, U, bias, ksize, tile, padding, kept, workers):
@@ -32,7 +43,7 @@ def _kept(rng, npos, sparse):
 @settings(max_examples=40)
 @given(prob=conv_problems(max_batch=2), sparse=st.booleans(), workers=st.sampled_from([1, 2, 3]),
        seed=st.integers(0, 2**16))
-def test_fused_equals_blocked_bitwise(prob, sparse, workers, seed):
+def test_fused_equals_blocked_to_rounding(prob, sparse, workers, seed):
     x, w, b = prob["x"], prob["w"], prob["bias"]
     tile = prob["tile"] if isinstance(prob["tile"], tuple) else (prob["tile"],) * 3
     ksize = w.shape[2:]
@@ -40,7 +51,8 @@ def test_fused_equals_blocked_bitwise(prob, sparse, workers, seed):
     kept = _kept(np.random.default_rng(seed), U.shape[0], sparse)
     ref = _run("blocked", x, U, b, ksize, tile, prob["padding"], kept, 1)
     y = _run("fused", x, U, b, ksize, tile, prob["padding"], kept, workers)
-    np.testing.assert_array_equal(y, ref)
+    same_to_rounding(y, ref)
+    assert _run("fused", x, U, b, ksize, tile, prob["padding"], kept, 1).tobytes() == y.tobytes()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -59,6 +71,7 @@ def test_fused_against_oracle(dtype, ksize, tile, C, K, rng):
     ref = conv3d_reference(x, w, b, padding=pad)
     bound = error_bound(x, w, tile, dtype, padding=pad) + np.finfo(dtype).eps * np.abs(b).reshape(1, -1, 1, 1, 1)
     assert np.all(np.abs(y - ref) <= bound)
+    check_typical(y, ref, term_scale(x, w, b, padding=pad, tile=tile), typical_error(tile, ksize, C, dtype))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -67,23 +80,28 @@ def test_register_transposes_at_block_edges(dtype, tile, rng):
     """The channels-last copy and the output stores transpose whole VL x VL
     blocks in registers and copy the edges one value at a time: channel and
     width counts around the vector width (full blocks plus remainders), a
-    strided x, with bias, bit-equal to the blocked pipeline."""
+    strided x, with bias, equal to the blocked pipeline to rounding."""
     x = rng.standard_normal((1, 19, 5, 6, 21)).astype(dtype)
     w = rng.standard_normal((20, 19, 3, 3, 3)).astype(dtype)
     b = rng.standard_normal(20).astype(dtype)
     U = pywino3d.filter_transform(w, tile)
     kept = np.arange(U.shape[0], dtype=np.int32)
+    first = _run("fused", x, U, b, (3, 3, 3), tile, 1, kept, 2)
     for xx in (x, x[:, :, :, :, ::-1], x[:, ::-1]):
         ref = _run("blocked", xx, U, b, (3, 3, 3), tile, 1, kept, 1)
-        np.testing.assert_array_equal(_run("fused", xx, U, b, (3, 3, 3), tile, 1, kept, 2), ref)
-        np.testing.assert_array_equal(_run("fused", xx, U, None, (3, 3, 3), tile, 1, kept, 1),
-                                      _run("blocked", xx, U, None, (3, 3, 3), tile, 1, kept, 1))
+        y = _run("fused", xx, U, b, (3, 3, 3), tile, 1, kept, 2)
+        same_to_rounding(y, ref)
+        same_to_rounding(_run("fused", xx, U, None, (3, 3, 3), tile, 1, kept, 1),
+                         _run("blocked", xx, U, None, (3, 3, 3), tile, 1, kept, 1))
+    np.testing.assert_array_equal(_run("fused", x, U, b, (3, 3, 3), tile, 1, kept, 1), first)  # threads
 
 
-@pytest.mark.parametrize("C", [8, 5])
-def test_channels_last_input_is_read_in_place_and_kept(C, rng):
-    """NDHWC strides (torch.channels_last_3d) give the same bits, and the
-    output follows the input's memory format."""
+@pytest.mark.parametrize("C", [LANES, 5])
+def test_channels_last_input_is_read_in_place_and_kept(C, rng, monkeypatch):
+    """NDHWC strides (torch.channels_last_3d) give the same bits as NCDHW x,
+    and the output follows the input's memory format.  A whole number of
+    vectors of channels (this build's lane count) is read in place, with no
+    copy; 5 channels are padded, so copied."""
     base = rng.standard_normal((2, 6, 7, 9, C)).astype(np.float32)
     x_cl = base.transpose(0, 4, 1, 2, 3)  # shape (N, C, D, H, W), channels-last strides
     x = np.ascontiguousarray(x_cl)
@@ -91,11 +109,16 @@ def test_channels_last_input_is_read_in_place_and_kept(C, rng):
     U = pywino3d.filter_transform(w, 4)
     kept = np.arange(U.shape[0], dtype=np.int32)
     ref = _run("blocked", x, U, None, (3, 3, 3), (4, 4, 4), 1, kept, 2)
+    copies = []
+    real = _cpu.to_channels_last
+    monkeypatch.setattr(_cpu, "to_channels_last", lambda *a: copies.append(1) or real(*a))
     y = _run("fused", x_cl, U, None, (3, 3, 3), (4, 4, 4), 1, kept, 2)
-    np.testing.assert_array_equal(y, ref)
+    assert bool(copies) == (C % LANES != 0)
+    same_to_rounding(y, ref)
     assert y.strides[1] == y.itemsize  # channels-last output for channels-last input
     y2 = _run("fused", x, U, None, (3, 3, 3), (4, 4, 4), 1, kept, 2)
     assert y2.flags.c_contiguous
+    np.testing.assert_array_equal(y, y2)  # the fused kernel, from x in place or from its copy
 
 
 def test_fused_block_size_does_not_change_bits(rng, monkeypatch):
@@ -210,13 +233,15 @@ def test_interior_tiles_read_in_place_give_the_same_bits(tile, rng):
     """Tiles inside the volume of vector-aligned channels-last x (the
     workspace copy, or caller memory) run the constant expand straight from
     x; edge tiles, misaligned x and non-cubic plans gather a patch first.
-    Both give the blocked pipeline's bits."""
+    Both give the same bits (one compiled kernel), equal to the blocked
+    pipeline's to rounding."""
     C, K = 16, 8
     x = rng.standard_normal((1, C, 14, 15, 16)).astype(np.float32)
     w = rng.standard_normal((K, C, 3, 3, 3)).astype(np.float32)
     U = pywino3d.filter_transform(w, tile)
     kept = np.arange(U.shape[0], dtype=np.int32)
-    ref = _run("blocked", x, U, None, (3, 3, 3), (tile,) * 3, 1, kept, 1)
+    same_to_rounding(_run("blocked", x, U, None, (3, 3, 3), (tile,) * 3, 1, kept, 1),
+                     ref := _run("fused", x, U, None, (3, 3, 3), (tile,) * 3, 1, kept, 2))
     flat = np.empty(x.size + 32, dtype=np.float32)
     for off in range(3):  # offset 0: aligned, read in place; 1, 2: misaligned, gathered
         start = (-flat.ctypes.data // 4) % 16 + off
@@ -224,7 +249,6 @@ def test_interior_tiles_read_in_place_give_the_same_bits(tile, rng):
         cl[...] = x.transpose(0, 2, 3, 4, 1)
         y = _run("fused", cl.transpose(0, 4, 1, 2, 3), U, None, (3, 3, 3), (tile,) * 3, 1, kept, 2)
         np.testing.assert_array_equal(y, ref)
-    np.testing.assert_array_equal(_run("fused", x, U, None, (3, 3, 3), (tile,) * 3, 1, kept, 2), ref)
 
 
 @pytest.mark.parametrize("tile", [2, 4])

@@ -455,4 +455,12 @@ def test_prune_model_with_example_inputs_is_sequential_and_better():
     low = convert_model(make(), weights="lowrank", tile=2, rank=4)
     with pytest.raises(ValueError, match="^example_inputs: the data-aware refit"):
         prune_model(low, 0.5, example_inputs=x[:6])
+    before = {k: v.detach().clone() for k, v in low.state_dict().items()}
     prune_model(low, 0.5, refit=False, example_inputs=x[:6])  # scores from data, factors kept
+    masks = [low[i].columns_mask.bool() for i in (0, 2, 4)]
+    assert abs(sum(int(m.sum()) for m in masks) - 96) <= 3 and all(0 < int(m.sum()) < 64 for m in masks)
+    for i, m in zip((0, 2, 4), masks):
+        P = low[i].P.detach()
+        assert torch.equal(low[i].Q.detach(), before[f"{i}.Q"])  # Q unchanged
+        assert torch.equal(P[m], before[f"{i}.P"][m])  # kept rows of P as they were: no refit
+        assert not P[~m].any()  # pruned rows zero

@@ -2,8 +2,8 @@
  * gemm.h -- the blocking of the CPU GEMM (gemm.template.h), in one place.
  *
  * Micro-kernel: MR rows x NR = 2 * VL columns of C in vector registers.
- * With AVX-512 a float micro-tile is 12 x 32 (24 zmm accumulators);
- * otherwise the vectors are 256-bit and the tile is 6 x 16 (12 ymm).
+ * With 64-byte vectors (AVX-512) a float micro-tile is 12 x 32 (24 zmm
+ * accumulators); with 32-byte ones (AVX2) it is 6 x 16 (12 ymm).
  * Panels: KC deep; an A block is MC = 8 * MR rows, a B block NC = 8 * NR
  * columns.  The extension exports these numbers (pywino3d._backends.cpu._ext._cpu.gemm_blocking)
  * so Python never restates them.
@@ -13,7 +13,12 @@
 
 #include "simd.h"
 
-#if defined(__AVX512F__)
+/* MR follows the vector width (simd.h), not the target: a build forced to
+ * 64-byte vectors (-DWINO_FORCE_VBYTES=64) on an AVX2 machine gets the
+ * AVX-512 blocking with the AVX-512 lanes, as the CI job that runs the suite
+ * in that configuration needs, and -DWINO_FORCE_VBYTES=32 on an AVX-512
+ * machine the AVX2 one. */
+#if WINO_VBYTES == 64
 #define WINO_GEMM_MR 12
 #else
 #define WINO_GEMM_MR 6
