@@ -130,7 +130,9 @@ def test_small_workspace_blocks_agree(xw, monkeypatch):
     assert n_forward > 4 and blocks.count("output_adjoint_block") > 4
     np.testing.assert_array_equal(y1, y2)
     np.testing.assert_allclose(ga[0], gb[0], rtol=1e-12)
-    np.testing.assert_allclose(ga[1], gb[1], rtol=1e-12)
+    # grad_U sums over the tiles block by block: another summation order, so
+    # agreement to rounding on the scale of its terms (entries cancel to ~0)
+    np.testing.assert_allclose(ga[1], gb[1], rtol=1e-12, atol=1e-13 * float(np.abs(x).sum()))
     np.testing.assert_allclose(y1, conv3d_reference(x, w, padding=1), rtol=1e-12, atol=1e-12)
 
 
