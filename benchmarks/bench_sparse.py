@@ -4,7 +4,8 @@ For each layer of the issue's table (batch 1, float32, cached U), the kept
 columns come from ``select_columns(column_importance(U), density)`` (the free
 choice a new user makes), and ``winograd_conv3d`` (and, with ``--backward``,
 ``winograd_conv3d_backward``) is timed at densities 1, 0.75, 0.5, 0.25 and
-0.125.  Every density of a layer is timed once per round, the densities
+0.125; ``"lines"`` rows keep the same scores in the fewest transform lines
+(``select_columns(..., structure="lines")``).  Every density of a layer is timed once per round, the densities
 alternating inside the round after one warm-up call each, so slow phases of
 a shared machine hit all of them; a cell is the median over rounds of
 (dense time / sparse time) in the same round.  ``model`` is the same ratio
@@ -16,7 +17,8 @@ does fewer, so the model flatters dense there).
         python benchmarks/bench_sparse.py --threads 2 --rounds 5 --md sparse.md
 
 ``--quick`` runs three rounds of the forward pass on the two smallest
-layers.  The script clears ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` for
+layers.  ``--columns FILE`` saves the kept sets (or reads them, so that an
+older build times the same sets).  The script clears ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` for
 itself only (it re-executes itself without them).
 """
 from __future__ import annotations
@@ -49,11 +51,18 @@ QUICK = (LAYERS[4], LAYERS[3])
 DENSITIES = (1.0, 0.75, 0.5, 0.25, 0.125)
 
 
-def columns_for(U, density):
-    """The free, importance-ordered choice (None: dense)."""
+SELECTIONS = ("free", "lines")
+
+
+def columns_for(U, density, selection):
+    """The importance-ordered choice (None: dense): ``"free"`` the highest
+    scores, ``"lines"`` the same scores in the fewest transform lines."""
     if density >= 1:
         return None
-    return pywino3d.select_columns(pywino3d.column_importance(U), density)
+    scores = pywino3d.column_importance(U)
+    if selection == "free":
+        return pywino3d.select_columns(scores, density)
+    return pywino3d.select_columns(scores, density, structure=selection)
 
 
 def model_speedup(cols, tile, C, K):
@@ -71,13 +80,22 @@ def model_speedup(cols, tile, C, K):
     return (dense.fma / c.fma,) + lines
 
 
-def bench_layer(layer, densities, rounds, threads, backward, seed=0):
+def bench_layer(layer, densities, rounds, threads, backward, selection, saved, seed=0):
+    """Rows of one layer; ``saved``: {key: kept list} read (an older build
+    without the selection times the same sets) and filled."""
     name, C, K, shape, tile = layer
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((1, C, *shape)).astype(np.float32)
     w = (rng.standard_normal((K, C, 3, 3, 3)) / np.sqrt(27 * C)).astype(np.float32)
     U = pywino3d.filter_transform(w, tile)
-    cols = {d: columns_for(U, d) for d in densities}
+    cols = {}
+    for d in densities:
+        key = f"{name} F({tile}) {selection} {d:g}"
+        if key in saved:
+            cols[d] = None if saved[key] is None else np.asarray(saved[key], np.int64)
+        else:
+            cols[d] = columns_for(U, d, selection)
+            saved[key] = None if cols[d] is None else cols[d].tolist()
     gy = rng.standard_normal((1, K, *shape)).astype(np.float32) if backward else None
 
     def fwd(d):
@@ -104,7 +122,7 @@ def bench_layer(layer, densities, rounds, threads, backward, seed=0):
         for d in densities:
             ratios = [td / ts for td, ts in zip(times[1.0], times[d])] if 1.0 in times else [float("nan")]
             ms, kept, lw, lhw = model_speedup(cols[d], tile, C, K)
-            rows.append(dict(layer=name, tile=tile, pass_=pname, density=d, kept=kept,
+            rows.append(dict(layer=name, tile=tile, pass_=f"{pname}, {selection}", density=d, kept=kept,
                              lines_w=lw, lines_hw=lhw,
                              ms=1e3 * statistics.median(times[d]), speedup=statistics.median(ratios),
                              model=ms))
@@ -141,6 +159,9 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="three rounds, forward, the two smallest layers")
     p.add_argument("--layers", type=int, nargs="*", default=None, help="indices into LAYERS")
     p.add_argument("--densities", type=float, nargs="*", default=list(DENSITIES))
+    p.add_argument("--selections", nargs="*", default=list(SELECTIONS), choices=SELECTIONS)
+    p.add_argument("--columns", help="JSON file of the kept sets: read if it exists (so that a build "
+                   "without a selection times the same sets), else written")
     p.add_argument("--md", help="write the markdown table here")
     p.add_argument("--json", help="write the rows here")
     a = p.parse_args(argv)
@@ -152,11 +173,19 @@ def main(argv=None):
     else:
         layers = LAYERS if a.layers is None else tuple(LAYERS[i] for i in a.layers)
         rounds, backward = a.rounds, a.backward
+    saved = {}
+    if a.columns and os.path.exists(a.columns):
+        with open(a.columns) as f:
+            saved = json.load(f)
     rows = []
     for layer in layers:
-        rows += bench_layer(layer, densities, rounds, a.threads, backward)
-        print(markdown([r for r in rows if r["layer"] == layer[0] and r["tile"] == layer[4]], densities),
-              flush=True)
+        for sel in a.selections:
+            new = bench_layer(layer, densities, rounds, a.threads, backward, sel, saved)
+            rows += new
+            print(markdown(new, densities), flush=True)
+    if a.columns and not os.path.exists(a.columns):
+        with open(a.columns, "w") as f:
+            json.dump(saved, f)
     table = markdown(rows, densities)
     print()
     print(f"pywino3d {pywino3d.__version__} from {os.path.dirname(pywino3d.__file__)}; "
