@@ -122,10 +122,10 @@ def bench_layer(layer, densities, rounds, threads, backward, selection, saved, s
         for d in densities:
             ratios = [td / ts for td, ts in zip(times[1.0], times[d])] if 1.0 in times else [float("nan")]
             ms, kept, lw, lhw = model_speedup(cols[d], tile, C, K)
-            rows.append(dict(layer=name, tile=tile, pass_=f"{pname}, {selection}", density=d, kept=kept,
-                             lines_w=lw, lines_hw=lhw,
-                             ms=1e3 * statistics.median(times[d]), speedup=statistics.median(ratios),
-                             model=ms))
+            rows.append({"layer": name, "tile": tile, "pass_": f"{pname}, {selection}", "density": d, "kept": kept,
+                             "lines_w": lw, "lines_hw": lhw,
+                             "ms": 1e3 * statistics.median(times[d]), "speedup": statistics.median(ratios),
+                             "model": ms})
     return rows
 
 

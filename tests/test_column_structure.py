@@ -6,7 +6,8 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import pywino3d
 from pywino3d._backends.cpu.backend import use_pipeline
@@ -52,10 +53,10 @@ def test_free_is_the_default_and_unchanged():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(structure="axes"), "structure"),
-    (dict(structure=None), "structure"),
-    (dict(structure="lines", shape=(4, 4)), "shape"),
-    (dict(structure="lines", shape=(4, 4, 5)), "shape"),
+    ({"structure": "axes"}, "structure"),
+    ({"structure": None}, "structure"),
+    ({"structure": "lines", "shape": (4, 4)}, "shape"),
+    ({"structure": "lines", "shape": (4, 4, 5)}, "shape"),
 ])
 def test_bad_structure_or_shape(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -101,7 +101,7 @@ class ColumnCost:
 
 def _expand_stages(n, a, kept, need_w, need_hw, dense):
     nd, nh, nw = n
-    ad, ah, aw = a
+    _, ah, aw = a
     wn, hwn, nk = int(need_w.sum()), int(need_hw.sum()), kept.size
     s1 = StageCost("1", nd * nh * wn * nw, nd * nh * nw, nd * nh * wn)
     s2 = StageCost("2", nd * hwn * nh, nd * wn * nh, nd * hwn)
@@ -114,7 +114,7 @@ def _expand_stages(n, a, kept, need_w, need_hw, dense):
 
 def _contract_stages(n, a, kept, need_w, need_hw, dense):
     nd, nh, nw = n
-    ad, ah, aw = a
+    _, ah, aw = a
     wn, hwn, nk = int(need_w.sum()), int(need_hw.sum()), kept.size
     if dense:  # line by line along d into registers
         s3 = StageCost("3T", nk * nd, nk, nd * ah * aw)
