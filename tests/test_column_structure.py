@@ -120,3 +120,28 @@ def test_sparse_results_match_dense_and_thread_counts(tile, density, structure, 
     y, gx, gU = outs[0]
     for got, want in ((y, yd), (gx, gxd), (gU[cols], gUd[cols])):
         assert np.linalg.norm(got - want) <= tol * (np.linalg.norm(want) + 1e-30), structure
+
+
+@pytest.mark.parametrize("with_inputs", [False, True])
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_prune_model_lines(with_inputs, scope):
+    torch = pytest.importorskip("torch")
+    from pywino3d.torch import convert_model, prune_model
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv3d(8, 8, 3, padding=1))
+    net = convert_model(net, weights="winograd", tile=4)
+    x = torch.randn(2, 3, 8, 8, 8)
+    kw = {"example_inputs": x} if with_inputs else {}
+    prune_model(net, 0.25, scope=scope, structure="lines", **kw)
+    for layer in (net[0], net[2]):
+        cols = np.flatnonzero(layer.columns_mask.numpy())
+        k = cols.size
+        c = pywino3d.column_cost(cols, 3, 4)
+        assert (c.lines_w, c.lines_hw) == (-(-k // 36), -(-k // 6))
+    assert net(x).shape == (2, 8, 8, 8, 8)
+    with pytest.raises(ValueError, match="obs"):
+        prune_model(net, 0.5, method="obs", structure="lines")
+    with pytest.raises(ValueError, match="structure"):
+        prune_model(net, 0.5, structure="axes")
