@@ -14,6 +14,7 @@ LowRankWinograd             U = P @ Q (+ U0) low-rank Winograd weights
 column_importance, select_columns, select_columns_global, cubic_density
                             column pruning (pywino3d.pruning)
 prune_columns, refit_columns one-shot transform-aware pruning with least-squares refit
+column_cost                 per-stage work of a kept column set (pywino3d._choice.columns)
 pywino3d.torch              nn.Module layers (optional extra "torch")
 pywino3d.autotune           measured algorithm choice with an on-disk cache
 """
@@ -24,6 +25,7 @@ from pywino3d._api import (
     winograd_conv3d,
     winograd_conv3d_backward,
 )
+from pywino3d._choice.columns import column_cost
 from pywino3d._backends.dispatch import available_backends, get_backend, set_backend, use_backend
 from pywino3d._info import show_versions
 from pywino3d._core.transforms import winograd_matrices
@@ -64,4 +66,5 @@ __all__ = [
     "magnitude_mask",
     "prune_columns",
     "refit_columns",
+    "column_cost",
 ]

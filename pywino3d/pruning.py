@@ -24,7 +24,7 @@ import numpy as np
 from functools import lru_cache
 
 from pywino3d._core.arrays import array_module
-from pywino3d._core.geometry import n_positions, parse_kernel_size, parse_tile
+from pywino3d._core.geometry import alphas, n_positions, parse_kernel_size, parse_tile
 from pywino3d._core.transforms import kron3, winograd_matrices
 from pywino3d._core import calibration as _calibration
 from pywino3d.lowrank import LowRankWinograd
@@ -120,8 +120,69 @@ def _check_density(density):
     return float(density)
 
 
-def select_columns(scores, density):
-    """Sorted indices of the ``ceil(density * positions)`` highest scores.
+#: Column selections of :func:`select_columns` and :func:`prune_columns`.
+STRUCTURES = ("free", "lines")
+
+
+def _check_structure(structure):
+    if structure not in STRUCTURES:
+        raise ValueError(f"structure: expected one of {STRUCTURES}, got {structure!r}")
+    return structure
+
+
+def _alpha_shape(size, shape):
+    """The (alpha_d, alpha_h, alpha_w) of ``size`` positions: ``shape``, or a cube."""
+    if shape is None:
+        a = round(size ** (1 / 3))
+        if a ** 3 != size:
+            raise ValueError(f"shape: {size} positions are not a cube; pass shape=(alpha_d, alpha_h, alpha_w)")
+        return (a, a, a)
+    shp = tuple(int(v) for v in shape)
+    if len(shp) != 3 or min(shp) < 1 or math.prod(shp) != size:
+        raise ValueError(f"shape: expected 3 positive sizes whose product is {size}, got {shape!r}")
+    return shp
+
+
+def _top(values, k):
+    """Indices of the k largest values, ties to the lower index."""
+    return np.argsort(-values, kind="stable")[:k]
+
+
+def _lines_choice(s, k, shape):
+    """k positions in as few transform lines as k allows (see select_columns)."""
+    ad, ah, aw = shape
+    S = s.reshape(shape)
+    n_w = -(-k // (ad * ah))  # the fewest w' that hold k positions
+    W = np.sort(_top(S.sum(axis=(0, 1)), n_w))
+    n_hw = -(-k // ad)  # the fewest (h', w') lines that hold k positions
+    line_scores = S[:, :, W].sum(axis=0).ravel()  # (h, j) over the chosen w'
+    hj = _top(line_scores, n_hw)
+    h, j = np.divmod(hj, W.size)
+    lines = h * aw + W[j]  # (h', w') line indices
+    cand = (np.arange(ad)[:, None] * (ah * aw) + lines[None, :]).ravel()
+    return np.sort(cand[_top(s[cand], k)]).astype(np.int64)
+
+
+def select_columns(scores, density, *, structure="free", shape=None):
+    """Sorted indices of ``ceil(density * positions)`` kept positions.
+
+    Parameters
+    ----------
+    scores : 1-D array_like
+        One score a position (e.g. :func:`column_importance`).
+    density : float in (0, 1]
+    structure : {"free", "lines"}
+        ``"free"`` (default): the highest scores, wherever they are.
+        ``"lines"``: the fewest transform lines that hold the kept count --
+        ``ceil(k / (alpha_d alpha_h))`` w indices (highest total score), in
+        them ``ceil(k / alpha_d)`` (h, w) lines (highest total score), in
+        them the k highest scores.  The per-tile transforms compute only the
+        w and (h, w) lines that some kept position uses
+        (:func:`pywino3d.column_cost`), so this set costs far less transform
+        work than a free one of the same size, at some cost in accuracy: the
+        positions are no longer the best ones.
+    shape : tuple of 3 ints, optional
+        ``(alpha_d, alpha_h, alpha_w)`` for ``"lines"`` (default: a cube).
 
     Ties keep the lower position.  At least one column is always kept.
 
@@ -130,12 +191,19 @@ def select_columns(scores, density):
     >>> import numpy as np, pywino3d
     >>> pywino3d.select_columns(np.array([0.1, 5.0, 3.0, 0.2]), 0.5)
     array([1, 2])
+    >>> s = np.arange(64.0)  # F(2^3): alpha 4; higher w scores higher
+    >>> cols = pywino3d.select_columns(s, 0.25, structure="lines")
+    >>> cols.size, np.unique(cols % 4).tolist(), np.unique(cols % 16).size
+    (16, [3], 4)
     """
     density = _check_density(density)
+    _check_structure(structure)
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 1 or s.size == 0:
         raise ValueError(f"scores: expected a non-empty 1-D array, got shape {s.shape}")
     k = max(1, math.ceil(density * s.size - 1e-9))
+    if structure == "lines":
+        return _lines_choice(s, k, _alpha_shape(s.size, shape))
     order = np.argsort(-s, kind="stable")
     return np.sort(order[:k]).astype(np.int64)
 
@@ -506,8 +574,12 @@ def _prune_scores(U, method, ks, tl):
     return column_importance(U, "l2") * d / np.sqrt(np.diag(Hinv))
 
 
-def _choose(U, k, method, ks, tl, moments=None):
-    """The k kept positions; ``moments``: calibration statistics for "output", or None."""
+def _choose(U, k, method, ks, tl, moments=None, structure="free"):
+    """The k kept positions; ``moments``: calibration statistics for "output", or None;
+    ``structure``: as in :func:`select_columns`."""
+    if structure == "lines" and method == "obs":
+        raise ValueError("structure: 'lines' ranks positions by a score; method 'obs' has none "
+                         "(use 'output', 'l2' or 'l1')")
     if method == "obs":
         if moments is not None:
             raise ValueError("method: 'obs' uses the white-noise operator; with calibration inputs use 'output'")
@@ -517,11 +589,13 @@ def _choose(U, k, method, ks, tl, moments=None):
         s = _calibration.scores(_dense(U), moments)
     else:
         s = _prune_scores(U, method, ks, tl)
+    if structure == "lines":
+        return _lines_choice(np.asarray(s, np.float64), k, tuple(alphas(tl, ks)))
     return np.sort(np.argsort(-s, kind="stable")[:k]).astype(np.int64)
 
 
 def prune_columns(U, density, *, kernel_size=None, tile=None, method="output", refit=True, inputs=None, padding=0,
-                  reference_inputs=None):
+                  reference_inputs=None, structure="free"):
     """One-shot column pruning of Winograd-domain weights.
 
     Keeps ``ceil(density * positions)`` positions (at least one), chosen by
@@ -556,6 +630,11 @@ def prune_columns(U, density, *, kernel_size=None, tile=None, method="output", r
         The layer's padding, with ``inputs``.
     reference_inputs : array like ``inputs``, optional
         The unpruned network's inputs of this layer (see :func:`refit_columns`).
+    structure : {"free", "lines"}
+        Where the kept positions may lie (:func:`select_columns`): ``"free"``
+        (default) ranks them by the score alone; ``"lines"`` keeps them in
+        the fewest transform lines, so the transforms shrink with the
+        density too (not with ``method="obs"``).
 
     Returns
     -------
@@ -580,18 +659,19 @@ def prune_columns(U, density, *, kernel_size=None, tile=None, method="output", r
     density = _check_density(density)
     if method not in PRUNE_METHODS:
         raise ValueError(f"method: expected one of {PRUNE_METHODS}, got {method!r}")
+    _check_structure(structure)
     U, ks, tl = _weights_and_transform(U, kernel_size, tile)
     npos = n_positions(tl, ks)
     k = max(1, math.ceil(density * npos - 1e-9))
     mom = None if inputs is None else _moments(inputs, ks, tl, padding, reference_inputs)
     if mom is None and reference_inputs is not None:
         raise ValueError("reference_inputs: needs inputs (the calibration inputs of the pruned network)")
-    return _prune_to(U, k, ks, tl, method, refit, mom)
+    return _prune_to(U, k, ks, tl, method, refit, mom, structure)
 
 
-def _prune_to(U, k, ks, tl, method, refit, moments=None):
+def _prune_to(U, k, ks, tl, method, refit, moments=None, structure="free"):
     """Prune U (checked) to exactly k kept positions; ``moments``: calibration statistics or None."""
-    keep = _choose(U, k, method, ks, tl, moments)
+    keep = _choose(U, k, method, ks, tl, moments, structure)
     if refit:
         return refit_columns(U, keep, kernel_size=ks, tile=tl, inputs=moments), keep
     if isinstance(U, LowRankWinograd):

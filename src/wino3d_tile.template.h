@@ -77,12 +77,35 @@ WINO_HD WINO_INLINE int WINO_CAT(wino_scratch_len_, WINO_SUFFIX)(const WINO_PLAN
 /* expand: in is dense (n_d, n_h, n_w) C-order; out[i * ostride] receives the
  * value at kept position i.  t1, t2: scratch of wino_scratch_len each. */
 #ifdef WINO_VALUE
-/* SIMD schedule (CPU, one vector of channels or tiles per value): each loop
- * nest keeps the alpha outputs of one line in independent accumulators so the
- * FMA chains overlap; every output is still summed over its inputs in the
- * same order as the scalar schedule below, so both give identical results.
- * Dense plans (every position kept) take the same route in stage 3. */
+/* SIMD schedule (CPU, one vector of channels or tiles per value).  A dense
+ * plan (every position kept): each loop nest keeps the alpha outputs of one
+ * line in independent accumulators so the FMA chains overlap.  A sparse plan:
+ * every stage computes only what the kept positions use, from index lists
+ * built once a call (wino_used_lines) -- expand's stage 1 only the used w',
+ * stage 2 only the used (h', w') pairs; the adjoint stages likewise -- so the
+ * transforms' work shrinks with every line pruned.  Every output is still
+ * summed over its inputs in the same order as the scalar schedule below, so
+ * all schedules give identical values. */
 #define WINO_ACC_MAX 16
+
+/* The used w' in ascending order (wl[0 .. nwl), nwl returned) and, for the
+ * j-th of them, the used h' in ascending order (hl[hs[j] .. hs[j + 1])). */
+WINO_HD WINO_INLINE int WINO_CAT(wino_used_lines_, WINO_SUFFIX)(const WINO_PLAN *pl, const int ah,
+                                                                 const int aw, int *wl, int *hs,
+                                                                 int *hl)
+{
+    int nwl = 0, nhl = 0;
+    for (int w = 0; w < aw; ++w) {
+        if (!pl->need_w[w]) continue;
+        wl[nwl] = w;
+        hs[nwl] = nhl;
+        for (int h = 0; h < ah; ++h)
+            if (pl->need_hw[h * aw + w]) hl[nhl++] = h;
+        ++nwl;
+    }
+    hs[nwl] = nhl;
+    return nwl;
+}
 #endif
 
 WINO_HD WINO_INLINE void WINO_CAT(wino_expand_dims_, WINO_SUFFIX)(
@@ -93,31 +116,30 @@ WINO_HD WINO_INLINE void WINO_CAT(wino_expand_dims_, WINO_SUFFIX)(
     const WINO_REAL *Xd = pl->X[0], *Xh = pl->X[1], *Xw = pl->X[2];
     const int ahw = ah * aw;
 #ifdef WINO_VALUE
-    WINO_V acc[WINO_ACC_MAX];
-    /* stage 1: along w -> t1[a][b][w'] (all w': the pruned ones are cheap) */
-    for (int ab = 0; ab < nd * nh; ++ab) {
-        const WINO_V *row = in + ab * nw;
-        for (int w = 0; w < aw; ++w) acc[w] = WINO_VZERO;
-        for (int c = 0; c < nw; ++c) {
-            const WINO_V v = row[c];
-            for (int w = 0; w < aw; ++w) acc[w] += Xw[w * nw + c] * v;
-        }
-        for (int w = 0; w < aw; ++w) t1[ab * aw + w] = acc[w];
-    }
-    /* stage 2: along h -> t2[a][h'][w'] */
-    for (int a = 0; a < nd; ++a) {
-        for (int w = 0; w < aw; ++w) {
-            if (!pl->need_w[w]) continue;
-            for (int h = 0; h < ah; ++h) acc[h] = WINO_VZERO;
-            for (int b = 0; b < nh; ++b) {
-                const WINO_V v = t1[(a * nh + b) * aw + w];
-                for (int h = 0; h < ah; ++h) acc[h] += Xh[h * nh + b] * v;
-            }
-            for (int h = 0; h < ah; ++h) t2[(a * ah + h) * aw + w] = acc[h];
-        }
-    }
-    /* stage 3: along d */
     if (pl->nk == ad * ahw) {
+        WINO_V acc[WINO_ACC_MAX];
+        /* stage 1: along w -> t1[a][b][w'] */
+        for (int ab = 0; ab < nd * nh; ++ab) {
+            const WINO_V *row = in + ab * nw;
+            for (int w = 0; w < aw; ++w) acc[w] = WINO_VZERO;
+            for (int c = 0; c < nw; ++c) {
+                const WINO_V v = row[c];
+                for (int w = 0; w < aw; ++w) acc[w] += Xw[w * nw + c] * v;
+            }
+            for (int w = 0; w < aw; ++w) t1[ab * aw + w] = acc[w];
+        }
+        /* stage 2: along h -> t2[a][h'][w'] */
+        for (int a = 0; a < nd; ++a) {
+            for (int w = 0; w < aw; ++w) {
+                for (int h = 0; h < ah; ++h) acc[h] = WINO_VZERO;
+                for (int b = 0; b < nh; ++b) {
+                    const WINO_V v = t1[(a * nh + b) * aw + w];
+                    for (int h = 0; h < ah; ++h) acc[h] += Xh[h * nh + b] * v;
+                }
+                for (int h = 0; h < ah; ++h) t2[(a * ah + h) * aw + w] = acc[h];
+            }
+        }
+        /* stage 3: along d */
         for (int hw = 0; hw < ahw; ++hw) {
             for (int d = 0; d < ad; ++d) acc[d] = WINO_VZERO;
             for (int a = 0; a < nd; ++a) {
@@ -127,6 +149,35 @@ WINO_HD WINO_INLINE void WINO_CAT(wino_expand_dims_, WINO_SUFFIX)(
             for (int d = 0; d < ad; ++d) out[(d * ahw + hw) * ostride] = acc[d];
         }
         return;
+    }
+    {
+        int wl[WINO_ACC_MAX], hs[WINO_ACC_MAX + 1], hl[WINO_ACC_MAX * WINO_ACC_MAX];
+        const int nwl = WINO_CAT(wino_used_lines_, WINO_SUFFIX)(pl, ah, aw, wl, hs, hl);
+        WINO_V r[WINO_ACC_MAX];
+        /* stage 1: along w -> t1[a][b][w'], the used w' only */
+        for (int ab = 0; ab < nd * nh; ++ab) {
+            const WINO_V *row = in + ab * nw;
+            for (int c = 0; c < nw; ++c) r[c] = row[c];
+            for (int j = 0; j < nwl; ++j) {
+                const int w = wl[j];
+                WINO_V s = WINO_VZERO;
+                for (int c = 0; c < nw; ++c) s += Xw[w * nw + c] * r[c];
+                t1[ab * aw + w] = s;
+            }
+        }
+        /* stage 2: along h -> t2[a][h'][w'], the used (h', w') only */
+        for (int a = 0; a < nd; ++a) {
+            for (int j = 0; j < nwl; ++j) {
+                const int w = wl[j];
+                for (int b = 0; b < nh; ++b) r[b] = t1[(a * nh + b) * aw + w];
+                for (int q = hs[j]; q < hs[j + 1]; ++q) {
+                    const int h = hl[q];
+                    WINO_V s = WINO_VZERO;
+                    for (int b = 0; b < nh; ++b) s += Xh[h * nh + b] * r[b];
+                    t2[(a * ah + h) * aw + w] = s;
+                }
+            }
+        }
     }
 #else
     (void)ad;
@@ -183,43 +234,67 @@ WINO_HD WINO_INLINE void WINO_CAT(wino_contract_dims_, WINO_SUFFIX)(
             }
             for (int a = 0; a < nd; ++a) t2[a * ahw + hw] = acc[a];
         }
-    } else
+        /* stage 2^T: t1[a][b][w] = sum_h Xh[h][b] t2[a][h][w] */
+        for (int a = 0; a < nd; ++a) {
+            for (int w = 0; w < aw; ++w) {
+                for (int b = 0; b < nh; ++b) acc[b] = WINO_VZERO;
+                for (int h = 0; h < ah; ++h) {
+                    const WINO_V v = t2[(a * ah + h) * aw + w];
+                    for (int b = 0; b < nh; ++b) acc[b] += Xh[h * nh + b] * v;
+                }
+                for (int b = 0; b < nh; ++b) t1[(a * nh + b) * aw + w] = acc[b];
+            }
+        }
+        /* stage 1^T: out[a][b][c] = sum_w Xw[w][c] t1[a][b][w] */
+        for (int ab = 0; ab < nd * nh; ++ab) {
+            for (int c = 0; c < nw; ++c) acc[c] = WINO_VZERO;
+            for (int w = 0; w < aw; ++w) {
+                const WINO_V v = t1[ab * aw + w];
+                for (int c = 0; c < nw; ++c) acc[c] += Xw[w * nw + c] * v;
+            }
+            for (int c = 0; c < nw; ++c) out[ab * nw + c] = acc[c];
+        }
+        return;
+    }
+    int wl[WINO_ACC_MAX], hs[WINO_ACC_MAX + 1], hl[WINO_ACC_MAX * WINO_ACC_MAX];
+    const int nwl = WINO_CAT(wino_used_lines_, WINO_SUFFIX)(pl, ah, aw, wl, hs, hl);
+    /* stage 3^T: t2[a][h][w] = sum over kept (d,h,w) of Xd[d][a] in_p, the
+     * used (h, w) lines only */
+    for (int a = 0; a < nd; ++a)
+        for (int j = 0; j < nwl; ++j)
+            for (int q = hs[j]; q < hs[j + 1]; ++q) t2[(a * ah + hl[q]) * aw + wl[j]] = WINO_VZERO;
 #else
     (void)ad;
+    for (int a = 0; a < nd; ++a)
+        for (int hw = 0; hw < ahw; ++hw)
+            if (pl->need_hw[hw]) t2[a * ahw + hw] = WINO_VZERO;
 #endif
-    {
-        /* stage 3^T: t2[a][h][w] = sum over kept (d,h,w) of Xd[d][a] in_p */
-        for (int a = 0; a < nd; ++a)
-            for (int hw = 0; hw < ahw; ++hw)
-                if (pl->need_hw[hw]) t2[a * ahw + hw] = WINO_VZERO;
-        for (int i = 0; i < pl->nk; ++i) {
-            const int p = pl->kept[i];
-            const int d = p / ahw, hw = p - d * ahw;
-            const WINO_V v = in[i * istride];
-            for (int a = 0; a < nd; ++a) t2[a * ahw + hw] += Xd[d * nd + a] * v;
-        }
+    for (int i = 0; i < pl->nk; ++i) {
+        const int p = pl->kept[i];
+        const int d = p / ahw, hw = p - d * ahw;
+        const WINO_V v = in[i * istride];
+        for (int a = 0; a < nd; ++a) t2[a * ahw + hw] += Xd[d * nd + a] * v;
     }
 #ifdef WINO_VALUE
-    /* stage 2^T: t1[a][b][w] = sum_h Xh[h][b] t2[a][h][w] (kept h only) */
+    /* stage 2^T: t1[a][b][w] = sum_h Xh[h][b] t2[a][h][w], used (h, w) only */
     for (int a = 0; a < nd; ++a) {
-        for (int w = 0; w < aw; ++w) {
-            if (!pl->need_w[w]) continue;
+        for (int j = 0; j < nwl; ++j) {
+            const int w = wl[j];
             for (int b = 0; b < nh; ++b) acc[b] = WINO_VZERO;
-            for (int h = 0; h < ah; ++h) {
-                if (!pl->need_hw[h * aw + w]) continue;
+            for (int q = hs[j]; q < hs[j + 1]; ++q) {
+                const int h = hl[q];
                 const WINO_V v = t2[(a * ah + h) * aw + w];
                 for (int b = 0; b < nh; ++b) acc[b] += Xh[h * nh + b] * v;
             }
             for (int b = 0; b < nh; ++b) t1[(a * nh + b) * aw + w] = acc[b];
         }
     }
-    /* stage 1^T: out[a][b][c] = sum_w Xw[w][c] t1[a][b][w] (kept w only) */
+    /* stage 1^T: out[a][b][c] = sum_w Xw[w][c] t1[a][b][w], used w only */
     for (int ab = 0; ab < nd * nh; ++ab) {
         for (int c = 0; c < nw; ++c) acc[c] = WINO_VZERO;
-        for (int w = 0; w < aw; ++w) {
-            if (!pl->need_w[w]) continue;
-            const WINO_V v = t1[ab * aw + w];
-            for (int c = 0; c < nw; ++c) acc[c] += Xw[w * nw + c] * v;
+        for (int j = 0; j < nwl; ++j) {
+            const WINO_V v = t1[ab * aw + wl[j]];
+            for (int c = 0; c < nw; ++c) acc[c] += Xw[wl[j] * nw + c] * v;
         }
         for (int c = 0; c < nw; ++c) out[ab * nw + c] = acc[c];
     }

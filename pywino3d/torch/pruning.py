@@ -16,7 +16,15 @@ import torch
 from pywino3d.lowrank import LowRankWinograd
 from pywino3d._core import calibration as _calibration
 from pywino3d.torch.winograd import LowRankWinogradConv3d, WinogradConv3d
-from pywino3d.pruning import PRUNE_METHODS, _check_density, _dense, _prune_scores, _prune_to, select_columns_global
+from pywino3d.pruning import (
+    PRUNE_METHODS,
+    _check_density,
+    _check_structure,
+    _dense,
+    _prune_scores,
+    _prune_to,
+    select_columns_global,
+)
 
 __all__ = ["prune_model"]
 
@@ -88,7 +96,8 @@ def _layer_inputs(model, layers, example_inputs):
     return [store[name] for name, _ in layers]
 
 
-def prune_model(model, density, *, method="output", refit=True, scope="global", example_inputs=None):
+def prune_model(model, density, *, method="output", refit=True, scope="global", example_inputs=None,
+                structure="free"):
     """One-shot column pruning of every Winograd layer of a converted network.
 
     Each :class:`WinogradConv3d` and :class:`LowRankWinogradConv3d` of
@@ -131,6 +140,11 @@ def prune_model(model, density, *, method="output", refit=True, scope="global", 
         (:func:`pywino3d.select_columns_global`; for ``"obs"`` the score of
         removing one position with refit); then each layer chooses that many
         columns by ``method``.  Every layer keeps at least one.
+    structure : {"free", "lines"}
+        Where each layer's kept positions may lie, as in
+        :func:`pywino3d.prune_columns`: ``"free"`` (default) by score alone,
+        ``"lines"`` in the fewest transform lines (the transforms then shrink
+        with the density too; not with ``method="obs"``).
 
     Returns
     -------
@@ -155,25 +169,30 @@ def prune_model(model, density, *, method="output", refit=True, scope="global", 
         raise ValueError(f"method: expected one of {PRUNE_METHODS}, got {method!r}")
     if scope not in SCOPES:
         raise ValueError(f"scope: expected one of {SCOPES}, got {scope!r}")
+    _check_structure(structure)
+    if structure == "lines" and method == "obs":
+        raise ValueError("structure: 'lines' ranks positions by a score; method 'obs' has none "
+                         "(use 'output', 'l2' or 'l1')")
     layers = _winograd_layers(model)
     if not layers:
         raise ValueError("model: has no WinogradConv3d or LowRankWinogradConv3d layer "
                          "(convert it with pywino3d.torch.convert_model(model, weights='winograd') first)")
     weights = [_layer_weights(layer) for _, layer in layers]
     if example_inputs is not None:
-        return _prune_model_data(model, layers, weights, density, method, refit, scope, example_inputs)
+        return _prune_model_data(model, layers, weights, density, method, refit, scope, example_inputs,
+                                 structure)
     if scope == "layer":
         counts = [max(1, math.ceil(density * layer.positions - 1e-9)) for _, layer in layers]
     else:
         scores = [_prune_scores(W, method, layer.kernel_size, layer.tile) for W, (_, layer) in zip(weights, layers)]
         counts = [k.size for k in select_columns_global(scores, density)]
     for W, (_, layer), k in zip(weights, layers, counts):
-        pruned, keep = _prune_to(W, k, layer.kernel_size, layer.tile, method, refit)
+        pruned, keep = _prune_to(W, k, layer.kernel_size, layer.tile, method, refit, structure=structure)
         _store(layer, pruned, keep)
     return model
 
 
-def _prune_model_data(model, layers, weights, density, method, refit, scope, example_inputs):
+def _prune_model_data(model, layers, weights, density, method, refit, scope, example_inputs, structure="free"):
     """Sequential data-aware pruning (see :func:`prune_model`, ``example_inputs``)."""
     if not isinstance(example_inputs, (tuple, list)):
         example_inputs = (example_inputs,)
@@ -199,6 +218,6 @@ def _prune_model_data(model, layers, weights, density, method, refit, scope, exa
     for i, (W, (name, layer), k) in enumerate(zip(weights, layers, counts)):
         # this layer's inputs in the network pruned so far (the first layer's are the reference)
         mom = moments(i) if i == 0 else moments(i, _layer_inputs(model, [(name, layer)], example_inputs)[0])
-        pruned, keep = _prune_to(W, k, layer.kernel_size, layer.tile, method, refit, mom)
+        pruned, keep = _prune_to(W, k, layer.kernel_size, layer.tile, method, refit, mom, structure)
         _store(layer, pruned, keep)
     return model

@@ -182,6 +182,26 @@ int FN(wino_to_channels_last)(const wino_geom *g, const REAL *x, wino_index CP, 
 static inline void FN(fused_store_row)(const VEC *row, int ew, int lanes, const REAL *bias, REAL *yk,
                                        wino_index ks, wino_index ws)
 {
+#if WINO_VBYTES == 64
+    /* 16 lanes: a full 16 x 16 transpose costs 256 element moves for the
+     * ew <= 8 values of a row; read each lane's ew values directly instead
+     * (ew constant per case, so the loops unroll). */
+    if (ws == 1 && lanes == VL && ew <= 8) {
+        VEC in[8], b = (VEC){0};
+        if (bias) memcpy(&b, bias, sizeof b);
+        switch (ew) {
+#define CASE(E_)                                                              \
+        case E_:                                                              \
+            for (int e = 0; e < E_; ++e) in[e] = row[e] + b;                  \
+            for (int l = 0; l < VL; ++l)                                      \
+                for (int e = 0; e < E_; ++e) yk[l * ks + e] = in[e][l];       \
+            return;
+            CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
+#undef CASE
+            default: break;
+        }
+    }
+#endif
     if (ws == 1 && lanes == VL && ew <= VL) {
         VEC in[VL], out[VL], b = (VEC){0};
         if (bias) memcpy(&b, bias, sizeof b);
