@@ -58,8 +58,9 @@ KERNEL_TESTS = ["tests/test_kernels.py", "tests/test_fused.py", "tests/test_fuse
 
 @dataclasses.dataclass(frozen=True)
 class Mutation:
-    """One deliberate bug: replace ``old`` (found exactly once in ``path``)
-    by ``new``, then run ``tests``."""
+    """One deliberate bug: replace ``old`` (found exactly ``times`` times in
+    ``path``: a bug repeated in every variant of the code, e.g. both vector
+    widths' store) by ``new``, then run ``tests``."""
 
     name: str
     what: str
@@ -67,6 +68,7 @@ class Mutation:
     old: str
     new: str
     tests: tuple = tuple(KERNEL_TESTS)
+    times: int = 1
 
     @property
     def rebuild(self):
@@ -107,10 +109,11 @@ MUTATIONS = [
         "            for (int i = 0; i < nk; ++i)\n                FN(fused_product)",
         "            for (int i = 0; i < nk - (nk > 1); ++i)\n                FN(fused_product)"),
     Mutation(
-        "bias-fused", "fused forward, vector store: the last channel of each vector gets no bias",
+        "bias-fused", "fused forward, vector store (both the 16-lane and the transposing path): the last "
+        "channel of each vector gets no bias",
         "src/cpu/fused.template.h",
         "        if (bias) memcpy(&b, bias, sizeof b);",
-        "        if (bias) memcpy(&b, bias, sizeof b - sizeof(REAL));"),
+        "        if (bias) memcpy(&b, bias, sizeof b - sizeof(REAL));", times=2),
     Mutation(
         "bias-blocked", "blocked forward: each channel gets the previous channel's bias",
         "src/cpu/blocked.template.h",
@@ -137,8 +140,9 @@ MUTATIONS = [
 
 def _check_applies(m, text):
     n = text.count(m.old)
-    if n != 1:
-        raise ValueError(f"{m.name}: pattern found {n} times in {m.path}, expected once")
+    if n != m.times:
+        raise ValueError(f"{m.name}: pattern found {n} times in {m.path}, expected "
+                         f"{'once' if m.times == 1 else f'{m.times} times'}")
     if m.new == m.old:
         raise ValueError(f"{m.name}: the replacement equals the pattern")
 
