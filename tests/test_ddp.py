@@ -59,7 +59,14 @@ def test_ddp_gradients_equal_single_process_full_batch(tmp_path):
                PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc-per-node=2",
            str(script), str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    for attempt in range(2):
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        # A gloo worker thread left running at interpreter exit aborts a rank
+        # ("terminate called without an active exception") once in many runs,
+        # after its work is done; that launch is repeated once.  Any other
+        # failure, and any wrong gradient, still fails the test.
+        if proc.returncode == 0 or "terminate called without an active exception" not in proc.stderr:
+            break
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     # the same model and the full batch in this process
