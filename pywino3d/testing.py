@@ -125,6 +125,25 @@ def _abs_mats(tile, ksize):
     return [tuple(np.abs(M) for M in winograd_matrices(m, r)) for m, r in zip(tile, ksize)]
 
 
+def _patches_to_volume(gP, x, g, nt, tile, alpha):
+    """The adjoint of the tile gather: per-tile input patches gP
+    (N, C, tiles_d, tiles_h, tiles_w, alpha_d, alpha_h, alpha_w) summed into
+    the padded volume and cropped to x's shape (x's dtype)."""
+    need = [t * m + al - m for t, m, al in zip(nt, tile, alpha)]
+    gxp = np.zeros((x.shape[0], x.shape[1], *need))
+    for d in range(nt[0]):
+        for h in range(nt[1]):
+            for q in range(nt[2]):
+                o = (d * tile[0], h * tile[1], q * tile[2])
+                gxp[:, :, o[0]:o[0] + alpha[0], o[1]:o[1] + alpha[1], o[2]:o[2] + alpha[2]] += gP[:, :, d, h, q]
+    p0 = [p[0] for p in g.pads]
+    D, H, W = x.shape[2:]
+    gx = np.zeros_like(x)
+    src = gxp[:, :, p0[0]:p0[0] + D, p0[1]:p0[1] + H, p0[2]:p0[2] + W]
+    gx[:, :, :src.shape[2], :src.shape[3], :src.shape[4]] = src
+    return gx
+
+
 def winograd_magnitudes(x, w, tile, *, padding=0, grad_y=None):
     """Componentwise magnitudes of the Winograd algorithm in float64.
 
@@ -169,18 +188,7 @@ def winograd_magnitudes(x, w, tile, *, padding=0, grad_y=None):
     gM = np.einsum("pi,qj,sk,nKdphqws->nKdhwijk", ATd, ATh, ATw, gyt, optimize=True)
     gV = np.einsum("KCijk,nKdhwijk->nCdhwijk", U, gM, optimize=True)
     gP = np.einsum("ia,jb,kc,nCdhwijk->nCdhwabc", BTd, BTh, BTw, gV, optimize=True)
-    need = [t * m + al - m for t, m, al in zip(nt, tile, alpha)]
-    gxp = np.zeros((N, x.shape[1], *need))
-    for d in range(nt[0]):
-        for h in range(nt[1]):
-            for q in range(nt[2]):
-                o = (d * tile[0], h * tile[1], q * tile[2])
-                gxp[:, :, o[0]:o[0] + alpha[0], o[1]:o[1] + alpha[1], o[2]:o[2] + alpha[2]] += gP[:, :, d, h, q]
-    p0 = [p[0] for p in g.pads]
-    D, H, W = x.shape[2:]
-    gx_mag = np.zeros_like(x)
-    src = gxp[:, :, p0[0]:p0[0] + D, p0[1]:p0[1] + H, p0[2]:p0[2] + W]
-    gx_mag[:, :, :src.shape[2], :src.shape[3], :src.shape[4]] = src
+    gx_mag = _patches_to_volume(gP, x, g, nt, tile, alpha)
     gU = np.einsum("nKdhwijk,nCdhwijk->KCijk", gM, V, optimize=True)
     gw_mag = np.einsum("ia,jb,kc,KCijk->KCabc", Gd, Gh, Gw, gU, optimize=True)
     return y_mag, gx_mag, gw_mag
@@ -249,18 +257,7 @@ def winograd_reference(x, U, ksize, tile, *, padding=0, bias=None, columns=None,
     gM = np.einsum("pi,qj,sk,nKdphqws->nKdhwijk", ATd, ATh, ATw, gyt, optimize=True)
     gV = np.einsum("ijkKC,nKdhwijk->nCdhwijk", Ua, gM, optimize=True)
     gP = np.einsum("ia,jb,kc,nCdhwijk->nCdhwabc", BTd, BTh, BTw, gV, optimize=True)
-    need = [t * m + al - m for t, m, al in zip(nt, tile, alpha)]
-    gxp = np.zeros((N, C, *need))
-    for d in range(nt[0]):
-        for h in range(nt[1]):
-            for q in range(nt[2]):
-                o = (d * tile[0], h * tile[1], q * tile[2])
-                gxp[:, :, o[0]:o[0] + alpha[0], o[1]:o[1] + alpha[1], o[2]:o[2] + alpha[2]] += gP[:, :, d, h, q]
-    p0 = [p[0] for p in g.pads]
-    D, H, W = x.shape[2:]
-    gx = np.zeros_like(x)
-    src = gxp[:, :, p0[0]:p0[0] + D, p0[1]:p0[1] + H, p0[2]:p0[2] + W]
-    gx[:, :, :src.shape[2], :src.shape[3], :src.shape[4]] = src
+    gx = _patches_to_volume(gP, x, g, nt, tile, alpha)
     gU = np.einsum("nKdhwijk,nCdhwijk->ijkKC", gM, V, optimize=True).reshape(P, K, C)
     if columns is not None:
         gU[~keep] = 0
