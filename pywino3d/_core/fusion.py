@@ -1,0 +1,203 @@
+"""What a convolution may fuse around itself: the prologue applied to each
+input value as it is read, and the epilogue applied to each output value
+before it is written (issue 28: whole networks, not only convolutions).
+
+This module holds the *meaning* of a fusion -- the activation kinds, the
+order of the epilogue's steps, the statistics it returns -- and a reference
+implementation in array operations (NumPy or CuPy, any backend).  The CPU
+kernels compute the same values in the pipelines' own loops; the tests
+compare the two.
+
+Prologue (per input value ``x[n, c, ...]`` inside the volume)::
+
+    x' = act(x * scale[n, c] + shift[n, c])
+
+The convolution's zero padding is applied *after* the prologue (the padded
+border is zero, as when the normalized activation is padded): this is what a
+network computing ``conv(act(norm(x)))`` does.
+
+Epilogue (per output value ``t = conv(x')[n, k, ...] + bias[k]``)::
+
+    t = t * scale[k] + shift[k]
+    t = t + residual            (when residual is given and not after_activation)
+    t = act(t)
+    t = t + residual            (when residual is given and after_activation)
+    y = t
+
+and, with ``stats=True``, the mean and the biased variance of ``y`` over
+each (sample, channel)'s voxels in float64 -- what an InstanceNorm (per
+channel) or a GroupNorm (merged per group, :func:`group_moments`) that
+follows needs, so it needs no separate statistics pass.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Optional
+
+import numpy as np
+
+from pywino3d._core.arrays import array_module
+
+#: Activation kinds and their codes in the C kernels (``src/wino3d_fusion.h``).
+ACTIVATIONS = {"identity": 0, "relu": 1, "leaky_relu": 2, "prelu": 3, "elu": 4, "silu": 5, "sigmoid": 6,
+               "tanh": 7}
+
+#: Default ``alpha`` of the kinds that take one (torch's defaults).
+DEFAULT_ALPHA = {"leaky_relu": 0.01, "prelu": 0.25, "elu": 1.0}
+
+
+def check_activation(name, activation, alpha):
+    """(activation, alpha) validated: a kind of :data:`ACTIVATIONS` and its
+    parameter (a float; for ``prelu`` a float or one slope per channel)."""
+    if activation is None:
+        activation = "identity"
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"{name}: activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    if alpha is None:
+        alpha = DEFAULT_ALPHA.get(activation, 0.0)
+    if activation != "prelu" and np.ndim(alpha) != 0:
+        raise ValueError(f"{name}: alpha of {activation!r} must be a scalar, got shape {np.shape(alpha)}")
+    if np.ndim(alpha) == 0 and not math.isfinite(float(alpha)):
+        raise ValueError(f"{name}: alpha must be finite, got {alpha!r}")
+    return activation, alpha
+
+
+def activate(xp, t, activation, alpha, channel_axis=1):
+    """``act(t)`` in array operations (the reference of the kernels' code).
+    A per-channel ``alpha`` (prelu) is broadcast along ``channel_axis``."""
+    if activation == "identity":
+        return t
+    if activation == "relu":
+        return xp.maximum(t, 0)
+    if activation in ("leaky_relu", "prelu"):
+        a = alpha
+        if np.ndim(alpha):
+            shape = [1] * t.ndim
+            shape[channel_axis] = -1
+            a = xp.asarray(alpha, dtype=t.dtype).reshape(shape)
+        return xp.where(t >= 0, t, t * a)
+    if activation == "elu":
+        return xp.where(t > 0, t, alpha * xp.expm1(xp.minimum(t, 0)))
+    if activation == "silu":
+        return t / (1 + xp.exp(-t))
+    if activation == "sigmoid":
+        return 1 / (1 + xp.exp(-t))
+    if activation == "tanh":
+        return xp.tanh(t)
+    raise ValueError(f"activation: unknown kind {activation!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Prologue:
+    """A per-(sample, channel) affine map and an activation applied to every
+    input value as the convolution reads it (padding stays zero).
+
+    Parameters
+    ----------
+    scale, shift : array_like, shape (N, C) or (C,), optional
+        Missing means 1 and 0.
+    activation : str
+        One of :data:`ACTIVATIONS`.
+    alpha : float or array_like of shape (C,), optional
+        The activation's parameter (:data:`DEFAULT_ALPHA`).
+    """
+    scale: Any = None
+    shift: Any = None
+    activation: str = "identity"
+    alpha: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Epilogue:
+    """What happens to each output value before it is written (see the
+    module docstring for the order).
+
+    Parameters
+    ----------
+    scale, shift : array_like, shape (K,), optional
+        Per output channel; missing means 1 and 0.  An eval-mode BatchNorm
+        is ``scale = gamma / sqrt(var + eps)``, ``shift = beta - mean * scale``.
+    activation : str
+    alpha : float or array_like of shape (K,), optional
+    residual : array_like of the output's shape, optional
+    after_activation : bool
+        Add ``residual`` after the activation instead of before.
+    stats : bool
+        Also return the float64 mean and biased variance of the output per
+        (sample, channel), each of shape (N, K).
+    """
+    scale: Any = None
+    shift: Any = None
+    activation: str = "identity"
+    alpha: Any = None
+    residual: Any = None
+    after_activation: bool = False
+    stats: bool = False
+
+
+def _per_channel(xp, v, n, c, dtype):
+    """(N, C) or (C,) broadcast to shape (n, c, 1, 1, 1)."""
+    v = xp.asarray(v, dtype=dtype)
+    return xp.broadcast_to(v.reshape((-1 if v.ndim == 2 else 1, c, 1, 1, 1)), (n, c, 1, 1, 1))
+
+
+def apply_prologue(x, prologue: Optional[Prologue]):
+    """x with the prologue applied (a new array; the reference)."""
+    if prologue is None:
+        return x
+    xp = array_module(x)
+    n, c = x.shape[:2]
+    t = x
+    if prologue.scale is not None:
+        t = t * _per_channel(xp, prologue.scale, n, c, x.dtype)
+    if prologue.shift is not None:
+        t = t + _per_channel(xp, prologue.shift, n, c, x.dtype)
+    activation, alpha = check_activation("prologue", prologue.activation, prologue.alpha)
+    return xp.asarray(activate(xp, t, activation, alpha), dtype=x.dtype)
+
+
+def moments(y):
+    """Float64 mean and biased variance of y over each (sample, channel)."""
+    xp = array_module(y)
+    t = y.reshape(y.shape[0], y.shape[1], -1).astype(xp.float64)
+    mean = t.mean(axis=2)
+    return mean, ((t - mean[:, :, None]) ** 2).mean(axis=2)
+
+
+def group_moments(mean, var, groups):
+    """Per-(sample, channel) moments over equal voxel counts merged into
+    per-(sample, group) moments (exactly: the mean of the means; the mean of
+    the variances plus the variance of the means)."""
+    xp = array_module(mean)
+    n, c = mean.shape
+    if c % groups:
+        raise ValueError(f"groups: {c} channels do not split into {groups} groups")
+    m = mean.reshape(n, groups, -1)
+    v = var.reshape(n, groups, -1)
+    gm = m.mean(axis=2)
+    return gm, v.mean(axis=2) + ((m - gm[:, :, None]) ** 2).mean(axis=2)
+
+
+def apply_epilogue(y, epilogue: Optional[Epilogue]):
+    """y with the epilogue applied, and (mean, var) when it asks for stats:
+    ``y`` or ``(y, mean, var)`` (the reference)."""
+    if epilogue is None:
+        return y
+    xp = array_module(y)
+    k = y.shape[1]
+    t = y
+    if epilogue.scale is not None:
+        t = t * xp.asarray(epilogue.scale, dtype=y.dtype).reshape(1, k, 1, 1, 1)
+    if epilogue.shift is not None:
+        t = t + xp.asarray(epilogue.shift, dtype=y.dtype).reshape(1, k, 1, 1, 1)
+    if epilogue.residual is not None and not epilogue.after_activation:
+        t = t + epilogue.residual
+    activation, alpha = check_activation("epilogue", epilogue.activation, epilogue.alpha)
+    t = activate(xp, t, activation, alpha)
+    if epilogue.residual is not None and epilogue.after_activation:
+        t = t + epilogue.residual
+    t = xp.asarray(t, dtype=y.dtype)
+    if epilogue.stats:
+        return (t, *moments(t))
+    return t
