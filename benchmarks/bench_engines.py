@@ -10,7 +10,10 @@ Engines (each skipped, with a note, when its package is missing):
   ``INFERENCE_NUM_THREADS``, ``PERFORMANCE_HINT=LATENCY`` and
   ``INFERENCE_PRECISION_HINT=f32`` (without it OpenVINO may run bf16);
 * ``pywino3d``       -- ``pywino3d.torch.convert_model(example_inputs=x)``;
-* ``pywino3d+compile`` -- the converted network under ``torch.compile``.
+* ``pywino3d+compile`` -- the converted network under ``torch.compile``;
+* ``pywino3d-fused`` -- ``pywino3d.torch.optimize(model, x)``: converted,
+  then compiled with the ``"pywino3d"`` backend, which fuses
+  normalizations, activations and residual adds into the convolutions.
 
 Networks (random weights, ``eval``, batch 1, float32): MONAI ``BasicUNet``,
 ``UNet`` (16...256, 2 residual units), ``SegResNet`` (init_filters 16) on
@@ -63,7 +66,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 START, END = "<!-- bench_engines:start -->", "<!-- bench_engines:end -->"
-ENGINES = ("torch", "torch.compile", "onnxruntime", "openvino", "pywino3d", "pywino3d+compile")
+ENGINES = ("torch", "torch.compile", "onnxruntime", "openvino", "pywino3d", "pywino3d+compile", "pywino3d-fused")
 #: The package an engine needs beyond torch (None: torch alone).
 NEEDS = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino",)}
 
@@ -113,6 +116,10 @@ def prepare(engine, model, x, threads, workdir):
         from pywino3d.torch import convert_model
 
         return torch.compile(convert_model(copy.deepcopy(model), example_inputs=x))
+    if engine == "pywino3d-fused":
+        from pywino3d.torch import optimize
+
+        return optimize(copy.deepcopy(model), x)
     if engine == "onnxruntime":
         import onnxruntime as ort
 
@@ -198,16 +205,16 @@ def bench_net(net, engines, size, repeat, threads, log=print):
     return out
 
 
-def profile_split(size, threads):
-    """(pywino3d's own operators' share of the converted BasicUNet's time,
-    {op: seconds} of the ten largest other ops) from the torch profiler."""
+def profile_split(size, threads, engine="pywino3d"):
+    """(pywino3d's own operators' share of the converted (or, with
+    ``engine="pywino3d-fused"``, optimized) BasicUNet's time, total op
+    seconds, {op: seconds} of the ten largest other ops) from the torch
+    profiler."""
     from torch.profiler import ProfilerActivity, profile
 
-    from pywino3d.torch import convert_model
-
     x = torch.randn(1, 1, size, size, size)
-    with torch.no_grad():
-        model = convert_model(build("basicunet"), example_inputs=x)
+    with torch.no_grad(), tempfile.TemporaryDirectory() as workdir:
+        model = prepare(engine, build("basicunet"), x, threads, workdir)
         model(x)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             model(x)
@@ -235,10 +242,9 @@ def markdown(rows, args, split=None):
     for r in rows:
         if "skipped" in r:
             out.append(f"\n{r['net']}, {r['engine']}: not run ({r['skipped']}).")
-    if split is not None:
-        share, total, others = split
-        out += ["", f"Converted `BasicUNet` time split (torch profiler, one eval call, {total * 1e3:.0f} ms of op "
-                f"self time): pywino3d's operators {100 * share:.0f} %; the largest others: "
+    for e, (share, total, others) in (split or {}).items():
+        out += ["", f"`BasicUNet` under `{e}`, time split (torch profiler, one eval call, {total * 1e3:.0f} ms of "
+                f"op self time): pywino3d's operators {100 * share:.0f} %; the largest others: "
                 + ", ".join(f"`{k}` {100 * v / total:.0f} %" for k, v in others.items()) + "."]
     if args.plot:
         out += ["", f"![engines]({pathlib.Path(args.plot).name})"]
@@ -309,15 +315,17 @@ def main(argv=None):
     for net in args.nets:
         print(f"{net} ...", flush=True)
         rows += bench_net(net, args.engines, args.size, args.repeat, args.threads)
-    split = profile_split(args.size, args.threads) if args.profile else None
+    split = {e: profile_split(args.size, args.threads, e) for e in ("pywino3d", "pywino3d-fused")
+             if e in args.engines} if args.profile else None
     for r in rows:
         if "skipped" in r:
             print(f"{r['net']:10s} {r['engine']:18s} not run: {r['skipped']}")
         else:
             print(f"{r['net']:10s} {r['engine']:18s} {r['ms']:9.1f} ms  {r['speedup']:5.2f}x  "
                   f"prepare {r['prep_s']:6.1f} s  rel L2 {r['rel_l2']:.1e}")
-    if split is not None:
-        print(f"converted BasicUNet: pywino3d operators {100 * split[0]:.0f} % of op time")
+    for e, (share, total, others) in (split or {}).items():
+        print(f"BasicUNet under {e}: pywino3d operators {100 * share:.0f} % of {total * 1e3:.0f} ms op time; "
+              + ", ".join(f"{k} {100 * v / total:.0f} %" for k, v in others.items()))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps({"rows": rows, "split": split}, indent=1))
     if args.plot:
