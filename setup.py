@@ -104,6 +104,7 @@ extensions = [
         include_dirs=["src", "src/cpu", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         depends=[f"{EXT_DIR}/_cpu.pxd", "src/wino3d_common.h", "src/wino3d_tile.h", "src/wino3d_tile.template.h",
+                 "src/wino3d_fusion.h", *sorted(glob.glob(f"{EXT_DIR}/*.pxi")),
                  *sorted(glob.glob("src/cpu/*.h"))],
     ),
     Extension(

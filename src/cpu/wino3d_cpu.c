@@ -15,10 +15,12 @@
 #include "scratch.h"
 #include "gemm.h"
 #include "blocked.h"
+#include "wino3d_fusion.h"
 
 #define WINO_REAL float
 #define WINO_SUFFIX f
 #include "tile_lanes.template.h"
+#include "affine.template.h"
 #include "gemm.template.h"
 #include "filter.template.h"
 #include "product_w.template.h"
@@ -31,6 +33,7 @@
 #define WINO_REAL double
 #define WINO_SUFFIX d
 #include "tile_lanes.template.h"
+#include "affine.template.h"
 #include "gemm.template.h"
 #include "filter.template.h"
 #include "product_w.template.h"
@@ -95,4 +98,25 @@ wino_blocked_chunks_t wino_blocked_chunks(void)
     c.k_chunk = WINO_BLOCKED_K_CHUNK;
     c.tile_multiple = WINO_BLOCKED_TILE_MULTIPLE;
     return c;
+}
+
+int wino_tile_moments(const wino_geom *g, const double *part, wino_index KP, double *mean, double *var,
+                      int nthreads)
+{
+    const wino_index K = g->K, tps = g->nt[0] * g->nt[1] * g->nt[2];
+    if (K > KP) return WINO_EARG;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (wino_index nk = 0; nk < g->N * K; ++nk) {
+        const wino_index n = nk / K, k = nk % K;
+        double cnt = 0, m = 0, m2 = 0;
+        for (wino_index t = n * tps; t < (n + 1) * tps; ++t) {
+            wino_index tn, o[3], e = 1;
+            wino_geom_tile_origin(g, t, &tn, o);
+            for (int ax = 0; ax < 3; ++ax) e *= g->od[ax] - o[ax] < g->m[ax] ? g->od[ax] - o[ax] : g->m[ax];
+            wino_moments_merge(&cnt, &m, &m2, (double)e, part[t * 2 * KP + k], part[t * 2 * KP + KP + k]);
+        }
+        mean[nk] = m;
+        var[nk] = cnt > 0 ? m2 / cnt : 0;
+    }
+    return 0;
 }
