@@ -267,8 +267,8 @@ def conv3d(x, w, bias=None, *, padding=0, tile="auto", workers=None, backend=Non
     >>> scale = 1 / np.sqrt(var + 1e-5)
     >>> pro = pywino3d.Prologue(scale=scale, shift=-mean * scale, activation="leaky_relu")
     >>> y2 = pywino3d.conv3d(y1, w2, padding=1, tile=2, prologue=pro)
-    >>> normed = (y1 - mean[:, :, None, None, None]) * scale[:, :, None, None, None]
-    >>> act = np.where(normed >= 0, normed, 0.01 * normed)
+    >>> normed = ((y1 - mean[:, :, None, None, None]) * scale[:, :, None, None, None]).astype(np.float32)
+    >>> act = np.where(normed >= 0, normed, np.float32(0.01) * normed)
     >>> bool(np.allclose(y2, pywino3d.conv3d(act, w2, padding=1, tile=2), atol=1e-4))
     True
     """

@@ -101,6 +101,20 @@ class Prologue:
         One of :data:`ACTIVATIONS`.
     alpha : float or array_like of shape (C,), optional
         The activation's parameter (:data:`DEFAULT_ALPHA`).
+
+    Examples
+    --------
+    An instance norm (statistics ``mean``, ``var`` of x) and a ReLU read
+    into the convolution:
+
+    >>> import numpy as np, pywino3d
+    >>> x = np.random.default_rng(0).standard_normal((1, 2, 6, 6, 6)).astype(np.float32)
+    >>> w = np.ones((3, 2, 3, 3, 3), np.float32)
+    >>> mean, var = x.mean(axis=(2, 3, 4)), x.var(axis=(2, 3, 4))
+    >>> scale = 1 / np.sqrt(var + 1e-5)
+    >>> pro = pywino3d.Prologue(scale=scale, shift=-mean * scale, activation="relu")
+    >>> pywino3d.conv3d(x, w, padding=1, tile=2, prologue=pro).shape
+    (1, 3, 6, 6, 6)
     """
     scale: Any = None
     shift: Any = None
@@ -126,6 +140,22 @@ class Epilogue:
     stats : bool
         Also return the float64 mean and biased variance of the output per
         (sample, channel), each of shape (N, K).
+
+    Examples
+    --------
+    An eval-mode BatchNorm folded into scale and shift, a residual added
+    before a leaky ReLU, and the statistics of the result:
+
+    >>> import numpy as np, pywino3d
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((1, 2, 6, 6, 6)).astype(np.float32)
+    >>> w = rng.standard_normal((3, 2, 3, 3, 3)).astype(np.float32)
+    >>> skip = rng.standard_normal((1, 3, 6, 6, 6)).astype(np.float32)
+    >>> epi = pywino3d.Epilogue(scale=np.full(3, 0.5), shift=np.zeros(3), residual=skip,
+    ...                         activation="leaky_relu", stats=True)
+    >>> y, mean, var = pywino3d.conv3d(x, w, padding=1, tile=2, epilogue=epi)
+    >>> mean.shape, mean.dtype
+    ((1, 3), dtype('float64'))
     """
     scale: Any = None
     shift: Any = None
