@@ -73,11 +73,32 @@ static inline FN(affine_vecs) FN(affine_vecs_at)(const wino_fusion *f, wino_inde
     return a;
 }
 
-/* act(v * scale + shift) lane-wise (the prologue's map, no residual). */
-static inline VEC FN(affine_act_vec)(const wino_fusion *f, const FN(affine_vecs) *a, VEC v)
+/* act on `count` vectors, the kind chosen once (a switch inside the
+ * vector loop was not hoisted: the prologue's copy took 1.5x as long). */
+static inline void FN(act_vecs)(int act, VEC *v, int count, VEC alpha)
 {
-    if (a->has_affine) v = v * a->scale + a->shift;
-    return FN(act_vec)(f->act, v, a->alpha);
+    switch (act) {
+    case WINO_ACT_IDENTITY: return;
+    case WINO_ACT_RELU:
+        for (int j = 0; j < count; ++j) v[j] = FN(act_vec)(WINO_ACT_RELU, v[j], alpha);
+        return;
+    case WINO_ACT_LEAKY_RELU:
+    case WINO_ACT_PRELU:
+        for (int j = 0; j < count; ++j) v[j] = FN(act_vec)(WINO_ACT_LEAKY_RELU, v[j], alpha);
+        return;
+    default:
+        for (int j = 0; j < count; ++j) v[j] = FN(act_vec)(act, v[j], alpha);
+        return;
+    }
+}
+
+/* act(v * scale + shift) lane-wise on `count` vectors: the prologue's map
+ * (the fused pipeline's copy calls it per VL x VL block). */
+static inline void FN(affine_act_vecs)(const wino_fusion *f, const FN(affine_vecs) *a, VEC *v, int count)
+{
+    if (a->has_affine)
+        for (int j = 0; j < count; ++j) v[j] = v[j] * a->scale + a->shift;
+    FN(act_vecs)(f->act, v, count, a->alpha);
 }
 
 /* The same for one value of channel c of sample n. */
@@ -86,6 +107,18 @@ static inline REAL FN(affine_act1)(const wino_fusion *f, wino_index n, wino_inde
     if (f->scale) v *= ((const REAL *)f->scale)[n * f->sn + c];
     if (f->shift) v += ((const REAL *)f->shift)[n * f->sn + c];
     return ACT1(f->act, v, f->alphas ? ((const REAL *)f->alphas)[c] : (REAL)f->alpha);
+}
+
+/* row[e] += the residual at voxel e (stride ws) of channels l < lanes
+ * (stride ks): a gather across the channel lanes. */
+static inline void FN(add_residual_row)(VEC *row, int ew, int lanes, const REAL *res, wino_index ks,
+                                        wino_index ws)
+{
+    for (int e = 0; e < ew; ++e) {
+        VEC r = (VEC){0};
+        for (int l = 0; l < lanes; ++l) r[l] = res[l * ks + e * ws];
+        row[e] = row[e] + r;
+    }
 }
 
 /* The epilogue of one output tile of the fused pipeline, in place on its
@@ -109,17 +142,13 @@ static void FN(fused_epilogue_tile)(VEC *tile, int mh, int mw, int ed, int eh, i
             VEC *row = tile + (a * mh + c) * mw;
             const REAL *rrow = res ? res + n * rs[0] + k0 * rs[1] + (o[0] + a) * rs[2] + (o[1] + c) * rs[3] +
                                          o[2] * rs[4] : NULL;
-            for (int e = 0; e < ew; ++e) {
-                VEC v = row[e], r = (VEC){0};
-                if (bias) v = v + b;
-                if (av.has_affine) v = v * av.scale + av.shift;
-                if (rrow)
-                    for (int l = 0; l < lanes; ++l) r[l] = rrow[l * rs[1] + e * rs[4]];
-                if (!after) v = v + r;
-                v = FN(act_vec)(f->act, v, av.alpha);
-                if (after) v = v + r;
-                row[e] = v;
-            }
+            if (bias)
+                for (int e = 0; e < ew; ++e) row[e] = row[e] + b;
+            if (av.has_affine)
+                for (int e = 0; e < ew; ++e) row[e] = row[e] * av.scale + av.shift;
+            if (rrow && !after) FN(add_residual_row)(row, ew, lanes, rrow, rs[1], rs[4]);
+            FN(act_vecs)(f->act, row, ew, av.alpha);
+            if (rrow && after) FN(add_residual_row)(row, ew, lanes, rrow, rs[1], rs[4]);
         }
     if (!part) return;
     for (int h = 0; h < 2; ++h) { /* lanes [h * HALF, (h + 1) * HALF) */

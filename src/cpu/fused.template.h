@@ -160,13 +160,11 @@ int FN(wino_to_channels_last)(const wino_geom *g, const REAL *x, wino_index CP, 
         REAL *dst = xcl + row * W * CP;
         VEC in[VL], out[VL];
         for (wino_index c0 = 0; c0 < Cv; c0 += VL) {
+            const FN(affine_vecs) av = pro ? FN(affine_vecs_at)(pro, n, c0, VL) : (FN(affine_vecs)){0};
             for (wino_index w0 = 0; w0 < Wv; w0 += VL) {
                 for (int i = 0; i < VL; ++i) memcpy(in + i, src + (c0 + i) * cs + w0, sizeof(VEC));
                 TRANSPOSE(in, out);
-                if (pro) {
-                    const FN(affine_vecs) av = FN(affine_vecs_at)(pro, n, c0, VL);
-                    for (int j = 0; j < VL; ++j) out[j] = FN(affine_act_vec)(pro, &av, out[j]);
-                }
+                if (pro) FN(affine_act_vecs)(pro, &av, out, VL);
                 for (int j = 0; j < VL; ++j) memcpy(dst + (w0 + j) * CP + c0, out + j, sizeof(VEC));
             }
             for (wino_index c = c0; c < c0 + VL; ++c)
