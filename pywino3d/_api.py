@@ -543,7 +543,7 @@ def _check_affine_out(call, out, x, residual):
         raise ValueError(f"out: expected x's shape {tuple(x.shape)}, got {tuple(out.shape)}")
     if out.dtype != x.dtype:
         raise TypeError(f"out: expected x's dtype {x.dtype}, got {out.dtype}")
-    if not out.flags.writeable:
+    if not getattr(out.flags, "writeable", True):  # CuPy arrays have no such flag
         raise ValueError("out: is read-only")
     if any(s % out.itemsize for s in out.strides):
         raise ValueError("out: strides must be whole elements")

@@ -273,3 +273,29 @@ def test_activation_codes_match_the_header():
     codes = {m.group(1).lower(): int(m.group(2)) for m in re.finditer(r"#define WINO_ACT_(\w+) (\d+)", header)}
     codes.pop("count")
     assert codes == ACTIVATIONS
+
+
+from conftest import CUDA_OK, CUDA_WHY, host, on  # noqa: E402
+
+
+@pytest.mark.skipif(not CUDA_OK, reason=CUDA_WHY)
+def test_cuda_backend_runs_the_reference_around_its_kernels():
+    """CUDA: the maps of _core.fusion applied around the existing kernels;
+    the same values as the CPU within float32 rounding."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 6, 7, 8)).astype(np.float32)
+    w = (rng.standard_normal((4, 3, 3, 3, 3)) / 9).astype(np.float32)
+    res = rng.standard_normal((2, 4, 6, 7, 8)).astype(np.float32)
+    pro = Prologue(scale=rng.uniform(0.5, 1.5, (2, 3)), shift=rng.standard_normal(3), activation="elu")
+    epi_cpu = Epilogue(scale=rng.uniform(0.5, 1.5, 4), activation="prelu", alpha=np.full(4, 0.2), residual=res,
+                       stats=True)
+    epi_gpu = Epilogue(**{**epi_cpu.__dict__, "residual": on("cuda", res)})
+    y, m, v = pywino3d.conv3d(x, w, padding=1, tile=2, prologue=pro, epilogue=epi_cpu)
+    yg, mg, vg = pywino3d.conv3d(on("cuda", x), w=on("cuda", w), padding=1, tile=2, prologue=pro, epilogue=epi_gpu)
+    _close(host(yg), y.astype(np.float64), np.float32)
+    np.testing.assert_allclose(host(mg), m, atol=1e-5)
+    np.testing.assert_allclose(host(vg), v, rtol=1e-4)
+    xg = on("cuda", x)
+    out = pywino3d.channel_affine(xg, np.ones(3), np.zeros(3), activation="relu", out=xg)
+    assert out is xg
+    np.testing.assert_array_equal(host(xg), np.maximum(x, 0))
