@@ -103,6 +103,46 @@ def fusion(rounds, workers, C=32, S=64, tile=4, eps=1e-5, slope=0.01):
     print(f"  relative L2 difference of the outputs {err:.2e}")
 
 
+def passes(rounds, workers, C=128, S=32, tile=4):
+    """The pipelines that fuse by a pre-pass and a post-pass (blocked,
+    direct, im2col): what the passes cost on a layer the blocked pipeline
+    serves, against torch's separate instance norm + leaky ReLU."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(workers)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, C, S, S, S)).astype(np.float32)
+    w = (rng.standard_normal((C, C, 3, 3, 3)) / 30).astype(np.float32)
+    scale, shift = rng.uniform(0.5, 1.5, (1, C)), rng.standard_normal((1, C))
+    conv = lambda **kw: pywino3d.conv3d(x, w, padding=1, tile=tile, workers=workers, **kw)
+    variants = {
+        "plain": lambda: conv(),
+        "epilogue (leaky_relu + stats)": lambda: conv(epilogue=pywino3d.Epilogue(activation="leaky_relu",
+                                                                                  stats=True)),
+        "prologue (affine + leaky_relu)": lambda: conv(prologue=pywino3d.Prologue(scale=scale, shift=shift,
+                                                                                   activation="leaky_relu")),
+    }
+    y = conv()
+
+    def torch_norm():
+        with torch.inference_mode():
+            F.leaky_relu(F.instance_norm(torch.from_numpy(y)), 0.01)
+
+    variants["torch instance_norm + leaky_relu on y"] = torch_norm
+    variants["channel_affine(y, stats) alone"] = lambda: pywino3d.channel_affine(
+        y, scale, shift, activation="leaky_relu", stats=True, workers=workers)
+    times = {k: [] for k in variants}
+    for _ in range(rounds):
+        for k, fn in variants.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    print(f"C{C}->{C} at {S}^3, F({tile}^3) (blocked pipeline), float32, {workers} threads, medians of {rounds}")
+    for k, v in times.items():
+        print(f"  {k:40s} {float(np.median(v)) * 1e3:8.1f} ms")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=7)
@@ -113,6 +153,7 @@ def main(argv=None):
         plain_layers(args.rounds, args.workers)
     else:
         fusion(args.rounds, args.workers)
+        passes(args.rounds, args.workers)
 
 
 if __name__ == "__main__":
