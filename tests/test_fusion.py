@@ -299,3 +299,24 @@ def test_cuda_backend_runs_the_reference_around_its_kernels():
     out = pywino3d.channel_affine(xg, np.ones(3), np.zeros(3), activation="relu", out=xg)
     assert out is xg
     np.testing.assert_array_equal(host(xg), np.maximum(x, 0))
+
+
+def test_fused_pipeline_in_sample_batches(monkeypatch):
+    """A large batch is copied a few samples at a time: the per-sample
+    prologue, the residual and the statistics follow the batches."""
+    from pywino3d._backends.cpu.pipelines import fused as fused_pipeline
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3, 5, 6, 7, 5)).astype(np.float32)
+    w = (rng.standard_normal((6, 5, 3, 3, 3)) / 10).astype(np.float32)
+    res = rng.standard_normal((3, 6, 6, 7, 5)).astype(np.float32)
+    pro = Prologue(scale=rng.uniform(0.5, 1.5, (3, 5)), shift=rng.standard_normal((3, 5)), activation="silu")
+    epi = Epilogue(shift=rng.standard_normal(6), residual=res, activation="relu", stats=True)
+    with _cpu_backend.use_pipeline("fused"):
+        whole = pywino3d.conv3d(x, w, padding=1, tile=3, prologue=pro, epilogue=epi)
+        monkeypatch.setattr(fused_pipeline, "samples_per_copy", lambda N, per_sample: 1)
+        batched = pywino3d.conv3d(x, w, padding=1, tile=3, prologue=pro, epilogue=epi)
+    for a, b in zip(whole, batched):
+        np.testing.assert_array_equal(a, b)
+    _close(whole[0], _reference(x, w, None, 1, pro, epi)[0], np.float32)
+    _check_stats(*batched)
