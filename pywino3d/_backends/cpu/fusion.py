@@ -42,7 +42,7 @@ def channel_affine(x, a, out, nthreads):
     N, C = x.shape[:2]
     f = c_fusion(a, x.dtype, C)
     if a.stats:
-        part = workspace("affine_moments", 2 * N * C * x.shape[2], np.float64)
+        part = workspace("affine_moments", 2 * N * C * x.shape[2], np.float64)  # small: N * C * D parts
         mean = np.empty(N * C, dtype=np.float64)
         var = np.empty(N * C, dtype=np.float64)
         run("channel_affine", _cpu.channel_affine, x, out, f, part, mean, var, nthreads)

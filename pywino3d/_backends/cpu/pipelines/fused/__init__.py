@@ -229,8 +229,9 @@ def _forward(g, x, U, bias, kept, nthreads, prologue, epilogue):
     per_sample = 0 if in_place else int(np.prod(g.spatial)) * CP * item  # bytes of one sample's copy
     out_bytes = g.N * K * int(np.prod(g.out)) * item
     nb = samples_per_copy(g.N, per_sample)
+    moments_bytes = 16 * KP * (g.ntiles // g.N) * nb if epilogue is not None and epilogue.stats else 0
     check_memory("the output and the fused pipeline's buffers",
-                 out_bytes + per_sample * nb + sbytes + int(run_pos.size) * CP * KP * item)
+                 out_bytes + per_sample * nb + sbytes + int(run_pos.size) * CP * KP * item + moments_bytes)
     Up = run("pack", pack_weights, np.asarray(U), kept, CP, KP, run_pos, nthreads)
     if is_channels_last(x):
         y = _cpu_outputs.empty((g.N, *g.out, K), dtype).transpose(0, 4, 1, 2, 3)
@@ -259,8 +260,10 @@ def _forward(g, x, U, bias, kept, nthreads, prologue, epilogue):
         epi = part = None
         if epilogue is not None:
             epi = _fusion.c_fusion(_fusion.sample_slice(epilogue, n0, n0 + gb.N, K), dtype, K)
-            if stats:  # reused: a fresh buffer's page faults cost 5 % of a C32 layer at 48^3
-                part = workspace("fused_moments", gb.ntiles * 2 * KP, np.float64)
+            if stats:  # reused up to the workspace budget (16 bytes per tile and channel)
+                m = gb.ntiles * 2 * KP
+                part = workspace("fused_moments", m, np.float64) if 8 * m <= workspace_budget() else \
+                    np.empty(m, np.float64)
         step = call_tiles(gb, int(run_pos.size), CP, KP, tb, nthreads)
         for t0 in range(0, gb.ntiles, step):  # Python sees Ctrl-C between calls
             if epi is None:
