@@ -25,7 +25,7 @@ from setuptools.command.build_py import build_py
 #: CUDA sources and the headers they share with the CPU build, shipped as
 #: package data beside their loader, pywino3d/_backends/cuda/kernels/ (read by
 #: pywino3d._backends.cuda.sources; an editable install reads src/ itself).
-KERNEL_FILES = ["src/wino3d_common.h", "src/wino3d_tile.h", "src/wino3d_tile.template.h"] + sorted(
+KERNEL_FILES = ["src/wino3d_common.h", "src/wino3d_tile.h", "src/wino3d_tile.template.h", "src/wino3d_fusion.h"] + sorted(
     glob.glob("src/cuda/*.cu"))
 
 #: Where the compiled extensions live: one folder, ``pywino3d._backends.cpu._ext``.
@@ -104,6 +104,7 @@ extensions = [
         include_dirs=["src", "src/cpu", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         depends=[f"{EXT_DIR}/_cpu.pxd", "src/wino3d_common.h", "src/wino3d_tile.h", "src/wino3d_tile.template.h",
+                 "src/wino3d_fusion.h", *sorted(glob.glob(f"{EXT_DIR}/*.pxi")),
                  *sorted(glob.glob("src/cpu/*.h"))],
     ),
     Extension(

@@ -7,6 +7,8 @@ filter_transform            spatial weights -> Winograd-domain weights U
 winograd_conv3d             convolution with U, optionally column-sparse
 winograd_conv3d_backward    (grad_x, grad_U)
 filter_transform_backward   grad_U -> grad_w
+Prologue, Epilogue          norm / activation / residual / statistics fused around a convolution
+channel_affine              the same maths in one pass where the consumer is not a convolution
 winograd_matrices           exact Toom-Cook matrices (AT, G, BT)
 show_versions               versions, OpenMP, threads, backends
 use_backend / set_backend   choose "cpu", "cuda" or "auto" at runtime
@@ -19,6 +21,7 @@ pywino3d.torch              nn.Module layers (optional extra "torch")
 pywino3d.autotune           measured algorithm choice with an on-disk cache
 """
 from pywino3d._api import (
+    channel_affine,
     conv3d,
     filter_transform,
     filter_transform_backward,
@@ -26,6 +29,7 @@ from pywino3d._api import (
     winograd_conv3d_backward,
 )
 from pywino3d._choice.columns import column_cost
+from pywino3d._core.fusion import Epilogue, Prologue
 from pywino3d._backends.dispatch import available_backends, get_backend, set_backend, use_backend
 from pywino3d._info import show_versions
 from pywino3d._core.transforms import winograd_matrices
@@ -45,7 +49,10 @@ from pywino3d import autotune  # noqa: E402  (measured algorithm choice)
 from pywino3d._core.version import __version__  # noqa: E402,F401
 
 __all__ = [
+    "channel_affine",
     "conv3d",
+    "Epilogue",
+    "Prologue",
     "filter_transform",
     "filter_transform_backward",
     "winograd_conv3d",

@@ -9,16 +9,19 @@ stable for those callers and documented here.
 """
 from __future__ import annotations
 
+import dataclasses
 
 from pywino3d._backends import dispatch as _backend
 from pywino3d._core.arrays import is_cupy_array
 from pywino3d._core.geometry import make_geometry, n_positions, parse_kernel_size, parse_tile
 from pywino3d import autotune
 from pywino3d._choice import candidates_to_time, conv3d_candidates, has_direct_kernel, model_tile
+from pywino3d._core.fusion import Epilogue, apply_checked, check_affine, check_epilogue, check_prologue
 from pywino3d._core.transforms import MAX_KERNEL
 from pywino3d._core.validation import as_columns, as_float_array
 
 __all__ = [
+    "channel_affine",
     "conv3d",
     "filter_transform",
     "filter_transform_backward",
@@ -67,16 +70,42 @@ class _Call:
         return tuple(home.to_own(o) for o in out) if isinstance(out, tuple) else home.to_own(out)
 
 
-def _forward(call, g, x, U, bias, kept, nthreads):
+def _forward(call, g, x, U, bias, kept, nthreads, prologue=None, epilogue=None):
     """Run the forward pass.  Outputs that need no kernel -- an empty output,
     no kept position, no input channel (y = bias) -- are made here, once for
-    every backend; the backends see only non-trivial problems."""
+    every backend; the backends see only non-trivial problems.
+
+    ``prologue`` and ``epilogue`` are checked maps (:func:`_check_fusion`) or
+    None.  A backend that fuses them has ``forward_fused`` (the CPU); on the
+    others (CUDA) the reference of :mod:`pywino3d._core.fusion` runs around
+    the plain forward pass.  Returns y, or (y, mean, var) when the epilogue
+    asks for stats."""
     if g.N * g.K * g.out[0] * g.out[1] * g.out[2] == 0 or kept.size == 0 or g.C == 0:
         y = call.impl.xp.zeros((g.N, g.K, *g.out), dtype=x.dtype)
         if bias is not None and y.size:
             y[...] = bias.reshape(1, g.K, 1, 1, 1)
-        return y
-    return call.impl.forward(g, x, U, bias, kept, nthreads)
+        return y if epilogue is None else apply_checked(y, epilogue)
+    if prologue is None and epilogue is None:
+        return call.impl.forward(g, x, U, bias, kept, nthreads)
+    fused = getattr(call.impl, "forward_fused", None)
+    if fused is not None:
+        return fused(g, x, U, bias, kept, nthreads, prologue, epilogue)
+    if prologue is not None:
+        x = apply_checked(x, prologue)
+    y = call.impl.forward(g, x, U, bias, kept, nthreads)
+    return y if epilogue is None else apply_checked(y, epilogue)
+
+
+def _check_fusion(call, x, g, prologue, epilogue):
+    """(prologue, epilogue) checked for input x and geometry g (None where
+    absent or, for a prologue, the identity)."""
+    xp = call.impl.xp
+    epi = epilogue
+    if epilogue is not None and isinstance(epilogue, Epilogue) and epilogue.residual is not None:
+        epi = dataclasses.replace(epilogue, residual=call.array("epilogue.residual", epilogue.residual, ndim=5,
+                                                                dtype=x.dtype))
+    return (check_prologue(prologue, g.N, g.C, x.dtype, xp),
+            check_epilogue(epi, (g.N, g.K, *g.out), x.dtype, xp))
 
 
 def _backward(call, g, gy, x, U, kept, nthreads):
@@ -163,7 +192,8 @@ def _auto_tile(call, g, x, w, bias, padding, nthreads):
     return next(c.tile for c in timed if c.name == decision.best)
 
 
-def conv3d(x, w, bias=None, *, padding=0, tile="auto", workers=None, backend=None, coerce=False):
+def conv3d(x, w, bias=None, *, padding=0, tile="auto", workers=None, backend=None, coerce=False, prologue=None,
+           epilogue=None):
     """3-D cross-correlation (stride 1) computed with Winograd F(m^3, r^3).
 
     Matches ``torch.nn.functional.conv3d`` with stride 1, dilation 1 and
@@ -195,11 +225,23 @@ def conv3d(x, w, bias=None, *, padding=0, tile="auto", workers=None, backend=Non
     coerce : bool, optional
         Copy arrays between host and device when they do not live where the
         backend runs, instead of raising TypeError.
+    prologue : pywino3d.Prologue, optional
+        A per-(sample, channel) scale and shift and an activation applied to
+        every value of x as the convolution reads it (the zero padding stays
+        zero): ``conv(act(x * scale + shift))`` -- a norm and activation
+        before the convolution, without writing the normalized x.
+    epilogue : pywino3d.Epilogue, optional
+        Per-channel scale and shift, residual, activation and statistics
+        applied to each output value before it is stored (order:
+        :mod:`pywino3d._core.fusion`).
 
     Returns
     -------
     y : ndarray, shape (N, K, Do, Ho, Wo)
         With ``Do = D + 2 * pad_d - rd + 1`` and so on; x's dtype.
+    mean, var : ndarray, shape (N, K), float64
+        Only with ``epilogue.stats``: the mean and biased variance of y per
+        (sample, channel); the result is then ``(y, mean, var)``.
 
     Examples
     --------
@@ -214,6 +256,21 @@ def conv3d(x, w, bias=None, *, padding=0, tile="auto", workers=None, backend=Non
     >>> ref = pywino3d.testing.conv3d_reference(x, w, padding=1)
     >>> bool(np.allclose(y, ref, atol=1e-4))
     True
+
+    An instance norm's statistics and a leaky ReLU fused into the
+    convolutions: the first returns the moments of its output, the second
+    normalizes and activates its input as it reads it.
+
+    >>> w2 = rng.standard_normal((2, 3, 3, 3, 3)).astype(np.float32)
+    >>> y1, mean, var = pywino3d.conv3d(x, w, padding=1, tile=2,
+    ...                                 epilogue=pywino3d.Epilogue(stats=True))
+    >>> scale = 1 / np.sqrt(var + 1e-5)
+    >>> pro = pywino3d.Prologue(scale=scale, shift=-mean * scale, activation="leaky_relu")
+    >>> y2 = pywino3d.conv3d(y1, w2, padding=1, tile=2, prologue=pro)
+    >>> normed = ((y1 - mean[:, :, None, None, None]) * scale[:, :, None, None, None]).astype(np.float32)
+    >>> act = np.where(normed >= 0, normed, np.float32(0.01) * normed)
+    >>> bool(np.allclose(y2, pywino3d.conv3d(act, w2, padding=1, tile=2), atol=1e-4))
+    True
     """
     call, x, w, bias, nthreads, g = _conv3d_setup(x, w, bias, padding, workers, backend, coerce)
     K, ksize = w.shape[0], w.shape[2:]
@@ -223,9 +280,10 @@ def conv3d(x, w, bias=None, *, padding=0, tile="auto", workers=None, backend=Non
         tile = _auto_tile(call, g, x, w, bias, padding, nthreads)
     tile = parse_tile(tile)
     g = make_geometry(x.shape, K, ksize, padding, tile)
+    pro, epi = _check_fusion(call, x, g, prologue, epilogue)
     kept = as_columns(None, g.npos)
     U = call.impl.conv_weights(w, tile, kept, nthreads, g)
-    return call.result(_forward(call, g, x, U, bias, kept, nthreads))
+    return call.result(_forward(call, g, x, U, bias, kept, nthreads, pro, epi))
 
 
 def _conv3d_setup(x, w, bias, padding, workers, backend, coerce):
@@ -349,7 +407,7 @@ def _prepare(call, x, U, kernel_size, tile, padding, columns):
 
 
 def winograd_conv3d(x, U, *, kernel_size, tile, padding=0, bias=None, columns=None, workers=None,
-                    backend=None, coerce=False):
+                    backend=None, coerce=False, prologue=None, epilogue=None):
     """Convolution with Winograd-domain weights, optionally column-sparse.
 
     Parameters
@@ -366,12 +424,14 @@ def winograd_conv3d(x, U, *, kernel_size, tile, padding=0, bias=None, columns=No
         transform, the product and the output transform; the result equals
         the dense result with ``U`` zeroed at the pruned positions.
     workers : int, optional
-    backend, coerce
+    backend, coerce, prologue, epilogue
         As in :func:`conv3d`.
 
     Returns
     -------
     y : ndarray, shape (N, K, Do, Ho, Wo)
+    mean, var : ndarray, shape (N, K), float64
+        Only with ``epilogue.stats`` (the result is then ``(y, mean, var)``).
 
     Examples
     --------
@@ -389,7 +449,116 @@ def winograd_conv3d(x, U, *, kernel_size, tile, padding=0, bias=None, columns=No
     call = _Call(x, backend, coerce)
     x, U, g, kept = _prepare(call, x, U, kernel_size, tile, padding, columns)
     bias = _check_bias(call, bias, g.K, x.dtype)
-    return call.result(_forward(call, g, x, U, bias, kept, call.workers(workers)))
+    pro, epi = _check_fusion(call, x, g, prologue, epilogue)
+    return call.result(_forward(call, g, x, U, bias, kept, call.workers(workers), pro, epi))
+
+
+def channel_affine(x, scale=None, shift=None, *, activation="identity", alpha=None, residual=None,
+                   after_activation=False, stats=False, out=None, workers=None, backend=None, coerce=False):
+    """A per-(sample, channel) affine map, residual and activation in one
+    pass over x, with the statistics of the result.
+
+    The maths of an :class:`~pywino3d.Epilogue` applied to x itself: what a
+    normalization and activation become when their consumer is not a
+    convolution (pooling, concatenation, the network's output)::
+
+        t = x * scale[n, c] + shift[n, c]
+        t = t + residual        (unless after_activation)
+        t = act(t)
+        t = t + residual        (if after_activation)
+
+    Parameters
+    ----------
+    x : array_like, shape (N, C, D, H, W)
+        float32 or float64, any strides.
+    scale, shift : array_like, shape (N, C) or (C,), optional
+        Missing means 1 and 0; cast to x's dtype.
+    activation : str
+        One of ``pywino3d._core.fusion.ACTIVATIONS``: "identity", "relu",
+        "leaky_relu", "prelu", "elu", "silu", "sigmoid", "tanh".
+    alpha : float or array_like of shape (C,), optional
+        The activation's parameter (slope of leaky_relu and prelu -- prelu
+        also one per channel --, scale of elu); torch's defaults.
+    residual : array_like, shape (N, C, D, H, W), optional
+        Same dtype as x.
+    after_activation : bool
+        Add the residual after the activation instead of before.
+    stats : bool
+        Also return the float64 mean and biased variance of the result per
+        (sample, channel), the same bits for any ``workers``.
+    out : ndarray, optional
+        Where to write the result: x's shape and dtype, writeable; may be x
+        itself (in place) but must not otherwise overlap x or residual.
+    workers, backend, coerce
+        As in :func:`conv3d`.  On the CUDA backend the map runs as CuPy
+        array operations (the reference of ``pywino3d._core.fusion``).
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, D, H, W)
+        ``out`` when given.  With ``stats``, ``(y, mean, var)``, mean and
+        var of shape (N, C).
+
+    Examples
+    --------
+    Instance norm and leaky ReLU in one pass, from statistics the previous
+    convolution returned (here computed with NumPy):
+
+    >>> import numpy as np, pywino3d
+    >>> x = np.random.default_rng(0).standard_normal((1, 4, 8, 8, 8)).astype(np.float32)
+    >>> mean, var = x.mean(axis=(2, 3, 4)), x.var(axis=(2, 3, 4))
+    >>> scale = 1 / np.sqrt(var + 1e-5)
+    >>> y, m2, v2 = pywino3d.channel_affine(x, scale, -mean * scale, activation="leaky_relu",
+    ...                                     stats=True)
+    >>> bool(np.allclose(y.min(axis=(2, 3, 4)) < 0, True))
+    True
+    >>> pywino3d.channel_affine(x, 2.0 * np.ones(4), out=x) is x   # in place
+    True
+    """
+    call = _Call(x, backend, coerce)
+    x = call.array("x", x, ndim=5)
+    N, C = x.shape[:2]
+    if residual is not None:
+        residual = call.array("residual", residual, ndim=5, dtype=x.dtype)
+    checked = check_affine("channel_affine", scale, shift, activation, alpha, N, C, x.dtype, call.impl.xp,
+                           residual=residual, out_shape=x.shape, after_activation=after_activation, stats=stats)
+    nthreads = call.workers(workers)
+    if out is not None:
+        _check_affine_out(call, out, x, residual)
+    impl = getattr(call.impl, "channel_affine", None)
+    if impl is None:
+        return call.result(apply_checked(x, checked, out=out))
+    if out is None:
+        out = call.impl.xp.empty(x.shape, dtype=x.dtype)
+    return call.result(impl(x, checked, out, nthreads))
+
+
+def _check_affine_out(call, out, x, residual):
+    """``out=`` of channel_affine: x's shape and dtype, writeable, x itself
+    or apart from x and residual."""
+    if not call.impl.owns(out):
+        raise TypeError(f"out: expected an array of the {call.name!r} backend "
+                        f"({call.impl.xp.__name__}.ndarray), got {type(out).__name__}")
+    if tuple(out.shape) != tuple(x.shape):
+        raise ValueError(f"out: expected x's shape {tuple(x.shape)}, got {tuple(out.shape)}")
+    if out.dtype != x.dtype:
+        raise TypeError(f"out: expected x's dtype {x.dtype}, got {out.dtype}")
+    if not getattr(out.flags, "writeable", True):  # CuPy arrays have no such flag
+        raise ValueError("out: is read-only")
+    if any(s % out.itemsize for s in out.strides):
+        raise ValueError("out: strides must be whole elements")
+    xp = call.impl.xp
+    for name, a in (("x", x), ("residual", residual)):
+        if a is None or not xp.may_share_memory(out, a):
+            continue
+        same = a.strides == out.strides and _data_address(a) == _data_address(out)
+        if not same and xp.shares_memory(out, a):
+            raise ValueError(f"out: overlaps {name} without being the same array (in place needs out "
+                             f"to be {name} itself)")
+
+
+def _data_address(a):
+    return a.__array_interface__["data"][0] if hasattr(a, "__array_interface__") else a.data.ptr
 
 
 def winograd_conv3d_backward(grad_y, x, U, *, kernel_size, tile, padding=0, columns=None,

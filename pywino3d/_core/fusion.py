@@ -101,6 +101,20 @@ class Prologue:
         One of :data:`ACTIVATIONS`.
     alpha : float or array_like of shape (C,), optional
         The activation's parameter (:data:`DEFAULT_ALPHA`).
+
+    Examples
+    --------
+    An instance norm (statistics ``mean``, ``var`` of x) and a ReLU read
+    into the convolution:
+
+    >>> import numpy as np, pywino3d
+    >>> x = np.random.default_rng(0).standard_normal((1, 2, 6, 6, 6)).astype(np.float32)
+    >>> w = np.ones((3, 2, 3, 3, 3), np.float32)
+    >>> mean, var = x.mean(axis=(2, 3, 4)), x.var(axis=(2, 3, 4))
+    >>> scale = 1 / np.sqrt(var + 1e-5)
+    >>> pro = pywino3d.Prologue(scale=scale, shift=-mean * scale, activation="relu")
+    >>> pywino3d.conv3d(x, w, padding=1, tile=2, prologue=pro).shape
+    (1, 3, 6, 6, 6)
     """
     scale: Any = None
     shift: Any = None
@@ -126,6 +140,22 @@ class Epilogue:
     stats : bool
         Also return the float64 mean and biased variance of the output per
         (sample, channel), each of shape (N, K).
+
+    Examples
+    --------
+    An eval-mode BatchNorm folded into scale and shift, a residual added
+    before a leaky ReLU, and the statistics of the result:
+
+    >>> import numpy as np, pywino3d
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((1, 2, 6, 6, 6)).astype(np.float32)
+    >>> w = rng.standard_normal((3, 2, 3, 3, 3)).astype(np.float32)
+    >>> skip = rng.standard_normal((1, 3, 6, 6, 6)).astype(np.float32)
+    >>> epi = pywino3d.Epilogue(scale=np.full(3, 0.5), shift=np.zeros(3), residual=skip,
+    ...                         activation="leaky_relu", stats=True)
+    >>> y, mean, var = pywino3d.conv3d(x, w, padding=1, tile=2, epilogue=epi)
+    >>> mean.shape, mean.dtype
+    ((1, 3), dtype('float64'))
     """
     scale: Any = None
     shift: Any = None
@@ -201,3 +231,159 @@ def apply_epilogue(y, epilogue: Optional[Epilogue]):
     if epilogue.stats:
         return (t, *moments(t))
     return t
+
+
+# ---------------------------------------------------------------------------
+# Validation: what the kernels take (issue 28).  Every check names the
+# argument and what was expected; nothing here mutates its inputs.
+
+@dataclasses.dataclass(frozen=True)
+class CheckedAffine:
+    """A prologue, an epilogue or a ``channel_affine`` after validation, in
+    the form the kernels take it.
+
+    ``scale`` and ``shift`` are C-contiguous 1-D arrays of the data's dtype
+    (or None), one value per channel (``per_sample`` False) or per (sample,
+    channel) flattened; ``code`` is the activation's code; ``alpha`` its
+    scalar parameter and ``alphas`` its per-channel one (prelu with an array,
+    else None); ``residual`` an array of the output's shape and dtype (or
+    None).
+    """
+    scale: Any
+    shift: Any
+    per_sample: bool
+    activation: str
+    code: int
+    alpha: float
+    alphas: Any
+    residual: Any = None
+    after_activation: bool = False
+    stats: bool = False
+
+    @property
+    def is_identity(self):
+        """True when the map changes no value and asks for nothing."""
+        return (self.scale is None and self.shift is None and self.code == 0 and self.residual is None
+                and not self.stats)
+
+
+def _check_vector(name, v, shapes, dtype, xp):
+    """v as a C-contiguous 1-D array of dtype, from one of ``shapes``
+    (tuples, in order of preference); (array, the shape it matched)."""
+    if v is None:
+        return None, None
+    try:
+        a = xp.asarray(v)
+    except Exception as exc:
+        raise TypeError(f"{name}: expected a numeric array, could not convert: {exc}") from None
+    if a.dtype.kind not in "iuf":
+        raise TypeError(f"{name}: expected a real numeric array, got dtype {a.dtype}")
+    shape = tuple(a.shape)
+    if shape not in shapes:
+        want = " or ".join(str(s) for s in shapes)
+        raise ValueError(f"{name}: expected shape {want}, got {shape}")
+    return xp.ascontiguousarray(a.reshape(-1), dtype=dtype), shape
+
+
+def _check_bool(name, v):
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a bool, got {type(v).__name__} {v!r}")
+    return bool(v)
+
+
+def check_affine(name, scale, shift, activation, alpha, n, c, dtype, xp, *, per_sample=True, residual=None,
+                 out_shape=None, after_activation=False, stats=False):
+    """The arguments of a prologue, an epilogue or ``channel_affine`` checked
+    for data of ``n`` samples and ``c`` channels of ``dtype`` on array module
+    ``xp``: a :class:`CheckedAffine`.
+
+    ``scale`` and ``shift`` may have shape (n, c) (when ``per_sample``) or
+    (c,) and any real dtype (cast to ``dtype``); ``alpha`` is a scalar, or
+    for prelu one value per channel; ``residual`` must have ``out_shape`` and
+    ``dtype`` exactly (it is as large as the output: never copied to convert).
+    """
+    shapes = ((c,), (n, c)) if per_sample else ((c,),)
+    scale, s1 = _check_vector(f"{name}.scale", scale, shapes, dtype, xp)
+    shift, s2 = _check_vector(f"{name}.shift", shift, shapes, dtype, xp)
+    sample_wise = (n, c) in (s1, s2) and (c,) != (n, c)
+    if sample_wise:  # one per-sample operand makes both per sample
+        if scale is not None and s1 == (c,):
+            scale = xp.ascontiguousarray(xp.broadcast_to(scale, (n, c)).reshape(-1))
+        if shift is not None and s2 == (c,):
+            shift = xp.ascontiguousarray(xp.broadcast_to(shift, (n, c)).reshape(-1))
+    if not isinstance(activation, str) and activation is not None:
+        raise TypeError(f"{name}.activation: expected a str, one of {sorted(ACTIVATIONS)}, got "
+                        f"{type(activation).__name__}")
+    activation, alpha = check_activation(name, activation, alpha)
+    alphas = None
+    if np.ndim(alpha) != 0:
+        alphas, _ = _check_vector(f"{name}.alpha", alpha, ((c,),), dtype, xp)
+        alpha = 0.0
+    else:
+        try:
+            alpha = float(alpha)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name}.alpha: expected a float, got {type(alpha).__name__} {alpha!r}") from None
+    after_activation = _check_bool(f"{name}.after_activation", after_activation)
+    stats = _check_bool(f"{name}.stats", stats)
+    if residual is not None:
+        if not hasattr(residual, "shape") or not hasattr(residual, "dtype"):
+            residual = xp.asarray(residual)
+        if residual.dtype != np.dtype(dtype):
+            raise TypeError(f"{name}.residual: dtype {residual.dtype} does not match the output's "
+                            f"{np.dtype(dtype)}")
+        if tuple(residual.shape) != tuple(out_shape):
+            raise ValueError(f"{name}.residual: expected the output's shape {tuple(out_shape)}, got "
+                             f"{tuple(residual.shape)}")
+    return CheckedAffine(scale, shift, sample_wise, activation, ACTIVATIONS[activation], alpha, alphas,
+                         residual, after_activation, stats)
+
+
+def check_prologue(prologue, n, c, dtype, xp):
+    """A :class:`Prologue` checked for x of ``n`` samples and ``c`` channels:
+    a :class:`CheckedAffine`, or None when there is none or it is the
+    identity."""
+    if prologue is None:
+        return None
+    if not isinstance(prologue, Prologue):
+        raise TypeError(f"prologue: expected a pywino3d.Prologue or None, got {type(prologue).__name__}")
+    p = check_affine("prologue", prologue.scale, prologue.shift, prologue.activation, prologue.alpha, n, c,
+                     dtype, xp)
+    return None if p.is_identity else p
+
+
+def check_epilogue(epilogue, out_shape, dtype, xp):
+    """An :class:`Epilogue` checked for an output of ``out_shape`` (N, K,
+    ...): a :class:`CheckedAffine` (per-channel scale and shift, shape
+    (K,)), or None when there is none."""
+    if epilogue is None:
+        return None
+    if not isinstance(epilogue, Epilogue):
+        raise TypeError(f"epilogue: expected a pywino3d.Epilogue or None, got {type(epilogue).__name__}")
+    n, k = out_shape[:2]
+    return check_affine("epilogue", epilogue.scale, epilogue.shift, epilogue.activation, epilogue.alpha, n, k,
+                        dtype, xp, per_sample=False, residual=epilogue.residual, out_shape=out_shape,
+                        after_activation=epilogue.after_activation, stats=epilogue.stats)
+
+
+def apply_checked(x, a: CheckedAffine, *, out=None):
+    """The reference of a checked map on x (N, C, ...): ``y`` or ``(y, mean,
+    var)`` with its stats (array operations, any backend; ``out`` receives
+    y when given)."""
+    xp = array_module(x)
+    n, c = x.shape[:2]
+    t = x
+    if a.scale is not None:
+        t = t * _per_channel(xp, a.scale.reshape(n, c) if a.per_sample else a.scale, n, c, x.dtype)
+    if a.shift is not None:
+        t = t + _per_channel(xp, a.shift.reshape(n, c) if a.per_sample else a.shift, n, c, x.dtype)
+    if a.residual is not None and not a.after_activation:
+        t = t + a.residual
+    t = activate(xp, t, a.activation, a.alphas if a.alphas is not None else a.alpha)
+    if a.residual is not None and a.after_activation:
+        t = t + a.residual
+    t = xp.asarray(t, dtype=x.dtype)
+    if out is not None:
+        out[...] = t
+        t = out
+    return (t, *moments(t)) if a.stats else t

@@ -142,9 +142,14 @@ int FN(wino_fused_pack)(const REAL *U, wino_index P, wino_index K, wino_index C,
 
 /* x (any strides, C channels) -> xcl[n][d][h][w][CP], channels C..CP zero.
  * With unit w stride, whole VL x VL blocks (VL channels x VL voxels) go
- * through a register transpose; the edges are copied one value at a time. */
-int FN(wino_to_channels_last)(const wino_geom *g, const REAL *x, wino_index CP, REAL *xcl, int nthreads)
+ * through a register transpose; the edges are copied one value at a time.
+ * With a prologue `pro` (else NULL), each value copied is act(x * scale[n, c]
+ * + shift[n, c]) (affine.template.h), on the transposed vectors; the padding
+ * channels stay zero, as does the convolution's padding (fused_gather). */
+int FN(wino_to_channels_last)(const wino_geom *g, const REAL *x, wino_index CP, REAL *xcl,
+                              const wino_fusion *pro, int nthreads)
 {
+    if (pro && (pro->act < 0 || pro->act >= WINO_ACT_COUNT)) return WINO_EARG;
     const wino_index rows = g->N * g->D * g->H, W = g->W, C = g->C;
     const wino_index cs = g->xs[1], ws = g->xs[4];
     const wino_index Cv = ws == 1 ? C - C % VL : 0, Wv = ws == 1 ? W - W % VL : 0;
@@ -155,17 +160,23 @@ int FN(wino_to_channels_last)(const wino_geom *g, const REAL *x, wino_index CP, 
         REAL *dst = xcl + row * W * CP;
         VEC in[VL], out[VL];
         for (wino_index c0 = 0; c0 < Cv; c0 += VL) {
+            const FN(affine_vecs) av = pro ? FN(affine_vecs_at)(pro, n, c0, VL) : (FN(affine_vecs)){0};
             for (wino_index w0 = 0; w0 < Wv; w0 += VL) {
                 for (int i = 0; i < VL; ++i) memcpy(in + i, src + (c0 + i) * cs + w0, sizeof(VEC));
                 TRANSPOSE(in, out);
+                if (pro) FN(affine_act_vecs)(pro, &av, out, VL);
                 for (int j = 0; j < VL; ++j) memcpy(dst + (w0 + j) * CP + c0, out + j, sizeof(VEC));
             }
             for (wino_index c = c0; c < c0 + VL; ++c)
-                for (wino_index w = Wv; w < W; ++w) dst[w * CP + c] = src[c * cs + w];
+                for (wino_index w = Wv; w < W; ++w)
+                    dst[w * CP + c] = pro ? FN(affine_act1)(pro, n, c, src[c * cs + w]) : src[c * cs + w];
         }
         for (wino_index c = Cv; c < C; ++c) {
             const REAL *s = src + c * cs;
-            for (wino_index w = 0; w < W; ++w) dst[w * CP + c] = s[w * ws];
+            if (pro)
+                for (wino_index w = 0; w < W; ++w) dst[w * CP + c] = FN(affine_act1)(pro, n, c, s[w * ws]);
+            else
+                for (wino_index w = 0; w < W; ++w) dst[w * CP + c] = s[w * ws];
         }
         if (CP > C)
             for (wino_index w = 0; w < W; ++w)
@@ -325,6 +336,10 @@ static inline void FN(fused_gather)(const wino_geom *g, const REAL *xcl, const w
  *              strides (n, d, h, w), channel stride 1, padding lanes zero
  *   Up       : packed weights [nk][CP][KP], KP a multiple of 2 VL, zero padded
  *   y, ys    : output (N, K, Do, Ho, Wo) with element strides ys
+ *   epi      : an epilogue applied to each output tile before it is stored
+ *              (fused_epilogue_tile), or NULL: bias only
+ *   part     : with epi, where each tile t's float64 mean and M2 per channel
+ *              go (part[t][2][KP], t counted from tile 0 of g), or NULL
  *   scratch  : caller-owned, sized by wino_fused_scratch_bytes (else
  *              WINO_ESCRATCH before anything is touched)
  */
@@ -332,8 +347,11 @@ int FN(wino_fused_forward)(const wino_geom *g, const REAL *xcl, const wino_index
                            const REAL *Up, wino_index K, wino_index KP, const PLAN *pin,
                            const PLAN *pout, const REAL *bias, REAL *y, const wino_index ys[5],
                            wino_index t_begin, wino_index t_end, wino_index tb,
+                           const wino_fusion *epi, double *part,
                            void *scratch, size_t scratch_bytes, int nthreads)
 {
+    if (epi && (epi->act < 0 || epi->act >= WINO_ACT_COUNT)) return WINO_EARG;
+    if (part && !epi) return WINO_EARG;
     const size_t per_thread = FN(fused_thread_bytes)(pin, pout, tb, CP, KP);
     if (!scratch || scratch_bytes < wino_scratch_total(per_thread, nthreads)) return WINO_ESCRATCH;
     if (CP % VL || KP % FUSED_NB || tb < 1 || K > KP || g->C > CP || pout->nk != pin->nk) return WINO_EARG;
@@ -395,9 +413,15 @@ int FN(wino_fused_forward)(const wino_geom *g, const REAL *xcl, const wino_index
                 for (wino_index k0 = 0; k0 < K; k0 += VL) {
                     FN(contractv_strided)(pout, (const VEC *)(M + r * ldm + k0), KP / VL, patch, t1, t2);
                     const int lanes = K - k0 < VL ? (int)(K - k0) : VL;
+                    const REAL *bk = bias ? bias + k0 : NULL;
+                    if (epi) { /* the epilogue on the tile in L1, bias included */
+                        FN(fused_epilogue_tile)(patch, mh, mw, ed, eh, ew, lanes, n, o, k0, bias, epi,
+                                                part ? part + (t0 + r) * 2 * KP : NULL, KP);
+                        bk = NULL;
+                    }
                     for (int a = 0; a < ed; ++a)
                         for (int c = 0; c < eh; ++c)
-                            FN(fused_store_row)(patch + (a * mh + c) * mw, ew, lanes, bias ? bias + k0 : NULL,
+                            FN(fused_store_row)(patch + (a * mh + c) * mw, ew, lanes, bk,
                                                 yt + k0 * ys1 + a * ys2 + c * ys3, ys1, ys4);
                 }
             }

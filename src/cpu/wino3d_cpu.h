@@ -37,6 +37,7 @@
  *   filter.template.h        filter transform and adjoint
  *   product_w.template.h     the product with the filter transform inside it
  *   fused_backward.template.h  the fused backward pipeline
+ *   wino3d_fusion.h, affine.template.h  prologues and epilogues (shared maths; vector forms)
  *   blocked.h, blocked.template.h  the blocked pipeline: chunk sizes, stage kernels
  *   wino3d_cpu.c             instantiation for float and double only
  */
@@ -126,12 +127,41 @@ int wino_product_w_##S(const R *w, wino_index K, wino_index C, const wino_plan_#
                        R *Vp, int pack_v, void *scratch, size_t scratch_bytes, int nthreads);
 
 #include <stddef.h>
+
+/* A prologue or epilogue (issue 28; the maths: wino3d_fusion.h, affine.template.h).
+ * Pointers are of the kernel's type (float or double) or NULL. */
+typedef struct {
+    const void *scale, *shift;  /* value of (n, c) at [n * sn + c]; NULL: 1 and 0 */
+    wino_index sn;              /* 0 (one value per channel) or the channel count */
+    int act;                    /* WINO_ACT_* */
+    double alpha;               /* the activation's parameter */
+    const void *alphas;         /* one parameter per channel (prelu), or NULL: alpha */
+    const void *res;            /* residual of the output's shape, or NULL */
+    wino_index rs[5];           /* its element strides (n, c, d, h, w) */
+    int res_after;              /* add the residual after the activation, not before */
+} wino_fusion;
+
+/* The fused pipeline's per-tile moments (part: [tile][2][KP] doubles, mean
+ * and M2 of each channel) merged in tile order into mean and biased var
+ * (N x K, float64) of every (sample, channel). */
+int wino_tile_moments(const wino_geom *g, const double *part, wino_index KP, double *mean, double *var,
+                      int nthreads);
+
+/* affine.template.h */
+#define WINO_DECLARE_AFFINE(S, R)                                                       \
+int wino_channel_affine_##S(const wino_index shape[5], const R *x, const wino_index xs[5], \
+                            R *out, const wino_index os[5], const wino_fusion *f,        \
+                            double *part, double *mean, double *var, int nthreads);
+WINO_DECLARE_AFFINE(f, float)
+WINO_DECLARE_AFFINE(d, double)
+#undef WINO_DECLARE_AFFINE
+
 #define WINO_DECLARE_FUSED(S, R)                                                        \
 size_t wino_fused_scratch_bytes_##S(const wino_plan_##S *pin, const wino_plan_##S *pout, \
                                     wino_index tb, wino_index CP, wino_index KP,       \
                                     int nthreads);                                     \
 int wino_to_channels_last_##S(const wino_geom *g, const R *x, wino_index CP, R *xcl,   \
-                              int nthreads);                                           \
+                              const wino_fusion *pro, int nthreads);                                           \
 int wino_fused_pack_##S(const R *U, wino_index P, wino_index K, wino_index C,           \
                         const wino_index *src, wino_index nrun, wino_index CP,         \
                         wino_index KP, R *Up, int nthreads);                           \
@@ -140,6 +170,7 @@ int wino_fused_forward_##S(const wino_geom *g, const R *xcl, const wino_index xc
                            const wino_plan_##S *pin, const wino_plan_##S *pout,        \
                            const R *bias, R *y, const wino_index ys[5],               \
                            wino_index t_begin, wino_index t_end, wino_index tb,        \
+                           const wino_fusion *epi, double *part,                       \
                            void *scratch, size_t scratch_bytes, int nthreads);
 WINO_DECLARE_FUSED(f, float)
 WINO_DECLARE_FUSED(d, double)

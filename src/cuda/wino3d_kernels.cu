@@ -17,6 +17,11 @@
  */
 #include "wino3d_common.h"
 #include "wino3d_tile.h"
+/* The per-value maths of prologues and epilogues (issue 28), shared with the
+ * CPU kernels; the CUDA backend applies them through the array reference of
+ * pywino3d._core.fusion for now, and compiles the header so that it stays
+ * valid device code. */
+#include "wino3d_fusion.h"
 
 /* C++ overloads over the C-style instantiations. */
 __device__ __forceinline__ void wino_expand(const wino_plan_f *p, const float *in, float *out,

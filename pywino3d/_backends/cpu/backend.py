@@ -20,6 +20,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from pywino3d._backends.cpu import fusion as _fusion
 from pywino3d._backends.cpu.common import resolve_workers, workspace, workspace_budget
 from pywino3d._backends.cpu.filter import filter_transform, filter_transform_backward
 from pywino3d._backends.cpu.pipelines import blocked, direct, fused, im2col
@@ -166,6 +167,31 @@ def forward(g, x, U, bias, kept, nthreads, pipeline=None):
     return impl.forward(g, x, U, bias, kept, nthreads)
 
 
+def forward_fused(g, x, U, bias, kept, nthreads, prologue, epilogue, pipeline=None):
+    """:func:`forward` with a prologue and an epilogue (checked maps,
+    :class:`~pywino3d._core.fusion.CheckedAffine`, or None): fused into the
+    pipeline's loops where it says so (``forward_fused``, the fused
+    pipeline), else one C pass over x into the workspace before it and one
+    over y in place after it (``cpu/fusion.py``).  y, or (y, mean, var) when
+    the epilogue asks for stats."""
+    impl = choose_pipeline(g, kept, x.dtype, pipeline)
+    if getattr(U, "unfiltered", False) and not getattr(impl, "TAKES_UNFILTERED", False):
+        U = U.transform(nthreads)
+    hook = getattr(impl, "forward_fused", None)
+    if hook is not None:
+        return hook(g, x, U, bias, kept, nthreads, prologue, epilogue)
+    if prologue is not None:
+        x = _fusion.pre_pass(x, prologue, nthreads)
+    y = impl.forward(g, x, U, bias, kept, nthreads)
+    return y if epilogue is None else _fusion.post_pass(y, epilogue, nthreads)
+
+
+def channel_affine(x, checked, out, nthreads):
+    """``out`` = the checked map applied to x in one multithreaded pass
+    (``out`` may be x): out, or (out, mean, var)."""
+    return _fusion.channel_affine(x, checked, out, nthreads)
+
+
 def backward_pipeline(impl):
     """The pipeline that runs ``impl``'s backward pass: its own, or the one
     it names in ``BACKWARD`` (direct and im2col: "blocked")."""
@@ -223,6 +249,8 @@ class CpuBackend:
     conv_weights = staticmethod(conv_weights)
     filter_transform_backward = staticmethod(filter_transform_backward)
     forward = staticmethod(forward)
+    forward_fused = staticmethod(forward_fused)
+    channel_affine = staticmethod(channel_affine)
     backward = staticmethod(backward)
 
 

@@ -20,7 +20,7 @@ GEMM_TILES = {"float": (64, 64, 8, 4, 4), "double": (32, 32, 8, 2, 2)}
 TILE_KERNELS = ("input_transform", "output_transform", "output_adjoint",
                 "input_adjoint_patches", "filter_transform")
 KERNEL_FILE = "wino3d_kernels.cu"
-HEADERS = ("wino3d_common.h", "wino3d_tile.h", "wino3d_tile.template.h")
+HEADERS = ("wino3d_common.h", "wino3d_tile.h", "wino3d_tile.template.h", "wino3d_fusion.h")
 
 
 def kernel_dir():

@@ -126,13 +126,35 @@ cdef extern from "wino3d_cpu.h" nogil:
                          const double *V, wino_index n, wino_index k0, wino_index kc, double *M,
                          double *Vp, int pack_v, void *scratch, size_t scratch_bytes, int nthreads)
 
+    # prologues and epilogues (src/cpu/affine.template.h, src/wino3d_fusion.h)
+    ctypedef struct wino_fusion:
+        const void *scale
+        const void *shift
+        wino_index sn
+        int act
+        double alpha
+        const void *alphas
+        const void *res
+        wino_index rs[5]
+        int res_after
+    int wino_tile_moments(const wino_geom *g, const double *part, wino_index KP, double *mean, double *var,
+                          int nthreads)
+    int wino_channel_affine_f(const wino_index shape[5], const float *x, const wino_index xs[5], float *out,
+                              const wino_index os[5], const wino_fusion *f, double *part, double *mean,
+                              double *var, int nthreads)
+    int wino_channel_affine_d(const wino_index shape[5], const double *x, const wino_index xs[5], double *out,
+                              const wino_index os[5], const wino_fusion *f, double *part, double *mean,
+                              double *var, int nthreads)
+
     # the fused pipeline (src/cpu/fused.template.h)
     size_t wino_fused_scratch_bytes_f(const wino_plan_f *pin, const wino_plan_f *pout, wino_index tb,
                                       wino_index CP, wino_index KP, int nthreads)
     size_t wino_fused_scratch_bytes_d(const wino_plan_d *pin, const wino_plan_d *pout, wino_index tb,
                                       wino_index CP, wino_index KP, int nthreads)
-    int wino_to_channels_last_f(const wino_geom *g, const float *x, wino_index CP, float *xcl, int nthreads)
-    int wino_to_channels_last_d(const wino_geom *g, const double *x, wino_index CP, double *xcl, int nthreads)
+    int wino_to_channels_last_f(const wino_geom *g, const float *x, wino_index CP, float *xcl,
+                                const wino_fusion *pro, int nthreads)
+    int wino_to_channels_last_d(const wino_geom *g, const double *x, wino_index CP, double *xcl,
+                                const wino_fusion *pro, int nthreads)
     int wino_fused_pack_f(const float *U, wino_index P, wino_index K, wino_index C, const wino_index *src,
                           wino_index nrun, wino_index CP, wino_index KP, float *Up, int nthreads)
     int wino_fused_pack_d(const double *U, wino_index P, wino_index K, wino_index C, const wino_index *src,
@@ -140,11 +162,13 @@ cdef extern from "wino3d_cpu.h" nogil:
     int wino_fused_forward_f(const wino_geom *g, const float *xcl, const wino_index xcs[4], wino_index CP,
                              const float *Up, wino_index K, wino_index KP, const wino_plan_f *pin,
                              const wino_plan_f *pout, const float *bias, float *y, const wino_index ys[5],
-                             wino_index t_begin, wino_index t_end, wino_index tb, void *scratch, size_t scratch_bytes, int nthreads)
+                             wino_index t_begin, wino_index t_end, wino_index tb, const wino_fusion *epi, double *part,
+                             void *scratch, size_t scratch_bytes, int nthreads)
     int wino_fused_forward_d(const wino_geom *g, const double *xcl, const wino_index xcs[4], wino_index CP,
                              const double *Up, wino_index K, wino_index KP, const wino_plan_d *pin,
                              const wino_plan_d *pout, const double *bias, double *y, const wino_index ys[5],
-                             wino_index t_begin, wino_index t_end, wino_index tb, void *scratch, size_t scratch_bytes, int nthreads)
+                             wino_index t_begin, wino_index t_end, wino_index tb, const wino_fusion *epi, double *part,
+                             void *scratch, size_t scratch_bytes, int nthreads)
 
     # the fused backward pipeline (src/cpu/fused_backward.template.h)
     size_t wino_fused_backward_scratch_bytes_f(const wino_plan_f *pin, const wino_plan_f *pout, wino_index tb,

@@ -472,5 +472,6 @@ def gemm_gathered(const floating[:, ::1] A, groups, const floating[::1] B, float
                "columns overlapping or out of order)")
 
 
+include "_cpu_affine.pxi"
 include "_cpu_fused.pxi"
 include "_cpu_fused_backward.pxi"

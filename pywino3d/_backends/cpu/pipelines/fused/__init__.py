@@ -20,6 +20,7 @@ import dataclasses
 
 import numpy as np
 
+from pywino3d._backends.cpu import fusion as _fusion
 from pywino3d._backends.cpu import outputs as _cpu_outputs
 from pywino3d._backends.cpu._ext import _cpu
 from pywino3d._backends.cpu.common import c_geometry, check_memory, plan, run, scratch, workspace, workspace_budget
@@ -204,24 +205,43 @@ def forward(g, x, U, bias, kept, nthreads):
     whole batch would exceed ``KEEP_COPY_BYTES``).  y is C-contiguous NCDHW, or
     channels-last when x is (as torch's ``channels_last_3d`` propagates).
     """
+    return _forward(g, x, U, bias, kept, nthreads, None, None)
+
+
+def forward_fused(g, x, U, bias, kept, nthreads, prologue, epilogue):
+    """:func:`forward` with a prologue and an epilogue (checked,
+    :class:`~pywino3d._core.fusion.CheckedAffine`, or None) fused into its
+    loops: the prologue in the channels-last copy (which then always runs:
+    x is never read in place), the epilogue on each output tile before its
+    store, with per-tile moments merged in tile order when it asks for
+    stats.  y, or (y, mean, var)."""
+    return _forward(g, x, U, bias, kept, nthreads, prologue, epilogue)
+
+
+def _forward(g, x, U, bias, kept, nthreads, prologue, epilogue):
     dtype = x.dtype
     item = dtype.itemsize
     K = g.K
     run_pos = run_positions(g, kept)
     CP, KP, tb, pin, pout, sbytes = _layout(g, run_pos, dtype, nthreads)
     x, geom = c_geometry(g, x)
-    in_place = is_channels_last(x) and CP == g.C
+    in_place = is_channels_last(x) and CP == g.C and prologue is None
     per_sample = 0 if in_place else int(np.prod(g.spatial)) * CP * item  # bytes of one sample's copy
     out_bytes = g.N * K * int(np.prod(g.out)) * item
     nb = samples_per_copy(g.N, per_sample)
+    moments_bytes = 16 * KP * (g.ntiles // g.N) * nb if epilogue is not None and epilogue.stats else 0
     check_memory("the output and the fused pipeline's buffers",
-                 out_bytes + per_sample * nb + sbytes + int(run_pos.size) * CP * KP * item)
+                 out_bytes + per_sample * nb + sbytes + int(run_pos.size) * CP * KP * item + moments_bytes)
     Up = run("pack", pack_weights, np.asarray(U), kept, CP, KP, run_pos, nthreads)
     if is_channels_last(x):
         y = _cpu_outputs.empty((g.N, *g.out, K), dtype).transpose(0, 4, 1, 2, 3)
     else:
         y = _cpu_outputs.empty((g.N, K, *g.out), dtype)
     sc = scratch(sbytes)
+    stats = epilogue is not None and epilogue.stats
+    if stats:
+        mean = np.empty((g.N, K), dtype=np.float64)
+        var = np.empty((g.N, K), dtype=np.float64)
     for n0 in range(0, g.N, nb):
         gb = g if nb == g.N else dataclasses.replace(g, N=min(nb, g.N - n0))
         xb, geomb = (x, geom) if gb is g else c_geometry(gb, x[n0:n0 + gb.N])
@@ -231,13 +251,31 @@ def forward(g, x, U, bias, kept, nthreads):
             n = per_sample * gb.N // item
             flat = workspace("xcl", n, dtype) if n * item <= KEEP_COPY_BYTES else np.empty(n, dtype)
             xcl = flat.reshape(gb.N, *gb.spatial, CP)
-            run("to_channels_last", _cpu.to_channels_last, geomb, xb, xcl, nthreads)
+            if prologue is None:
+                run("to_channels_last", _cpu.to_channels_last, geomb, xb, xcl, nthreads)
+            else:
+                pro = _fusion.c_fusion(_fusion.sample_slice(prologue, n0, n0 + gb.N, g.C), dtype, g.C)
+                run("to_channels_last", _cpu.to_channels_last, geomb, xb, xcl, nthreads, pro)
         yb = y[n0:n0 + gb.N]
+        epi = part = None
+        if epilogue is not None:
+            epi = _fusion.c_fusion(_fusion.sample_slice(epilogue, n0, n0 + gb.N, K), dtype, K)
+            if stats:  # reused up to the workspace budget (16 bytes per tile and channel)
+                m = gb.ntiles * 2 * KP
+                part = workspace("fused_moments", m, np.float64) if 8 * m <= workspace_budget() else \
+                    np.empty(m, np.float64)
         step = call_tiles(gb, int(run_pos.size), CP, KP, tb, nthreads)
         for t0 in range(0, gb.ntiles, step):  # Python sees Ctrl-C between calls
-            run("fused", _cpu.fused_forward, geomb, xcl, Up, pin, pout, bias, yb, t0, min(gb.ntiles, t0 + step),
-                tb, sc, nthreads)
-    return y
+            if epi is None:
+                run("fused", _cpu.fused_forward, geomb, xcl, Up, pin, pout, bias, yb, t0,
+                    min(gb.ntiles, t0 + step), tb, sc, nthreads)
+            else:
+                run("fused", _cpu.fused_forward, geomb, xcl, Up, pin, pout, bias, yb, t0,
+                    min(gb.ntiles, t0 + step), tb, sc, nthreads, epi, part)
+        if stats:
+            run("tile_moments", _cpu.tile_moments, geomb, part, KP, mean[n0:n0 + gb.N].reshape(-1),
+                var[n0:n0 + gb.N].reshape(-1), nthreads)
+    return (y, mean, var) if stats else y
 
 
 def backward(g, gy, x, U, kept, nthreads, need_x=True, need_U=True):
