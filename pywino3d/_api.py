@@ -528,9 +528,7 @@ def channel_affine(x, scale=None, shift=None, *, activation="identity", alpha=No
     impl = getattr(call.impl, "channel_affine", None)
     if impl is None:
         return call.result(apply_checked(x, checked, out=out))
-    if out is None:
-        out = call.impl.xp.empty(x.shape, dtype=x.dtype)
-    return call.result(impl(x, checked, out, nthreads))
+    return call.result(impl(x, checked, out, nthreads))  # out=None: the backend allocates
 
 
 def _check_affine_out(call, out, x, residual):

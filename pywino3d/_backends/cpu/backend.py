@@ -21,6 +21,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from pywino3d._backends.cpu import fusion as _fusion
+from pywino3d._backends.cpu import outputs as _outputs
 from pywino3d._backends.cpu.common import resolve_workers, workspace, workspace_budget
 from pywino3d._backends.cpu.filter import filter_transform, filter_transform_backward
 from pywino3d._backends.cpu.pipelines import blocked, direct, fused, im2col
@@ -188,7 +189,11 @@ def forward_fused(g, x, U, bias, kept, nthreads, prologue, epilogue, pipeline=No
 
 def channel_affine(x, checked, out, nthreads):
     """``out`` = the checked map applied to x in one multithreaded pass
-    (``out`` may be x): out, or (out, mean, var)."""
+    (``out`` may be x; None: a new C-order array, from the output pool when
+    large -- a fresh 30 MB array costs its page faults on every call, which
+    made the pass 3-5x slower inside a network): out, or (out, mean, var)."""
+    if out is None:
+        out = _outputs.empty(x.shape, x.dtype)
     return _fusion.channel_affine(x, checked, out, nthreads)
 
 
