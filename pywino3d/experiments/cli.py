@@ -35,6 +35,13 @@ def build_parser():
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     ap.add_argument("--pruning", action="store_true",
                     help="one-shot pruning study of a trained network (pywino3d.experiments.pruning_study)")
+    ap.add_argument("--segmentation", action="store_true",
+                    help="3-D segmentation study: pruned networks against thinner ones at matched time "
+                         "(pywino3d.experiments.segmentation)")
+    ap.add_argument("--pass-name", default="a",
+                    help="--segmentation: name of this pass (default a); run a second pass, e.g. b, under another "
+                         "machine setup (another thread count, or a 16-lane build first on PYTHONPATH) and the "
+                         "report calls a verdict robust only where every pass agrees")
     return ap
 
 
@@ -49,6 +56,14 @@ def main(argv=None):
     from . import reproduction
 
     args = build_parser().parse_args(argv)
+    if args.jobs < 1:
+        raise SystemExit(f"--jobs: expected >= 1, got {args.jobs}")
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit(f"--threads: expected >= 1, got {args.threads}")
+    if args.segmentation and args.pruning:
+        raise SystemExit("--segmentation, --pruning: choose one study")
+    if args.segmentation:
+        return _segmentation(args)
     cfg = reproduction.Config.quick() if args.quick else reproduction.Config()
     if args.seeds is not None:
         if args.seeds < 2:
@@ -78,4 +93,25 @@ def main(argv=None):
         os.makedirs(out, exist_ok=True)
         reproduction.write_markdown(os.path.join(out, "experiments.md"), text)
         reproduction.plot(results, os.path.join(out, "experiment.png"))
+    return 0
+
+
+def _segmentation(args):
+    import re
+
+    from . import segmentation
+
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,20}", args.pass_name):
+        raise SystemExit(f"--pass-name: expected 1-20 letters, digits, '-' or '_', got {args.pass_name!r}")
+    cfg = segmentation.SegConfig.quick() if args.quick else segmentation.SegConfig()
+    if args.seeds is not None:
+        if args.seeds < 2:
+            raise SystemExit("--seeds: need at least 2 seeds for intervals")
+        cfg = dataclasses.replace(cfg, seeds=tuple(range(args.seeds)))
+    if args.epochs is not None:
+        cfg = dataclasses.replace(cfg, epochs=args.epochs)
+    out = args.out if args.out is not None else ("docs" if os.path.isdir("docs") and not args.quick else None)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+    segmentation.main(cfg, out=out, pass_name=args.pass_name, jobs=args.jobs, threads=threads, fresh=args.fresh,
+                      progress=not args.no_progress, cache_dir=args.cache_dir)
     return 0

@@ -35,6 +35,7 @@ import sys
 import numpy as np
 
 from .data import FRAMES, SIZE
+from .runner import write_marked_section
 from .stats import paired_test, summarize
 from .training import accuracy, interleaved_conv_times, recalibrate_bn, train
 
@@ -223,15 +224,7 @@ def write_section(path, text):
     >>> open(p).read().count("two"), open(p).read().count("one")
     (1, 0)
     """
-    old = open(path).read() if os.path.exists(path) else ""
-    block = f"{BEGIN}\n{text.rstrip()}\n{END}\n"
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + block + rest.split(END, 1)[1].lstrip("\n")
-    else:
-        new = (old.rstrip("\n") + "\n\n" if old else "") + block
-    with open(path, "w") as f:
-        f.write(new)
+    write_marked_section(path, text, BEGIN, END)
 
 
 def _pct(values):
