@@ -4,7 +4,7 @@
     python -m pywino3d experiment --pruning --quick      # a smoke run
 
 The protocol is the reproduction's (:mod:`.reproduction`, its
-:class:`~.reproduction.Config`): per seed a fresh image split, training clips
+:meth:`~.reproduction.Config.v1`, the protocol of its published tables): per seed a fresh image split, training clips
 and initialisation; the spatial network trained by the same function; every
 model evaluated in eval mode after recalibrating BatchNorm on training clips;
 the test set every held-out image in both directions.  The trained network is
@@ -68,7 +68,7 @@ class StudyConfig:
 def _configs(quick):
     from .reproduction import Config
 
-    return (Config.quick(), StudyConfig.quick()) if quick else (Config(), StudyConfig())
+    return (Config.quick(), StudyConfig.quick()) if quick else (Config.v1(), StudyConfig())
 
 
 def spatial_lr(cfg, reproduction_json):

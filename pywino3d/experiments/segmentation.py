@@ -76,8 +76,8 @@ class SegConfig:
     n_train: int = 64
     n_val: int = 8
     n_test: int = 16
-    epochs: int = 6
-    batch: int = 4
+    epochs: int = 8
+    batch: int = 2
     width: int = 8
     thin_widths: tuple = (5, 6, 7)
     rank: int = 16
