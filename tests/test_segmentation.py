@@ -129,9 +129,11 @@ def test_slice_net_sees_one_slice_at_a_time():
 
 
 # ------------------------------------------------------------------ the study
-def test_quick_run_resumes_and_reports_robustness(tmp_path):
+def test_quick_run_resumes_and_reports_robustness(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYWINO3D_AUTOTUNE", "0")  # a smoke run: no timing of candidate algorithms per layer
     out = tmp_path / "docs"
-    argv = ["--segmentation", "--quick", "--out", str(out), "--no-progress", "--cache-dir", str(tmp_path / "c")]
+    argv = ["--segmentation", "--quick", "--out", str(out), "--no-progress", "--cache-dir", str(tmp_path / "c"),
+            "--jobs", "2"]
     assert cli.main(argv) == 0
     res = json.loads((out / "experiment_segmentation.json").read_text())
     keys = {k for phase in S.plan(S.SegConfig.quick()) for k, _ in phase}

@@ -94,7 +94,7 @@ class SegConfig:
     def quick(cls):
         """A smoke-test configuration (seconds)."""
         return cls(seeds=(0, 1), tune_seeds=(1000,), lr_grid=(1e-2,),
-                   n_train=4, n_val=2, n_test=2, epochs=1, batch=2, width=2, thin_widths=(1,), rank=4,
+                   n_train=2, n_val=1, n_test=1, epochs=1, batch=2, width=2, thin_widths=(1,), rank=4,
                    densities=(0.5,), calib_volumes=1, starts=("lowrank",), timing_size=32, timing_rounds=2)
 
     def to_json(self):
