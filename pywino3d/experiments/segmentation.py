@@ -449,6 +449,7 @@ def _tuples(d):
 def options(cfg):
     """The options of the Pareto plot: name -> (run key format, timing name)."""
     opts = {"dense (torch)": ("train/spatial/seed={seed}", "dense (torch)"),
+            "dense, converted to Winograd": ("train/spatial/seed={seed}", "dense (Winograd)"),
             "lowrank, unpruned": ("train/lowrank/seed={seed}", "dense (Winograd)")}
     for w in cfg["thin_widths"]:
         opts[f"thin-{w}"] = (f"train/thin-{w}/seed={{seed}}", f"thin-{w}")
@@ -660,33 +661,38 @@ def report(passes):
     vals = {k: _vals(cfg, runs, f) for k, (f, _) in final.items()}
     t_of = {k: ms[tn] for k, (_, tn) in final.items()}
     budgets = sorted(set(round(t) for t in t_of.values()))
-    L.append("For each budget (forward ms on pass a's machine), the option with the highest mean Dice among "
-             "those within it (pruned options after fine-tuning, calibrated), tested against the best *thin* "
-             "network within the same budget, paired by seed in pass a:")
+    L.append("For a budget of forward time (ms on pass a's machine; below the first, nothing fits), the option "
+             "with the highest mean Dice among those that fit (pruned options calibrated and fine-tuned), tested "
+             "against the best *thin* network that fits, paired by seed in pass a:")
     L.append("")
+    tiers = []  # (lowest budget, highest budget, advice), consecutive budgets with the same advice merged
     for b in budgets:
         inside = [k for k in final if t_of[k] <= b + 0.5]
         best = max(inside, key=lambda k: np.mean(vals[k]))
         thin = [k for k in inside if k.startswith("thin-")]
         s = summarize(vals[best])
-        line = f"* ≤ {b} ms: **{best}** (Dice {s.mean:.3f} [{s.lo:.3f}, {s.hi:.3f}], {t_of[best]:.0f} ms)"
+        line = f"**{best}** (Dice {s.mean:.3f} [{s.lo:.3f}, {s.hi:.3f}], {t_of[best]:.0f} ms)"
         if best.startswith("thin-"):
             line += ": a thinner network is the best option here."
         elif thin:
             tb = max(thin, key=lambda k: np.mean(vals[k]))
-            if tb != best:
-                r = paired_test(vals[best], vals[tb])
-                if r.verdict == "higher":
-                    line += (f"; it beats the best thin network within the budget, {tb}, by {r.diff:+.3f} Dice "
-                             f"[{r.lo:+.3f}, {r.hi:+.3f}]: pick it.")
-                else:
-                    line += (f"; against {tb} the difference is {r.diff:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}], "
-                             f"not shown to be above 0: the simpler thinner network ({tb}) is as good a pick.")
+            r = paired_test(vals[best], vals[tb])
+            if r.verdict == "higher":
+                line += (f"; it beats the best thin network within the budget, {tb}, by {r.diff:+.3f} Dice "
+                         f"[{r.lo:+.3f}, {r.hi:+.3f}]: pick it.")
             else:
-                line += "."
+                line += (f"; against {tb} the difference is {r.diff:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}], "
+                         f"not shown to be above 0: the simpler thinner network ({tb}) is as good a pick.")
         else:
             line += "; no thin network fits this budget."
-        L.append(line)
+        if tiers and tiers[-1][2] == line:
+            tiers[-1] = (tiers[-1][0], b, line)
+        else:
+            tiers.append((b, b, line))
+    for i, (lo, hi, line) in enumerate(tiers):
+        nxt = tiers[i + 1][0] if i + 1 < len(tiers) else None
+        span = f"{lo}–{nxt} ms" if nxt is not None else f"{lo} ms or more"
+        L.append(f"* {span}: {line}")
     L.append("")
     L.append("Claims, and whether they survive the second pass:")
     L.append("")
@@ -716,17 +722,30 @@ def plot(passes, path):
     ms = {k: 1e3 * float(np.median(v)) for k, v in base["timing"]["times"].items()}
     fig, ax = plt.subplots(figsize=(8, 5))
     groups = {"thin": "tab:blue", "spatial →": "tab:orange", "lowrank →": "tab:green"}
+    labels = {"spatial →": "pruned from the trained spatial network", "lowrank →": "pruned from the low-rank network",
+              "thin": "thin networks (from scratch)"}
+    shown = set()
     for k, (fmt, tn) in options(cfg).items():
         s = summarize(_vals(cfg, runs, fmt))
-        color = next((c for g, c in groups.items() if k.startswith(g)), "k")
+        group = next((g for g in groups if k.startswith(g)), None)
+        color = groups.get(group, "k")
         marker = "s" if "magnitude" in k else ("*" if k == "dense (torch)" else "o")
-        ax.errorbar(ms[tn], s.mean, yerr=s.half_width, fmt=marker, color=color, capsize=3,
+        label = labels[group] if group and group not in shown and "magnitude" not in k else None
+        if label:
+            shown.add(group)
+        ax.errorbar(ms[tn], s.mean, yerr=s.half_width, fmt=marker, color=color, capsize=3, label=label,
                     mfc="none" if "magnitude" in k else color, ms=10 if k == "dense (torch)" else 6)
-        ax.annotate(k, (ms[tn], s.mean), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        if "→" not in k:
+            ax.annotate(k, (ms[tn], s.mean), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        elif k.startswith("spatial") and "calibrated" in k:
+            ax.annotate(f"d={k.split()[-1]}", (ms[tn], s.mean), fontsize=7, xytext=(-30, 0), textcoords="offset points")
+    ax.legend(fontsize=7, loc="lower right")
     ax.set_xscale("log")
+    ax.margins(x=0.15)
     ax.set_xlabel(f"forward time, 1×1×{base['timing']['size']}³ volume (ms, log scale)")
     ax.set_ylabel("test Dice (mean, 95 % CI)")
-    ax.set_title("Dice against forward time (pass a); ★ dense torch eager; squares: magnitude pruning")
+    ax.set_title("Dice against forward time (pass a); ★ dense torch eager; hollow squares: magnitude pruning",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
