@@ -102,6 +102,17 @@ def test_machine_record():
     assert "thread per run" in runner.describe_machine(m)
 
 
+def test_a_pass_resumes_only_on_its_own_machine_setup(tmp_path):
+    path = str(tmp_path / "r.json")
+    c = runner.ResultCache(path, {"n": 1}, extra_keys=("machine",))
+    c.set_machine(runner.machine(1))
+    c.put("a", {"x": 1})
+    again = runner.ResultCache(path, {"n": 1}, extra_keys=("machine",))
+    again.set_machine(runner.machine(1))  # same setup: fine
+    with pytest.raises(RuntimeError, match="another machine setup.*threads 1 -> 2"):
+        runner.ResultCache(path, {"n": 1}, extra_keys=("machine",)).set_machine(runner.machine(2))
+
+
 # ------------------------------------------------------------------ models
 def test_conversion_keeps_the_function_and_the_classifier_spatial():
     import torch

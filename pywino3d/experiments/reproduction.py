@@ -359,7 +359,7 @@ def run(cfg=None, *, out_json=None, cache_dir=None, jobs=1, threads=1, progress=
     cfg = cfg or Config()
     cache = ResultCache(out_json, cfg)
     if record_machine:
-        cache.extra["machine"] = machine(threads)
+        cache.set_machine(machine(threads))
     if cache_dir is None:
         import hashlib
 

@@ -67,6 +67,23 @@ class ResultCache:
     def data(self):
         return dict({"config": self.cfg, "runs": self.runs}, **self.extra)
 
+    def set_machine(self, m):
+        """Record the :func:`machine` of this pass; a resumed pass must run on the same setup.
+
+        Raises
+        ------
+        RuntimeError
+            When finished runs were made under another CPU, vector width or
+            thread count: mixing them would hide the machine-level variation.
+        """
+        old = self.extra.get("machine")
+        keys = ("cpu", "cpu_flags", "simd_bytes", "threads")
+        if self.runs and old and any(old.get(k) != m.get(k) for k in keys):
+            diff = ", ".join(f"{k} {old.get(k)!r} -> {m.get(k)!r}" for k in keys if old.get(k) != m.get(k))
+            raise RuntimeError(f"{self.path}: its runs were made under another machine setup ({diff}); resume it "
+                               "there, or give this setup its own --pass-name (or --fresh to start over)")
+        self.extra["machine"] = m
+
     def put(self, key, rec):
         self.runs[key] = rec
         self.save()

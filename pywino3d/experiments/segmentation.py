@@ -405,7 +405,7 @@ def run(cfg=None, *, out_json=None, pass_name="a", cache_dir=None, jobs=1, threa
         for s in STARTS[:1]:
             if not os.path.exists(_state_path(cache_dir, cfg.seeds[0], s)):
                 cache.runs.pop(f"train/{s}/seed={cfg.seeds[0]}", None)
-    cache.extra["machine"] = machine(threads)
+    cache.set_machine(machine(threads))
     run_phases(phases, functools.partial(_job, cfg, cache_dir), cache, jobs=jobs, threads=threads,
                progress=progress, desc=f"segmentation pass {pass_name}")
     if need_timing:
