@@ -44,8 +44,9 @@ def build_parser():
                     help="3-D segmentation study: pruned networks against thinner ones at matched time "
                          "(pywino3d.experiments.segmentation)")
     ap.add_argument("--pass-name", default="a",
-                    help="name of this pass (default a); run a second pass, e.g. b, under another machine setup (another thread count, or a 16-lane build first on PYTHONPATH) and the "
-                         "report calls a verdict robust only where every pass agrees")
+                    help="name of this pass (default a); run a second pass, e.g. b, under another machine setup "
+                         "(another thread count, and a build of the kernels for another vector width) and the "
+                         "report calls a verdict robust only where every pass agrees (docs/experiments.md)")
     return ap
 
 
