@@ -164,6 +164,17 @@ def test_quick_run_resumes_and_reports_robustness(tmp_path, monkeypatch):
     assert "0 of" in text  # the copy differs in no run
 
 
+def test_bad_study_configuration():
+    with pytest.raises(ValueError, match="thin_widths"):
+        S.SegConfig(thin_widths=(8,))
+    with pytest.raises(ValueError, match="densities"):
+        S.SegConfig(densities=(1.0,))
+    with pytest.raises(ValueError, match="seeds"):
+        S.SegConfig(seeds=(0,))
+    with pytest.raises(ValueError, match="starts"):
+        S.SegConfig(starts=("vanilla",))
+
+
 def test_bad_cli_arguments():
     with pytest.raises(SystemExit, match="pass-name"):
         cli.main(["--segmentation", "--quick", "--pass-name", "../x"])

@@ -43,11 +43,13 @@ so an interrupted pass resumes.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
+import functools
 import glob
+import hashlib
 import json
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -89,6 +91,18 @@ class SegConfig:
     finetune_lr_scale: float = 0.3
     timing_size: int = 96
     timing_rounds: int = 5
+
+    def __post_init__(self):
+        if len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: need at least 2 distinct seeds for intervals, got {self.seeds!r}")
+        if not self.tune_seeds or not self.lr_grid:
+            raise ValueError("tune_seeds, lr_grid: need at least one tuning seed and one learning rate")
+        if not self.thin_widths or not all(1 <= w < self.width for w in self.thin_widths):
+            raise ValueError(f"thin_widths: expected widths in [1, width={self.width}), got {self.thin_widths!r}")
+        if not self.densities or not all(0 < d < 1 for d in self.densities):
+            raise ValueError(f"densities: expected values in (0, 1), got {self.densities!r}")
+        if not self.starts or not set(self.starts) <= set(STARTS):
+            raise ValueError(f"starts: expected a subset of {STARTS}, got {self.starts!r}")
 
     @classmethod
     def quick(cls):
@@ -381,9 +395,6 @@ def run(cfg=None, *, out_json=None, pass_name="a", cache_dir=None, jobs=1, threa
     jobs, threads : int
         Processes, and threads per process.
     """
-    import functools
-    import hashlib
-
     import torch
 
     cfg = cfg or SegConfig()
@@ -393,8 +404,6 @@ def run(cfg=None, *, out_json=None, pass_name="a", cache_dir=None, jobs=1, threa
     cache = ResultCache(out_json, config, extra_keys=("timing", "machine"))
     if cache_dir is None:
         h = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
-        import tempfile
-
         cache_dir = os.path.join(tempfile.gettempdir(), f"pywino3d-segmentation-{h}")
     phases = plan(cfg)
     for k, s in phases[2]:  # a pruning run needs its start model on disk: retrain it when the file is gone
@@ -581,7 +590,7 @@ def report(passes):
           + " | robust |"
     sep = "|---|" + "---|" * len(passes) + "---|"
     claims = []
-    L.append("### Does the task need 3-D context?")
+    L.append("### 3-D context, and training in the Winograd domain")
     L.append("")
     L.append(hdr)
     L.append(sep)
@@ -590,6 +599,7 @@ def report(passes):
     claims.append(("3-D context", rob, v))
     row, rob, v = compare("lowrank", "dense (torch)", "train/lowrank/seed={seed}", "train/spatial/seed={seed}")
     L.append(row)
+    claims.append(("low-rank Winograd training from the start vs the spatial network", rob, v))
     L.append("")
 
     L.append("### One-shot pruning (before and after fine-tuning)")
