@@ -10,7 +10,8 @@ MODULES = ["pywino3d._api", "pywino3d._core.transforms", "pywino3d.testing", "py
            "pywino3d.torch.convert", "pywino3d.torch.pruning",
            "pywino3d.experiments.data",
            "pywino3d.experiments.models", "pywino3d.experiments.training", "pywino3d.experiments.cli",
-           "pywino3d.experiments.stats", "pywino3d.experiments.reproduction"]
+           "pywino3d.experiments.stats", "pywino3d.experiments.reproduction", "pywino3d.experiments.volumes",
+           "pywino3d.experiments.runner", "pywino3d.experiments.segmentation"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -240,6 +240,31 @@ def test_cli_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
     assert [(s["type"], s.get("kind"), s.get("method"), s["seed"]) for s in done] == \
         [("train", "lowrank", None, 1), ("prune", None, "dense", 1)]
 
+    # a second pass (here: pass a's numbers under another machine) adds its verdicts and the robust column
+    res3 = json.loads((out / "experiment.json").read_text())
+    assert res3["machine"]["simd_bytes"] > 0 and "Machine: pass a:" in reproduction.report(res3)
+    other = dict(res3, machine=dict(res3["machine"], threads=7))
+    (out / "experiment.b.json").write_text(json.dumps(other))
+    others = reproduction.load_other_passes(str(out), res3)
+    assert [o["name"] for o in others] == ["b"]
+    text = reproduction.report(res3, others)
+    assert "| pass b | robust |" in text and "**robust**" in text and "7 threads per run" in text
+
+
+def test_learning_rate_over_several_tuning_seeds():
+    cfg = reproduction.Config.quick().__class__(**{**reproduction.Config.quick().__dict__,
+                                                   "tune_seeds": (1000, 1001), "lr_grid": (1e-3, 1e-2)})
+    keys = [k for k, s in reproduction.plan(cfg) if s["type"] == "tune"]
+    assert "tune/vanilla/lr=0.01/tune=1001" in keys and len(keys) == 2 * 2 * len(reproduction.families(cfg))
+    runs = {k: {"val_acc": 0.5 + (0.1 if "lr=0.01/" in k else 0.0) + (0.01 if k.endswith("1001") else 0.0)}
+            for k in keys}
+    c = reproduction.lr_choice(cfg, runs, "vanilla")
+    assert c.lr == 1e-2 and c.runner_up == 1e-3 and c.margin == pytest.approx(0.1)
+    # one tuning seed: the published key format and configuration
+    assert "tune/spatial/lr=0.003" in [k for k, _ in reproduction.plan(reproduction.Config.quick())]
+    assert "tune_seed" in reproduction.Config.v1().to_json()
+    assert reproduction.Config.from_json(reproduction.Config.v1().to_json()) == reproduction.Config.v1()
+
 
 def test_a_changed_configuration_starts_over(tmp_path):
     path = str(tmp_path / "r.json")
@@ -257,8 +282,11 @@ def test_published_page_is_the_published_json():
         assert reproduction.BEGIN not in md and "](experiment.png)" not in md, "numbers published without their data"
         return
     res = json.loads((DOCS / "experiment.json").read_text())
-    assert res["config"] == reproduction.Config().to_json()
-    assert set(res["runs"]) == {k for k, _ in reproduction.plan(reproduction.Config())}
+    # the published tables come from a preset of the command: the robust default once re-run, else v1
+    presets = [reproduction.Config(), reproduction.Config.v1()]
+    assert res["config"] in [c.to_json() for c in presets]
+    cfg = reproduction.Config.from_json(res["config"])
+    assert set(res["runs"]) == {k for k, _ in reproduction.plan(cfg)}
     assert reproduction.read_markdown_block(str(DOCS / "experiments.md")) == reproduction.report(res)
 
 

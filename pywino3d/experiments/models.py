@@ -86,7 +86,8 @@ def trainable_params(model):
 def to_vanilla(model):
     """A copy of ``model`` whose Winograd layers hold the composed U as trainable weights.
 
-    Low-rank layers become :class:`~pywino3d.torch.WinogradConv3d` with
+    Low-rank layers, at any depth of the module tree, become
+    :class:`~pywino3d.torch.WinogradConv3d` with
     U = P Q (+ U0) and the same kept columns; everything else is copied, so
     the copy computes the same function.
 
@@ -106,7 +107,7 @@ def to_vanilla(model):
     from pywino3d.torch.winograd import WinogradConv3d, _WinogradBase
 
     model = copy.deepcopy(model)
-    for name, m in list(model.named_children()):
+    for name, m in list(model.named_modules()):
         if isinstance(m, _WinogradBase) and not isinstance(m, WinogradConv3d):
             v = WinogradConv3d(m.in_channels, m.out_channels, m.kernel_size, padding=m.padding, tile=m.tile,
                                bias=m.bias is not None)
@@ -115,5 +116,6 @@ def to_vanilla(model):
                 if m.bias is not None:
                     v.bias.copy_(m.bias)
                 v.columns_mask.copy_(m.columns_mask)
-            setattr(model, name, v)
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, v)
     return model

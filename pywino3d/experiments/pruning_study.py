@@ -4,7 +4,7 @@
     python -m pywino3d experiment --pruning --quick      # a smoke run
 
 The protocol is the reproduction's (:mod:`.reproduction`, its
-:class:`~.reproduction.Config`): per seed a fresh image split, training clips
+:meth:`~.reproduction.Config.v1`, the protocol of its published tables): per seed a fresh image split, training clips
 and initialisation; the spatial network trained by the same function; every
 model evaluated in eval mode after recalibrating BatchNorm on training clips;
 the test set every held-out image in both directions.  The trained network is
@@ -35,6 +35,7 @@ import sys
 import numpy as np
 
 from .data import FRAMES, SIZE
+from .runner import write_marked_section
 from .stats import paired_test, summarize
 from .training import accuracy, interleaved_conv_times, recalibrate_bn, train
 
@@ -67,7 +68,7 @@ class StudyConfig:
 def _configs(quick):
     from .reproduction import Config
 
-    return (Config.quick(), StudyConfig.quick()) if quick else (Config(), StudyConfig())
+    return (Config.quick(), StudyConfig.quick()) if quick else (Config.v1(), StudyConfig())
 
 
 def spatial_lr(cfg, reproduction_json):
@@ -223,15 +224,7 @@ def write_section(path, text):
     >>> open(p).read().count("two"), open(p).read().count("one")
     (1, 0)
     """
-    old = open(path).read() if os.path.exists(path) else ""
-    block = f"{BEGIN}\n{text.rstrip()}\n{END}\n"
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + block + rest.split(END, 1)[1].lstrip("\n")
-    else:
-        new = (old.rstrip("\n") + "\n\n" if old else "") + block
-    with open(path, "w") as f:
-        f.write(new)
+    write_marked_section(path, text, BEGIN, END)
 
 
 def _pct(values):

@@ -106,3 +106,70 @@ def paired_test(a, b, level=0.95):
         p = float(2 * stdtr(n - 1, -abs(mean) / se))
     h = t_quantile(0.5 + level / 2, n - 1) * se
     return Paired(n, mean, float(mean - h), float(mean + h), p)
+
+
+@dataclass(frozen=True)
+class LrChoice:
+    """The learning rate chosen over several tuning seeds, and its margin to the runner-up.
+
+    ``margin`` is the chosen rate's mean validation score minus the
+    runner-up's; ``paired`` the paired test of the two over the tuning seeds
+    (None with a single tuning seed or a single rate).
+    """
+
+    lr: float
+    runner_up: float
+    margin: float
+    paired: Paired | None
+
+    @property
+    def settled(self):
+        """True when the paired interval of the margin excludes 0 (the choice does not hang on one seed)."""
+        return self.paired is not None and self.paired.lo > 0
+
+
+def choose_lr(scores):
+    """The rate with the best mean validation score over the tuning seeds (ties: the smaller rate).
+
+    Parameters
+    ----------
+    scores : dict float -> list of float
+        Validation scores of each rate, one per tuning seed (same seed order).
+
+    Examples
+    --------
+    >>> from pywino3d.experiments.stats import choose_lr
+    >>> c = choose_lr({0.01: [0.80, 0.82, 0.81], 0.03: [0.70, 0.75, 0.72]})
+    >>> c.lr, c.runner_up, round(c.margin, 3), c.settled
+    (0.01, 0.03, 0.087, True)
+    """
+    if not scores:
+        raise ValueError("scores: need at least one learning rate")
+    lengths = {len(v) for v in scores.values()}
+    if len(lengths) != 1 or 0 in lengths:
+        raise ValueError(f"scores: need the same number (>= 1) of tuning seeds for every rate, got {sorted(lengths)}")
+    ranked = sorted(scores, key=lambda lr: (-float(np.mean(scores[lr])), lr))
+    best = ranked[0]
+    if len(ranked) == 1:
+        return LrChoice(best, best, 0.0, None)
+    second = ranked[1]
+    margin = float(np.mean(scores[best]) - np.mean(scores[second]))
+    paired = paired_test(scores[best], scores[second]) if lengths.pop() >= 2 else None
+    return LrChoice(best, second, margin, paired)
+
+
+def agreement(verdicts):
+    """Whether the verdicts of the same comparison in several passes agree: (robust, the verdict or "split").
+
+    Examples
+    --------
+    >>> from pywino3d.experiments.stats import agreement
+    >>> agreement(["higher", "higher"]), agreement(["higher", "no difference detected"])
+    ((True, 'higher'), (False, 'split'))
+    """
+    verdicts = list(verdicts)
+    if not verdicts:
+        raise ValueError("verdicts: need at least one")
+    if len(set(verdicts)) == 1:
+        return len(verdicts) >= 2, verdicts[0]
+    return False, "split"

@@ -159,12 +159,75 @@ def conv_inputs(model, x):
     return inputs
 
 
-def interleaved_conv_times(models, x, *, rounds=10, seed=0):
-    """Time the Winograd conv layers of several models in interleaved rounds.
+def interleaved_times(fns, *, rounds=10, seed=0, warmup=1):
+    """Time several callables in interleaved rounds: each round calls each once, in a fresh shuffled order.
 
-    Each round times every model once, in a freshly shuffled order, so slow
-    phases of a busy machine hit all models alike; compare models by the
-    per-round ratios.
+    Slow phases of a busy machine then hit all of them alike; compare them by
+    the per-round ratios.
+
+    Parameters
+    ----------
+    fns : dict name -> callable()
+    rounds : int
+    warmup : int
+        Untimed calls of each callable first (plans, page faults).
+
+    Returns
+    -------
+    dict name -> list of ``rounds`` times in seconds.
+
+    Examples
+    --------
+    >>> from pywino3d.experiments.training import interleaved_times
+    >>> t = interleaved_times({"a": lambda: None, "b": lambda: None}, rounds=3)
+    >>> len(t["a"]), len(t["b"])
+    (3, 3)
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds: expected >= 1, got {rounds}")
+    names = list(fns)
+    times = {n: [] for n in names}
+    rng = np.random.default_rng(seed)
+    for n in names:
+        for _ in range(warmup):
+            fns[n]()
+    for _ in range(rounds):
+        for k in rng.permutation(len(names)):
+            n = names[k]
+            t0 = time.perf_counter()
+            fns[n]()
+            times[n].append(time.perf_counter() - t0)
+    return times
+
+
+def interleaved_forward_times(models, x, *, rounds=10, seed=0):
+    """Time whole forward passes of several models (eval mode, no gradients) on the batch ``x``, interleaved.
+
+    Examples
+    --------
+    >>> from pywino3d.experiments.data import moving_digits
+    >>> from pywino3d.experiments.models import make_model
+    >>> from pywino3d.experiments.training import interleaved_forward_times
+    >>> len(interleaved_forward_times({"a": make_model("vanilla")}, moving_digits(2)[0], rounds=2)["a"])
+    2
+    """
+    import torch
+
+    xt = torch.from_numpy(np.ascontiguousarray(x))
+    for m in models.values():
+        m.eval()
+
+    def call(m):
+        def f():
+            with torch.no_grad():
+                m(xt)
+        return f
+
+    return interleaved_times({n: call(m) for n, m in models.items()}, rounds=rounds, seed=seed)
+
+
+def interleaved_conv_times(models, x, *, rounds=10, seed=0):
+    """Time the Winograd conv layers of several models in interleaved rounds (see :func:`interleaved_times`).
 
     Parameters
     ----------
@@ -186,22 +249,16 @@ def interleaved_conv_times(models, x, *, rounds=10, seed=0):
     """
     import torch
 
-    names = list(models)
-    inputs = {n: conv_inputs(models[n], x) for n in names}
-    times = {n: [] for n in names}
-    rng = np.random.default_rng(seed)
-    with torch.no_grad():
-        for n in names:  # warm-up: plans, page faults
-            for m, inp in zip(conv_layers(models[n]), inputs[n]):
-                m(inp)
-        for _ in range(rounds):
-            for k in rng.permutation(len(names)):
-                n = names[k]
-                t0 = time.perf_counter()
+    inputs = {n: conv_inputs(models[n], x) for n in models}
+
+    def call(n):
+        def f():
+            with torch.no_grad():
                 for m, inp in zip(conv_layers(models[n]), inputs[n]):
                     m(inp)
-                times[n].append(time.perf_counter() - t0)
-    return times
+        return f
+
+    return interleaved_times({n: call(n) for n in models}, rounds=rounds, seed=seed)
 
 
 def conv_time(model, x, repeat=5):
