@@ -289,7 +289,7 @@ def _identity_input(node):
         a = _bind(node.target, node)
         if a is not None and (not a["training"] or a["p"] == 0):
             return a["input"]
-    if node.target in (F.pad, torch.constant_pad_nd):
+    if node.target in (F.pad, torch.constant_pad_nd, torch._C._nn.pad):
         pad = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
         if isinstance(pad, (list, tuple)) and all(isinstance(p, int) and p == 0 for p in pad):
             return node.args[0]
