@@ -73,7 +73,7 @@ _SCALINGS = ("lavin", "balanced")
 #: needs G dyadic (``src/cpu/gen_const_transforms.py``).
 SEARCHED_POINTS = {
     5: (Fraction(0), Fraction(2, 3), Fraction(-2, 3), Fraction(3, 2), Fraction(-3, 2)),
-    6: (Fraction(0), Fraction(5, 9), Fraction(-5, 9), Fraction(9, 8), Fraction(-9, 8), Fraction(8, 3)),
+    6: (Fraction(2, 7), Fraction(-2, 7), Fraction(6, 7), Fraction(-6, 7), Fraction(7, 4), Fraction(-7, 4)),
 }
 
 
