@@ -15,7 +15,10 @@ library's matrices, the library's tiling) is run in float64 with one stage at a
 time in float32 -- filter transform, input transform, storing U and V in
 float32, the product's accumulation over input channels, output transform --
 so each column is the error that stage alone adds (relative L2 against the
-float64 direct result).  The NumPy float32 stages sum in NumPy/BLAS order,
+float64 direct result).  Two more columns: "floor", the error of any code for
+the transforms (exact transforms; only U and V stored in float32 and the
+float32 product), and "scaled U,V", the float32 pipeline with U and V scaled
+per position (U_p s_p, V_p / s_p with s_p balancing their RMS).  The NumPy float32 stages sum in NumPy/BLAS order,
 not in the C kernels' order; the "all" column runs every stage in float32 and
 is to be compared with the library's end-to-end error (part 3).
 
@@ -231,10 +234,19 @@ def stage_errors(x, w, m, block=None):
                                  - output(Mst, f64) + ref, ref)
     out["output"] = rel_l2(output(M64.astype(f32), f32).astype(f64), ref)
     out["all"] = rel_l2(output(product(U_of(f32), V_of(f32, t32), f32), f32).astype(f64), ref)
+    # the floor of any transform code: exact transforms, only U and V stored
+    # in float32 and the float32 product (its sums and M's rounding)
+    out["floor"] = rel_l2(output(product(U32, V32, f32).astype(f64), f64), ref)
+    # per-position scales between U and V (U_p s_p, V_p / s_p, balancing
+    # their RMS; exact in powers of two, here not rounded to them): the
+    # float32 pipeline with the scaled intermediate
+    s = np.sqrt(np.sqrt((V64 ** 2).mean(axis=(0, 1)) / (U64 ** 2).mean(axis=(0, 1))))
+    Us, Vs = (U_of(f32) * s.astype(f32)).astype(f32), (V_of(f32, t32) / s.astype(f32)).astype(f32)
+    out["scaled U,V"] = rel_l2(output(product(Us, Vs, f32), f32).astype(f64), ref)
     return out
 
 
-STAGES = ("filter", "input", "U,V storage", "accumulation", "output", "all")
+STAGES = ("filter", "input", "U,V storage", "accumulation", "output", "all", "floor", "scaled U,V")
 
 
 def part4(layers=tuple(LAYERS), stats=("gauss",), tiles=range(2, 7), small=False, block=None):
@@ -252,41 +264,157 @@ def part4(layers=tuple(LAYERS), stats=("gauss",), tiles=range(2, 7), small=False
                       + " | ".join(f"{st[k] / e1:.1f}x" for k in STAGES) + " |", flush=True)
 
 
-def point_score(pts, m, r=3):
+def _eval_rows(P, n, inf):
+    """(..., alpha, n) evaluation matrices of point sets P (..., k): rows p^j,
+    plus the row of the point at infinity (the leading coefficient)."""
+    E = P[..., :, None] ** np.arange(n)
+    if inf:
+        last = np.zeros(P.shape[:-1] + (1, n))
+        last[..., 0, -1] = 1.0
+        E = np.concatenate([E, last], axis=-2)
+    return E
+
+
+def point_score(pts, m, r=3, inf=True):
     """Search score of a finite point set for F(m, r): the mean over the
     outputs of sum_p AT[i,p]^2 |G[p,:]|^2 |BT[p,:]|^2 / r (the first-order
     variance of the product's rounding for unit i.i.d. inputs; invariant to
-    the G/BT scaling; its cube is the 3-D tile's)."""
-    def ev(n):
-        return np.array([[float(p) ** j for j in range(n)] for p in pts] + [[0.0] * (n - 1) + [1.0]])
-    AT, G, BT = ev(m).T, ev(r), np.linalg.inv(ev(m + r - 1)).T
-    return float((AT ** 2 * ((G ** 2).sum(1) * (BT ** 2).sum(1))).sum(1).mean() / r)
+    the G/BT scaling and to per-position scales between U and V; its cube is
+    the 3-D tile's).  ``pts`` (k,) or a stack (..., k) of sets, evaluated in
+    float64 (:func:`exact_point_score` for the exact value); ``inf=False``
+    for sets of m + r - 1 finite points and no point at infinity."""
+    P = np.asarray(pts, dtype=np.float64)
+    AT = np.swapaxes(_eval_rows(P, m, inf), -1, -2)
+    G = _eval_rows(P, r, inf)
+    BT = np.swapaxes(np.linalg.inv(_eval_rows(P, m + r - 1, inf)), -1, -2)
+    v = (AT ** 2 * ((G ** 2).sum(-1) * (BT ** 2).sum(-1))[..., None, :]).sum(-1).mean(-1) / r
+    return float(v) if v.ndim == 0 else v
 
 
-def part5(tiles=(4, 5, 6), top=5):
-    """The point search behind pywino3d._core.transforms.SEARCHED_POINTS: symmetric
-    sets 0, +-p, +-q (, s) with p, q, |s| fractions of integers 1..9 up to 4."""
-    import itertools
+def exact_point_score(pts, m, r=3, inf=True):
+    """:func:`point_score` in exact rational arithmetic (the float64 inverse
+    of an ill-conditioned Vandermonde matrix can be far off)."""
     from fractions import Fraction
 
+    from pywino3d._core.transforms import _inverse, _transpose
+    pts = [Fraction(p) for p in pts]
+
+    def ev(n):
+        rows = [[p ** j for j in range(n)] for p in pts]
+        return rows + ([[Fraction(0)] * (n - 1) + [Fraction(1)]] if inf else [])
+    AT, G, BT = _transpose(ev(m)), ev(r), _transpose(_inverse(ev(m + r - 1)))
+    tot = sum(AT[i][p] ** 2 * sum(v * v for v in G[p]) * sum(v * v for v in BT[p])
+              for i in range(m) for p in range(m + r - 1))
+    return float(tot) / (m * r)
+
+
+def _fractions(n, top=4):
+    from fractions import Fraction
+    return sorted({Fraction(p, q) for p in range(1, n + 1) for q in range(1, n + 1) if Fraction(p, q) <= top})
+
+
+def _symmetric_search(m, pool, pairs, zero, extra, inf, top):
+    """Best ``top`` sets ``(0,) +-p1 .. +-p_pairs (, s)`` with p in ``pool``
+    (s from ``extra``), scored in float64 batches; returns [(exact score, set)]."""
+    import itertools
+    from fractions import Fraction
+    fl = {p: float(p) for p in pool + list(extra or [])}
+    combos = np.array(list(itertools.combinations(range(len(pool)), pairs)))
+    vals = np.array([fl[p] for p in pool])
+    base = np.concatenate([vals[combos], -vals[combos]] + ([np.zeros((len(combos), 1))] if zero else []), axis=1)
+    cands = []  # (score, combo index, extra)
+    for ex in (extra or [None]):
+        sets = base if ex is None else np.concatenate([base, np.full((len(base), 1), fl[ex])], axis=1)
+        keep = np.ones(len(sets), bool) if ex is None else ~np.any(np.abs(base) == abs(fl[ex]), axis=1)
+        idx = np.nonzero(keep)[0]
+        with np.errstate(all="ignore"):
+            try:
+                v = point_score(sets[idx], m, inf=inf)
+            except np.linalg.LinAlgError:
+                v = np.array([_safe_score(q, m, inf) for q in sets[idx]])
+        best = idx[np.argsort(np.where(np.isfinite(v), v, np.inf))[:top]]
+        cands += [(float(point_score(sets[i], m, inf=inf)), i, ex) for i in best]
+    cands.sort(key=lambda t: t[0])
+    out = []
+    for _, i, ex in cands[:top]:
+        ps = [pool[j] for j in combos[i]]
+        q = ([Fraction(0)] if zero else []) + [sg * p for p in ps for sg in (1, -1)] + ([ex] if ex is not None else [])
+        out.append((exact_point_score(q, m, inf=inf), q))
+    return sorted(out, key=lambda t: t[0])
+
+
+def _safe_score(pts, m, inf):
+    try:
+        return point_score([float(p) for p in pts], m, inf=inf)
+    except np.linalg.LinAlgError:
+        return np.inf
+
+
+def continuous_optimum(m, inf, starts=12, seed=0, bound=8.0):
+    """The lowest score over all real point sets (no symmetry), by a compass
+    search on log(score) from random starts, points kept within +-bound (the
+    float64 score is unreliable for far points): the limit of any point search
+    for F(m, 3).  Returns (score, points)."""
+    rng = np.random.default_rng(seed)
+    k = m + 2 - (1 if inf else 0)
+
+    def f(x):
+        if np.abs(x).max() > bound or np.min(np.diff(np.sort(x))) < 1e-3:
+            return np.inf
+        return np.log(_safe_score(x, m, inf))
+    best = (np.inf, None)
+    for _ in range(starts):
+        x = rng.uniform(-2.5, 2.5, k)
+        fx, step = f(x), 0.5
+        for _ in range(2000):
+            if step < 1e-5:
+                break
+            moved = False
+            for j in range(k):
+                for d in (step, -step):
+                    y = x.copy()
+                    y[j] += d
+                    fy = f(y)
+                    if fy < fx:
+                        x, fx, moved = y, fy, True
+            step = min(2 * step, 1.0) if moved else step / 2
+        if fx < best[0]:
+            best = (fx, np.sort(x))
+    return float(np.exp(best[0])), best[1]
+
+
+def part5(tiles=(4, 5, 6), top=3):
+    """The point search behind pywino3d._core.transforms.SEARCHED_POINTS, by
+    the first-order score (:func:`point_score`, exact values printed):
+
+    * ``0, +-p, +-q (, s)`` with p, q, |s| fractions of integers 1..9 up to 4
+      (the first search, issue 30);
+    * zero-free ``+-p, +-q, +-s`` with fractions of integers 1..13 up to 4,
+      with infinity (alpha 7), or ``+-p, ...`` of alpha finite points and no
+      infinity (alpha 6 and 8; fractions of 1..9);
+    * the continuous optimum over all real sets, asymmetric ones included,
+      with and without the point at infinity: the bound of any search."""
     from pywino3d._core.transforms import interpolation_points
-    pool = sorted({Fraction(p, q) for p in range(1, 10) for q in range(1, 10) if Fraction(p, q) <= 4})
+    small, wide = _fractions(9), _fractions(13)
     for m in tiles:
         nf = m + 1
-        res = []
-        for ps in itertools.combinations(pool, (nf - 1) // 2):
-            base = [Fraction(0)] + [s * p for p in ps for s in (1, -1)]
-            extra = [[]] if nf % 2 else [[s] for s in pool + [-q for q in pool] if abs(s) not in ps]
-            for ex in extra:
-                try:
-                    res.append((point_score(base + ex, m), base + ex))
-                except np.linalg.LinAlgError:
-                    pass
-        res.sort(key=lambda t: t[0])
         now = interpolation_points(nf)
-        print(f"F({m}, 3): in use {', '.join(map(str, now))}: {point_score(now, m):.3g}")
-        for v, pts in res[:top]:
-            print(f"    {v:.3g}  {', '.join(map(str, pts))}")
+        print(f"F({m}, 3): in use {', '.join(map(str, now))}, infinity: {exact_point_score(now, m):.4g}",
+              flush=True)
+        ext = small + [-q for q in small]
+        fams = [("0, +-p.. (, s), infinity", small, (nf - 1) // 2, True, None if nf % 2 else ext, True)]
+        if nf % 2 == 0:
+            fams.append(("+-p.., infinity", wide, nf // 2, False, None, True))
+        else:
+            fams.append(("+-p.., no infinity", small, (nf + 1) // 2, False, None, False))
+        for name, pool, pairs, zero, extra, inf in fams:
+            print(f"  {name}:")
+            for v, pts in _symmetric_search(m, pool, pairs, zero, extra, inf, top):
+                print(f"    {v:.4g}  {', '.join(map(str, pts))}", flush=True)
+        for inf in (True, False):
+            v, x = continuous_optimum(m, inf)
+            print(f"  continuous optimum, {'with' if inf else 'no'} infinity: {v:.4g} at "
+                  + ", ".join(f"{p:.3f}" for p in x), flush=True)
 
 
 def part6(seed=0, C=32, S=18):

@@ -396,7 +396,7 @@ static inline void wino_cx_linet_f_g4(const wino_vf *in, wino_index is, wino_vf 
 WINO_CX_CUBE(f, g4, 6, 3)
 
 /* Bt of F(5, 3): 7 x 7 */
-static const float wino_cx_f_bt5[49] = {0x1.fc2c4a0000000p-3f, -0x1.7d21380000000p-4f, -0x1.0000000000000p+0f, 0x1.8000000000000p-2f, 0x1.453b120000000p-1f, -0x1.e7d89a0000000p-3f, 0x0.0p+0f, 0x0.0p+0f, 0x1.5d75680000000p-1f, 0x1.f1fa800000000p-1f, -0x1.0000000000000p+0f, -0x1.8976ea0000000p-1f, 0x1.74c1800000000p-2f, 0x0.0p+0f, 0x0.0p+0f, -0x1.d6cdfa0000000p-2f, 0x1.0000000000000p+0f, 0x1.b19af00000000p-5f, -0x1.948b100000000p-1f, 0x1.f6310a0000000p-3f, 0x0.0p+0f, 0x0.0p+0f, -0x1.1e91320000000p-2f, -0x1.2687020000000p-3f, 0x1.0000000000000p+0f, 0x1.dd22640000000p-2f, -0x1.357e160000000p-2f, 0x0.0p+0f, 0x0.0p+0f, 0x1.f41f420000000p-3f, -0x1.3c0ca40000000p-2f, -0x1.6b6c0c0000000p-1f, 0x1.0000000000000p+0f, -0x1.0e10e20000000p-2f, 0x0.0p+0f, 0x0.0p+0f, 0x1.fc2c4a0000000p-3f, 0x0.0p+0f, -0x1.0000000000000p+0f, 0x0.0p+0f, 0x1.453b120000000p-1f, 0x0.0p+0f, 0x0.0p+0f, -0x1.fc2c4a0000000p-3f, 0x1.7d21380000000p-4f, 0x1.0000000000000p+0f, -0x1.8000000000000p-2f, -0x1.453b120000000p-1f, 0x1.e7d89a0000000p-3f};
+static const float wino_cx_f_bt5[49] = {0x1.5ab8e20000000p-3f, 0x1.2f61c60000000p-1f, -0x1.24924a0000000p-2f, -0x1.0000000000000p+0f, 0x1.3432900000000p-4f, 0x1.0dac3e0000000p-2f, 0x0.0p+0f, 0x1.5ab8e20000000p-3f, -0x1.2f61c60000000p-1f, -0x1.24924a0000000p-2f, 0x1.0000000000000p+0f, 0x1.3432900000000p-4f, -0x1.0dac3e0000000p-2f, 0x0.0p+0f, -0x1.1728d00000000p-4f, -0x1.45af9e0000000p-4f, 0x1.b6db6e0000000p-1f, 0x1.0000000000000p+0f, -0x1.1728d00000000p-2f, -0x1.45af9e0000000p-2f, 0x0.0p+0f, -0x1.1728d00000000p-4f, 0x1.45af9e0000000p-4f, 0x1.b6db6e0000000p-1f, -0x1.0000000000000p+0f, -0x1.1728d00000000p-2f, 0x1.45af9e0000000p-2f, 0x0.0p+0f, 0x1.eb50b60000000p-5f, 0x1.18c0680000000p-5f, -0x1.a1f58e0000000p-1f, -0x1.ddaaea0000000p-2f, 0x1.0000000000000p+0f, 0x1.24924a0000000p-1f, 0x0.0p+0f, 0x1.eb50b60000000p-5f, -0x1.18c0680000000p-5f, -0x1.a1f58e0000000p-1f, 0x1.ddaaea0000000p-2f, 0x1.0000000000000p+0f, -0x1.24924a0000000p-1f, 0x0.0p+0f, -0x1.83ea1c0000000p-5f, 0x0.0p+0f, 0x1.51e9d00000000p-1f, 0x0.0p+0f, -0x1.0000000000000p+0f, 0x0.0p+0f, 0x1.07ff540000000p-2f};
 static inline void wino_cx_line_f_bt5(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
     const wino_vf v0 = in[0 * is];
@@ -406,13 +406,19 @@ static inline void wino_cx_line_f_bt5(const wino_vf *in, wino_index is, wino_vf 
     const wino_vf v4 = in[4 * is];
     const wino_vf v5 = in[5 * is];
     const wino_vf v6 = in[6 * is];
-    out[0 * os] = ((0x1.fc2c4a0000000p-3f * v0 + (-0x1.7d21380000000p-4f * v1 - v2)) + (0x1.8000000000000p-2f * v3 + (0x1.453b120000000p-1f * v4 + -0x1.e7d89a0000000p-3f * v5)));
-    out[1 * os] = ((0x1.5d75680000000p-1f * v1 + 0x1.f1fa800000000p-1f * v2) + ((-v3) + (-0x1.8976ea0000000p-1f * v4 + 0x1.74c1800000000p-2f * v5)));
-    out[2 * os] = ((v2 + -0x1.d6cdfa0000000p-2f * v1) + (0x1.b19af00000000p-5f * v3 + (-0x1.948b100000000p-1f * v4 + 0x1.f6310a0000000p-3f * v5)));
-    out[3 * os] = ((v3 + -0x1.1e91320000000p-2f * v1) + (-0x1.2687020000000p-3f * v2 + (0x1.dd22640000000p-2f * v4 + -0x1.357e160000000p-2f * v5)));
-    out[4 * os] = ((v4 + 0x1.f41f420000000p-3f * v1) + (-0x1.3c0ca40000000p-2f * v2 + (-0x1.6b6c0c0000000p-1f * v3 + -0x1.0e10e20000000p-2f * v5)));
-    out[5 * os] = (0x1.fc2c4a0000000p-3f * v1 + ((-v3) + 0x1.453b120000000p-1f * v5));
-    out[6 * os] = ((-0x1.fc2c4a0000000p-3f * v1 + (v3 + 0x1.7d21380000000p-4f * v2)) + (-0x1.8000000000000p-2f * v4 + (-0x1.453b120000000p-1f * v5 + 0x1.e7d89a0000000p-3f * v6)));
+    const wino_vf e0 = (0x1.5ab8e20000000p-3f * v0 + (-0x1.24924a0000000p-2f * v2 + 0x1.3432900000000p-4f * v4));
+    const wino_vf o0 = (0x1.2f61c60000000p-1f * v1 + ((-v3) + 0x1.0dac3e0000000p-2f * v5));
+    const wino_vf e2 = (-0x1.1728d00000000p-4f * v0 + (0x1.b6db6e0000000p-1f * v2 + -0x1.1728d00000000p-2f * v4));
+    const wino_vf o2 = (-0x1.45af9e0000000p-4f * v1 + (v3 + -0x1.45af9e0000000p-2f * v5));
+    const wino_vf e4 = (0x1.eb50b60000000p-5f * v0 + (v4 + -0x1.a1f58e0000000p-1f * v2));
+    const wino_vf o4 = (0x1.18c0680000000p-5f * v1 + (-0x1.ddaaea0000000p-2f * v3 + 0x1.24924a0000000p-1f * v5));
+    out[0 * os] = e0 + o0;
+    out[1 * os] = e0 - o0;
+    out[2 * os] = e2 + o2;
+    out[3 * os] = e2 - o2;
+    out[4 * os] = e4 + o4;
+    out[5 * os] = e4 - o4;
+    out[6 * os] = ((-0x1.83ea1c0000000p-5f * v0 + 0x1.51e9d00000000p-1f * v2) + ((-v4) + 0x1.07ff540000000p-2f * v6));
 }
 static inline void wino_cx_linet_f_bt5(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
@@ -423,18 +429,24 @@ static inline void wino_cx_linet_f_bt5(const wino_vf *in, wino_index is, wino_vf
     const wino_vf v4 = in[4 * is];
     const wino_vf v5 = in[5 * is];
     const wino_vf v6 = in[6 * is];
-    out[0 * os] = 0x1.fc2c4a0000000p-3f * v0;
-    out[1 * os] = ((-0x1.7d21380000000p-4f * v0 + (0x1.5d75680000000p-1f * v1 + -0x1.d6cdfa0000000p-2f * v2)) + ((-0x1.1e91320000000p-2f * v3 + 0x1.f41f420000000p-3f * v4) + (0x1.fc2c4a0000000p-3f * v5 + -0x1.fc2c4a0000000p-3f * v6)));
-    out[2 * os] = ((v2 + ((-v0) + 0x1.f1fa800000000p-1f * v1)) + (-0x1.2687020000000p-3f * v3 + (-0x1.3c0ca40000000p-2f * v4 + 0x1.7d21380000000p-4f * v6)));
-    out[3 * os] = ((v3 + (v6 + 0x1.8000000000000p-2f * v0)) + (((-v1) + 0x1.b19af00000000p-5f * v2) + (-0x1.6b6c0c0000000p-1f * v4 - v5)));
-    out[4 * os] = ((0x1.453b120000000p-1f * v0 + (v4 + -0x1.8976ea0000000p-1f * v1)) + (-0x1.948b100000000p-1f * v2 + (0x1.dd22640000000p-2f * v3 + -0x1.8000000000000p-2f * v6)));
-    out[5 * os] = ((-0x1.e7d89a0000000p-3f * v0 + (0x1.74c1800000000p-2f * v1 + 0x1.f6310a0000000p-3f * v2)) + ((-0x1.357e160000000p-2f * v3 + -0x1.0e10e20000000p-2f * v4) + (0x1.453b120000000p-1f * v5 + -0x1.453b120000000p-1f * v6)));
-    out[6 * os] = 0x1.e7d89a0000000p-3f * v6;
+    const wino_vf s0_1 = v0 + v1;
+    const wino_vf d0_1 = v0 - v1;
+    const wino_vf s2_3 = v2 + v3;
+    const wino_vf d2_3 = v2 - v3;
+    const wino_vf s4_5 = v4 + v5;
+    const wino_vf d4_5 = v4 - v5;
+    out[0 * os] = ((0x1.5ab8e20000000p-3f * s0_1 + -0x1.1728d00000000p-4f * s2_3) + (0x1.eb50b60000000p-5f * s4_5 + -0x1.83ea1c0000000p-5f * v6));
+    out[1 * os] = (0x1.2f61c60000000p-1f * d0_1 + (-0x1.45af9e0000000p-4f * d2_3 + 0x1.18c0680000000p-5f * d4_5));
+    out[2 * os] = ((-0x1.24924a0000000p-2f * s0_1 + 0x1.b6db6e0000000p-1f * s2_3) + (-0x1.a1f58e0000000p-1f * s4_5 + 0x1.51e9d00000000p-1f * v6));
+    out[3 * os] = (d2_3 + ((-d0_1) + -0x1.ddaaea0000000p-2f * d4_5));
+    out[4 * os] = ((s4_5 + 0x1.3432900000000p-4f * s0_1) + (-0x1.1728d00000000p-2f * s2_3 - v6));
+    out[5 * os] = (0x1.0dac3e0000000p-2f * d0_1 + (-0x1.45af9e0000000p-2f * d2_3 + 0x1.24924a0000000p-1f * d4_5));
+    out[6 * os] = 0x1.07ff540000000p-2f * v6;
 }
 WINO_CX_CUBE(f, bt5, 7, 7)
 
 /* A = At^T of F(5, 3): 7 x 5 */
-static const float wino_cx_f_a5[35] = {0x1.0000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.cccccc0000000p+0f, 0x1.0000000000000p+0f, 0x1.1c71c80000000p-1f, 0x1.3c0ca40000000p-2f, 0x1.5f2a7e0000000p-3f, 0x1.cccccc0000000p+0f, -0x1.0000000000000p+0f, 0x1.1c71c80000000p-1f, -0x1.3c0ca40000000p-2f, 0x1.5f2a7e0000000p-3f, 0x1.948b100000000p-1f, 0x1.c71c720000000p-1f, 0x1.0000000000000p+0f, 0x1.2000000000000p+0f, 0x1.4400000000000p+0f, 0x1.948b100000000p-1f, -0x1.c71c720000000p-1f, 0x1.0000000000000p+0f, -0x1.2000000000000p+0f, 0x1.4400000000000p+0f, 0x1.b000000000000p-5f, 0x1.2000000000000p-3f, 0x1.8000000000000p-2f, 0x1.0000000000000p+0f, 0x1.5555560000000p+1f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f};
+static const float wino_cx_f_a5[35] = {0x1.0000000000000p+0f, 0x1.24924a0000000p-2f, 0x1.4e5e0a0000000p-4f, 0x1.7e22560000000p-6f, 0x1.b4b9860000000p-8f, 0x1.0000000000000p+0f, -0x1.24924a0000000p-2f, 0x1.4e5e0a0000000p-4f, -0x1.7e22560000000p-6f, 0x1.b4b9860000000p-8f, 0x1.2aaaaa0000000p+0f, 0x1.0000000000000p+0f, 0x1.b6db6e0000000p-1f, 0x1.7829cc0000000p-1f, 0x1.426cf80000000p-1f, 0x1.2aaaaa0000000p+0f, -0x1.0000000000000p+0f, 0x1.b6db6e0000000p-1f, -0x1.7829cc0000000p-1f, 0x1.426cf80000000p-1f, 0x1.7e22560000000p-3f, 0x1.4e5e0a0000000p-2f, 0x1.24924a0000000p-1f, 0x1.0000000000000p+0f, 0x1.c000000000000p+0f, 0x1.7e22560000000p-3f, -0x1.4e5e0a0000000p-2f, 0x1.24924a0000000p-1f, -0x1.0000000000000p+0f, 0x1.c000000000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0000000000000p+0f};
 static inline void wino_cx_line_f_a5(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
     const wino_vf v0 = in[0 * is];
@@ -442,16 +454,18 @@ static inline void wino_cx_line_f_a5(const wino_vf *in, wino_index is, wino_vf *
     const wino_vf v2 = in[2 * is];
     const wino_vf v3 = in[3 * is];
     const wino_vf v4 = in[4 * is];
-    const wino_vf e1 = (0x1.cccccc0000000p+0f * v0 + (0x1.1c71c80000000p-1f * v2 + 0x1.5f2a7e0000000p-3f * v4));
-    const wino_vf o1 = (v1 + 0x1.3c0ca40000000p-2f * v3);
-    const wino_vf e3 = (0x1.948b100000000p-1f * v0 + (v2 + 0x1.4400000000000p+0f * v4));
-    const wino_vf o3 = (0x1.c71c720000000p-1f * v1 + 0x1.2000000000000p+0f * v3);
-    out[0 * os] = v0;
-    out[1 * os] = e1 + o1;
-    out[2 * os] = e1 - o1;
-    out[3 * os] = e3 + o3;
-    out[4 * os] = e3 - o3;
-    out[5 * os] = ((v3 + 0x1.b000000000000p-5f * v0) + (0x1.2000000000000p-3f * v1 + (0x1.8000000000000p-2f * v2 + 0x1.5555560000000p+1f * v4)));
+    const wino_vf e0 = (0x1.4e5e0a0000000p-4f * v2 + (v0 + 0x1.b4b9860000000p-8f * v4));
+    const wino_vf o0 = (0x1.24924a0000000p-2f * v1 + 0x1.7e22560000000p-6f * v3);
+    const wino_vf e2 = (0x1.2aaaaa0000000p+0f * v0 + (0x1.b6db6e0000000p-1f * v2 + 0x1.426cf80000000p-1f * v4));
+    const wino_vf o2 = (v1 + 0x1.7829cc0000000p-1f * v3);
+    const wino_vf e4 = (0x1.7e22560000000p-3f * v0 + (0x1.24924a0000000p-1f * v2 + 0x1.c000000000000p+0f * v4));
+    const wino_vf o4 = (v3 + 0x1.4e5e0a0000000p-2f * v1);
+    out[0 * os] = e0 + o0;
+    out[1 * os] = e0 - o0;
+    out[2 * os] = e2 + o2;
+    out[3 * os] = e2 - o2;
+    out[4 * os] = e4 + o4;
+    out[5 * os] = e4 - o4;
     out[6 * os] = v4;
 }
 static inline void wino_cx_linet_f_a5(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
@@ -463,32 +477,40 @@ static inline void wino_cx_linet_f_a5(const wino_vf *in, wino_index is, wino_vf 
     const wino_vf v4 = in[4 * is];
     const wino_vf v5 = in[5 * is];
     const wino_vf v6 = in[6 * is];
-    const wino_vf s1_2 = v1 + v2;
-    const wino_vf d1_2 = v1 - v2;
-    const wino_vf s3_4 = v3 + v4;
-    const wino_vf d3_4 = v3 - v4;
-    out[0 * os] = ((v0 + 0x1.cccccc0000000p+0f * s1_2) + (0x1.948b100000000p-1f * s3_4 + 0x1.b000000000000p-5f * v5));
-    out[1 * os] = (0x1.c71c720000000p-1f * d3_4 + (d1_2 + 0x1.2000000000000p-3f * v5));
-    out[2 * os] = (0x1.1c71c80000000p-1f * s1_2 + (s3_4 + 0x1.8000000000000p-2f * v5));
-    out[3 * os] = (0x1.3c0ca40000000p-2f * d1_2 + (v5 + 0x1.2000000000000p+0f * d3_4));
-    out[4 * os] = ((v6 + 0x1.5f2a7e0000000p-3f * s1_2) + (0x1.4400000000000p+0f * s3_4 + 0x1.5555560000000p+1f * v5));
+    const wino_vf s0_1 = v0 + v1;
+    const wino_vf d0_1 = v0 - v1;
+    const wino_vf s2_3 = v2 + v3;
+    const wino_vf d2_3 = v2 - v3;
+    const wino_vf s4_5 = v4 + v5;
+    const wino_vf d4_5 = v4 - v5;
+    out[0 * os] = (0x1.2aaaaa0000000p+0f * s2_3 + (s0_1 + 0x1.7e22560000000p-3f * s4_5));
+    out[1 * os] = (0x1.24924a0000000p-2f * d0_1 + (d2_3 + 0x1.4e5e0a0000000p-2f * d4_5));
+    out[2 * os] = (0x1.4e5e0a0000000p-4f * s0_1 + (0x1.b6db6e0000000p-1f * s2_3 + 0x1.24924a0000000p-1f * s4_5));
+    out[3 * os] = (0x1.7e22560000000p-6f * d0_1 + (d4_5 + 0x1.7829cc0000000p-1f * d2_3));
+    out[4 * os] = ((v6 + 0x1.b4b9860000000p-8f * s0_1) + (0x1.426cf80000000p-1f * s2_3 + 0x1.c000000000000p+0f * s4_5));
 }
 WINO_CX_CUBE(f, a5, 7, 5)
 
 /* G of F(5, 3): 7 x 3 */
-static const float wino_cx_f_g5[21] = {0x1.01ed8a0000000p+2f, 0x0.0p+0f, 0x0.0p+0f, 0x1.3949860000000p+0f, 0x1.5c18ce0000000p-1f, 0x1.82c63a0000000p-2f, 0x1.30b5260000000p+0f, -0x1.5290620000000p-1f, 0x1.782ea60000000p-2f, 0x1.1f0e100000000p+0f, 0x1.42efd20000000p+0f, 0x1.6b4dce0000000p+0f, 0x1.0b81e20000000p-1f, -0x1.2cf21e0000000p-1f, 0x1.5290620000000p-1f, 0x1.204a120000000p-2f, 0x1.8062c40000000p-1f, 0x1.0041d80000000p+1f, 0x0.0p+0f, 0x0.0p+0f, 0x1.0cacc60000000p+2f};
+static const float wino_cx_f_g5[21] = {0x1.b4eeb20000000p+1f, 0x1.f359f00000000p-1f, 0x1.1d57f60000000p-2f, 0x1.b4eeb20000000p+1f, -0x1.f359f00000000p-1f, 0x1.1d57f60000000p-2f, 0x1.08bbf80000000p+0f, 0x1.c5d4840000000p-1f, 0x1.84ff4c0000000p-1f, 0x1.08bbf80000000p+0f, -0x1.c5d4840000000p-1f, 0x1.84ff4c0000000p-1f, 0x1.8b73ea0000000p-2f, 0x1.5a056e0000000p-1f, 0x1.2ec4c00000000p+0f, 0x1.8b73ea0000000p-2f, -0x1.5a056e0000000p-1f, 0x1.2ec4c00000000p+0f, 0x0.0p+0f, 0x0.0p+0f, 0x1.f07d640000000p+1f};
 static inline void wino_cx_line_f_g5(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
     const wino_vf v0 = in[0 * is];
     const wino_vf v1 = in[1 * is];
     const wino_vf v2 = in[2 * is];
-    out[0 * os] = 0x1.01ed8a0000000p+2f * v0;
-    out[1 * os] = (0x1.3949860000000p+0f * v0 + (0x1.5c18ce0000000p-1f * v1 + 0x1.82c63a0000000p-2f * v2));
-    out[2 * os] = (0x1.30b5260000000p+0f * v0 + (-0x1.5290620000000p-1f * v1 + 0x1.782ea60000000p-2f * v2));
-    out[3 * os] = (0x1.1f0e100000000p+0f * v0 + (0x1.42efd20000000p+0f * v1 + 0x1.6b4dce0000000p+0f * v2));
-    out[4 * os] = (0x1.0b81e20000000p-1f * v0 + (-0x1.2cf21e0000000p-1f * v1 + 0x1.5290620000000p-1f * v2));
-    out[5 * os] = (0x1.204a120000000p-2f * v0 + (0x1.8062c40000000p-1f * v1 + 0x1.0041d80000000p+1f * v2));
-    out[6 * os] = 0x1.0cacc60000000p+2f * v2;
+    const wino_vf e0 = (0x1.b4eeb20000000p+1f * v0 + 0x1.1d57f60000000p-2f * v2);
+    const wino_vf o0 = 0x1.f359f00000000p-1f * v1;
+    const wino_vf e2 = (0x1.08bbf80000000p+0f * v0 + 0x1.84ff4c0000000p-1f * v2);
+    const wino_vf o2 = 0x1.c5d4840000000p-1f * v1;
+    const wino_vf e4 = (0x1.8b73ea0000000p-2f * v0 + 0x1.2ec4c00000000p+0f * v2);
+    const wino_vf o4 = 0x1.5a056e0000000p-1f * v1;
+    out[0 * os] = e0 + o0;
+    out[1 * os] = e0 - o0;
+    out[2 * os] = e2 + o2;
+    out[3 * os] = e2 - o2;
+    out[4 * os] = e4 + o4;
+    out[5 * os] = e4 - o4;
+    out[6 * os] = 0x1.f07d640000000p+1f * v2;
 }
 static inline void wino_cx_linet_f_g5(const wino_vf *in, wino_index is, wino_vf *out, wino_index os)
 {
@@ -499,9 +521,15 @@ static inline void wino_cx_linet_f_g5(const wino_vf *in, wino_index is, wino_vf 
     const wino_vf v4 = in[4 * is];
     const wino_vf v5 = in[5 * is];
     const wino_vf v6 = in[6 * is];
-    out[0 * os] = ((0x1.01ed8a0000000p+2f * v0 + (0x1.3949860000000p+0f * v1 + 0x1.30b5260000000p+0f * v2)) + (0x1.1f0e100000000p+0f * v3 + (0x1.0b81e20000000p-1f * v4 + 0x1.204a120000000p-2f * v5)));
-    out[1 * os] = ((0x1.5c18ce0000000p-1f * v1 + -0x1.5290620000000p-1f * v2) + (0x1.42efd20000000p+0f * v3 + (-0x1.2cf21e0000000p-1f * v4 + 0x1.8062c40000000p-1f * v5)));
-    out[2 * os] = ((0x1.82c63a0000000p-2f * v1 + (0x1.782ea60000000p-2f * v2 + 0x1.6b4dce0000000p+0f * v3)) + (0x1.5290620000000p-1f * v4 + (0x1.0041d80000000p+1f * v5 + 0x1.0cacc60000000p+2f * v6)));
+    const wino_vf s0_1 = v0 + v1;
+    const wino_vf d0_1 = v0 - v1;
+    const wino_vf s2_3 = v2 + v3;
+    const wino_vf d2_3 = v2 - v3;
+    const wino_vf s4_5 = v4 + v5;
+    const wino_vf d4_5 = v4 - v5;
+    out[0 * os] = (0x1.b4eeb20000000p+1f * s0_1 + (0x1.08bbf80000000p+0f * s2_3 + 0x1.8b73ea0000000p-2f * s4_5));
+    out[1 * os] = (0x1.f359f00000000p-1f * d0_1 + (0x1.c5d4840000000p-1f * d2_3 + 0x1.5a056e0000000p-1f * d4_5));
+    out[2 * os] = ((0x1.1d57f60000000p-2f * s0_1 + 0x1.84ff4c0000000p-1f * s2_3) + (0x1.2ec4c00000000p+0f * s4_5 + 0x1.f07d640000000p+1f * v6));
 }
 WINO_CX_CUBE(f, g5, 7, 3)
 
@@ -1060,7 +1088,7 @@ static inline void wino_cx_linet_d_g4(const wino_vd *in, wino_index is, wino_vd 
 WINO_CX_CUBE(d, g4, 6, 3)
 
 /* Bt of F(5, 3): 7 x 7 */
-static const double wino_cx_d_bt5[49] = {0x1.fc2c4ae8914ccp-3, -0x1.7d21382e6cf99p-4, -0x1.0000000000000p+0, 0x1.8000000000000p-2, 0x1.453b1138aee97p-1, -0x1.e7d899d5065e3p-3, 0x0.0p+0, 0x0.0p+0, 0x1.5d75672a71248p-1, 0x1.f1fa7fcfae074p-1, -0x1.0000000000000p+0, -0x1.8976e9ba3754cp-1, 0x1.74c17f1c346b3p-2, 0x0.0p+0, 0x0.0p+0, -0x1.d6cdfa1d6cdfap-2, 0x1.0000000000000p+0, 0x1.b19aefd591c84p-5, -0x1.948b0fcd6e9e0p-1, 0x1.f6310aca0dbb5p-3, 0x0.0p+0, 0x0.0p+0, -0x1.1e9131abf0b76p-2, -0x1.268701460cbc8p-3, 0x1.0000000000000p+0, 0x1.dd226357e16edp-2, -0x1.357e16ece540fp-2, 0x0.0p+0, 0x0.0p+0, 0x1.f41f41f41f41fp-3, -0x1.3c0ca4587e6b7p-2, -0x1.6b6c0c1616b6cp-1, 0x1.0000000000000p+0, -0x1.0e10e10e10e11p-2, 0x0.0p+0, 0x0.0p+0, 0x1.fc2c4ae8914ccp-3, 0x0.0p+0, -0x1.0000000000000p+0, 0x0.0p+0, 0x1.453b1138aee97p-1, 0x0.0p+0, 0x0.0p+0, -0x1.fc2c4ae8914ccp-3, 0x1.7d21382e6cf99p-4, 0x1.0000000000000p+0, -0x1.8000000000000p-2, -0x1.453b1138aee97p-1, 0x1.e7d899d5065e3p-3};
+static const double wino_cx_d_bt5[49] = {0x1.5ab8e25521f79p-3, 0x1.2f61c60a7db8ap-1, -0x1.2492492492492p-2, -0x1.0000000000000p+0, 0x1.3432904bac6a5p-4, 0x1.0dac3e4236dd0p-2, 0x0.0p+0, 0x1.5ab8e25521f79p-3, -0x1.2f61c60a7db8ap-1, -0x1.2492492492492p-2, 0x1.0000000000000p+0, 0x1.3432904bac6a5p-4, -0x1.0dac3e4236dd0p-2, 0x0.0p+0, -0x1.1728d089eb058p-4, -0x1.45af9df63cdbcp-4, 0x1.b6db6db6db6dbp-1, 0x1.0000000000000p+0, -0x1.1728d089eb058p-2, -0x1.45af9df63cdbcp-2, 0x0.0p+0, -0x1.1728d089eb058p-4, 0x1.45af9df63cdbcp-4, 0x1.b6db6db6db6dbp-1, -0x1.0000000000000p+0, -0x1.1728d089eb058p-2, 0x1.45af9df63cdbcp-2, 0x0.0p+0, 0x1.eb50b6898aedcp-5, 0x1.18c0684e9887ep-5, -0x1.a1f58d0fac688p-1, -0x1.ddaaea5b0e2e4p-2, 0x1.0000000000000p+0, 0x1.2492492492492p-1, 0x0.0p+0, 0x1.eb50b6898aedcp-5, -0x1.18c0684e9887ep-5, -0x1.a1f58d0fac688p-1, 0x1.ddaaea5b0e2e4p-2, 0x1.0000000000000p+0, -0x1.2492492492492p-1, 0x0.0p+0, -0x1.83ea1cca60230p-5, 0x0.0p+0, 0x1.51e9d0435fae8p-1, 0x0.0p+0, -0x1.0000000000000p+0, 0x0.0p+0, 0x1.07ff5397f3344p-2};
 static inline void wino_cx_line_d_bt5(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
     const wino_vd v0 = in[0 * is];
@@ -1070,13 +1098,19 @@ static inline void wino_cx_line_d_bt5(const wino_vd *in, wino_index is, wino_vd 
     const wino_vd v4 = in[4 * is];
     const wino_vd v5 = in[5 * is];
     const wino_vd v6 = in[6 * is];
-    out[0 * os] = ((0x1.fc2c4ae8914ccp-3 * v0 + (-0x1.7d21382e6cf99p-4 * v1 - v2)) + (0x1.8000000000000p-2 * v3 + (0x1.453b1138aee97p-1 * v4 + -0x1.e7d899d5065e3p-3 * v5)));
-    out[1 * os] = ((0x1.5d75672a71248p-1 * v1 + 0x1.f1fa7fcfae074p-1 * v2) + ((-v3) + (-0x1.8976e9ba3754cp-1 * v4 + 0x1.74c17f1c346b3p-2 * v5)));
-    out[2 * os] = ((v2 + -0x1.d6cdfa1d6cdfap-2 * v1) + (0x1.b19aefd591c84p-5 * v3 + (-0x1.948b0fcd6e9e0p-1 * v4 + 0x1.f6310aca0dbb5p-3 * v5)));
-    out[3 * os] = ((v3 + -0x1.1e9131abf0b76p-2 * v1) + (-0x1.268701460cbc8p-3 * v2 + (0x1.dd226357e16edp-2 * v4 + -0x1.357e16ece540fp-2 * v5)));
-    out[4 * os] = ((v4 + 0x1.f41f41f41f41fp-3 * v1) + (-0x1.3c0ca4587e6b7p-2 * v2 + (-0x1.6b6c0c1616b6cp-1 * v3 + -0x1.0e10e10e10e11p-2 * v5)));
-    out[5 * os] = (0x1.fc2c4ae8914ccp-3 * v1 + ((-v3) + 0x1.453b1138aee97p-1 * v5));
-    out[6 * os] = ((-0x1.fc2c4ae8914ccp-3 * v1 + (v3 + 0x1.7d21382e6cf99p-4 * v2)) + (-0x1.8000000000000p-2 * v4 + (-0x1.453b1138aee97p-1 * v5 + 0x1.e7d899d5065e3p-3 * v6)));
+    const wino_vd e0 = (0x1.5ab8e25521f79p-3 * v0 + (-0x1.2492492492492p-2 * v2 + 0x1.3432904bac6a5p-4 * v4));
+    const wino_vd o0 = (0x1.2f61c60a7db8ap-1 * v1 + ((-v3) + 0x1.0dac3e4236dd0p-2 * v5));
+    const wino_vd e2 = (-0x1.1728d089eb058p-4 * v0 + (0x1.b6db6db6db6dbp-1 * v2 + -0x1.1728d089eb058p-2 * v4));
+    const wino_vd o2 = (-0x1.45af9df63cdbcp-4 * v1 + (v3 + -0x1.45af9df63cdbcp-2 * v5));
+    const wino_vd e4 = (0x1.eb50b6898aedcp-5 * v0 + (v4 + -0x1.a1f58d0fac688p-1 * v2));
+    const wino_vd o4 = (0x1.18c0684e9887ep-5 * v1 + (-0x1.ddaaea5b0e2e4p-2 * v3 + 0x1.2492492492492p-1 * v5));
+    out[0 * os] = e0 + o0;
+    out[1 * os] = e0 - o0;
+    out[2 * os] = e2 + o2;
+    out[3 * os] = e2 - o2;
+    out[4 * os] = e4 + o4;
+    out[5 * os] = e4 - o4;
+    out[6 * os] = ((-0x1.83ea1cca60230p-5 * v0 + 0x1.51e9d0435fae8p-1 * v2) + ((-v4) + 0x1.07ff5397f3344p-2 * v6));
 }
 static inline void wino_cx_linet_d_bt5(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
@@ -1087,18 +1121,24 @@ static inline void wino_cx_linet_d_bt5(const wino_vd *in, wino_index is, wino_vd
     const wino_vd v4 = in[4 * is];
     const wino_vd v5 = in[5 * is];
     const wino_vd v6 = in[6 * is];
-    out[0 * os] = 0x1.fc2c4ae8914ccp-3 * v0;
-    out[1 * os] = ((-0x1.7d21382e6cf99p-4 * v0 + (0x1.5d75672a71248p-1 * v1 + -0x1.d6cdfa1d6cdfap-2 * v2)) + ((-0x1.1e9131abf0b76p-2 * v3 + 0x1.f41f41f41f41fp-3 * v4) + (0x1.fc2c4ae8914ccp-3 * v5 + -0x1.fc2c4ae8914ccp-3 * v6)));
-    out[2 * os] = ((v2 + ((-v0) + 0x1.f1fa7fcfae074p-1 * v1)) + (-0x1.268701460cbc8p-3 * v3 + (-0x1.3c0ca4587e6b7p-2 * v4 + 0x1.7d21382e6cf99p-4 * v6)));
-    out[3 * os] = ((v3 + (v6 + 0x1.8000000000000p-2 * v0)) + (((-v1) + 0x1.b19aefd591c84p-5 * v2) + (-0x1.6b6c0c1616b6cp-1 * v4 - v5)));
-    out[4 * os] = ((0x1.453b1138aee97p-1 * v0 + (v4 + -0x1.8976e9ba3754cp-1 * v1)) + (-0x1.948b0fcd6e9e0p-1 * v2 + (0x1.dd226357e16edp-2 * v3 + -0x1.8000000000000p-2 * v6)));
-    out[5 * os] = ((-0x1.e7d899d5065e3p-3 * v0 + (0x1.74c17f1c346b3p-2 * v1 + 0x1.f6310aca0dbb5p-3 * v2)) + ((-0x1.357e16ece540fp-2 * v3 + -0x1.0e10e10e10e11p-2 * v4) + (0x1.453b1138aee97p-1 * v5 + -0x1.453b1138aee97p-1 * v6)));
-    out[6 * os] = 0x1.e7d899d5065e3p-3 * v6;
+    const wino_vd s0_1 = v0 + v1;
+    const wino_vd d0_1 = v0 - v1;
+    const wino_vd s2_3 = v2 + v3;
+    const wino_vd d2_3 = v2 - v3;
+    const wino_vd s4_5 = v4 + v5;
+    const wino_vd d4_5 = v4 - v5;
+    out[0 * os] = ((0x1.5ab8e25521f79p-3 * s0_1 + -0x1.1728d089eb058p-4 * s2_3) + (0x1.eb50b6898aedcp-5 * s4_5 + -0x1.83ea1cca60230p-5 * v6));
+    out[1 * os] = (0x1.2f61c60a7db8ap-1 * d0_1 + (-0x1.45af9df63cdbcp-4 * d2_3 + 0x1.18c0684e9887ep-5 * d4_5));
+    out[2 * os] = ((-0x1.2492492492492p-2 * s0_1 + 0x1.b6db6db6db6dbp-1 * s2_3) + (-0x1.a1f58d0fac688p-1 * s4_5 + 0x1.51e9d0435fae8p-1 * v6));
+    out[3 * os] = (d2_3 + ((-d0_1) + -0x1.ddaaea5b0e2e4p-2 * d4_5));
+    out[4 * os] = ((s4_5 + 0x1.3432904bac6a5p-4 * s0_1) + (-0x1.1728d089eb058p-2 * s2_3 - v6));
+    out[5 * os] = (0x1.0dac3e4236dd0p-2 * d0_1 + (-0x1.45af9df63cdbcp-2 * d2_3 + 0x1.2492492492492p-1 * d4_5));
+    out[6 * os] = 0x1.07ff5397f3344p-2 * v6;
 }
 WINO_CX_CUBE(d, bt5, 7, 7)
 
 /* A = At^T of F(5, 3): 7 x 5 */
-static const double wino_cx_d_a5[35] = {0x1.0000000000000p+0, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x1.ccccccccccccdp+0, 0x1.0000000000000p+0, 0x1.1c71c71c71c72p-1, 0x1.3c0ca4587e6b7p-2, 0x1.5f2a7db7a8e93p-3, 0x1.ccccccccccccdp+0, -0x1.0000000000000p+0, 0x1.1c71c71c71c72p-1, -0x1.3c0ca4587e6b7p-2, 0x1.5f2a7db7a8e93p-3, 0x1.948b0fcd6e9e0p-1, 0x1.c71c71c71c71cp-1, 0x1.0000000000000p+0, 0x1.2000000000000p+0, 0x1.4400000000000p+0, 0x1.948b0fcd6e9e0p-1, -0x1.c71c71c71c71cp-1, 0x1.0000000000000p+0, -0x1.2000000000000p+0, 0x1.4400000000000p+0, 0x1.b000000000000p-5, 0x1.2000000000000p-3, 0x1.8000000000000p-2, 0x1.0000000000000p+0, 0x1.5555555555555p+1, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+0};
+static const double wino_cx_d_a5[35] = {0x1.0000000000000p+0, 0x1.2492492492492p-2, 0x1.4e5e0a72f0539p-4, 0x1.7e225515a4f1dp-6, 0x1.b4b985cf97efdp-8, 0x1.0000000000000p+0, -0x1.2492492492492p-2, 0x1.4e5e0a72f0539p-4, -0x1.7e225515a4f1dp-6, 0x1.b4b985cf97efdp-8, 0x1.2aaaaaaaaaaabp+0, 0x1.0000000000000p+0, 0x1.b6db6db6db6dbp-1, 0x1.7829cbc14e5e1p-1, 0x1.426cf7ca432c1p-1, 0x1.2aaaaaaaaaaabp+0, -0x1.0000000000000p+0, 0x1.b6db6db6db6dbp-1, -0x1.7829cbc14e5e1p-1, 0x1.426cf7ca432c1p-1, 0x1.7e225515a4f1dp-3, 0x1.4e5e0a72f0539p-2, 0x1.2492492492492p-1, 0x1.0000000000000p+0, 0x1.c000000000000p+0, 0x1.7e225515a4f1dp-3, -0x1.4e5e0a72f0539p-2, 0x1.2492492492492p-1, -0x1.0000000000000p+0, 0x1.c000000000000p+0, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x0.0p+0, 0x1.0000000000000p+0};
 static inline void wino_cx_line_d_a5(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
     const wino_vd v0 = in[0 * is];
@@ -1106,16 +1146,18 @@ static inline void wino_cx_line_d_a5(const wino_vd *in, wino_index is, wino_vd *
     const wino_vd v2 = in[2 * is];
     const wino_vd v3 = in[3 * is];
     const wino_vd v4 = in[4 * is];
-    const wino_vd e1 = (0x1.ccccccccccccdp+0 * v0 + (0x1.1c71c71c71c72p-1 * v2 + 0x1.5f2a7db7a8e93p-3 * v4));
-    const wino_vd o1 = (v1 + 0x1.3c0ca4587e6b7p-2 * v3);
-    const wino_vd e3 = (0x1.948b0fcd6e9e0p-1 * v0 + (v2 + 0x1.4400000000000p+0 * v4));
-    const wino_vd o3 = (0x1.c71c71c71c71cp-1 * v1 + 0x1.2000000000000p+0 * v3);
-    out[0 * os] = v0;
-    out[1 * os] = e1 + o1;
-    out[2 * os] = e1 - o1;
-    out[3 * os] = e3 + o3;
-    out[4 * os] = e3 - o3;
-    out[5 * os] = ((v3 + 0x1.b000000000000p-5 * v0) + (0x1.2000000000000p-3 * v1 + (0x1.8000000000000p-2 * v2 + 0x1.5555555555555p+1 * v4)));
+    const wino_vd e0 = (0x1.4e5e0a72f0539p-4 * v2 + (v0 + 0x1.b4b985cf97efdp-8 * v4));
+    const wino_vd o0 = (0x1.2492492492492p-2 * v1 + 0x1.7e225515a4f1dp-6 * v3);
+    const wino_vd e2 = (0x1.2aaaaaaaaaaabp+0 * v0 + (0x1.b6db6db6db6dbp-1 * v2 + 0x1.426cf7ca432c1p-1 * v4));
+    const wino_vd o2 = (v1 + 0x1.7829cbc14e5e1p-1 * v3);
+    const wino_vd e4 = (0x1.7e225515a4f1dp-3 * v0 + (0x1.2492492492492p-1 * v2 + 0x1.c000000000000p+0 * v4));
+    const wino_vd o4 = (v3 + 0x1.4e5e0a72f0539p-2 * v1);
+    out[0 * os] = e0 + o0;
+    out[1 * os] = e0 - o0;
+    out[2 * os] = e2 + o2;
+    out[3 * os] = e2 - o2;
+    out[4 * os] = e4 + o4;
+    out[5 * os] = e4 - o4;
     out[6 * os] = v4;
 }
 static inline void wino_cx_linet_d_a5(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
@@ -1127,32 +1169,40 @@ static inline void wino_cx_linet_d_a5(const wino_vd *in, wino_index is, wino_vd 
     const wino_vd v4 = in[4 * is];
     const wino_vd v5 = in[5 * is];
     const wino_vd v6 = in[6 * is];
-    const wino_vd s1_2 = v1 + v2;
-    const wino_vd d1_2 = v1 - v2;
-    const wino_vd s3_4 = v3 + v4;
-    const wino_vd d3_4 = v3 - v4;
-    out[0 * os] = ((v0 + 0x1.ccccccccccccdp+0 * s1_2) + (0x1.948b0fcd6e9e0p-1 * s3_4 + 0x1.b000000000000p-5 * v5));
-    out[1 * os] = (0x1.c71c71c71c71cp-1 * d3_4 + (d1_2 + 0x1.2000000000000p-3 * v5));
-    out[2 * os] = (0x1.1c71c71c71c72p-1 * s1_2 + (s3_4 + 0x1.8000000000000p-2 * v5));
-    out[3 * os] = (0x1.3c0ca4587e6b7p-2 * d1_2 + (v5 + 0x1.2000000000000p+0 * d3_4));
-    out[4 * os] = ((v6 + 0x1.5f2a7db7a8e93p-3 * s1_2) + (0x1.4400000000000p+0 * s3_4 + 0x1.5555555555555p+1 * v5));
+    const wino_vd s0_1 = v0 + v1;
+    const wino_vd d0_1 = v0 - v1;
+    const wino_vd s2_3 = v2 + v3;
+    const wino_vd d2_3 = v2 - v3;
+    const wino_vd s4_5 = v4 + v5;
+    const wino_vd d4_5 = v4 - v5;
+    out[0 * os] = (0x1.2aaaaaaaaaaabp+0 * s2_3 + (s0_1 + 0x1.7e225515a4f1dp-3 * s4_5));
+    out[1 * os] = (0x1.2492492492492p-2 * d0_1 + (d2_3 + 0x1.4e5e0a72f0539p-2 * d4_5));
+    out[2 * os] = (0x1.4e5e0a72f0539p-4 * s0_1 + (0x1.b6db6db6db6dbp-1 * s2_3 + 0x1.2492492492492p-1 * s4_5));
+    out[3 * os] = (0x1.7e225515a4f1dp-6 * d0_1 + (d4_5 + 0x1.7829cbc14e5e1p-1 * d2_3));
+    out[4 * os] = ((v6 + 0x1.b4b985cf97efdp-8 * s0_1) + (0x1.426cf7ca432c1p-1 * s2_3 + 0x1.c000000000000p+0 * s4_5));
 }
 WINO_CX_CUBE(d, a5, 7, 5)
 
 /* G of F(5, 3): 7 x 3 */
-static const double wino_cx_d_g5[21] = {0x1.01ed8aef70632p+2, 0x0.0p+0, 0x0.0p+0, 0x1.3949858858a6fp+0, 0x1.5c18cd42299d0p-1, 0x1.82c63965f5592p-2, 0x1.30b52539ddf68p+0, -0x1.529062404bf58p-1, 0x1.782ea60e8d49ap-2, 0x1.1f0e10aed5b88p+0, 0x1.42efd2c4b06fap+0, 0x1.6b4dcd1d467d9p+0, 0x1.0b81e22c7b3a1p-1, -0x1.2cf21e720aa15p-1, 0x1.529062404bf58p-1, 0x1.204a1297cb65cp-2, 0x1.8062c3750f325p-1, 0x1.0041d7a35f76ep+1, 0x0.0p+0, 0x0.0p+0, 0x1.0cacc60ebfbc9p+2};
+static const double wino_cx_d_g5[21] = {0x1.b4eeb13d3beb6p+1, 0x1.f359ef21690d1p-1, 0x1.1d57f65c3c077p-2, 0x1.b4eeb13d3beb6p+1, -0x1.f359ef21690d1p-1, 0x1.1d57f65c3c077p-2, 0x1.08bbf795644bcp+0, 0x1.c5d483db875d5p-1, 0x1.84ff4c73064ffp-1, 0x1.08bbf795644bcp+0, -0x1.c5d483db875d5p-1, 0x1.84ff4c73064ffp-1, 0x1.8b73ea7b1318ap-2, 0x1.5a056d2bb0b59p-1, 0x1.2ec4bf863a9eep+0, 0x1.8b73ea7b1318ap-2, -0x1.5a056d2bb0b59p-1, 0x1.2ec4bf863a9eep+0, 0x0.0p+0, 0x0.0p+0, 0x1.f07d6343eb1a2p+1};
 static inline void wino_cx_line_d_g5(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
     const wino_vd v0 = in[0 * is];
     const wino_vd v1 = in[1 * is];
     const wino_vd v2 = in[2 * is];
-    out[0 * os] = 0x1.01ed8aef70632p+2 * v0;
-    out[1 * os] = (0x1.3949858858a6fp+0 * v0 + (0x1.5c18cd42299d0p-1 * v1 + 0x1.82c63965f5592p-2 * v2));
-    out[2 * os] = (0x1.30b52539ddf68p+0 * v0 + (-0x1.529062404bf58p-1 * v1 + 0x1.782ea60e8d49ap-2 * v2));
-    out[3 * os] = (0x1.1f0e10aed5b88p+0 * v0 + (0x1.42efd2c4b06fap+0 * v1 + 0x1.6b4dcd1d467d9p+0 * v2));
-    out[4 * os] = (0x1.0b81e22c7b3a1p-1 * v0 + (-0x1.2cf21e720aa15p-1 * v1 + 0x1.529062404bf58p-1 * v2));
-    out[5 * os] = (0x1.204a1297cb65cp-2 * v0 + (0x1.8062c3750f325p-1 * v1 + 0x1.0041d7a35f76ep+1 * v2));
-    out[6 * os] = 0x1.0cacc60ebfbc9p+2 * v2;
+    const wino_vd e0 = (0x1.b4eeb13d3beb6p+1 * v0 + 0x1.1d57f65c3c077p-2 * v2);
+    const wino_vd o0 = 0x1.f359ef21690d1p-1 * v1;
+    const wino_vd e2 = (0x1.08bbf795644bcp+0 * v0 + 0x1.84ff4c73064ffp-1 * v2);
+    const wino_vd o2 = 0x1.c5d483db875d5p-1 * v1;
+    const wino_vd e4 = (0x1.8b73ea7b1318ap-2 * v0 + 0x1.2ec4bf863a9eep+0 * v2);
+    const wino_vd o4 = 0x1.5a056d2bb0b59p-1 * v1;
+    out[0 * os] = e0 + o0;
+    out[1 * os] = e0 - o0;
+    out[2 * os] = e2 + o2;
+    out[3 * os] = e2 - o2;
+    out[4 * os] = e4 + o4;
+    out[5 * os] = e4 - o4;
+    out[6 * os] = 0x1.f07d6343eb1a2p+1 * v2;
 }
 static inline void wino_cx_linet_d_g5(const wino_vd *in, wino_index is, wino_vd *out, wino_index os)
 {
@@ -1163,9 +1213,15 @@ static inline void wino_cx_linet_d_g5(const wino_vd *in, wino_index is, wino_vd 
     const wino_vd v4 = in[4 * is];
     const wino_vd v5 = in[5 * is];
     const wino_vd v6 = in[6 * is];
-    out[0 * os] = ((0x1.01ed8aef70632p+2 * v0 + (0x1.3949858858a6fp+0 * v1 + 0x1.30b52539ddf68p+0 * v2)) + (0x1.1f0e10aed5b88p+0 * v3 + (0x1.0b81e22c7b3a1p-1 * v4 + 0x1.204a1297cb65cp-2 * v5)));
-    out[1 * os] = ((0x1.5c18cd42299d0p-1 * v1 + -0x1.529062404bf58p-1 * v2) + (0x1.42efd2c4b06fap+0 * v3 + (-0x1.2cf21e720aa15p-1 * v4 + 0x1.8062c3750f325p-1 * v5)));
-    out[2 * os] = ((0x1.82c63965f5592p-2 * v1 + (0x1.782ea60e8d49ap-2 * v2 + 0x1.6b4dcd1d467d9p+0 * v3)) + (0x1.529062404bf58p-1 * v4 + (0x1.0041d7a35f76ep+1 * v5 + 0x1.0cacc60ebfbc9p+2 * v6)));
+    const wino_vd s0_1 = v0 + v1;
+    const wino_vd d0_1 = v0 - v1;
+    const wino_vd s2_3 = v2 + v3;
+    const wino_vd d2_3 = v2 - v3;
+    const wino_vd s4_5 = v4 + v5;
+    const wino_vd d4_5 = v4 - v5;
+    out[0 * os] = (0x1.b4eeb13d3beb6p+1 * s0_1 + (0x1.08bbf795644bcp+0 * s2_3 + 0x1.8b73ea7b1318ap-2 * s4_5));
+    out[1 * os] = (0x1.f359ef21690d1p-1 * d0_1 + (0x1.c5d483db875d5p-1 * d2_3 + 0x1.5a056d2bb0b59p-1 * d4_5));
+    out[2 * os] = ((0x1.1d57f65c3c077p-2 * s0_1 + 0x1.84ff4c73064ffp-1 * s2_3) + (0x1.2ec4bf863a9eep+0 * s4_5 + 0x1.f07d6343eb1a2p+1 * v6));
 }
 WINO_CX_CUBE(d, g5, 7, 3)
 
