@@ -17,7 +17,7 @@ torch.set_num_threads(2)
 
 
 def rel(a, b):
-    return float((a - b).norm() / b.norm())
+    return float((a - b).detach().norm() / b.detach().norm())
 
 
 def compiled(model, x, tile=2):
@@ -251,3 +251,37 @@ def test_norm_affine_groups_match_torch():
         ref = F.instance_norm(t, weight=w.double(), bias=b.double()) if groups is None else \
             F.group_norm(t, groups, w.double(), b.double())
         assert rel(got, ref) < 1e-5
+
+
+class UpCat(nn.Module):
+    """MONAI-UpCat-like: a transposed convolution with kernel == stride,
+    concatenated with a skip tensor, then a convolution."""
+
+    def __init__(self, first):
+        super().__init__()
+        self.first = first
+        self.up = nn.ConvTranspose3d(6, 3, 2, stride=2)
+        self.other = nn.ConvTranspose3d(6, 3, 3, stride=2, padding=1, output_padding=1)  # not kernel == stride
+        self.conv = nn.Conv3d(5, 2, 3, padding=1)
+
+    def forward(self, x, skip):
+        u = self.up(x)
+        t = torch.cat([u, skip] if self.first else [skip, u], dim=1)
+        return self.conv(t) + self.other(x)[:, :2]
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_upsampling_and_concatenation(first):
+    torch.manual_seed(5)
+    model = UpCat(first).eval()
+    x, skip = torch.randn(2, 6, 3, 4, 5), torch.randn(2, 2, 6, 8, 10)
+    with torch.no_grad():
+        ref = model(x, skip)
+    torch._dynamo.reset()
+    fusion.reports.clear()
+    f = torch.compile(convert_model(copy.deepcopy(model), tile=2), backend="pywino3d")
+    with torch.no_grad():
+        y = f(x, skip)
+    assert fusion.reports[0].upsamplings == 1 and fusion.reports[0].concatenations == 1
+    assert rel(y, ref) < 1e-5
+    assert rel(fusion._upsample(x, model.up.weight, None), F.conv_transpose3d(x, model.up.weight, stride=2)) < 1e-6
