@@ -285,3 +285,25 @@ def test_upsampling_and_concatenation(first):
     assert fusion.reports[0].upsamplings == 1 and fusion.reports[0].concatenations == 1
     assert rel(y, ref) < 1e-5
     assert rel(fusion._upsample(x, model.up.weight, None), F.conv_transpose3d(x, model.up.weight, stride=2)) < 1e-6
+
+
+class BroadcastAdd(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv3d(3, 4, 3, padding=1)
+        self.offset = nn.Parameter(torch.randn(1, 4, 1, 1, 1))
+
+    def forward(self, x):
+        return F.relu(self.conv(x) + self.offset)
+
+
+def test_broadcast_add_is_not_a_residual():
+    torch.manual_seed(6)
+    model = BroadcastAdd().eval()
+    x = torch.randn(1, 3, 6, 6, 6)
+    with torch.no_grad():
+        ref = model(x)
+    f, report = compiled(copy.deepcopy(model), x)
+    with torch.no_grad():
+        assert rel(f(x), ref) < 1e-5
+    assert report.residual_epilogues == 0

@@ -321,8 +321,6 @@ def _activation(node):
         if kind == "prelu":
             w = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
             return (kind, DEFAULT_ALPHA["prelu"], w) if isinstance(w, torch.fx.Node) else None
-        if kind == "silu" and (node.kwargs.get("inplace") or (len(node.args) > 1 and node.args[1])):
-            return kind, 0.0, None
         return kind, 0.0, None
     if node.op == "call_method" and node.target in _ACT_METHODS:
         return _ACT_METHODS[node.target], 0.0, None
@@ -481,8 +479,8 @@ def fuse_graph(gm: torch.fx.GraphModule) -> FusionReport:
                 report.batchnorm_epilogues += 1
             elif _is_add(u, c.anchor) and c.residual is None and _same_shape(u, c.anchor):
                 other = _other_operand(u, c.anchor)
-                if other is None or _depends_on(other, c.anchor):
-                    break
+                if other is None or not _same_shape(other, c.anchor) or _depends_on(other, c.anchor):
+                    break  # (a broadcast operand, e.g. a per-channel constant, stays torch's add)
                 c.residual, c.after_activation = other, c.act is not None
                 report.residual_epilogues += 1
             elif _activation(u) is not None and c.act is None and u.args[0] is c.anchor:
