@@ -506,8 +506,8 @@ def fuse_graph(gm: torch.fx.GraphModule) -> FusionReport:
         users = _users(node)
         if len(users) == 1 and _activation(users[0]) is not None and users[0].args[0] is node:
             chain_out, act = users[0], _activation(users[0])
-        producer = out_of.get(src)
-        use_epilogue = producer is not None and len(_users(src)) == 1
+        producer = out_of.get(src)  # (other readers of src are fine: the stats leave it unchanged)
+        use_epilogue = producer is not None
         norms.append(dict(node=node, nrm=nrm, src=src, chain_out=chain_out, act=act,
                           producer=producer if use_epilogue else None))
         if use_epilogue:
