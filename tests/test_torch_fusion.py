@@ -167,6 +167,12 @@ def test_training_runs_unfused_with_exact_gradients():
     fusion.reports.clear()
     n0 = 0
     f = torch.compile(model, backend="pywino3d")
+    with torch.no_grad():  # an inference call first: its fused graph must not serve the training call
+        model.eval()
+        f(x)
+        model.train()
+    n0 = len(fusion.reports)
+    assert n0 == 1
     y = f(x)
     assert len(fusion.reports) == n0  # nothing rewritten with gradients enabled
     y.square().sum().backward()
