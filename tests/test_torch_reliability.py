@@ -3,6 +3,7 @@ steps with the U cache, threads, LowRankWinogradConv3d's composed U, CUDA."""
 import gc
 import os
 import threading
+import time
 import tracemalloc
 
 import pytest
@@ -45,13 +46,54 @@ def _ddp_worker(rank, world, init, x, t, out):
         dist.destroy_process_group()
 
 
+def _spawn(fn, args_of, nprocs, timeout=180, tries=2):
+    """``torch.multiprocessing`` spawn with a deadline.  A launch whose rank
+    dies by a signal (gloo's teardown aborts a rank once in many runs, after
+    its work is done; the other rank may then wait for ever) or that passes
+    the deadline is killed and repeated once with a fresh rendezvous.  An
+    exception raised inside a worker fails at once; the caller checks the
+    results either way."""
+    for attempt in range(tries):
+        ctx = torch.multiprocessing.start_processes(fn, args=args_of(attempt), nprocs=nprocs, join=False,
+                                                    start_method="spawn")
+        deadline = time.monotonic() + timeout
+        try:
+            while not ctx.join(timeout=5):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"DDP workers still running after {timeout} s")
+            return
+        except (TimeoutError, torch.multiprocessing.ProcessExitedException):
+            for p in ctx.processes:
+                if p.is_alive():
+                    p.kill()
+            if attempt == tries - 1:
+                raise
+
+
+def _abort_first_launch(rank, marker):
+    if rank == 0 and not os.path.exists(marker):
+        open(marker, "w").close()
+        os.abort()
+
+
+def _raise(rank):
+    raise ValueError("a worker's own error")
+
+
+def test_spawn_repeats_an_aborted_launch_only(tmp_path):
+    marker = str(tmp_path / "aborted")
+    _spawn(_abort_first_launch, lambda attempt: (marker,), nprocs=2)
+    assert os.path.exists(marker)
+    with pytest.raises(torch.multiprocessing.ProcessRaisedException, match="own error"):
+        _spawn(_raise, lambda attempt: (), nprocs=1)
+
+
 def test_ddp_gradients_equal_full_batch(tmp_path):
     torch.manual_seed(3)
     x = torch.randn(4, 2, 5, 6, 5, dtype=torch.float64)
     t = torch.randn(4, 3, 5, 6, 5, dtype=torch.float64)
     out = str(tmp_path / "grads.pt")
-    init = f"file://{tmp_path / 'store'}"
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, init, x, t, out), nprocs=2, join=True)
+    _spawn(_ddp_worker, lambda attempt: (2, f"file://{tmp_path / f'store{attempt}'}", x, t, out), nprocs=2)
     ddp = torch.load(out)
     single = _net()
     torch.nn.functional.mse_loss(single(x), t).backward()
