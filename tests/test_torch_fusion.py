@@ -313,3 +313,18 @@ def test_broadcast_add_is_not_a_residual():
     with torch.no_grad():
         assert rel(f(x), ref) < 1e-5
     assert report.residual_epilogues == 0
+
+
+def test_optimize_keeps_the_faster_of_fused_and_unfused(monkeypatch):
+    torch.manual_seed(7)
+    model = Block(2, "instance", "relu", False, False).eval()
+    x = torch.randn(1, 2, 6, 6, 6)
+    torch._dynamo.reset()
+    for fused_faster in (True, False):
+        monkeypatch.setattr(fusion, "_alternating_ms", lambda fns, args, rounds: [1.0, 2.0][::1 if fused_faster else -1])
+        m = copy.deepcopy(model)
+        out = optimize(m, x)
+        assert fusion.decisions[-1]["fused"] is fused_faster
+        assert (out is m) is not fused_faster
+        with torch.no_grad():
+            assert rel(out(x), model(x)) < 1e-4
