@@ -65,6 +65,9 @@ if any(v in os.environ for v in _BLAS_VARS) and __name__ == "__main__":
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import md_blocks  # noqa: E402
+
 START, END = "<!-- bench_engines:start -->", "<!-- bench_engines:end -->"
 ENGINES = ("torch", "torch.compile", "onnxruntime", "openvino", "pywino3d", "pywino3d+compile", "pywino3d-fused")
 #: The package an engine needs beyond torch (None: torch alone).
@@ -252,17 +255,6 @@ def markdown(rows, args, split=None):
     return "\n".join(out)
 
 
-def write_md(path, block):
-    p = pathlib.Path(path)
-    text = p.read_text() if p.exists() else ""
-    if START in text and END in text:
-        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n## Whole networks against other engines (`benchmarks/bench_engines.py`)\n\n" \
-            + block + "\n"
-    p.write_text(text)
-
-
 def plot(rows, path):
     import matplotlib
 
@@ -331,7 +323,8 @@ def main(argv=None):
     if args.plot:
         plot(rows, args.plot)
     if args.md:
-        write_md(args.md, markdown(rows, args, split))
+        md_blocks.write_block(args.md, markdown(rows, args, split), START, END,
+                               'Whole networks against other engines (`benchmarks/bench_engines.py`)')
     return rows
 
 

@@ -50,6 +50,7 @@ if any(v in os.environ for v in _BLAS_VARS) and __name__ == "__main__":
 import torch  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import md_blocks  # noqa: E402
 import nets3d  # noqa: E402
 
 from pywino3d.torch import Conv3d, conversion_summary, convert_model  # noqa: E402
@@ -171,16 +172,6 @@ def markdown(rows, args):
     return "\n".join(out)
 
 
-def write_md(path, block):
-    p = pathlib.Path(path)
-    text = p.read_text() if p.exists() else ""
-    if START in text and END in text:
-        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n## Whole networks (`pywino3d.torch.convert_model`)\n\n" + block + "\n"
-    p.write_text(text)
-
-
 def plot(rows, path):
     import matplotlib
 
@@ -238,7 +229,8 @@ def main(argv=None):
     if args.plot:
         plot(rows, args.plot)
     if args.md:
-        write_md(args.md, markdown(rows, args))
+        md_blocks.write_block(args.md, markdown(rows, args), START, END,
+                               'Whole networks (`pywino3d.torch.convert_model`)')
     return rows
 
 

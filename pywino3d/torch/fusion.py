@@ -225,14 +225,11 @@ def _moments(t):
 
 
 def _bn_affine(running_mean, running_var, weight, bias, eps):
-    """Per-channel scale and shift of an eval-mode BatchNorm."""
-    scale = torch.rsqrt(running_var.double() + eps)
-    if weight is not None:
-        scale = scale * weight.double()
-    shift = -running_mean.double() * scale
-    if bias is not None:
-        shift = shift + bias.double()
-    return scale.float(), shift.float()
+    """Per-channel scale and shift of an eval-mode BatchNorm: the norm's
+    affine map with the running statistics as the moments."""
+    scale, shift = _norm_affine(running_mean[None], running_var[None], weight, bias, eps, None,
+                                running_mean.shape[0])
+    return scale[0], shift[0]
 
 
 def _upsample_into(y, x, w, b):
